@@ -1,0 +1,27 @@
+# Every target creates and uses its own venv; nothing is installed outside it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test demo bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+demo: $(BIN)/.installed
+	$(BIN)/python scripts/demo.py
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run.py
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check uvrefs tests scripts benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .demo .bench .pytest_cache

@@ -1,0 +1,5 @@
+"""Allows `python -m uvrefs`."""
+
+from uvrefs.launch import main
+
+main()

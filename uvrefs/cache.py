@@ -1,0 +1,267 @@
+"""The layout of uv's cache as uvrefs relies on it: buckets found by name (their versions
+change between uv releases), archives and the dist-info they hold, and the pointers
+(symlinks or Windows link files) through which uv reaches each archive.
+
+See docs/design.md for where each fact lives in uv's source."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uvrefs.errors import CacheRefused
+
+ARCHIVE_BUCKET = re.compile(r"archive-v\d+")
+POINTER_BUCKET = re.compile(r"(wheels|sdists|environments)-v\d+")
+# uv's archive ids: nanoid-style, 16 characters now, 21 in older caches; may start with "-".
+ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Files uv keeps beside a wheel pointer `<key>` in the wheels bucket.
+POINTER_SIDECARS = (".http", ".rev", ".msgpack", ".lock")
+TRASH_DIR = ".uvrefs-trash"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One unpacked wheel (or cached environment) under `archive-v*/<id>`."""
+
+    id: str
+    path: Path
+    dist_infos: tuple[str, ...]
+
+    def dist_info(self) -> str | None:
+        return self.dist_infos[0] if self.dist_infos else None
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A link uv follows to an archive: `bucket` is wheels, sdists or environments."""
+
+    path: Path
+    bucket: str
+    archive_id: str
+
+
+@dataclass
+class Cache:
+    """A validated uv cache root and its buckets, discovered by name pattern."""
+
+    root: Path
+    archive_dirs: list[Path] = field(default_factory=list)
+    pointer_dirs: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, root: Path) -> Cache:
+        """Open `root` as a uv cache, refusing anything uvrefs must never delete from."""
+        root = Path(os.path.abspath(root))
+        real = Path(os.path.realpath(root))
+        home = Path(os.path.realpath(Path.home()))
+        if real == Path(real.anchor) or real == home or real in home.parents:
+            raise CacheRefused(
+                f"refusing to use {root} as uv's cache (it is / or your home or above it); "
+                "set UV_CACHE_DIR to uv's cache directory"
+            )
+        try:
+            names = os.listdir(real)
+        except FileNotFoundError:
+            raise CacheRefused(
+                f"no uv cache at {root}; run uv once or point UV_CACHE_DIR at its cache"
+            ) from None
+        except OSError as exc:
+            raise CacheRefused(f"cannot read cache directory {root}: {exc.strerror}") from None
+        cache = cls(root=real)
+        for name in sorted(names):
+            if ARCHIVE_BUCKET.fullmatch(name) and (real / name).is_dir():
+                cache.archive_dirs.append(real / name)
+            elif POINTER_BUCKET.fullmatch(name) and (real / name).is_dir():
+                cache.pointer_dirs.append(real / name)
+        if not cache.archive_dirs and not (real / "CACHEDIR.TAG").is_file():
+            raise CacheRefused(
+                f"{root} holds no uv buckets; set UV_CACHE_DIR to uv's cache directory"
+            )
+        return cache
+
+    def contains(self, path: Path) -> bool:
+        """Whether `path`, taken literally (no symlink resolved), lies inside the root."""
+        return Path(os.path.normpath(path)).is_relative_to(self.root) and path != self.root
+
+    def archive_path(self, entry_id: str) -> Path | None:
+        """Where archive `entry_id` lives, if it exists in any archive bucket."""
+        if not ENTRY_ID.fullmatch(entry_id):
+            return None
+        for bucket in self.archive_dirs:
+            candidate = bucket / entry_id
+            if os.path.lexists(candidate):
+                return candidate
+        return None
+
+    def archive_ids(self) -> set[str]:
+        """The ids of every entry in the archive buckets: one directory listing each."""
+        ids: set[str] = set()
+        for bucket in self.archive_dirs:
+            ids.update(name for name in os.listdir(bucket) if ENTRY_ID.fullmatch(name))
+        return ids
+
+    def describe(self, entry_id: str) -> tuple[str | None, str | None, list[str]]:
+        """(dist, version, tags) of an archive, read from its dist-info and WHEEL file."""
+        path = self.archive_path(entry_id)
+        infos = read_dist_infos(str(path)) if path is not None else ()
+        if path is None or not infos:
+            return None, None, []
+        dist, version = split_dist_info(infos[0])
+        return dist, version, wheel_tags(path, infos[0])
+
+    def archives(self) -> Iterator[Archive]:
+        """Every archive with the `.dist-info` directories at its top level."""
+        for bucket in self.archive_dirs:
+            with os.scandir(bucket) as it:
+                for entry in it:
+                    if not ENTRY_ID.fullmatch(entry.name):
+                        continue
+                    yield Archive(entry.name, Path(entry.path), read_dist_infos(entry.path))
+
+    def pointers(self) -> dict[str, list[Pointer]]:
+        """Every pointer in the wheels, sdists and environments buckets, by archive id.
+
+        Walks without following symlinks and skips unpacked source trees (`src/`), which
+        hold no pointers."""
+        found: dict[str, list[Pointer]] = {}
+        for bucket_dir in self.pointer_dirs:
+            bucket = bucket_dir.name.split("-v")[0]
+            for path, archive_id in _walk_pointers(bucket_dir, self):
+                found.setdefault(archive_id, []).append(Pointer(path, bucket, archive_id))
+        return found
+
+
+def read_dist_infos(archive: str) -> tuple[str, ...]:
+    try:
+        with os.scandir(archive) as it:
+            return tuple(
+                sorted(
+                    e.name
+                    for e in it
+                    if e.name.endswith(".dist-info") and e.is_dir(follow_symlinks=False)
+                )
+            )
+    except (NotADirectoryError, FileNotFoundError):
+        return ()
+
+
+def _walk_pointers(top: Path, cache: Cache) -> Iterator[tuple[Path, str]]:
+    stack = [str(top)]
+    while stack:
+        current = stack.pop()
+        try:
+            it = os.scandir(current)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                if entry.is_symlink():
+                    archive_id = _archive_of_link(Path(entry.path), os.readlink(entry.path), cache)
+                    if archive_id:
+                        yield Path(entry.path), archive_id
+                elif entry.is_dir(follow_symlinks=False):
+                    if entry.name != "src":
+                        stack.append(entry.path)
+                elif os.name == "nt" and "." not in entry.name:  # pragma: no cover
+                    archive_id = _archive_of_link_file(Path(entry.path), cache)
+                    if archive_id:
+                        yield Path(entry.path), archive_id
+
+
+def _archive_of_link(link: Path, target: str, cache: Cache) -> str | None:
+    resolved = Path(os.path.normpath(link.parent / target))
+    if resolved.parent in cache.archive_dirs and ENTRY_ID.fullmatch(resolved.name):
+        return resolved.name
+    return None
+
+
+def _archive_of_link_file(path: Path, cache: Cache) -> str | None:  # pragma: no cover
+    try:
+        text = path.read_text("utf-8", errors="strict").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if ARCHIVE_BUCKET.fullmatch(text.split("/")[0]) and len(text.split("/")) == 2:
+        return text.split("/")[1] if ENTRY_ID.fullmatch(text.split("/")[1]) else None
+    return None
+
+
+def wheel_tags(archive: Path, dist_info: str) -> list[str]:
+    """The `Tag:` lines of an archive's WHEEL file (empty if it cannot be read)."""
+    try:
+        text = (archive / dist_info / "WHEEL").read_text("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Tag:")]
+
+
+def split_dist_info(name: str) -> tuple[str, str]:
+    """`numpy-2.4.6.dist-info` -> (`numpy`, `2.4.6`)."""
+    stem = name.removesuffix(".dist-info")
+    dist, _, version = stem.rpartition("-")
+    return (dist or stem), version
+
+
+@dataclass
+class SizeTally:
+    """Blocks a set of deletions really frees: a file's blocks count only once every one
+    of its hard links is among the deleted paths (what `uv cache size` and `du` count)."""
+
+    apparent: int = 0
+    _seen: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+
+    def add_tree(self, path: Path) -> None:
+        for st in _lstat_tree(path):
+            self.apparent += st.st_blocks * 512
+            key = (st.st_dev, st.st_ino)
+            seen = self._seen.setdefault(key, [0, st.st_nlink, st.st_blocks * 512])
+            seen[0] += 1
+
+    @property
+    def freed(self) -> int:
+        return sum(size for count, nlink, size in self._seen.values() if count >= nlink)
+
+
+def _lstat_tree(path: Path) -> Iterator[os.stat_result]:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    yield st
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    stack = [str(path)]
+    while stack:
+        current = stack.pop()
+        try:
+            it = os.scandir(current)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    est = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                yield est
+                if stat.S_ISDIR(est.st_mode):
+                    stack.append(entry.path)
+
+
+def tree_size(path: Path) -> int:
+    """Blocks (bytes) a tree occupies, hard links within it counted once."""
+    tally = SizeTally()
+    tally.add_tree(path)
+    return sum(size for _, _, size in tally._seen.values())
+
+
+def max_link_count(path: Path) -> int:
+    """The highest hard-link count among the regular files of a tree: above 1 means some
+    file is still linked from outside it (an environment uvrefs does not know of)."""
+    return max(
+        (st.st_nlink for st in _lstat_tree(path) if stat.S_ISREG(st.st_mode)), default=1
+    )

@@ -1,0 +1,375 @@
+"""Mark, plan, sweep. `gather_facts` reads the cache, the refs and every referencing env;
+`plan_collection` is a pure function of those facts; `apply_plan` is the only code that
+deletes, under uv's cache lock held exclusively, re-checking each entry right before it
+goes (as Nix re-checks its temporary roots)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from uvrefs import uv
+from uvrefs.cache import POINTER_SIDECARS, TRASH_DIR, Cache, Pointer, SizeTally, max_link_count
+from uvrefs.envs import ArchiveIndex, EnvScan, scan_env
+from uvrefs.formats import EntryRefs, Referrer
+from uvrefs.refs import CorruptRefs, RefsStore, host_id
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one tracked entry, and why."""
+
+    entry: str
+    dist: str | None
+    version: str | None
+    tags: tuple[str, ...]
+    free: bool
+    reason: str
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the planner needs, read once: entries present, their refs (or why they
+    could not be read), a scan of every env that a ref names, and uv's own entries."""
+
+    host: str
+    archives: frozenset[str]
+    refs: Mapping[str, EntryRefs]
+    corrupt: Mapping[str, str] = field(default_factory=dict)
+    envs: Mapping[str, EnvScan] = field(default_factory=dict)
+    uv_owned: frozenset[str] = frozenset()
+    linked_elsewhere: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Plan:
+    free: tuple[Decision, ...]
+    keep: tuple[Decision, ...]
+    untracked: int
+    stale: tuple[str, ...]  # refs of entries no longer in the cache
+
+
+@dataclass(frozen=True)
+class Removal:
+    """The outcome of a collection (or of a dry run: what would go)."""
+
+    cache: Path
+    dry_run: bool
+    freed: tuple[Decision, ...]
+    kept: tuple[Decision, ...]
+    untracked: int
+    errors: tuple[str, ...] = ()
+    lock_held: float = 0.0
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(d.bytes for d in self.freed)
+
+
+# ---------------------------------------------------------------- plan (pure)
+
+
+def referrer_verdict(ref: Referrer, entry: str, facts: Facts) -> tuple[str, str]:
+    """("holds" | "dead" | "unsure", why) for one reference to `entry`."""
+    if ref.host != facts.host:
+        return "unsure", f"recorded on another host ({ref.host[:12]}) for {ref.env}"
+    scan = facts.envs.get(ref.env)
+    if scan is None:
+        return "unsure", f"{ref.env} was not scanned"
+    if scan.state == "unknown":
+        return "unsure", f"{ref.env} {scan.detail}"
+    if scan.state == "gone":
+        return "dead", f"{ref.env} no longer exists"
+    if ref.how == "build":
+        return "holds", f"built for {ref.env}"
+    if entry in scan.uses:
+        return "holds", f"used by {ref.env}"
+    return "dead", f"{ref.env} no longer uses it"
+
+
+def plan_collection(facts: Facts) -> Plan:
+    """Free an entry only when it had referrers and none holds now; keep everything
+    untracked, unreadable, uncertain, uv's own, or still hard-linked from elsewhere."""
+    free: list[Decision] = []
+    keep: list[Decision] = []
+    untracked = 0
+    for entry in sorted(facts.archives):
+        refs = facts.refs.get(entry)
+        if entry in facts.corrupt:
+            keep.append(Decision(entry, None, None, (), False, f"refs unreadable: {facts.corrupt[entry]}"))
+            continue
+        if refs is None:
+            untracked += 1
+            continue
+
+        def decide(is_free: bool, reason: str, refs: EntryRefs = refs) -> Decision:
+            return Decision(refs.entry, refs.dist, refs.version, tuple(refs.tags), is_free, reason)
+
+        verdicts = [referrer_verdict(r, entry, facts) for r in refs.referrers]
+        holding = [why for verdict, why in verdicts if verdict == "holds"]
+        unsure = [why for verdict, why in verdicts if verdict == "unsure"]
+        if entry in facts.uv_owned:
+            keep.append(decide(False, "reached from uv's cached environments"))
+        elif holding:
+            more = f" (+{len(holding) - 1} more)" if len(holding) > 1 else ""
+            keep.append(decide(False, holding[0] + more))
+        elif unsure:
+            keep.append(decide(False, "uncertain: " + unsure[0]))
+        elif entry in facts.linked_elsewhere:
+            keep.append(decide(False, "files still hard-linked elsewhere (an untracked env?)"))
+        else:
+            dead = [why for verdict, why in verdicts if verdict == "dead"]
+            free.append(decide(True, dead[0] if dead else "no environment uses it any more"))
+    stale = tuple(sorted(set(facts.refs) - facts.archives))
+    return Plan(tuple(free), tuple(keep), untracked, stale)
+
+
+# ---------------------------------------------------------------- mark (reads only)
+
+
+@dataclass
+class Survey:
+    """Facts plus what the sweep needs to act on them (pointers, the archive index)."""
+
+    facts: Facts
+    pointers: dict[str, list[Pointer]]
+    index: ArchiveIndex
+    extra_site_dirs: dict[str, list[Path]]
+
+
+def gather_facts(cache: Cache, store: RefsStore) -> Survey:
+    refs: dict[str, EntryRefs] = {}
+    corrupt: dict[str, str] = {}
+    for entry in store.entry_ids():
+        try:
+            loaded = store.load(entry)
+        except CorruptRefs as exc:
+            corrupt[entry] = str(exc)
+            continue
+        if loaded is not None:
+            refs[entry] = loaded
+    archives = list(cache.archives())
+    index = ArchiveIndex(cache, archives)
+    extra = {r.path: [Path(s) for s in r.site_dirs] for r in store.env_records()}
+    host = host_id()
+    env_paths = {r.env for entry in refs.values() for r in entry.referrers if r.host == host}
+    envs = {env: scan_env(Path(env), index, extra.get(env, ())) for env in sorted(env_paths)}
+    pointers = cache.pointers()
+    uv_owned = frozenset(i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps))
+    facts = Facts(host, frozenset(a.id for a in archives), refs, corrupt, envs, uv_owned)
+    return Survey(facts, pointers, index, extra)
+
+
+def measure(plan: Plan, cache: Cache, survey: Survey) -> Plan:
+    """Size each planned entry (what deleting it really frees) and re-plan without those
+    whose files are still hard-linked from outside the cache."""
+    linked = set()
+    sized: dict[str, int] = {}
+    for decision in plan.free:
+        path = cache.archive_path(decision.entry)
+        if path is None:
+            continue
+        if max_link_count(path) > 1:
+            linked.add(decision.entry)
+            continue
+        tally = SizeTally()
+        tally.add_tree(path)
+        for pointer in survey.pointers.get(decision.entry, []):
+            tally.add_tree(pointer.path)
+        sized[decision.entry] = tally.freed
+    if linked:
+        facts = replace(survey.facts, linked_elsewhere=frozenset(linked))
+        plan = plan_collection(facts)
+    free = tuple(replace(d, bytes=sized.get(d.entry, 0)) for d in plan.free)
+    return replace(plan, free=free)
+
+
+# ---------------------------------------------------------------- sweep (the only deleter)
+
+
+def apply_plan(
+    plan: Plan,
+    cache: Cache,
+    store: RefsStore,
+    survey: Survey,
+    *,
+    timeout: float,
+    on_wait: Callable[[], None] | None = None,
+) -> Removal:
+    """Delete the planned entries under uv's exclusive cache lock.
+
+    Each entry is re-checked under the lock (refs re-read, referrers re-scanned), then:
+    its pointers go first, the archive is renamed out of the bucket (so uv never trusts a
+    half-deleted one) and deleted, and its refs go last. A crash at any point leaves
+    either a live entry or an unreferenced archive, never a pointer to nothing."""
+    freed: list[Decision] = []
+    kept: list[Decision] = list(plan.keep)
+    errors: list[str] = []
+    with uv.cache_lock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
+        started = time.monotonic()
+        empty_trash(cache)
+        rescans: dict[str, EnvScan] = {}
+        going: list[Decision] = []
+        for decision in plan.free:
+            why_keep = recheck(decision.entry, cache, store, survey, rescans)
+            if why_keep:
+                kept.append(replace(decision, free=False, bytes=0, reason=why_keep))
+            else:
+                going.append(decision)
+        going_ids = {d.entry for d in going}
+        for decision in going:
+            try:
+                remove_entry(cache, decision.entry, survey.pointers, going_ids)
+            except OSError as exc:
+                errors.append(f"{decision.entry}: {exc.strerror or exc} ({exc.filename})")
+                continue
+            store.delete(decision.entry)
+            freed.append(decision)
+        held = time.monotonic() - started
+    tidy_refs(plan, store, survey)
+    return Removal(cache.root, False, tuple(freed), tuple(kept), plan.untracked, tuple(errors), held)
+
+
+def recheck(
+    entry: str, cache: Cache, store: RefsStore, survey: Survey, rescans: dict[str, EnvScan]
+) -> str | None:
+    """Why `entry` must now be kept, or None if it is still dead. Reads the refs afresh:
+    an install that finished after planning has written them before releasing its lock."""
+    try:
+        refs = store.load(entry)
+    except CorruptRefs as exc:
+        return f"refs unreadable: {exc}"
+    if refs is None:
+        return "refs vanished since planning"
+    for ref in refs.referrers:
+        if ref.env not in rescans:
+            extra = survey.extra_site_dirs.get(ref.env, ())
+            rescans[ref.env] = scan_env(Path(ref.env), survey.index, extra)
+    facts = replace(survey.facts, envs=rescans, refs={entry: refs})
+    verdicts = [referrer_verdict(r, entry, facts) for r in refs.referrers]
+    for verdict, why in verdicts:
+        if verdict != "dead":
+            return why if verdict == "holds" else f"uncertain: {why}"
+    path = cache.archive_path(entry)
+    if path is not None and refs.dist and refs.version:
+        metadata = path / f"{refs.dist}-{refs.version}.dist-info" / "METADATA"
+        try:
+            if os.lstat(metadata).st_nlink > 1:
+                return "files still hard-linked elsewhere (an untracked env?)"
+        except OSError:
+            pass
+    return None
+
+
+def remove_entry(
+    cache: Cache, entry: str, pointers: Mapping[str, list[Pointer]], going: set[str]
+) -> None:
+    """Remove one entry: pointers first, then the archive via the trash."""
+    for pointer in pointers.get(entry, []):
+        if not cache.contains(pointer.path):
+            continue
+        if pointer.bucket == "sdists":
+            _remove_sdist_pointer(cache, pointer, pointers, going)
+        else:
+            # Sidecars first and the link last: a leftover link alone is a cache miss for
+            # uv, while a leftover `.rev`/`.http` names the archive and would be trusted.
+            for suffix in POINTER_SIDECARS:
+                Path(f"{pointer.path}{suffix}").unlink(missing_ok=True)
+            if _points_to(pointer.path, entry):
+                pointer.path.unlink()
+    archive = cache.archive_path(entry)
+    if archive is None:
+        return
+    if archive.is_symlink():  # never follow a link out of the cache: drop the link itself
+        archive.unlink()
+        return
+    _delete_via_trash(cache, archive, entry)
+
+
+def _remove_sdist_pointer(
+    cache: Cache, pointer: Pointer, pointers: Mapping[str, list[Pointer]], going: set[str]
+) -> None:
+    """A built wheel owns its sdist revision (source tree, `.whl`, metadata): the whole
+    revision goes when every wheel built in it goes, else only this wheel's files."""
+    revision = pointer.path.parent
+    if not os.path.lexists(revision):
+        return
+    built_here = {p.archive_id for ps in pointers.values() for p in ps if p.path.parent == revision}
+    if built_here <= going:
+        _delete_via_trash(cache, revision, f"sdist-{pointer.archive_id}")
+        return
+    Path(f"{pointer.path}.whl").unlink(missing_ok=True)
+    if _points_to(pointer.path, pointer.archive_id):
+        pointer.path.unlink()
+
+
+def _points_to(link: Path, entry: str) -> bool:
+    try:
+        return os.path.basename(os.path.normpath(os.readlink(link))) == entry
+    except OSError:
+        return False
+
+
+def _delete_via_trash(cache: Cache, path: Path, name: str) -> None:
+    """Rename out of uv's sight first (atomic, same filesystem), then delete."""
+    trash = cache.root / TRASH_DIR
+    trash.mkdir(exist_ok=True)
+    moved = trash / name
+    if os.path.lexists(moved):
+        shutil.rmtree(moved)
+    os.rename(path, moved)
+    shutil.rmtree(moved)
+
+
+def empty_trash(cache: Cache) -> None:
+    """Finish deletions a killed collector left in the trash."""
+    trash = cache.root / TRASH_DIR
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash)
+
+
+def tidy_refs(plan: Plan, store: RefsStore, survey: Survey) -> None:
+    """After a sweep: forget refs of entries that left the cache some other way (uv cache
+    clean), drop references that no longer hold from entries that stay, and add the uses
+    of living envs that plain uv changed since they were recorded."""
+    facts = survey.facts
+    with store.locked():
+        for scan in facts.envs.values():
+            if scan.state == "alive":
+                store.record(scan.path, scan.uses, "collect", survey.index.cache.describe)
+        for entry in plan.stale:
+            store.delete(entry)
+        for decision in plan.keep:
+            if decision.entry in facts.refs:
+                refs = facts.refs[decision.entry]
+                dead = {
+                    (r.env, r.host) for r in refs.referrers
+                    if referrer_verdict(r, decision.entry, facts)[0] == "dead"
+                }
+                if dead:
+                    store.drop_referrers(decision.entry, lambda env, host: (env, host) not in dead)
+
+
+def dry_run_result(plan: Plan, cache: Cache) -> Removal:
+    return Removal(cache.root, True, plan.free, plan.keep, plan.untracked)
+
+
+def collect(
+    cache: Cache,
+    store: RefsStore,
+    *,
+    dry_run: bool,
+    timeout: float,
+    on_wait: Callable[[], None] | None = None,
+) -> Removal:
+    """Mark, plan, measure, then sweep (or, for a dry run, report the plan)."""
+    survey = gather_facts(cache, store)
+    plan = measure(plan_collection(survey.facts), cache, survey)
+    if dry_run:
+        return dry_run_result(plan, cache)
+    return apply_plan(plan, cache, store, survey, timeout=timeout, on_wait=on_wait)

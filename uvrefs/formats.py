@@ -1,0 +1,64 @@
+"""The on-disk formats of the refs store, each a versioned pydantic model.
+
+Every file carries `format`; a reader accepts its own version (and migrates older ones
+when there are any) and refuses newer ones, so an old uvrefs never rewrites, and so never
+loses, what a newer one recorded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT = 1
+
+
+class Referrer(BaseModel):
+    """One environment that uses an entry: where it is, on which host, how the use was
+    proven (symlink, hardlink, content, or build: appeared while uv built for it), by which
+    uvrefs command and when first recorded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    env: str
+    host: str
+    how: Literal["symlink", "hardlink", "content", "build"]
+    command: str
+    recorded_at: datetime
+
+
+class EntryRefs(BaseModel):
+    """`refs/<entry>.refs`: the environments that use cache entry `archive-v*/<entry>`.
+
+    An empty `referrers` list means the entry was tracked and nobody uses it any more,
+    which is what makes it collectable; an entry with no file is untracked and kept."""
+
+    format: Literal[1] = FORMAT
+    entry: str
+    dist: str | None = None
+    version: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    referrers: list[Referrer] = Field(default_factory=list)
+
+
+class EnvRecord(BaseModel):
+    """`envs/<hash>.json`: an environment uvrefs recorded, with the extra site directories
+    it cannot infer from the path (system interpreters, `--target`), the fingerprint of its
+    site directories at the last record (to skip unchanged envs) and the entries it used."""
+
+    format: Literal[1] = FORMAT
+    path: str
+    host: str
+    site_dirs: list[str] = Field(default_factory=list)
+    command: str
+    recorded_at: datetime
+    fingerprint: str
+    entries: list[str] = Field(default_factory=list)
+
+
+class StoreInfo(BaseModel):
+    """`store.json`: which cache this part of the store belongs to."""
+
+    format: Literal[1] = FORMAT
+    cache: str

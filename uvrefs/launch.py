@@ -1,0 +1,76 @@
+"""The entry point. Tracked uv commands (`install`, `pip install|sync`, `sync`) run on a
+fast path that loads neither typer nor pydantic unless refs must be written; everything
+else goes to the typer app in `uvrefs.cli`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from uvrefs.errors import UvrefsError
+
+GLOBAL_VALUE_OPTIONS = {"--cache-dir": "UV_CACHE_DIR", "--state-dir": "UVREFS_DIR"}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rest = _apply_global_options(args)
+    except UvrefsError as exc:
+        fail(exc)
+    command = _tracked_command(rest)
+    if command is not None:
+        from uvrefs import track
+
+        skip = len(command.split())
+        try:
+            sys.exit(track.run(command, rest[skip:]))
+        except UvrefsError as exc:
+            fail(exc)
+    from uvrefs.cli import app
+
+    app(args=args, prog_name="uvrefs")
+
+
+def _apply_global_options(args: list[str]) -> list[str]:
+    """Consume uvrefs's own options before the subcommand; they become the environment
+    variables uv and uvrefs read, so every later step (and uv itself) agrees."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        name, _, value = args[i].partition("=")
+        if name in GLOBAL_VALUE_OPTIONS:
+            if not value:
+                if i + 1 >= len(args):
+                    raise UvrefsError(f"{name} needs a value")
+                value = args[i + 1]
+                i += 1
+            os.environ[GLOBAL_VALUE_OPTIONS[name]] = os.path.abspath(os.path.expanduser(value))
+        elif name in ("-v", "--verbose"):
+            os.environ["UVREFS_VERBOSE"] = "1"
+        else:
+            return args[i:]
+        i += 1
+    return args[i:]
+
+
+def _tracked_command(rest: list[str]) -> str | None:
+    if not rest:
+        return None
+    if rest[0] in ("install", "sync"):
+        return rest[0]
+    if rest[0] == "pip" and len(rest) > 1 and rest[1] in ("install", "sync"):
+        return f"pip {rest[1]}"
+    return None
+
+
+def fail(exc: UvrefsError) -> NoReturn:
+    if os.environ.get("UVREFS_VERBOSE"):
+        import traceback
+
+        traceback.print_exc()
+    print(f"uvrefs: error: {exc}", file=sys.stderr)
+    sys.exit(exc.exit_code)
+
+

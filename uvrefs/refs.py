@@ -1,0 +1,252 @@
+"""The refs store: outside uv's cache (uv prune deletes whatever it does not know there),
+one directory per cache keyed by the cache's canonical path, holding one `<entry>.refs`
+per tracked entry and one record per tracked environment.
+
+Writes go to a temp file in the same directory and are renamed into place; every
+read-modify-write holds the store's file lock, so parallel installs never lose a ref."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from uvrefs.cache import ENTRY_ID
+from uvrefs.errors import StoreError
+
+if TYPE_CHECKING:
+    from uvrefs.formats import EntryRefs, EnvRecord
+
+REFS_SUFFIX = ".refs"
+LOCK_TIMEOUT = 60.0
+
+
+def default_state_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """`UVREFS_DIR`, else the platform's user state directory."""
+    if environ.get("UVREFS_DIR"):
+        return Path(os.path.abspath(os.path.expanduser(environ["UVREFS_DIR"])))
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("uvrefs", appauthor=False))
+
+
+@cache
+def host_id() -> str:
+    """This machine's identity: the systemd machine id, else the host name."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return socket.gethostname()
+
+
+def env_key(env: Path) -> str:
+    return hashlib.sha256(os.fsencode(env)).hexdigest()[:20]
+
+
+class CorruptRefs(Exception):
+    """A refs file that cannot be trusted; its entry is kept (fail closed)."""
+
+
+class RefsStore:
+    """The refs of one uv cache. Constructing it touches nothing on disk."""
+
+    def __init__(self, state_dir: Path, cache_root: Path) -> None:
+        self.cache_root = cache_root
+        self.dir = state_dir / "caches" / hashlib.sha256(os.fsencode(cache_root)).hexdigest()[:20]
+        self.refs_dir = self.dir / "refs"
+        self.envs_dir = self.dir / "envs"
+
+    # -- locking and atomic writes
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock for a read-modify-write (a filelock beside the refs)."""
+        from filelock import FileLock, Timeout
+
+        self._ensure_dirs()
+        try:
+            with FileLock(str(self.dir / "store.lock"), timeout=LOCK_TIMEOUT):
+                yield
+        except Timeout:
+            raise StoreError(
+                f"refs store {self.dir} stayed locked for {LOCK_TIMEOUT:g}s; "
+                "is another uvrefs stuck? retry later"
+            ) from None
+
+    def _ensure_dirs(self) -> None:
+        try:
+            self.refs_dir.mkdir(parents=True, exist_ok=True)
+            self.envs_dir.mkdir(exist_ok=True)
+            info = self.dir / "store.json"
+            if not info.exists():
+                from uvrefs.formats import StoreInfo
+
+                _write_atomic(info, StoreInfo(cache=str(self.cache_root)).model_dump_json(indent=2))
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write the refs store at {self.dir}: {exc.strerror}; "
+                "set UVREFS_DIR to a writable directory"
+            ) from None
+
+    # -- entry refs
+
+    def refs_path(self, entry_id: str) -> Path:
+        if not ENTRY_ID.fullmatch(entry_id):
+            raise CorruptRefs(f"invalid entry id {entry_id!r}")
+        return self.refs_dir / f"{entry_id}{REFS_SUFFIX}"
+
+    def entry_ids(self) -> list[str]:
+        """Ids of every entry with a refs file (names that are not ids are ignored)."""
+        try:
+            names = os.listdir(self.refs_dir)
+        except FileNotFoundError:
+            return []
+        ids = (n.removesuffix(REFS_SUFFIX) for n in names if n.endswith(REFS_SUFFIX))
+        return sorted(i for i in ids if ENTRY_ID.fullmatch(i))
+
+    def load(self, entry_id: str) -> EntryRefs | None:
+        """The refs of an entry, None if it has none; raises CorruptRefs if unreadable."""
+        from pydantic import ValidationError
+
+        from uvrefs.formats import FORMAT, EntryRefs
+
+        try:
+            raw = self.refs_path(entry_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CorruptRefs(f"unreadable ({exc.strerror})") from None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise CorruptRefs("not valid JSON (truncated or garbage)") from None
+        version = data.get("format") if isinstance(data, dict) else None
+        if isinstance(version, int) and version > FORMAT:
+            raise CorruptRefs(f"format {version} is newer than this uvrefs ({FORMAT}); upgrade")
+        try:
+            refs = EntryRefs.model_validate(data)
+        except ValidationError as exc:
+            raise CorruptRefs(f"invalid: {exc.errors()[0]['msg']}") from None
+        if refs.entry != entry_id:
+            raise CorruptRefs(f"names entry {refs.entry!r}, not {entry_id!r}")
+        return refs
+
+    def save(self, refs: EntryRefs) -> None:
+        _write_atomic(self.refs_path(refs.entry), refs.model_dump_json(indent=2))
+
+    def delete(self, entry_id: str) -> None:
+        self.refs_path(entry_id).unlink(missing_ok=True)
+
+    def record(
+        self,
+        env: Path,
+        uses: Mapping[str, str],
+        command: str,
+        describe: Callable[[str], tuple[str | None, str | None, list[str]]],
+    ) -> tuple[int, list[str]]:
+        """Add `env` as a referrer of every entry in `uses` (id -> how). Call with the
+        store locked. Returns how many files changed and the ids whose refs are corrupt
+        (left as they are: rewriting them would drop referrers we cannot read)."""
+        from uvrefs.formats import EntryRefs, Referrer
+
+        now = datetime.now(UTC)
+        changed, corrupt = 0, []
+        for entry_id, how in sorted(uses.items()):
+            try:
+                refs = self.load(entry_id)
+            except CorruptRefs:
+                corrupt.append(entry_id)
+                continue
+            if refs is None:
+                dist, version, tags = describe(entry_id)
+                refs = EntryRefs(entry=entry_id, dist=dist, version=version, tags=tags)
+            mine = [r for r in refs.referrers if r.env == str(env) and r.host == host_id()]
+            if mine and mine[0].how == how:
+                continue
+            others = [r for r in refs.referrers if r not in mine]
+            me = Referrer(env=str(env), host=host_id(), how=how, command=command,  # type: ignore[arg-type]
+                          recorded_at=now)
+            self.save(refs.model_copy(update={"referrers": [*others, me]}))
+            changed += 1
+        return changed, corrupt
+
+    def drop_referrers(self, entry_id: str, keep: Callable[[str, str], bool]) -> None:
+        """Rewrite an entry's refs without the referrers `keep(env, host)` rejects."""
+        try:
+            refs = self.load(entry_id)
+        except CorruptRefs:
+            return
+        if refs is None:
+            return
+        kept = [r for r in refs.referrers if keep(r.env, r.host)]
+        if len(kept) != len(refs.referrers):
+            self.save(refs.model_copy(update={"referrers": kept}))
+
+    # -- environment records
+
+    def env_path(self, env: Path) -> Path:
+        return self.envs_dir / f"{env_key(env)}.json"
+
+    def fingerprint_of(self, env: Path) -> str | None:
+        """The fingerprint last recorded for `env`, read without pydantic (hot path)."""
+        try:
+            return str(json.loads(self.env_path(env).read_bytes())["fingerprint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def load_env(self, env: Path) -> EnvRecord | None:
+        from pydantic import ValidationError
+
+        from uvrefs.formats import EnvRecord
+
+        try:
+            return EnvRecord.model_validate_json(self.env_path(env).read_bytes())
+        except (OSError, ValidationError):
+            return None
+
+    def env_records(self) -> list[EnvRecord]:
+        from pydantic import ValidationError
+
+        from uvrefs.formats import EnvRecord
+
+        records = []
+        try:
+            names = sorted(os.listdir(self.envs_dir))
+        except FileNotFoundError:
+            return []
+        for name in names:
+            try:
+                records.append(EnvRecord.model_validate_json((self.envs_dir / name).read_bytes()))
+            except (OSError, ValidationError):
+                continue
+        return records
+
+    def save_env(self, record: EnvRecord) -> None:
+        _write_atomic(self.env_path(Path(record.path)), record.model_dump_json(indent=2))
+
+    def delete_env(self, env: Path) -> None:
+        self.env_path(env).unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write beside the target, then rename over it: readers see old or new, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
