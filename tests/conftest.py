@@ -1,0 +1,91 @@
+"""Fixtures that isolate every test from the developer's real cache, state and home."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.wheels import build_wheelhouse
+
+UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
+
+
+@dataclass
+class World:
+    """A throw-away uv cache, refs store and home, with helpers to drive uv and uvrefs."""
+
+    root: Path
+    cache: Path
+    state: Path
+    wheels: Path
+    env: dict[str, str]
+
+    def run(self, *args: str | Path, check: bool = True, cwd: Path | None = None,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(a) for a in args], cwd=cwd or self.root, env={**self.env, **(extra_env or {})},
+            capture_output=True, text=True,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def uv(self, *args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self.run(UV, *args, **kw)  # type: ignore[arg-type]
+
+    def uvrefs(self, *args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-m", "uvrefs", *args, **kw)  # type: ignore[arg-type]
+
+    def venv(self, name: str) -> Path:
+        path = self.root / name
+        self.uv("venv", "-q", "--python", sys.executable, path)
+        return path
+
+    def offline(self) -> list[str]:
+        return ["--no-index", "--find-links", str(self.wheels)]
+
+    def archives(self) -> set[str]:
+        bucket = self.cache / "archive-v0"
+        return set(os.listdir(bucket)) if bucket.is_dir() else set()
+
+    def archive_of(self, dist: str, version: str) -> set[str]:
+        """Ids of archives that hold `<dist>-<version>.dist-info`."""
+        return {a for a in self.archives() if (self.cache / "archive-v0" / a / f"{dist}-{version}.dist-info").is_dir()}
+
+    def refs(self) -> list[Path]:
+        return sorted(self.state.glob("caches/*/refs/*.refs"))
+
+
+@pytest.fixture
+def world(tmp_path: Path, wheelhouse: Path) -> Iterator[World]:
+    assert UV, "uv is a dev dependency: pip install -e '.[dev]'"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "UVREFS_", "VIRTUAL_ENV", "CONDA"))}
+    env.update(
+        HOME=str(home),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_DATA_HOME=str(home / ".local/share"),
+        XDG_STATE_HOME=str(home / ".local/state"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        UV_CACHE_DIR=str(tmp_path / "cache"),
+        UVREFS_DIR=str(tmp_path / "state"),
+        UVREFS_UV=str(UV),
+        UV_PYTHON_DOWNLOADS="never",
+        UV_NO_CONFIG="1",
+        NO_COLOR="1",
+        PATH=str(Path(UV).parent) + os.pathsep + env.get("PATH", ""),  # type: ignore[arg-type]
+    )
+    yield World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env)

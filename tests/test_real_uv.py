@@ -1,0 +1,232 @@
+"""Tier 3: real uv on wheels built by the tests, outcomes asserted on disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from tests.conftest import World
+
+LINK_MODES = ["clone", "hardlink", "copy", "symlink"]
+
+
+def site_packages(env):
+    return next(env.glob("lib/python*/site-packages"))
+
+
+@pytest.mark.parametrize("mode", LINK_MODES)
+def test_collect_frees_exactly_what_a_deleted_env_used(world: World, mode: str) -> None:
+    """The issue's scenario in miniature: two envs share beta; the dead one alone used
+    alpha 1.0 and plat; collect frees those two and nothing the live env uses.
+
+    clone falls back to hardlink on ext4 (no reflinks), and uvrefs sees it as such."""
+    extra = {"UV_LINK_MODE": mode}
+    live, dead = world.venv("live"), world.venv("dead")
+    world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta", extra_env=extra)
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0", "beta", "plat", extra_env=extra)
+    dead_only = world.archive_of("alpha", "1.0") | world.archive_of("plat", "1.0")
+    live_entries = world.archive_of("alpha", "2.0") | world.archive_of("beta", "1.0")
+    assert len(dead_only) == 2 and len(live_entries) == 2
+
+    shutil.rmtree(dead)
+    out = world.uvrefs("collect", extra_env=extra).stdout
+
+    assert world.archives() == live_entries
+    assert "freed 2 entries" in out
+    # The live env still works, and reinstalls from the cache with no index at all.
+    world.run(live / "bin/python", "-c", "import alpha, beta; assert alpha.__version__ == '2.0'")
+    world.uv("pip", "install", "-q", "-p", live, "--offline", "--reinstall", *world.offline(),
+             "alpha==2.0", "beta", extra_env=extra)
+    world.run(live / "bin/python", "-c", "import alpha, beta")
+
+
+def test_link_mode_evidence_is_recorded(world: World) -> None:
+    for mode, how in [("symlink", "symlink"), ("hardlink", "hardlink"), ("copy", "content")]:
+        env = world.venv(f"env-{mode}")
+        world.uvrefs("install", "-q", "-p", env, *world.offline(), "beta", extra_env={"UV_LINK_MODE": mode})
+        (entry,) = world.archive_of("beta", "1.0")
+        refs = json.loads(next(p for p in world.refs() if p.stem == entry).read_text())
+        assert {r["how"] for r in refs["referrers"] if r["env"] == str(env)} == {how}
+    refs = json.loads(next(p for p in world.refs() if p.stem == entry).read_text())
+    assert refs["dist"] == "beta" and refs["version"] == "1.0" and refs["tags"] == ["py3-none-any"]
+    assert len(refs["referrers"]) == 3
+
+
+def test_dry_run_changes_nothing(world: World) -> None:
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    shutil.rmtree(env)
+
+    def snapshot():
+        return {str(p): p.lstat().st_mtime_ns for base in (world.cache, world.state) for p in base.rglob("*")}
+
+    before = snapshot()
+    out = json.loads(world.uvrefs("collect", "--dry-run", "--json").stdout)
+    assert snapshot() == before
+    assert [d["dist"] for d in out["freed"]] == ["alpha"] and out["dry_run"] is True
+    assert out["bytes_freed"] > 0
+
+
+def test_local_wheel_installs_again_after_its_entry_was_collected(world: World) -> None:
+    """uv fails on a local-path wheel whose pointer outlives its archive: collect must
+    remove the pointer group (symlink, .rev, .lock) together with the archive."""
+    wheel = next(world.wheels.glob("beta-1.0-*.whl"))
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, wheel)
+    assert list(world.cache.glob("wheels-v*/url/*/beta/*"))
+    shutil.rmtree(env)
+    world.uvrefs("collect")
+    assert world.archives() == set()
+    assert not list(world.cache.glob("wheels-v*/url/*/beta/*"))
+    again = world.venv("again")
+    world.uv("pip", "install", "-q", "-p", again, wheel)
+    world.run(again / "bin/python", "-c", "import beta")
+
+
+def test_sdist_revision_and_build_deps_go_with_the_built_wheel(world: World) -> None:
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "gamma")
+    assert world.archive_of("gamma", "1.0") and world.archive_of("tinybackend", "1.0")
+    revisions = list(world.cache.glob("sdists-v*/*/*/gamma/1.0/*/src"))
+    assert len(revisions) == 1
+    refs = {json.loads(p.read_text())["dist"]: json.loads(p.read_text()) for p in world.refs()}
+    assert refs["tinybackend"]["referrers"][0]["how"] == "build"
+
+    world.uvrefs("collect")
+    assert world.archives() != set()  # live: nothing goes
+    shutil.rmtree(env)
+    world.uvrefs("collect")
+    assert world.archives() == set()
+    assert not revisions[0].parent.exists()
+    again = world.venv("again")
+    world.uv("pip", "install", "-q", "-p", again, *world.offline(), "gamma")
+    world.run(again / "bin/python", "-c", "import gamma")
+
+
+def test_upgrade_in_place_frees_the_old_version(world: World) -> None:
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==2.0")
+    old, new = world.archive_of("alpha", "1.0"), world.archive_of("alpha", "2.0")
+    out = world.uvrefs("collect").stdout
+    assert "no longer uses it" in out
+    assert world.archives() == new and not (old & world.archives())
+
+
+def test_env_changed_by_plain_uv_is_rescanned(world: World) -> None:
+    """A tracked env upgraded with plain uv: the old entry goes, the new one is adopted
+    by the collect and freed once the env is deleted."""
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    world.uv("pip", "install", "-q", "-p", env, *world.offline(), "alpha==3.0")
+    world.uvrefs("collect")
+    assert world.archives() == world.archive_of("alpha", "3.0")
+    shutil.rmtree(env)
+    world.uvrefs("collect")
+    assert world.archives() == set()
+
+
+def test_untracked_envs_keep_their_entries(world: World) -> None:
+    tracked, untracked = world.venv("tracked"), world.venv("untracked")
+    world.uv("pip", "install", "-q", "-p", untracked, *world.offline(), "alpha==3.0", "beta")
+    world.uvrefs("install", "-q", "-p", tracked, *world.offline(), "beta")
+    shutil.rmtree(tracked)
+    out = world.uvrefs("collect").stdout
+    # alpha 3.0 was never tracked; beta was, but the untracked env still hard-links it.
+    assert world.archives() == world.archive_of("alpha", "3.0") | world.archive_of("beta", "1.0")
+    assert "hard-linked elsewhere" in out and "1 untracked" in out
+    world.run(untracked / "bin/python", "-c", "import alpha, beta")
+
+
+def test_target_and_prefix_installs_are_tracked(world: World) -> None:
+    target, prefix = world.root / "target", world.root / "prefix"
+    world.uvrefs("install", "-q", "--target", target, *world.offline(), "alpha==1.0")
+    world.uvrefs("install", "-q", "-p", sys.executable, "--prefix", prefix, *world.offline(), "alpha==2.0")
+    world.uvrefs("collect")
+    assert world.archives() == world.archive_of("alpha", "1.0") | world.archive_of("alpha", "2.0")
+    shutil.rmtree(target)
+    shutil.rmtree(prefix)
+    world.uvrefs("collect")
+    assert world.archives() == set()
+
+
+def test_active_and_discovered_venvs_match_uv(world: World) -> None:
+    """No --python: uvrefs tracks the env uv chose, from VIRTUAL_ENV or a .venv above."""
+    project = world.root / "project"
+    (project / "deep/er").mkdir(parents=True)
+    world.uv("venv", "-q", "--python", sys.executable, project / ".venv")
+    world.uvrefs("install", "-q", *world.offline(), "alpha==1.0", cwd=project / "deep/er")
+    other = world.venv("other")
+    world.uvrefs("install", "-q", *world.offline(), "alpha==2.0", extra_env={"VIRTUAL_ENV": str(other)})
+    envs = {r["env"] for p in world.refs() for r in json.loads(p.read_text())["referrers"]}
+    assert envs == {str(project / ".venv"), str(other)}
+
+
+def test_uvrefs_sync_tracks_the_project_environment(world: World) -> None:
+    project = world.root / "proj"
+    member = project / "packages/member"
+    member.mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.8"\n'
+        'dependencies = ["alpha==2.0", "member"]\n'
+        '[tool.uv]\npackage = false\n[tool.uv.workspace]\nmembers = ["packages/*"]\n'
+        '[tool.uv.sources]\nmember = { workspace = true }\n'
+    )
+    (member / "pyproject.toml").write_text(
+        '[project]\nname = "member"\nversion = "0.1"\nrequires-python = ">=3.8"\n'
+        'dependencies = ["beta"]\n'
+        '[build-system]\nrequires = ["tinybackend"]\nbuild-backend = "tinybackend"\n'
+    )
+    (member / "member").mkdir()
+    (member / "member/__init__.py").write_text("")
+    world.uvrefs("sync", "-q", "--python", sys.executable, *world.offline(), cwd=member)
+    envs = {r["env"] for p in world.refs() for r in json.loads(p.read_text())["referrers"]}
+    assert envs == {str(project / ".venv")}
+    kept = world.archives()
+    world.uvrefs("collect")
+    assert world.archives() == kept
+    shutil.rmtree(project / ".venv")
+    world.uvrefs("collect")
+    assert not (world.archive_of("alpha", "2.0") | world.archive_of("beta", "1.0"))
+
+
+def test_unchanged_env_is_not_rerecorded(world: World) -> None:
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    again = world.uvrefs("-v", "install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    assert "unchanged, skipped" in again.stderr
+
+
+def test_uv_exit_code_and_output_pass_through(world: World) -> None:
+    env = world.venv("env")
+    done = world.uvrefs("install", "-p", env, *world.offline(), "nosuchpackage", check=False)
+    plain = world.uv("pip", "install", "-p", env, *world.offline(), "nosuchpackage", check=False)
+    assert done.returncode == plain.returncode != 0
+    assert "nosuchpackage" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_collect_waits_for_uv_and_gives_up_after_uv_lock_timeout(world: World) -> None:
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    shutil.rmtree(env)
+    holder = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR);"
+        "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); time.sleep(30)"
+    )
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", holder, str(world.cache / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout and proc.stdout.readline().strip() == "held"
+        done = world.uvrefs("collect", check=False, extra_env={"UV_LOCK_TIMEOUT": "1"})
+    finally:
+        proc.kill()
+    assert done.returncode == 3
+    assert "waiting for the lock" in done.stderr and "UV_LOCK_TIMEOUT" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 2 and "Traceback" not in done.stderr
+    assert world.archive_of("alpha", "1.0")  # nothing deleted without the lock
+    world.uvrefs("collect")
+    assert not world.archive_of("alpha", "1.0")
