@@ -32,14 +32,25 @@ class World:
     wheels: Path
     env: dict[str, str]
 
-    def run(self, *args: str | Path, check: bool = True, cwd: Path | None = None,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str | Path,
+        check: bool = True,
+        cwd: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [str(a) for a in args], cwd=cwd or self.root, env={**self.env, **(extra_env or {})},
-            capture_output=True, text=True,
+            [str(a) for a in args],
+            cwd=cwd or self.root,
+            env={**self.env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if check and done.returncode != 0:
-            raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            raise AssertionError(
+                f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     def uv(self, *args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -62,7 +73,11 @@ class World:
 
     def archive_of(self, dist: str, version: str) -> set[str]:
         """Ids of archives that hold `<dist>-<version>.dist-info`."""
-        return {a for a in self.archives() if (self.cache / "archive-v0" / a / f"{dist}-{version}.dist-info").is_dir()}
+        return {
+            a
+            for a in self.archives()
+            if (self.cache / "archive-v0" / a / f"{dist}-{version}.dist-info").is_dir()
+        }
 
     def refs(self) -> list[Path]:
         return sorted(self.state.glob("caches/*/refs/*.refs"))
@@ -73,7 +88,11 @@ def world(tmp_path: Path, wheelhouse: Path) -> Iterator[World]:
     assert UV, "uv is a dev dependency: pip install -e '.[dev]'"
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "UVREFS_", "VIRTUAL_ENV", "CONDA"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("UV_", "UVREFS_", "VIRTUAL_ENV", "CONDA"))
+    }
     env.update(
         HOME=str(home),
         XDG_CACHE_HOME=str(home / ".cache"),

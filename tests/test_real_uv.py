@@ -25,8 +25,12 @@ def test_collect_frees_exactly_what_a_deleted_env_used(world: World, mode: str) 
     clone falls back to hardlink on ext4 (no reflinks), and uvrefs sees it as such."""
     extra = {"UV_LINK_MODE": mode}
     live, dead = world.venv("live"), world.venv("dead")
-    world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta", extra_env=extra)
-    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0", "beta", "plat", extra_env=extra)
+    world.uvrefs(
+        "install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta", extra_env=extra
+    )
+    world.uvrefs(
+        "install", "-q", "-p", dead, *world.offline(), "alpha==1.0", "beta", "plat", extra_env=extra
+    )
     dead_only = world.archive_of("alpha", "1.0") | world.archive_of("plat", "1.0")
     live_entries = world.archive_of("alpha", "2.0") | world.archive_of("beta", "1.0")
     assert len(dead_only) == 2 and len(live_entries) == 2
@@ -38,15 +42,28 @@ def test_collect_frees_exactly_what_a_deleted_env_used(world: World, mode: str) 
     assert "freed 2 entries" in out
     # The live env still works, and reinstalls from the cache with no index at all.
     world.run(live / "bin/python", "-c", "import alpha, beta; assert alpha.__version__ == '2.0'")
-    world.uv("pip", "install", "-q", "-p", live, "--offline", "--reinstall", *world.offline(),
-             "alpha==2.0", "beta", extra_env=extra)
+    world.uv(
+        "pip",
+        "install",
+        "-q",
+        "-p",
+        live,
+        "--offline",
+        "--reinstall",
+        *world.offline(),
+        "alpha==2.0",
+        "beta",
+        extra_env=extra,
+    )
     world.run(live / "bin/python", "-c", "import alpha, beta")
 
 
 def test_link_mode_evidence_is_recorded(world: World) -> None:
     for mode, how in [("symlink", "symlink"), ("hardlink", "hardlink"), ("copy", "content")]:
         env = world.venv(f"env-{mode}")
-        world.uvrefs("install", "-q", "-p", env, *world.offline(), "beta", extra_env={"UV_LINK_MODE": mode})
+        world.uvrefs(
+            "install", "-q", "-p", env, *world.offline(), "beta", extra_env={"UV_LINK_MODE": mode}
+        )
         (entry,) = world.archive_of("beta", "1.0")
         refs = json.loads(next(p for p in world.refs() if p.stem == entry).read_text())
         assert {r["how"] for r in refs["referrers"] if r["env"] == str(env)} == {how}
@@ -61,7 +78,11 @@ def test_dry_run_changes_nothing(world: World) -> None:
     shutil.rmtree(env)
 
     def snapshot():
-        return {str(p): p.lstat().st_mtime_ns for base in (world.cache, world.state) for p in base.rglob("*")}
+        return {
+            str(p): p.lstat().st_mtime_ns
+            for base in (world.cache, world.state)
+            for p in base.rglob("*")
+        }
 
     before = snapshot()
     out = json.loads(world.uvrefs("collect", "--dry-run", "--json").stdout)
@@ -144,7 +165,9 @@ def test_untracked_envs_keep_their_entries(world: World) -> None:
 def test_target_and_prefix_installs_are_tracked(world: World) -> None:
     target, prefix = world.root / "target", world.root / "prefix"
     world.uvrefs("install", "-q", "--target", target, *world.offline(), "alpha==1.0")
-    world.uvrefs("install", "-q", "-p", sys.executable, "--prefix", prefix, *world.offline(), "alpha==2.0")
+    world.uvrefs(
+        "install", "-q", "-p", sys.executable, "--prefix", prefix, *world.offline(), "alpha==2.0"
+    )
     world.uvrefs("collect")
     assert world.archives() == world.archive_of("alpha", "1.0") | world.archive_of("alpha", "2.0")
     shutil.rmtree(target)
@@ -160,7 +183,9 @@ def test_active_and_discovered_venvs_match_uv(world: World) -> None:
     world.uv("venv", "-q", "--python", sys.executable, project / ".venv")
     world.uvrefs("install", "-q", *world.offline(), "alpha==1.0", cwd=project / "deep/er")
     other = world.venv("other")
-    world.uvrefs("install", "-q", *world.offline(), "alpha==2.0", extra_env={"VIRTUAL_ENV": str(other)})
+    world.uvrefs(
+        "install", "-q", *world.offline(), "alpha==2.0", extra_env={"VIRTUAL_ENV": str(other)}
+    )
     envs = {r["env"] for p in world.refs() for r in json.loads(p.read_text())["referrers"]}
     assert envs == {str(project / ".venv"), str(other)}
 
@@ -173,7 +198,7 @@ def test_uvrefs_sync_tracks_the_project_environment(world: World) -> None:
         '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.8"\n'
         'dependencies = ["alpha==2.0", "member"]\n'
         '[tool.uv]\npackage = false\n[tool.uv.workspace]\nmembers = ["packages/*"]\n'
-        '[tool.uv.sources]\nmember = { workspace = true }\n'
+        "[tool.uv.sources]\nmember = { workspace = true }\n"
     )
     (member / "pyproject.toml").write_text(
         '[project]\nname = "member"\nversion = "0.1"\nrequires-python = ">=3.8"\n'
@@ -218,7 +243,11 @@ def test_collect_waits_for_uv_and_gives_up_after_uv_lock_timeout(world: World) -
     )
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "-c", holder, str(world.cache / ".lock")], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, str(world.cache / ".lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout and proc.stdout.readline().strip() == "held"
         done = world.uvrefs("collect", check=False, extra_env={"UV_LOCK_TIMEOUT": "1"})

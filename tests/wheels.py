@@ -13,7 +13,7 @@ from pathlib import Path
 PLATFORM_TAG = "py3-none-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
 
 # A PEP 517 backend small enough to ship as a wheel: packs <name>/ into a pure wheel.
-BACKEND = b'''
+BACKEND = b"""
 import base64, hashlib, os, tomllib, zipfile
 def get_requires_for_build_wheel(config_settings=None):
     return []
@@ -39,7 +39,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     return filename
 build_editable = build_wheel  # good enough for tests: an editable install is a copy
 get_requires_for_build_editable = get_requires_for_build_wheel
-'''
+"""
 
 
 def _digest(data: bytes) -> str:
@@ -47,15 +47,25 @@ def _digest(data: bytes) -> str:
 
 
 def build_wheel(
-    out: Path, name: str, version: str, tag: str = "py3-none-any", files: dict[str, bytes] | None = None
+    out: Path,
+    name: str,
+    version: str,
+    tag: str = "py3-none-any",
+    files: dict[str, bytes] | None = None,
 ) -> Path:
     """A valid wheel with `<name>/__init__.py` (defining __version__) plus `files`."""
     info = f"{name}-{version}.dist-info"
     content = {f"{name}/__init__.py": f"__version__ = {version!r}\n".encode(), **(files or {})}
-    content[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    content[f"{info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    )
     purelib = "true" if tag.endswith("-any") else "false"
-    content[f"{info}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: {purelib}\nTag: {tag}\n".encode()
-    record = "".join(f"{p},{_digest(d)},{len(d)}\n" for p, d in content.items()) + f"{info}/RECORD,,\n"
+    content[f"{info}/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: {purelib}\nTag: {tag}\n".encode()
+    )
+    record = (
+        "".join(f"{p},{_digest(d)},{len(d)}\n" for p, d in content.items()) + f"{info}/RECORD,,\n"
+    )
     content[f"{info}/RECORD"] = record.encode()
     path = out / f"{name}-{version}-{tag}.whl"
     with zipfile.ZipFile(path, "w") as z:

@@ -262,6 +262,4 @@ def tree_size(path: Path) -> int:
 def max_link_count(path: Path) -> int:
     """The highest hard-link count among the regular files of a tree: above 1 means some
     file is still linked from outside it (an environment uvrefs does not know of)."""
-    return max(
-        (st.st_nlink for st in _lstat_tree(path) if stat.S_ISREG(st.st_mode)), default=1
-    )
+    return max((st.st_nlink for st in _lstat_tree(path) if stat.S_ISREG(st.st_mode)), default=1)

@@ -1,10 +1,9 @@
 """The command line (typer): parses options, calls one core function, and renders its
-result or turns a `UvrefsError` into one line and an exit code. Tracked uv commands
-usually arrive through `uvrefs.launch`, which skips this module entirely."""
+result, or turns a `UvrefsError` into one line and an exit code. Tracked uv commands
+usually arrive through `uvrefs.launch`, which skips this module and its imports."""
 
-import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -18,55 +17,68 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-passthrough = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+pip = typer.Typer(help="Tracked `uv pip install` and `uv pip sync`.", no_args_is_help=True)
+app.add_typer(pip, name="pip")
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 UvArgs = Annotated[list[str] | None, typer.Argument(help="Passed to uv verbatim.")]
 
-def version_callback(value: bool) -> None:
+
+def _show_version(value: bool) -> None:
     if value:
         print(f"uvrefs {__version__}")
         raise typer.Exit()
 
+
 @app.callback()
 def _root(
-    cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="uv's cache (default: as uv decides; UV_CACHE_DIR).")] = None,
-    state_dir: Annotated[str | None, typer.Option("--state-dir", help="Where uvrefs keeps refs (UVREFS_DIR).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more; show tracebacks.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")] = False,
+    cache_dir: Annotated[
+        str | None,
+        typer.Option("--cache-dir", help="uv's cache (default: the one uv uses; UV_CACHE_DIR)."),
+    ] = None,
+    state_dir: Annotated[
+        str | None, typer.Option("--state-dir", help="Where uvrefs keeps its refs (UVREFS_DIR).")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Say more; show tracebacks.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
 ) -> None:
-    """uvrefs's own options go before the subcommand."""
+    """uvrefs's own options go before the subcommand (uvrefs.launch has applied them)."""
 
-def tracked(command: str, args: list[str] | None) -> None:
-    from uvrefs import track
 
-    with _errors():
-        raise typer.Exit(track.run(command, args or []))
-
-@app.command(context_settings=passthrough)
+@app.command(context_settings=PASSTHROUGH)
 def install(args: UvArgs = None) -> None:
     """Run `uv pip install ARGS`, then record what the environment uses."""
-    tracked("install", args)
+    _tracked("install", args)
 
-@app.command(context_settings=passthrough)
+
+@app.command(context_settings=PASSTHROUGH)
 def sync(args: UvArgs = None) -> None:
     """Run `uv sync ARGS`, then record what the project environment uses."""
-    tracked("sync", args)
+    _tracked("sync", args)
 
-pip = typer.Typer(help="Tracked `uv pip install` and `uv pip sync`.", no_args_is_help=True)
-app.add_typer(pip, name="pip")
 
-@pip.command("install", context_settings=passthrough)
+@pip.command("install", context_settings=PASSTHROUGH)
 def pip_install(args: UvArgs = None) -> None:
     """Run `uv pip install ARGS`, then record what the environment uses."""
-    tracked("pip install", args)
+    _tracked("pip install", args)
 
-@pip.command("sync", context_settings=passthrough)
+
+@pip.command("sync", context_settings=PASSTHROUGH)
 def pip_sync(args: UvArgs = None) -> None:
     """Run `uv pip sync ARGS`, then record what the environment uses."""
-    tracked("pip sync", args)
+    _tracked("pip sync", args)
+
 
 @app.command()
 def collect(
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be freed; change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Show what would be freed; change nothing.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
@@ -78,14 +90,26 @@ def collect(
         result = core.collect(
             cache, store, dry_run=dry_run, timeout=uv.lock_timeout(), on_wait=_say_waiting
         )
-        if as_json:
-            report.print_json(report.removal_json(result))
-        else:
-            report.print_removal(result)
-        if result.errors:
-            raise typer.Exit(1)
+    if as_json:
+        report.print_json(report.removal_json(result))
+    else:
+        report.print_removal(result)
+    if result.unreadable:
+        print(
+            f"uvrefs: warning: {len(result.unreadable)} refs file(s) unreadable, their entries "
+            f"kept (first: {result.unreadable[0]}); fix or delete them",
+            file=sys.stderr,
+        )
+    if result.errors or result.unreadable:
+        raise typer.Exit(1)
 
 
+def _tracked(command: str, args: list[str] | None) -> None:
+    from uvrefs import track
+
+    with _errors():
+        code = track.run(command, args or [])
+    raise typer.Exit(code)
 
 
 def _cache_and_store() -> Any:
@@ -94,8 +118,7 @@ def _cache_and_store() -> Any:
     from uvrefs.cache import Cache
     from uvrefs.refs import RefsStore, default_state_dir
 
-    root = uv.cache_dir(uv.find_uv()) if not os.environ.get("UV_CACHE_DIR") else uv.cache_dir("uv")
-    cache = Cache.open(root)
+    cache = Cache.open(uv.cache_dir())
     return cache, RefsStore(default_state_dir(), cache.root)
 
 
@@ -104,12 +127,12 @@ def _say_waiting() -> None:
 
 
 class _errors:
-    """Turn user errors into one line and their exit code."""
+    """Turn user errors raised inside the block into one line and their exit code."""
 
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, kind: object, exc: object, tb: object) -> Literal[False]:
         if isinstance(exc, UvrefsError):
             fail(exc)
         return False

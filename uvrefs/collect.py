@@ -65,6 +65,7 @@ class Removal:
     untracked: int
     errors: tuple[str, ...] = ()
     lock_held: float = 0.0
+    unreadable: tuple[str, ...] = ()  # "<refs file>: why" for refs that could not be read
 
     @property
     def bytes_freed(self) -> int:
@@ -101,7 +102,9 @@ def plan_collection(facts: Facts) -> Plan:
     for entry in sorted(facts.archives):
         refs = facts.refs.get(entry)
         if entry in facts.corrupt:
-            keep.append(Decision(entry, None, None, (), False, f"refs unreadable: {facts.corrupt[entry]}"))
+            keep.append(
+                Decision(entry, None, None, (), False, f"refs unreadable: {facts.corrupt[entry]}")
+            )
             continue
         if refs is None:
             untracked += 1
@@ -160,7 +163,9 @@ def gather_facts(cache: Cache, store: RefsStore) -> Survey:
     env_paths = {r.env for entry in refs.values() for r in entry.referrers if r.host == host}
     envs = {env: scan_env(Path(env), index, extra.get(env, ())) for env in sorted(env_paths)}
     pointers = cache.pointers()
-    uv_owned = frozenset(i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps))
+    uv_owned = frozenset(
+        i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps)
+    )
     facts = Facts(host, frozenset(a.id for a in archives), refs, corrupt, envs, uv_owned)
     return Survey(facts, pointers, index, extra)
 
@@ -232,7 +237,16 @@ def apply_plan(
             freed.append(decision)
         held = time.monotonic() - started
     tidy_refs(plan, store, survey)
-    return Removal(cache.root, False, tuple(freed), tuple(kept), plan.untracked, tuple(errors), held)
+    return Removal(
+        cache.root,
+        False,
+        tuple(freed),
+        tuple(kept),
+        plan.untracked,
+        tuple(errors),
+        held,
+        unreadable(survey, store),
+    )
 
 
 def recheck(
@@ -345,18 +359,26 @@ def tidy_refs(plan: Plan, store: RefsStore, survey: Survey) -> None:
         for entry in plan.stale:
             store.delete(entry)
         for decision in plan.keep:
-            if decision.entry in facts.refs:
-                refs = facts.refs[decision.entry]
-                dead = {
-                    (r.env, r.host) for r in refs.referrers
-                    if referrer_verdict(r, decision.entry, facts)[0] == "dead"
-                }
-                if dead:
-                    store.drop_referrers(decision.entry, lambda env, host: (env, host) not in dead)
+            refs = facts.refs.get(decision.entry)
+            if refs is None:
+                continue
+            dead = frozenset(
+                (r.env, r.host)
+                for r in refs.referrers
+                if referrer_verdict(r, decision.entry, facts)[0] == "dead"
+            )
+            if dead:
+                store.drop_referrers(decision.entry, dead)
 
 
-def dry_run_result(plan: Plan, cache: Cache) -> Removal:
-    return Removal(cache.root, True, plan.free, plan.keep, plan.untracked)
+def dry_run_result(plan: Plan, cache: Cache, survey: Survey, store: RefsStore) -> Removal:
+    return Removal(
+        cache.root, True, plan.free, plan.keep, plan.untracked, unreadable=unreadable(survey, store)
+    )
+
+
+def unreadable(survey: Survey, store: RefsStore) -> tuple[str, ...]:
+    return tuple(f"{store.refs_path(e)}: {why}" for e, why in sorted(survey.facts.corrupt.items()))
 
 
 def collect(
@@ -371,5 +393,5 @@ def collect(
     survey = gather_facts(cache, store)
     plan = measure(plan_collection(survey.facts), cache, survey)
     if dry_run:
-        return dry_run_result(plan, cache)
+        return dry_run_result(plan, cache, survey, store)
     return apply_plan(plan, cache, store, survey, timeout=timeout, on_wait=on_wait)

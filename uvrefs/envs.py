@@ -111,7 +111,9 @@ def _read_workspace(pyproject: Path) -> dict[str, list[str]] | None:
 
 
 def _matches(project: Path, root: Path, patterns: Iterable[str]) -> bool:
-    return any(Path(p).resolve() == project.resolve() for pat in patterns for p in glob(str(root / pat)))
+    return any(
+        Path(p).resolve() == project.resolve() for pat in patterns for p in glob(str(root / pat))
+    )
 
 
 def _command_cwd(args: Sequence[str]) -> Path:
@@ -154,7 +156,11 @@ def site_dirs(env: Path, extra: Iterable[Path] = ()) -> list[Path]:
     a `--prefix` tree, a `--target` directory, plus any recorded `extra` ones."""
     found = [
         Path(p)
-        for pattern in ("lib/python*/site-packages", "lib64/python*/site-packages", "Lib/site-packages")
+        for pattern in (
+            "lib/python*/site-packages",
+            "lib64/python*/site-packages",
+            "Lib/site-packages",
+        )
         for p in glob(str(env / pattern))
     ]
     found += [Path(p) for p in extra]
@@ -247,7 +253,11 @@ def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:
         st = index.stat(archive.path / installed.name / "METADATA")
         if st is not None and (st.st_dev, st.st_ino) == (lst.st_dev, lst.st_ino):
             return {archive.id: "hardlink"}
-    return {a.id: "content" for a in candidates if _same_content(installed, a.path / installed.name, lst.st_size, index)}
+    return {
+        a.id: "content"
+        for a in candidates
+        if _same_content(installed, a.path / installed.name, lst.st_size, index)
+    }
 
 
 def _same_content(installed: Path, cached: Path, metadata_size: int, index: ArchiveIndex) -> bool:

@@ -72,5 +72,3 @@ def fail(exc: UvrefsError) -> NoReturn:
         traceback.print_exc()
     print(f"uvrefs: error: {exc}", file=sys.stderr)
     sys.exit(exc.exit_code)
-
-

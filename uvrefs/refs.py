@@ -176,21 +176,26 @@ class RefsStore:
             if mine and mine[0].how == how:
                 continue
             others = [r for r in refs.referrers if r not in mine]
-            me = Referrer(env=str(env), host=host_id(), how=how, command=command,  # type: ignore[arg-type]
-                          recorded_at=now)
+            me = Referrer(
+                env=str(env),
+                host=host_id(),
+                how=how,
+                command=command,  # type: ignore[arg-type]
+                recorded_at=now,
+            )
             self.save(refs.model_copy(update={"referrers": [*others, me]}))
             changed += 1
         return changed, corrupt
 
-    def drop_referrers(self, entry_id: str, keep: Callable[[str, str], bool]) -> None:
-        """Rewrite an entry's refs without the referrers `keep(env, host)` rejects."""
+    def drop_referrers(self, entry_id: str, dead: frozenset[tuple[str, str]]) -> None:
+        """Rewrite an entry's refs without the referrers whose (env, host) is in `dead`."""
         try:
             refs = self.load(entry_id)
         except CorruptRefs:
             return
         if refs is None:
             return
-        kept = [r for r in refs.referrers if keep(r.env, r.host)]
+        kept = [r for r in refs.referrers if (r.env, r.host) not in dead]
         if len(kept) != len(refs.referrers):
             self.save(refs.model_copy(update={"referrers": kept}))
 

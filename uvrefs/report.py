@@ -43,6 +43,7 @@ def removal_json(r: Removal) -> dict[str, Any]:
         "untracked": r.untracked,
         "bytes_freed": r.bytes_freed,
         "errors": list(r.errors),
+        "unreadable_refs": list(r.unreadable),
         "lock_held_seconds": round(r.lock_held, 4),
     }
 
@@ -51,33 +52,36 @@ def print_json(doc: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
+def _label(d: Decision) -> str:
+    return f"{d.dist or '?'} {d.version or ''}".strip()
+
+
 def print_removal(r: Removal) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False)
     verb = "would free" if r.dry_run else "freed"
-    label = lambda d: f"{d.dist or '?'} {d.version or ''}".strip()  # noqa: E731
     if console.is_terminal:
         if r.freed:
             table = Table(title=f"{verb.capitalize()} ({r.cache})", title_justify="left")
             for col in ("package", "tags", "size", "entry", "why"):
                 table.add_column(col, justify="right" if col == "size" else "left")
             for d in r.freed:
-                table.add_row(label(d), ",".join(d.tags), human(d.bytes), d.entry, d.reason)
+                table.add_row(_label(d), ",".join(d.tags), human(d.bytes), d.entry, d.reason)
             console.print(table)
         if r.kept:
             table = Table(title="Kept", title_justify="left")
             for col in ("package", "entry", "why"):
                 table.add_column(col)
             for d in r.kept:
-                table.add_row(label(d), d.entry, d.reason)
+                table.add_row(_label(d), d.entry, d.reason)
             console.print(table)
     else:
         for d in r.freed:
-            print(f"{verb} {label(d)} [{','.join(d.tags)}] {human(d.bytes)} {d.entry}: {d.reason}")
+            print(f"{verb} {_label(d)} [{','.join(d.tags)}] {human(d.bytes)} {d.entry}: {d.reason}")
         for d in r.kept:
-            print(f"kept {label(d)} {d.entry}: {d.reason}")
+            print(f"kept {_label(d)} {d.entry}: {d.reason}")
     for error in r.errors:
         print(f"error {error}")
     print(

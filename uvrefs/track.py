@@ -48,25 +48,41 @@ def run(command: str, args: Sequence[str], environ: Mapping[str, str] = os.envir
     uv_args = [*COMMANDS[command], *args]
     if uv.uses_no_cache(args, environ) or uv.has_flag(args, "--dry-run"):
         return uv.run_passthrough(uvbin, uv_args)
-    root = uv.cache_dir(uvbin, args, environ)
+    root = uv.cache_dir(args, environ)
     existed = root.is_dir()
-    lock = uv.cache_lock(root, exclusive=False, timeout=uv.lock_timeout(environ)) if existed else nullcontext()
+    lock = (
+        uv.cache_lock(root, exclusive=False, timeout=uv.lock_timeout(environ))
+        if existed
+        else nullcontext()
+    )
     with lock:
         before = Cache.open(root).archive_ids() if existed else set()
         code = uv.run_passthrough(uvbin, uv_args)
         try:
             with nullcontext() if existed else uv.cache_lock(root, exclusive=False):
                 cache = Cache.open(root)
-                target = project_target(args, environ) if command == "sync" else pip_target(uvbin, args, environ)
-                result = record_env(cache, RefsStore(default_state_dir(environ), cache.root), target,
-                                    command, cache.archive_ids() - before)
+                target = (
+                    project_target(args, environ)
+                    if command == "sync"
+                    else pip_target(uvbin, args, environ)
+                )
+                result = record_env(
+                    cache,
+                    RefsStore(default_state_dir(environ), cache.root),
+                    target,
+                    command,
+                    cache.archive_ids() - before,
+                )
         except UvrefsError as exc:
             if code == 0:
                 print(f"uvrefs: warning: environment not recorded: {exc}", file=sys.stderr)
             return code
     if result.corrupt:
-        print(f"uvrefs: warning: refs of {len(result.corrupt)} entries are unreadable and were "
-              "left alone (their entries are kept); run `uvrefs doctor`", file=sys.stderr)
+        print(
+            f"uvrefs: warning: refs of {len(result.corrupt)} entries are unreadable and were "
+            "left alone (their entries are kept); run `uvrefs doctor`",
+            file=sys.stderr,
+        )
     if environ.get("UVREFS_VERBOSE"):
         state = "unchanged, skipped" if result.skipped else f"{result.changed} refs written"
         print(f"uvrefs: {result.env}: {result.entries} entries, {state}", file=sys.stderr)
@@ -80,7 +96,9 @@ def fingerprint(cache: Cache, target: Target) -> str:
     for site in site_dirs(target.path, target.site_dirs):
         try:
             digest.update(f"{site}\0{os.stat(site).st_mtime_ns}\0".encode())
-            digest.update("\0".join(sorted(n for n in os.listdir(site) if n.endswith(".dist-info"))).encode())
+            digest.update(
+                "\0".join(sorted(n for n in os.listdir(site) if n.endswith(".dist-info"))).encode()
+            )
         except OSError:
             digest.update(b"?")
     return digest.hexdigest()[:32]
@@ -111,10 +129,13 @@ def record_env(
         changed, corrupt = store.record(target.path, uses, command, cache.describe)
         store.save_env(
             EnvRecord(
-                path=str(target.path), host=host_id(), site_dirs=[str(s) for s in target.site_dirs],
-                command=command, recorded_at=datetime.now(UTC), fingerprint=print_,
+                path=str(target.path),
+                host=host_id(),
+                site_dirs=[str(s) for s in target.site_dirs],
+                command=command,
+                recorded_at=datetime.now(UTC),
+                fingerprint=print_,
                 entries=sorted(uses),
             )
         )
     return Recorded(target.path, len(uses), changed, corrupt=tuple(corrupt))
-

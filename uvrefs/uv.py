@@ -44,9 +44,7 @@ def run_passthrough(uv: str, args: Sequence[str]) -> int:
 def query(uv: str, args: Sequence[str], cwd: Path | None = None) -> str:
     """Run a uv query command and return its stdout; uv's stderr becomes the error."""
     try:
-        done = subprocess.run(
-            [uv, *args], cwd=cwd, capture_output=True, text=True, check=False
-        )
+        done = subprocess.run([uv, *args], cwd=cwd, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise UvNotFound(f"cannot run {uv}: {exc.strerror}; check UVREFS_UV or PATH") from exc
     if done.returncode != 0:
@@ -89,9 +87,7 @@ def uses_no_cache(args: Sequence[str], environ: Mapping[str, str] = os.environ) 
     return has_flag(args, "--no-cache", "-n") or _truthy(environ.get("UV_NO_CACHE"))
 
 
-def cache_dir(
-    uv: str, args: Sequence[str] = (), environ: Mapping[str, str] = os.environ
-) -> Path:
+def cache_dir(args: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> Path:
     """The cache uv uses for a command with these arguments.
 
     `--cache-dir` and `UV_CACHE_DIR` are read directly (no process); anything else (config
@@ -105,7 +101,7 @@ def cache_dir(
         if value is not None:
             forwarded += [name, value]
     forwarded += [flag for flag in _CACHE_FLAGS if has_flag(args, flag)]
-    return Path(query(uv, [*forwarded, "cache", "dir"]))
+    return Path(query(find_uv(environ), [*forwarded, "cache", "dir"]))
 
 
 def python_find(uv: str, request: str | None, system: bool, cwd: Path) -> Path:

@@ -1,0 +1,93 @@
+"""Tier 2: the CLI in-process (typer's CliRunner) and the small parsers under it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from uvrefs import uv
+from uvrefs.cache import Cache
+from uvrefs.cli import app
+from uvrefs.envs import workspace_root
+from uvrefs.errors import CacheRefused
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("UVREFS_DIR", str(tmp_path / "state"))
+    (tmp_path / "cache/archive-v0").mkdir(parents=True)
+    (tmp_path / "cache/CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55")
+    return tmp_path
+
+
+def test_collect_json_contract(isolated: Path) -> None:
+    """Other tools read these keys: changing them is a breaking change (docs/cli.md)."""
+    result = runner.invoke(app, ["collect", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert list(doc) == [
+        "format",
+        "cache",
+        "dry_run",
+        "freed",
+        "kept",
+        "untracked",
+        "bytes_freed",
+        "errors",
+        "unreadable_refs",
+        "lock_held_seconds",
+    ]
+    assert doc["format"] == 1 and doc["freed"] == [] and doc["dry_run"] is False
+
+
+def test_help_lists_the_contract_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    for command in ("install", "sync", "pip", "collect"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--python", "a", "-p", "b"], "b"),
+        (["--python=x"], "x"),
+        (["-p3.11"], "3.11"),
+        (["-p=3.12"], "3.12"),
+        (["pkg", "--", "--python", "x"], None),
+        (["--pythonic", "x"], None),
+    ],
+)
+def test_option_value(args: list[str], expected: str | None) -> None:
+    assert uv.option_value(args, "--python", "-p") == expected
+
+
+def test_workspace_root_lifts_members_but_not_excluded(tmp_path: Path) -> None:
+    (tmp_path / "a/b").mkdir(parents=True)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.uv.workspace]\nmembers = ["a/*"]\nexclude = ["x"]\n'
+    )
+    (tmp_path / "a/b/pyproject.toml").write_text('[project]\nname = "b"\n')
+    (tmp_path / "x/pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert workspace_root(tmp_path / "a/b") == tmp_path
+    assert workspace_root(tmp_path / "x") == tmp_path / "x"
+
+
+def test_cache_refuses_home_root_and_non_caches(isolated: Path) -> None:
+    for bad in (isolated / "home", Path("/"), isolated):
+        with pytest.raises(CacheRefused):
+            Cache.open(bad)
+    cache = Cache.open(isolated / "cache")
+    assert cache.contains(cache.root / "archive-v0/x")
+    assert not cache.contains(cache.root / "../state")
+    assert not cache.contains(cache.root)
+    assert cache.archive_path("../../etc") is None

@@ -1,0 +1,124 @@
+"""Tier 1: the planner is a pure function of facts; properties hold for any facts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from uvrefs.collect import Facts, plan_collection, referrer_verdict
+from uvrefs.envs import EnvScan
+from uvrefs.formats import EntryRefs, Referrer
+
+HOST = "this-host"
+ENTRIES = [f"entry{i:02d}" for i in range(8)]
+ENVS = [f"/envs/e{i}" for i in range(5)]
+WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+referrers = st.builds(
+    Referrer,
+    env=st.sampled_from(ENVS),
+    host=st.sampled_from([HOST, HOST, HOST, "other-host"]),
+    how=st.sampled_from(["symlink", "hardlink", "content", "build"]),
+    command=st.just("install"),
+    recorded_at=st.just(WHEN),
+)
+
+
+@st.composite
+def facts(draw: st.DrawFn) -> Facts:
+    archives = frozenset(draw(st.sets(st.sampled_from(ENTRIES))))
+    tracked = draw(st.sets(st.sampled_from(ENTRIES)))
+    refs = {
+        e: EntryRefs(
+            entry=e, dist="d", version="1", referrers=draw(st.lists(referrers, max_size=4))
+        )
+        for e in tracked
+    }
+    corrupt = {e: "garbage" for e in draw(st.sets(st.sampled_from(ENTRIES), max_size=2))}
+    envs = {}
+    for env in ENVS:
+        state = draw(st.sampled_from(["alive", "gone", "unknown"]))
+        uses = (
+            {e: "hardlink" for e in draw(st.sets(st.sampled_from(ENTRIES)))}
+            if state == "alive"
+            else {}
+        )
+        envs[env] = EnvScan(Path(env), state, "", uses)
+    uv_owned = frozenset(draw(st.sets(st.sampled_from(ENTRIES), max_size=2)))
+    linked = frozenset(draw(st.sets(st.sampled_from(ENTRIES), max_size=2)))
+    return Facts(HOST, archives, refs, corrupt, envs, uv_owned, linked)
+
+
+@settings(max_examples=500)
+@given(facts())
+def test_never_plans_an_entry_that_is_live_unsure_or_untracked(f: Facts) -> None:
+    for d in plan_collection(f).free:
+        assert d.entry in f.refs and d.entry in f.archives
+        assert (
+            d.entry not in f.corrupt
+            and d.entry not in f.uv_owned
+            and d.entry not in f.linked_elsewhere
+        )
+        for r in f.refs[d.entry].referrers:
+            scan = f.envs[r.env]
+            assert r.host == HOST and scan.state != "unknown"
+            assert not (scan.state == "alive" and (d.entry in scan.uses or r.how == "build"))
+
+
+@settings(max_examples=500)
+@given(facts())
+def test_frees_exactly_tracked_entries_with_no_holding_or_uncertain_referrer(f: Facts) -> None:
+    plan = plan_collection(f)
+    expected = set()
+    for entry in f.archives:
+        if (
+            entry in f.corrupt
+            or entry not in f.refs
+            or entry in f.uv_owned
+            or entry in f.linked_elsewhere
+        ):
+            continue
+        verdicts = {referrer_verdict(r, entry, f)[0] for r in f.refs[entry].referrers}
+        if verdicts <= {"dead"}:
+            expected.add(entry)
+    assert {d.entry for d in plan.free} == expected
+    assert not {d.entry for d in plan.free} & {d.entry for d in plan.keep}
+    assert plan.untracked == len([e for e in f.archives if e not in f.refs and e not in f.corrupt])
+    assert set(plan.stale) == set(f.refs) - f.archives
+
+
+def ref(env: str, host: str = HOST, how: str = "hardlink") -> Referrer:
+    return Referrer(env=env, host=host, how=how, command="install", recorded_at=WHEN)  # type: ignore[arg-type]
+
+
+def test_reasons_name_the_deciding_env() -> None:
+    envs = {
+        "/a": EnvScan(Path("/a"), "alive", "", {"x": "hardlink"}),
+        "/b": EnvScan(Path("/b"), "gone", "no longer exists"),
+        "/c": EnvScan(Path("/c"), "unknown", "unreadable (Permission denied)"),
+        "/d": EnvScan(Path("/d"), "alive", "", {}),
+    }
+    refs = {
+        "x": EntryRefs(entry="x", referrers=[ref("/b"), ref("/a")]),
+        "y": EntryRefs(entry="y", referrers=[ref("/b")]),
+        "z": EntryRefs(entry="z", referrers=[ref("/b"), ref("/c")]),
+        "w": EntryRefs(entry="w", referrers=[ref("/d")]),
+        "v": EntryRefs(entry="v", referrers=[ref("/d", how="build")]),
+        "u": EntryRefs(entry="u", referrers=[ref("/a", host="elsewhere")]),
+        "t": EntryRefs(entry="t", referrers=[]),
+    }
+    plan = plan_collection(Facts(HOST, frozenset("xyzwvut") | {"s"}, refs, {}, envs))
+    reasons = {d.entry: (d.free, d.reason) for d in plan.free + plan.keep}
+    assert reasons == {
+        "x": (False, "used by /a"),
+        "y": (True, "/b no longer exists"),
+        "z": (False, "uncertain: /c unreadable (Permission denied)"),
+        "w": (True, "/d no longer uses it"),
+        "v": (False, "built for /d"),
+        "u": (False, "uncertain: recorded on another host (elsewhere) for /a"),
+        "t": (True, "no environment uses it any more"),
+    }
+    assert plan.untracked == 1
