@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from uvrefs import uv
 from uvrefs.cache import Cache
 from uvrefs.cli import app
-from uvrefs.envs import workspace_root
+from uvrefs.targets import workspace_root
 from uvrefs.errors import CacheRefused
 
 runner = CliRunner()
@@ -78,8 +79,8 @@ def test_workspace_root_lifts_members_but_not_excluded(tmp_path: Path) -> None:
     )
     (tmp_path / "a/b/pyproject.toml").write_text('[project]\nname = "b"\n')
     (tmp_path / "x/pyproject.toml").write_text('[project]\nname = "x"\n')
-    assert workspace_root(tmp_path / "a/b") == tmp_path
-    assert workspace_root(tmp_path / "x") == tmp_path / "x"
+    assert workspace_root(str(tmp_path / "a/b")) == str(tmp_path)
+    assert workspace_root(str(tmp_path / "x")) == str(tmp_path / "x")
 
 
 def test_cache_refuses_home_root_and_non_caches(isolated: Path) -> None:
@@ -91,3 +92,20 @@ def test_cache_refuses_home_root_and_non_caches(isolated: Path) -> None:
     assert not cache.contains(cache.root / "../state")
     assert not cache.contains(cache.root)
     assert cache.archive_path("../../etc") is None
+
+
+def test_linux_state_dir_matches_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The hot path computes the XDG state dir itself; it must agree with platformdirs."""
+    import platformdirs
+
+    from uvrefs.stamps import default_state_dir
+
+    if sys.platform != "linux":
+        pytest.skip("the hand-computed rule is Linux-only")
+    monkeypatch.delenv("UVREFS_DIR", raising=False)
+    for xdg in (None, str(tmp_path / "xdg")):
+        if xdg is None:
+            monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_STATE_HOME", xdg)
+        assert default_state_dir() == platformdirs.user_state_dir("uvrefs", appauthor=False)

@@ -114,12 +114,14 @@ def _tracked(command: str, args: list[str] | None) -> None:
 
 def _cache_and_store() -> Any:
     """The cache uv uses here (validated) and its refs store."""
-    from uvrefs import uv
-    from uvrefs.cache import Cache
-    from uvrefs.refs import RefsStore, default_state_dir
+    from pathlib import Path
 
-    cache = Cache.open(uv.cache_dir())
-    return cache, RefsStore(default_state_dir(), cache.root)
+    from uvrefs import stamps, uv
+    from uvrefs.cache import Cache
+    from uvrefs.refs import RefsStore
+
+    cache = Cache.open(Path(uv.cache_dir()))
+    return cache, RefsStore(Path(stamps.default_state_dir()), cache.root)
 
 
 def _say_waiting() -> None:

@@ -215,7 +215,7 @@ def apply_plan(
     freed: list[Decision] = []
     kept: list[Decision] = list(plan.keep)
     errors: list[str] = []
-    with uv.cache_lock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
+    with uv.CacheLock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
         started = time.monotonic()
         empty_trash(cache)
         rescans: dict[str, EnvScan] = {}

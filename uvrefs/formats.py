@@ -44,8 +44,8 @@ class EntryRefs(BaseModel):
 
 class EnvRecord(BaseModel):
     """`envs/<hash>.json`: an environment uvrefs recorded, with the extra site directories
-    it cannot infer from the path (system interpreters, `--target`), the fingerprint of its
-    site directories at the last record (to skip unchanged envs) and the entries it used."""
+    it cannot infer from the path (system interpreters, `--target`) and the entries it used
+    at the last record. (Its fingerprint lives beside it in a plain `.stamp` file.)"""
 
     format: Literal[1] = FORMAT
     path: str
@@ -53,7 +53,6 @@ class EnvRecord(BaseModel):
     site_dirs: list[str] = Field(default_factory=list)
     command: str
     recorded_at: datetime
-    fingerprint: str
     entries: list[str] = Field(default_factory=list)
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
 
 from uvrefs.errors import UvrefsError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import NoReturn
 
 GLOBAL_VALUE_OPTIONS = {"--cache-dir": "UV_CACHE_DIR", "--state-dir": "UVREFS_DIR"}
 

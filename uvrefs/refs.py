@@ -7,7 +7,6 @@ read-modify-write holds the store's file lock, so parallel installs never lose a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -19,23 +18,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from uvrefs import stamps
 from uvrefs.cache import ENTRY_ID
 from uvrefs.errors import StoreError
 
 if TYPE_CHECKING:
+    from uvrefs.envs import How
     from uvrefs.formats import EntryRefs, EnvRecord
 
 REFS_SUFFIX = ".refs"
 LOCK_TIMEOUT = 60.0
-
-
-def default_state_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """`UVREFS_DIR`, else the platform's user state directory."""
-    if environ.get("UVREFS_DIR"):
-        return Path(os.path.abspath(os.path.expanduser(environ["UVREFS_DIR"])))
-    from platformdirs import user_state_dir
-
-    return Path(user_state_dir("uvrefs", appauthor=False))
 
 
 @cache
@@ -51,10 +43,6 @@ def host_id() -> str:
     return socket.gethostname()
 
 
-def env_key(env: Path) -> str:
-    return hashlib.sha256(os.fsencode(env)).hexdigest()[:20]
-
-
 class CorruptRefs(Exception):
     """A refs file that cannot be trusted; its entry is kept (fail closed)."""
 
@@ -64,7 +52,7 @@ class RefsStore:
 
     def __init__(self, state_dir: Path, cache_root: Path) -> None:
         self.cache_root = cache_root
-        self.dir = state_dir / "caches" / hashlib.sha256(os.fsencode(cache_root)).hexdigest()[:20]
+        self.dir = Path(stamps.store_dir(str(state_dir), str(cache_root)))
         self.refs_dir = self.dir / "refs"
         self.envs_dir = self.dir / "envs"
 
@@ -152,7 +140,7 @@ class RefsStore:
     def record(
         self,
         env: Path,
-        uses: Mapping[str, str],
+        uses: Mapping[str, How],
         command: str,
         describe: Callable[[str], tuple[str | None, str | None, list[str]]],
     ) -> tuple[int, list[str]]:
@@ -180,7 +168,7 @@ class RefsStore:
                 env=str(env),
                 host=host_id(),
                 how=how,
-                command=command,  # type: ignore[arg-type]
+                command=command,
                 recorded_at=now,
             )
             self.save(refs.model_copy(update={"referrers": [*others, me]}))
@@ -202,14 +190,7 @@ class RefsStore:
     # -- environment records
 
     def env_path(self, env: Path) -> Path:
-        return self.envs_dir / f"{env_key(env)}.json"
-
-    def fingerprint_of(self, env: Path) -> str | None:
-        """The fingerprint last recorded for `env`, read without pydantic (hot path)."""
-        try:
-            return str(json.loads(self.env_path(env).read_bytes())["fingerprint"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return self.envs_dir / f"{stamps.env_key(str(env))}.json"
 
     def load_env(self, env: Path) -> EnvRecord | None:
         from pydantic import ValidationError

@@ -1,23 +1,26 @@
 """Tracked uv commands: run uv with the user's arguments untouched, then record which
 cache entries the target environment uses. The shared cache lock is held from before uv
-starts until the refs are written, so a collector never sees a half-recorded install."""
+starts until the refs are written, so a collector never sees a half-recorded install.
+
+This is the path in front of every install: up to the "unchanged, skip" decision it
+uses only `os`-level modules; the scanner, the store and pydantic load only to record."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
-from uvrefs import uv
-from uvrefs.cache import Cache
-from uvrefs.envs import ArchiveIndex, Target, pip_target, project_target, scan_env, site_dirs
+from uvrefs import stamps, uv
 from uvrefs.errors import UvrefsError
-from uvrefs.refs import RefsStore, default_state_dir, host_id
+from uvrefs.targets import Target, fingerprint, pip_target, project_target
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from uvrefs.cache import Cache
+    from uvrefs.envs import ArchiveIndex
+    from uvrefs.refs import RefsStore
 
 # uvrefs subcommand -> the uv command it wraps
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -28,15 +31,22 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
 class Recorded:
-    """What one recording did: the env, how many entries it uses, files changed."""
+    """What one recording did: the env, how many entries it uses, refs files changed,
+    whether it was skipped as unchanged, and the entries whose refs were unreadable."""
 
-    env: Path
-    entries: int
-    changed: int
-    skipped: bool = False
-    corrupt: tuple[str, ...] = ()
+    __slots__ = ("changed", "corrupt", "entries", "env", "skipped")
+
+    def __init__(
+        self,
+        env: str,
+        entries: int = 0,
+        changed: int = 0,
+        skipped: bool = False,
+        corrupt: tuple[str, ...] = (),
+    ) -> None:
+        self.env, self.entries, self.changed = env, entries, changed
+        self.skipped, self.corrupt = skipped, corrupt
 
 
 def run(command: str, args: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
@@ -49,38 +59,35 @@ def run(command: str, args: Sequence[str], environ: Mapping[str, str] = os.envir
     if uv.uses_no_cache(args, environ) or uv.has_flag(args, "--dry-run"):
         return uv.run_passthrough(uvbin, uv_args)
     root = uv.cache_dir(args, environ)
-    existed = root.is_dir()
-    lock = (
-        uv.cache_lock(root, exclusive=False, timeout=uv.lock_timeout(environ))
-        if existed
-        else nullcontext()
-    )
-    with lock:
-        before = Cache.open(root).archive_ids() if existed else set()
+    # Lock only a cache uv has initialised: never create a `.lock` anywhere else.
+    initialised = os.path.isfile(os.path.join(root, "CACHEDIR.TAG"))
+    lock = uv.CacheLock(root, exclusive=False, timeout=uv.lock_timeout(environ))
+    try:
+        if initialised:
+            lock.acquire()
+        before = _archive_names(root)
         code = uv.run_passthrough(uvbin, uv_args)
+        if not lock.held and os.path.isfile(os.path.join(root, "CACHEDIR.TAG")):
+            lock.acquire()  # uv created the cache just now
         try:
-            with nullcontext() if existed else uv.cache_lock(root, exclusive=False):
-                cache = Cache.open(root)
-                target = (
-                    project_target(args, environ)
-                    if command == "sync"
-                    else pip_target(uvbin, args, environ)
-                )
-                result = record_env(
-                    cache,
-                    RefsStore(default_state_dir(environ), cache.root),
-                    target,
-                    command,
-                    cache.archive_ids() - before,
-                )
+            target = (
+                project_target(args, environ)
+                if command == "sync"
+                else pip_target(uvbin, args, environ)
+            )
+            result = record_if_changed(
+                root, target, command, _archive_names(root) - before, environ
+            )
         except UvrefsError as exc:
             if code == 0:
                 print(f"uvrefs: warning: environment not recorded: {exc}", file=sys.stderr)
             return code
+    finally:
+        lock.release()
     if result.corrupt:
         print(
             f"uvrefs: warning: refs of {len(result.corrupt)} entries are unreadable and were "
-            "left alone (their entries are kept); run `uvrefs doctor`",
+            "left alone (their entries are kept); fix or delete them",
             file=sys.stderr,
         )
     if environ.get("UVREFS_VERBOSE"):
@@ -89,19 +96,40 @@ def run(command: str, args: Sequence[str], environ: Mapping[str, str] = os.envir
     return code
 
 
-def fingerprint(cache: Cache, target: Target) -> str:
-    """Cheap identity of an env's installed set: each site dir's mtime and dist-infos.
-    Installing, removing or reinstalling a package changes its site dir."""
-    digest = hashlib.sha256(os.fsencode(cache.root))
-    for site in site_dirs(target.path, target.site_dirs):
+def _archive_names(root: str) -> set[str]:
+    """Names in the archive buckets: compared before and after uv to see what it added."""
+    names: set[str] = set()
+    try:
+        buckets = [b for b in os.listdir(root) if b.startswith("archive-v")]
+    except OSError:
+        return names
+    for bucket in buckets:
         try:
-            digest.update(f"{site}\0{os.stat(site).st_mtime_ns}\0".encode())
-            digest.update(
-                "\0".join(sorted(n for n in os.listdir(site) if n.endswith(".dist-info"))).encode()
-            )
+            names.update(os.listdir(os.path.join(root, bucket)))
         except OSError:
-            digest.update(b"?")
-    return digest.hexdigest()[:32]
+            continue
+    return names
+
+
+def record_if_changed(
+    root: str, target: Target, command: str, new_ids: set[str], environ: Mapping[str, str]
+) -> Recorded:
+    """Skip when the env's fingerprint matches its stamp and uv added no entries; else
+    record (loading the scanner, the store and pydantic only now)."""
+    state_dir = stamps.default_state_dir(environ)
+    stamp = stamps.stamp_path(state_dir, root, target.path)
+    print_ = fingerprint(target)
+    if not new_ids and stamps.read_stamp(stamp) == print_:
+        return Recorded(target.path, skipped=True)
+    from pathlib import Path
+
+    from uvrefs.cache import Cache
+    from uvrefs.refs import RefsStore
+
+    cache = Cache.open(Path(root))
+    result = record_env(cache, RefsStore(Path(state_dir), cache.root), target, command, new_ids)
+    stamps.write_stamp(stamp, print_)
+    return result
 
 
 def record_env(
@@ -109,32 +137,36 @@ def record_env(
     store: RefsStore,
     target: Target,
     command: str,
-    new_ids: set[str] = frozenset(),  # type: ignore[assignment]
+    new_ids: set[str] | frozenset[str] = frozenset(),
     index: ArchiveIndex | None = None,
 ) -> Recorded:
     """Record every entry `target` uses, plus `new_ids` (entries uv created while working
     on it that it does not contain: build dependencies), as referenced by it."""
-    from uvrefs.formats import EnvRecord
+    from datetime import UTC, datetime
+    from pathlib import Path
 
-    print_ = fingerprint(cache, target)
-    if not new_ids and store.fingerprint_of(target.path) == print_:
-        return Recorded(target.path, 0, 0, skipped=True)
-    scan = scan_env(target.path, index or ArchiveIndex(cache), target.site_dirs)
+    from uvrefs.envs import ArchiveIndex, How, scan_env
+    from uvrefs.formats import EnvRecord
+    from uvrefs.refs import host_id
+
+    scan = scan_env(
+        Path(target.path), index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs]
+    )
     if scan.state != "alive":
         raise UvrefsError(f"{target.path} {scan.detail or 'is not an environment'}")
-    uses: dict[str, str] = dict(scan.uses)
+    uses: dict[str, How] = dict(scan.uses)
     for entry_id in new_ids - uses.keys():
-        uses[entry_id] = "build"
+        if cache.archive_path(entry_id) is not None:
+            uses[entry_id] = "build"
     with store.locked():
-        changed, corrupt = store.record(target.path, uses, command, cache.describe)
+        changed, corrupt = store.record(Path(target.path), uses, command, cache.describe)
         store.save_env(
             EnvRecord(
-                path=str(target.path),
+                path=target.path,
                 host=host_id(),
-                site_dirs=[str(s) for s in target.site_dirs],
+                site_dirs=list(target.site_dirs),
                 command=command,
                 recorded_at=datetime.now(UTC),
-                fingerprint=print_,
                 entries=sorted(uses),
             )
         )

@@ -1,18 +1,19 @@
 """The one door to uv: finding the binary, running it, asking it where things are, and
-taking its cache lock the way uv itself does (a `flock` on `<cache>/.lock`)."""
+taking its cache lock the way uv itself does (a `flock` on `<cache>/.lock`).
+
+It runs before every tracked install, so it imports only `os` and `sys` up front."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
 
 from uvrefs.errors import LockTimeout, UvNotFound, UvrefsError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from types import TracebackType
 
 # uv's global options that change which cache (or config naming one) a command uses.
 _CACHE_OPTIONS = ("--cache-dir", "--config-file", "--directory", "--project")
@@ -24,25 +25,47 @@ def find_uv(environ: Mapping[str, str] = os.environ) -> str:
     """Return the uv binary to run: `UVREFS_UV` if set, else `uv` on PATH."""
     configured = environ.get("UVREFS_UV")
     if configured:
-        if shutil.which(configured) is None:
+        found = _which(configured, environ)
+        if found is None:
             raise UvNotFound(f"UVREFS_UV={configured} is not an executable; fix or unset it")
-        return configured
-    found = shutil.which("uv")
+        return found
+    found = _which("uv", environ)
     if found is None:
         raise UvNotFound("uv not found on PATH; install uv or set UVREFS_UV=/path/to/uv")
     return found
 
 
+def _which(name: str, environ: Mapping[str, str]) -> str | None:
+    """`shutil.which` without importing shutil (and its compressors) on the hot path."""
+    if os.sep in name or (os.altsep and os.altsep in name):
+        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
+    suffixes = (".exe", "") if sys.platform == "win32" else ("",)
+    for directory in environ.get("PATH", os.defpath).split(os.pathsep):
+        for suffix in suffixes:
+            candidate = os.path.join(directory, name + suffix)
+            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+                return candidate
+    return None
+
+
 def run_passthrough(uv: str, args: Sequence[str]) -> int:
-    """Run uv with the user's terminal: its output and exit code are the user's."""
+    """Run uv on the user's terminal: its output and exit code are the user's."""
+    argv = [uv, *args]
     try:
-        return subprocess.call([uv, *args])
+        if hasattr(os, "posix_spawn"):  # no `subprocess` import on the hot path
+            pid = os.posix_spawn(uv, argv, os.environ)
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        import subprocess
+
+        return subprocess.call(argv)
     except OSError as exc:
         raise UvNotFound(f"cannot run {uv}: {exc.strerror}; check UVREFS_UV or PATH") from exc
 
 
-def query(uv: str, args: Sequence[str], cwd: Path | None = None) -> str:
+def query(uv: str, args: Sequence[str], cwd: str | None = None) -> str:
     """Run a uv query command and return its stdout; uv's stderr becomes the error."""
+    import subprocess
+
     try:
         done = subprocess.run([uv, *args], cwd=cwd, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -82,36 +105,36 @@ def has_flag(args: Sequence[str], *names: str) -> bool:
     return False
 
 
+def is_truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in {"1", "true", "yes", "on"}
+
+
 def uses_no_cache(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> bool:
     """uv runs with a throw-away cache: nothing it installs can be tracked."""
-    return has_flag(args, "--no-cache", "-n") or _truthy(environ.get("UV_NO_CACHE"))
+    return has_flag(args, "--no-cache", "-n") or is_truthy(environ.get("UV_NO_CACHE"))
 
 
-def cache_dir(args: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> Path:
+def cache_dir(args: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> str:
     """The cache uv uses for a command with these arguments.
 
     `--cache-dir` and `UV_CACHE_DIR` are read directly (no process); anything else (config
     files, platform defaults) is asked of `uv cache dir` with the same cache options."""
     explicit = option_value(args, "--cache-dir") or environ.get("UV_CACHE_DIR")
     if explicit:
-        return Path(os.path.abspath(os.path.expanduser(explicit)))
+        return os.path.abspath(os.path.expanduser(explicit))
     forwarded: list[str] = []
     for name in _CACHE_OPTIONS:
         value = option_value(args, name)
         if value is not None:
             forwarded += [name, value]
     forwarded += [flag for flag in _CACHE_FLAGS if has_flag(args, flag)]
-    return Path(query(find_uv(environ), [*forwarded, "cache", "dir"]))
+    return query(find_uv(environ), [*forwarded, "cache", "dir"])
 
 
-def python_find(uv: str, request: str | None, system: bool, cwd: Path) -> Path:
+def python_find(uv: str, request: str | None, system: bool, cwd: str) -> str:
     """The interpreter uv would pick for `--python REQUEST` / `--system`."""
     args = ["python", "find"] + (["--system"] if system else []) + ([request] if request else [])
-    return Path(query(uv, args, cwd=cwd))
-
-
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in {"1", "true", "yes", "on"}
+    return query(uv, args, cwd=cwd)
 
 
 def lock_timeout(environ: Mapping[str, str] = os.environ) -> float:
@@ -125,42 +148,63 @@ def lock_timeout(environ: Mapping[str, str] = os.environ) -> float:
         raise UvrefsError(f"UV_LOCK_TIMEOUT={raw!r} is not a number of seconds") from None
 
 
-@contextmanager
-def cache_lock(
-    cache_root: Path,
-    *,
-    exclusive: bool,
-    timeout: float = DEFAULT_LOCK_TIMEOUT,
-    on_wait: Callable[[], None] | None = None,
-) -> Iterator[None]:
-    """Hold uv's cache lock: shared like every uv command, or exclusive like `uv cache
-    clean`. Waits up to `timeout` seconds, calling `on_wait` once if it has to wait.
+class CacheLock:
+    """uv's cache lock: shared like every uv command, or exclusive like `uv cache clean`.
 
-    The lock file is never unlinked: uv keeps using the same inode."""
-    if sys.platform == "win32":  # pragma: no cover - uvrefs deletes only on Unix for now
-        raise UvrefsError("uvrefs cannot take uv's cache lock on Windows yet")
-    import fcntl
+    Waits up to `timeout` seconds, calling `on_wait` once if it has to wait. The lock file
+    is never unlinked (uv keeps using the same inode); closing the descriptor releases it."""
 
-    fd = os.open(cache_root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    try:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(
-                            f"uv's cache lock on {cache_root} is still held after "
-                            f"{timeout:g}s; retry later or raise UV_LOCK_TIMEOUT"
-                        ) from None
-                    time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
+    def __init__(
+        self,
+        cache_root: str | os.PathLike[str],
+        *,
+        exclusive: bool,
+        timeout: float = DEFAULT_LOCK_TIMEOUT,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = os.path.join(cache_root, ".lock")
+        self.exclusive, self.timeout, self.on_wait = exclusive, timeout, on_wait
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def __enter__(self) -> CacheLock:
+        return self.acquire()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def acquire(self) -> CacheLock:
+        if sys.platform == "win32":  # pragma: no cover
+            raise UvrefsError("uvrefs cannot take uv's cache lock on Windows yet")
+        import fcntl
+        import time
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        mode = (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        deadline = None
+        while True:
+            try:
+                fcntl.flock(self.fd, mode)
+                return self
+            except BlockingIOError:
+                if deadline is None:
+                    deadline = time.monotonic() + self.timeout
+                    if self.on_wait is not None:
+                        self.on_wait()
+                if time.monotonic() >= deadline:
+                    self.release()
+                    raise LockTimeout(
+                        f"uv's cache lock {self.path} is still held after {self.timeout:g}s; "
+                        "retry later or raise UV_LOCK_TIMEOUT"
+                    ) from None
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

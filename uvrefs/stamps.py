@@ -1,0 +1,59 @@
+"""Fingerprint stamps: what an environment looked like when its refs were last written.
+Read before every tracked install to skip unchanged envs, so plain files and `os` only.
+
+Also owns how the store is keyed (one directory per canonical cache path), so the refs
+store and the stamps can never disagree on it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+def store_dir(state_dir: str, cache_root: str) -> str:
+    """The part of the state dir that belongs to one cache, keyed by its canonical path."""
+    key = hashlib.sha256(os.fsencode(os.path.realpath(cache_root))).hexdigest()[:20]
+    return os.path.join(state_dir, "caches", key)
+
+
+def env_key(env: str) -> str:
+    return hashlib.sha256(os.fsencode(env)).hexdigest()[:20]
+
+
+def stamp_path(state_dir: str, cache_root: str, env: str) -> str:
+    return os.path.join(store_dir(state_dir, cache_root), "envs", env_key(env) + ".stamp")
+
+
+def read_stamp(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write_stamp(path: str, fingerprint: str) -> None:
+    """Write beside, then rename: a reader sees the old stamp or the new one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(fingerprint)
+    os.replace(tmp, path)
+
+
+def default_state_dir(environ: Mapping[str, str] = os.environ) -> str:
+    """`UVREFS_DIR`, else the platform's user state directory. On Linux that is the XDG
+    rule, computed here because importing platformdirs costs ~35 ms on every install; a
+    test pins it to platformdirs' own answer."""
+    if environ.get("UVREFS_DIR"):
+        return os.path.abspath(os.path.expanduser(environ["UVREFS_DIR"]))
+    if sys.platform == "linux":
+        base = environ.get("XDG_STATE_HOME", "").strip() or os.path.expanduser("~/.local/state")
+        return os.path.join(base, "uvrefs")
+    from platformdirs import user_state_dir
+
+    return user_state_dir("uvrefs", appauthor=False)

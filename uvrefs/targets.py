@@ -1,0 +1,186 @@
+"""Which environment a uv command installs into, found the way uv finds it, and a cheap
+fingerprint of what is installed there. Runs before every tracked install, so it uses
+`os.path` strings and imports nothing heavy."""
+
+from __future__ import annotations
+
+import os
+
+from uvrefs import uv
+from uvrefs.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+
+class Target:
+    """An environment: its root, plus site directories that cannot be inferred from the
+    root (a system interpreter's, a `--target` directory)."""
+
+    __slots__ = ("path", "site_dirs")
+
+    def __init__(self, path: str, site_dirs: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.site_dirs = site_dirs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and (self.path, self.site_dirs) == (
+            other.path,
+            other.site_dirs,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.site_dirs))
+
+    def __repr__(self) -> str:
+        return f"Target({self.path!r}, {self.site_dirs!r})"
+
+
+def pip_target(uvbin: str, args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Target:
+    """The environment `uv pip install|sync ARGS` installs into: `--target`, `--prefix`,
+    `--python`/`--system` (asked of `uv python find` unless it names a venv), else
+    `VIRTUAL_ENV`, `CONDA_PREFIX`, or a `.venv` in the working directory or above."""
+    cwd = _command_cwd(args)
+    target = uv.option_value(args, "--target", "-t")
+    if target:
+        path = _abs(target, cwd)
+        return Target(path, (path,))
+    prefix = uv.option_value(args, "--prefix")
+    if prefix:
+        return Target(_abs(prefix, cwd))
+    request = uv.option_value(args, "--python", "-p") or environ.get("UV_PYTHON")
+    system = uv.has_flag(args, "--system") or uv.is_truthy(environ.get("UV_SYSTEM_PYTHON"))
+    if request is None and not system:
+        found = _active_venv(cwd, environ)
+        if found is None:
+            raise UsageError("no virtual environment found for uv pip; nothing to track")
+        return Target(found)
+    if request is not None and os.path.isfile(os.path.join(_abs(request, cwd), "pyvenv.cfg")):
+        return Target(_abs(request, cwd))
+    return _target_of_interpreter(uv.python_find(uvbin, request, system, cwd))
+
+
+def project_target(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Target:
+    """The environment `uv sync ARGS` syncs: `UV_PROJECT_ENVIRONMENT` (relative to the
+    workspace root) or the workspace root's `.venv`."""
+    start = _abs(uv.option_value(args, "--project") or ".", _command_cwd(args))
+    root = workspace_root(start)
+    configured = environ.get("UV_PROJECT_ENVIRONMENT")
+    return Target(_abs(configured, root) if configured else os.path.join(root, ".venv"))
+
+
+def workspace_root(start: str) -> str:
+    """The nearest project at or above `start`, lifted to the workspace that lists it."""
+    project = next(
+        (d for d in _ancestors(start) if os.path.isfile(os.path.join(d, "pyproject.toml"))), None
+    )
+    if project is None:
+        raise UsageError(f"no pyproject.toml in {start} or any parent; nothing to sync")
+    for candidate in _ancestors(project):
+        workspace = _read_workspace(os.path.join(candidate, "pyproject.toml"))
+        if workspace is None:
+            continue
+        if candidate == project or (
+            _matches(project, candidate, workspace.get("members", []))
+            and not _matches(project, candidate, workspace.get("exclude", []))
+        ):
+            return candidate
+    return project
+
+
+def _ancestors(path: str) -> list[str]:
+    found = [path]
+    while os.path.dirname(found[-1]) != found[-1]:
+        found.append(os.path.dirname(found[-1]))
+    return found
+
+
+def _read_workspace(pyproject: str) -> dict[str, list[str]] | None:
+    import tomllib
+
+    try:
+        with open(pyproject, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    workspace = data.get("tool", {}).get("uv", {}).get("workspace")
+    return workspace if isinstance(workspace, dict) else None
+
+
+def _matches(project: str, root: str, patterns: Iterable[str]) -> bool:
+    from glob import glob
+
+    real = os.path.realpath(project)
+    return any(
+        os.path.realpath(p) == real for pat in patterns for p in glob(os.path.join(root, pat))
+    )
+
+
+def _command_cwd(args: Sequence[str]) -> str:
+    directory = uv.option_value(args, "--directory")
+    return _abs(directory, os.getcwd()) if directory else os.getcwd()
+
+
+def _abs(path: str, base: str) -> str:
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _active_venv(cwd: str, environ: Mapping[str, str]) -> str | None:
+    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        if environ.get(var):
+            return _abs(environ[var], cwd)
+    for directory in _ancestors(cwd):
+        if os.path.isfile(os.path.join(directory, ".venv", "pyvenv.cfg")):
+            return os.path.join(directory, ".venv")
+    return None
+
+
+def _target_of_interpreter(interpreter: str) -> Target:
+    """A venv's interpreter means its venv; any other means its own site-packages."""
+    bindir = os.path.dirname(interpreter)
+    for root in (os.path.dirname(bindir), bindir):
+        if os.path.isfile(os.path.join(root, "pyvenv.cfg")):
+            return Target(os.path.normpath(root))
+    import subprocess
+
+    code = (
+        "import sys, sysconfig as s; print(sys.prefix); "
+        "print(s.get_path('purelib')); print(s.get_path('platlib'))"
+    )
+    out = subprocess.run([interpreter, "-c", code], capture_output=True, text=True, check=True)
+    prefix, *sites = out.stdout.split("\n")[:3]
+    return Target(prefix, tuple(dict.fromkeys(s for s in sites if s)))
+
+
+def site_dirs(env: str, extra: Iterable[str] = ()) -> list[str]:
+    """The directories of an env that hold `.dist-info`s: POSIX (`lib*/python*/`) and
+    Windows (`Lib/`) layouts, which also covers `--prefix` trees, plus `extra`."""
+    found: list[str] = []
+    for lib in ("lib", "lib64"):
+        try:
+            names = sorted(os.listdir(os.path.join(env, lib)))
+        except OSError:
+            continue
+        found += [
+            os.path.join(env, lib, n, "site-packages") for n in names if n.startswith("python")
+        ]
+    found += [os.path.join(env, "Lib", "site-packages"), *extra]
+    unique: dict[str, str] = {}
+    for path in found:
+        if os.path.isdir(path):
+            unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
+
+
+def fingerprint(target: Target) -> str:
+    """What is installed, cheaply: each site dir's mtime and its dist-info names. Installing,
+    removing or reinstalling a package changes both."""
+    parts = []
+    for site in site_dirs(target.path, target.site_dirs):
+        try:
+            names = sorted(n for n in os.listdir(site) if n.endswith(".dist-info"))
+            parts.append(f"{site}\t{os.stat(site).st_mtime_ns}\t{','.join(names)}")
+        except OSError:
+            parts.append(f"{site}\t?")
+    return "\n".join(parts)
