@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from uvrefs import uv
 from uvrefs.cache import Cache
 from uvrefs.cli import app
-from uvrefs.targets import workspace_root
 from uvrefs.errors import CacheRefused
+from uvrefs.targets import workspace_root
 
 runner = CliRunner()
 
@@ -94,7 +94,9 @@ def test_cache_refuses_home_root_and_non_caches(isolated: Path) -> None:
     assert cache.archive_path("../../etc") is None
 
 
-def test_linux_state_dir_matches_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_linux_state_dir_matches_platformdirs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The hot path computes the XDG state dir itself; it must agree with platformdirs."""
     import platformdirs
 

@@ -40,6 +40,7 @@ def test_collect_frees_exactly_what_a_deleted_env_used(world: World, mode: str) 
 
     assert world.archives() == live_entries
     assert "freed 2 entries" in out
+    assert not (world.cache / ".uvrefs-trash").exists()
     # The live env still works, and reinstalls from the cache with no index at all.
     world.run(live / "bin/python", "-c", "import alpha, beta; assert alpha.__version__ == '2.0'")
     world.uv(
@@ -259,3 +260,21 @@ def test_collect_waits_for_uv_and_gives_up_after_uv_lock_timeout(world: World) -
     assert world.archive_of("alpha", "1.0")  # nothing deleted without the lock
     world.uvrefs("collect")
     assert not world.archive_of("alpha", "1.0")
+
+
+def test_reported_bytes_match_uv_cache_size(world: World) -> None:
+    """The figure collect reports is what `uv cache size` sees disappear, to the byte."""
+    keep, dead = world.venv("keep"), world.venv("dead")
+    world.uvrefs("install", "-q", "-p", keep, *world.offline(), "beta")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "big", "beta", "gamma")
+
+    def cache_size() -> int:
+        out = world.uv("cache", "size", "--preview-features", "cache-size").stdout
+        return int(out.strip().splitlines()[-1])
+
+    shutil.rmtree(dead)
+    before = cache_size()
+    dry = json.loads(world.uvrefs("collect", "--dry-run", "--json").stdout)
+    done = json.loads(world.uvrefs("collect", "--json").stdout)
+    assert done["bytes_freed"] == dry["bytes_freed"] == before - cache_size() > 2**20
+    assert {d["dist"] for d in done["freed"]} == {"big", "gamma", "tinybackend"}

@@ -208,22 +208,32 @@ def split_dist_info(name: str) -> tuple[str, str]:
 
 @dataclass
 class SizeTally:
-    """Blocks a set of deletions really frees: a file's blocks count only once every one
-    of its hard links is among the deleted paths (what `uv cache size` and `du` count)."""
+    """Blocks a set of deletions really frees, counted as `uv cache size` and `du` count
+    (`st_blocks * 512`, each inode once): a file's blocks are freed only once every one of
+    its hard links is among the deleted paths; a directory's always are."""
 
-    apparent: int = 0
-    _seen: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    directories: int = 0
+    _files: dict[tuple[int, int], list[int]] = field(default_factory=dict)
 
     def add_tree(self, path: Path) -> None:
         for st in _lstat_tree(path):
-            self.apparent += st.st_blocks * 512
-            key = (st.st_dev, st.st_ino)
-            seen = self._seen.setdefault(key, [0, st.st_nlink, st.st_blocks * 512])
+            if stat.S_ISDIR(st.st_mode):
+                self.directories += st.st_blocks * 512
+                continue
+            seen = self._files.setdefault(
+                (st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512]
+            )
             seen[0] += 1
 
     @property
+    def occupied(self) -> int:
+        """Blocks the deleted paths occupy, whether or not deleting them frees them."""
+        return self.directories + sum(size for _, _, size in self._files.values())
+
+    @property
     def freed(self) -> int:
-        return sum(size for count, nlink, size in self._seen.values() if count >= nlink)
+        files = sum(size for count, nlink, size in self._files.values() if count >= nlink)
+        return self.directories + files
 
 
 def _lstat_tree(path: Path) -> Iterator[os.stat_result]:
@@ -250,13 +260,6 @@ def _lstat_tree(path: Path) -> Iterator[os.stat_result]:
                 yield est
                 if stat.S_ISDIR(est.st_mode):
                     stack.append(entry.path)
-
-
-def tree_size(path: Path) -> int:
-    """Blocks (bytes) a tree occupies, hard links within it counted once."""
-    tally = SizeTally()
-    tally.add_tree(path)
-    return sum(size for _, _, size in tally._seen.values())
 
 
 def max_link_count(path: Path) -> int:

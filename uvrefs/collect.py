@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from uvrefs import uv
 from uvrefs.cache import POINTER_SIDECARS, TRASH_DIR, Cache, Pointer, SizeTally, max_link_count
@@ -175,6 +176,7 @@ def measure(plan: Plan, cache: Cache, survey: Survey) -> Plan:
     whose files are still hard-linked from outside the cache."""
     linked = set()
     sized: dict[str, int] = {}
+    going = {d.entry for d in plan.free}
     for decision in plan.free:
         path = cache.archive_path(decision.entry)
         if path is None:
@@ -183,9 +185,8 @@ def measure(plan: Plan, cache: Cache, survey: Survey) -> Plan:
             linked.add(decision.entry)
             continue
         tally = SizeTally()
-        tally.add_tree(path)
-        for pointer in survey.pointers.get(decision.entry, []):
-            tally.add_tree(pointer.path)
+        for doomed in entry_paths(cache, decision.entry, survey.pointers, going):
+            tally.add_tree(doomed.path)
         sized[decision.entry] = tally.freed
     if linked:
         facts = replace(survey.facts, linked_elsewhere=frozenset(linked))
@@ -229,12 +230,14 @@ def apply_plan(
         going_ids = {d.entry for d in going}
         for decision in going:
             try:
-                remove_entry(cache, decision.entry, survey.pointers, going_ids)
+                doomed = entry_paths(cache, decision.entry, survey.pointers, going_ids)
+                remove_entry(cache, decision.entry, doomed)
             except OSError as exc:
                 errors.append(f"{decision.entry}: {exc.strerror or exc} ({exc.filename})")
                 continue
             store.delete(decision.entry)
             freed.append(decision)
+        empty_trash(cache)
         held = time.monotonic() - started
     tidy_refs(plan, store, survey)
     return Removal(
@@ -280,46 +283,57 @@ def recheck(
     return None
 
 
-def remove_entry(
+@dataclass(frozen=True)
+class Doomed:
+    """One path that goes with an entry: a plain file, a link that must still point at the
+    entry when it is removed, or a tree renamed out of uv's sight before it is deleted."""
+
+    path: Path
+    kind: Literal["file", "link", "tree"]
+
+
+def entry_paths(
     cache: Cache, entry: str, pointers: Mapping[str, list[Pointer]], going: set[str]
-) -> None:
-    """Remove one entry: pointers first, then the archive via the trash."""
+) -> list[Doomed]:
+    """Everything that goes with an entry, in crash-safe order. Per pointer, its sidecars
+    first and the link last: a leftover link alone is a cache miss for uv, while a leftover
+    `.rev`/`.http` names the archive and would be trusted. A built wheel takes its sdist
+    revision (source tree, `.whl`, metadata) when every wheel built there goes, else just
+    its own `.whl`. The archive comes last, so no pointer ever outlives it."""
+    doomed: list[Doomed] = []
     for pointer in pointers.get(entry, []):
         if not cache.contains(pointer.path):
             continue
         if pointer.bucket == "sdists":
-            _remove_sdist_pointer(cache, pointer, pointers, going)
+            revision = pointer.path.parent
+            built_here = {
+                p.archive_id for ps in pointers.values() for p in ps if p.path.parent == revision
+            }
+            if built_here <= going:
+                doomed.append(Doomed(revision, "tree"))
+                continue
+            doomed.append(Doomed(Path(f"{pointer.path}.whl"), "file"))
         else:
-            # Sidecars first and the link last: a leftover link alone is a cache miss for
-            # uv, while a leftover `.rev`/`.http` names the archive and would be trusted.
-            for suffix in POINTER_SIDECARS:
-                Path(f"{pointer.path}{suffix}").unlink(missing_ok=True)
-            if _points_to(pointer.path, entry):
-                pointer.path.unlink()
+            doomed += [
+                Doomed(Path(f"{pointer.path}{suffix}"), "file") for suffix in POINTER_SIDECARS
+            ]
+        doomed.append(Doomed(pointer.path, "link"))
     archive = cache.archive_path(entry)
-    if archive is None:
-        return
-    if archive.is_symlink():  # never follow a link out of the cache: drop the link itself
-        archive.unlink()
-        return
-    _delete_via_trash(cache, archive, entry)
+    if archive is not None:
+        # A symlink in the archive bucket is removed itself, never followed out of the cache.
+        doomed.append(Doomed(archive, "file" if archive.is_symlink() else "tree"))
+    return doomed
 
 
-def _remove_sdist_pointer(
-    cache: Cache, pointer: Pointer, pointers: Mapping[str, list[Pointer]], going: set[str]
-) -> None:
-    """A built wheel owns its sdist revision (source tree, `.whl`, metadata): the whole
-    revision goes when every wheel built in it goes, else only this wheel's files."""
-    revision = pointer.path.parent
-    if not os.path.lexists(revision):
-        return
-    built_here = {p.archive_id for ps in pointers.values() for p in ps if p.path.parent == revision}
-    if built_here <= going:
-        _delete_via_trash(cache, revision, f"sdist-{pointer.archive_id}")
-        return
-    Path(f"{pointer.path}.whl").unlink(missing_ok=True)
-    if _points_to(pointer.path, pointer.archive_id):
-        pointer.path.unlink()
+def remove_entry(cache: Cache, entry: str, doomed: list[Doomed]) -> None:
+    """Remove an entry's paths in order; trees are renamed into the trash, then deleted."""
+    for number, item in enumerate(doomed):
+        if not os.path.lexists(item.path):
+            continue
+        if item.kind == "tree":
+            _delete_via_trash(cache, item.path, f"{entry}-{number}")
+        elif item.kind == "file" or _points_to(item.path, entry):
+            item.path.unlink()
 
 
 def _points_to(link: Path, entry: str) -> bool:
@@ -341,9 +355,11 @@ def _delete_via_trash(cache: Cache, path: Path, name: str) -> None:
 
 
 def empty_trash(cache: Cache) -> None:
-    """Finish deletions a killed collector left in the trash."""
+    """Finish deletions a killed collector left in the trash, and remove the trash."""
     trash = cache.root / TRASH_DIR
-    if trash.is_dir() and not trash.is_symlink():
+    if trash.is_symlink():
+        trash.unlink()
+    elif trash.is_dir():
         shutil.rmtree(trash)
 
 
