@@ -32,9 +32,6 @@ class Archive:
     path: Path
     dist_infos: tuple[str, ...]
 
-    def dist_info(self) -> str | None:
-        return self.dist_infos[0] if self.dist_infos else None
-
 
 @dataclass(frozen=True)
 class Pointer:
@@ -97,13 +94,6 @@ class Cache:
             if os.path.lexists(candidate):
                 return candidate
         return None
-
-    def archive_ids(self) -> set[str]:
-        """The ids of every entry in the archive buckets: one directory listing each."""
-        ids: set[str] = set()
-        for bucket in self.archive_dirs:
-            ids.update(name for name in os.listdir(bucket) if ENTRY_ID.fullmatch(name))
-        return ids
 
     def describe(self, entry_id: str) -> tuple[str | None, str | None, list[str]]:
         """(dist, version, tags) of an archive, read from its dist-info and WHEEL file."""
@@ -224,11 +214,6 @@ class SizeTally:
                 (st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512]
             )
             seen[0] += 1
-
-    @property
-    def occupied(self) -> int:
-        """Blocks the deleted paths occupy, whether or not deleting them frees them."""
-        return self.directories + sum(size for _, _, size in self._files.values())
 
     @property
     def freed(self) -> int:

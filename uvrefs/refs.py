@@ -192,16 +192,6 @@ class RefsStore:
     def env_path(self, env: Path) -> Path:
         return self.envs_dir / f"{stamps.env_key(str(env))}.json"
 
-    def load_env(self, env: Path) -> EnvRecord | None:
-        from pydantic import ValidationError
-
-        from uvrefs.formats import EnvRecord
-
-        try:
-            return EnvRecord.model_validate_json(self.env_path(env).read_bytes())
-        except (OSError, ValidationError):
-            return None
-
     def env_records(self) -> list[EnvRecord]:
         from pydantic import ValidationError
 
@@ -221,9 +211,6 @@ class RefsStore:
 
     def save_env(self, record: EnvRecord) -> None:
         _write_atomic(self.env_path(Path(record.path)), record.model_dump_json(indent=2))
-
-    def delete_env(self, env: Path) -> None:
-        self.env_path(env).unlink(missing_ok=True)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -24,15 +24,6 @@ class Target:
         self.path = path
         self.site_dirs = site_dirs
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Target) and (self.path, self.site_dirs) == (
-            other.path,
-            other.site_dirs,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.path, self.site_dirs))
-
     def __repr__(self) -> str:
         return f"Target({self.path!r}, {self.site_dirs!r})"
 
