@@ -365,8 +365,10 @@ def empty_trash(cache: Cache) -> None:
 
 def tidy_refs(plan: Plan, store: RefsStore, survey: Survey) -> None:
     """After a sweep: forget refs of entries that left the cache some other way (uv cache
-    clean), drop references that no longer hold from entries that stay, and add the uses
-    of living envs that plain uv changed since they were recorded."""
+    clean), and add the uses of living envs that plain uv changed since they were recorded.
+
+    Dead referrers are left in place on purpose: this runs without uv's lock, so an install
+    may have made one live again since it was judged; collect re-judges them every time."""
     facts = survey.facts
     with store.locked():
         for scan in facts.envs.values():
@@ -374,17 +376,6 @@ def tidy_refs(plan: Plan, store: RefsStore, survey: Survey) -> None:
                 store.record(scan.path, scan.uses, "collect", survey.index.cache.describe)
         for entry in plan.stale:
             store.delete(entry)
-        for decision in plan.keep:
-            refs = facts.refs.get(decision.entry)
-            if refs is None:
-                continue
-            dead = frozenset(
-                (r.env, r.host)
-                for r in refs.referrers
-                if referrer_verdict(r, decision.entry, facts)[0] == "dead"
-            )
-            if dead:
-                store.drop_referrers(decision.entry, dead)
 
 
 def dry_run_result(plan: Plan, cache: Cache, survey: Survey, store: RefsStore) -> Removal:

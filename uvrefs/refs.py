@@ -175,18 +175,6 @@ class RefsStore:
             changed += 1
         return changed, corrupt
 
-    def drop_referrers(self, entry_id: str, dead: frozenset[tuple[str, str]]) -> None:
-        """Rewrite an entry's refs without the referrers whose (env, host) is in `dead`."""
-        try:
-            refs = self.load(entry_id)
-        except CorruptRefs:
-            return
-        if refs is None:
-            return
-        kept = [r for r in refs.referrers if (r.env, r.host) not in dead]
-        if len(kept) != len(refs.referrers):
-            self.save(refs.model_copy(update={"referrers": kept}))
-
     # -- environment records
 
     def env_path(self, env: Path) -> Path:
