@@ -113,14 +113,18 @@ class Cache:
                         continue
                     yield Archive(entry.name, Path(entry.path), read_dist_infos(entry.path))
 
-    def pointers(self) -> dict[str, list[Pointer]]:
-        """Every pointer in the wheels, sdists and environments buckets, by archive id.
+    def pointers(
+        self, buckets: tuple[str, ...] = ("wheels", "sdists", "environments")
+    ) -> dict[str, list[Pointer]]:
+        """Every pointer in the given buckets, by archive id.
 
         Walks without following symlinks and skips unpacked source trees (`src/`), which
         hold no pointers."""
         found: dict[str, list[Pointer]] = {}
         for bucket_dir in self.pointer_dirs:
             bucket = bucket_dir.name.split("-v")[0]
+            if bucket not in buckets:
+                continue
             for path, archive_id in _walk_pointers(bucket_dir, self):
                 found.setdefault(archive_id, []).append(Pointer(path, bucket, archive_id))
         return found

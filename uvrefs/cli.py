@@ -80,16 +80,33 @@ def collect(
         bool, typer.Option("--dry-run", "-n", help="Show what would be freed; change nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait", help="If uv is using the cache, skip (exit 0) instead of waiting."
+        ),
+    ] = False,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
     from uvrefs import collect as core
     from uvrefs import report, uv
+    from uvrefs.errors import LockTimeout
 
     with _errors():
         cache, store = _cache_and_store()
-        result = core.collect(
-            cache, store, dry_run=dry_run, timeout=uv.lock_timeout(), on_wait=_say_waiting
-        )
+        try:
+            result = core.collect(
+                cache,
+                store,
+                dry_run=dry_run,
+                timeout=0.0 if no_wait else uv.lock_timeout(),
+                on_wait=None if no_wait else _say_waiting,
+            )
+        except LockTimeout:
+            if not no_wait:
+                raise
+            print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
+            raise typer.Exit(0) from None
     if as_json:
         report.print_json(report.removal_json(result))
     else:

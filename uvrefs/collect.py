@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from typing import Literal
 from uvrefs import uv
 from uvrefs.cache import POINTER_SIDECARS, TRASH_DIR, Cache, Pointer, SizeTally, max_link_count
 from uvrefs.envs import ArchiveIndex, EnvScan, scan_env
-from uvrefs.formats import EntryRefs, Referrer
+from uvrefs.formats import EntryRefs, EnvRecord, Referrer
 from uvrefs.refs import CorruptRefs, RefsStore, host_id
 
 
@@ -143,7 +144,13 @@ class Survey:
     facts: Facts
     pointers: dict[str, list[Pointer]]
     index: ArchiveIndex
-    extra_site_dirs: dict[str, list[Path]]
+    records: dict[str, EnvRecord]
+
+    def scan(self, env: str) -> EnvScan:
+        """Scan `env` now, with what its record adds (extra site dirs, its mount point)."""
+        record = self.records.get(env)
+        extra = [Path(s) for s in record.site_dirs] if record else []
+        return scan_env(Path(env), self.index, extra, record.mount if record else None)
 
 
 def gather_facts(cache: Cache, store: RefsStore) -> Survey:
@@ -159,16 +166,17 @@ def gather_facts(cache: Cache, store: RefsStore) -> Survey:
             refs[entry] = loaded
     archives = list(cache.archives())
     index = ArchiveIndex(cache, archives)
-    extra = {r.path: [Path(s) for s in r.site_dirs] for r in store.env_records()}
+    records = {r.path: r for r in store.env_records()}
     host = host_id()
     env_paths = {r.env for entry in refs.values() for r in entry.referrers if r.host == host}
-    envs = {env: scan_env(Path(env), index, extra.get(env, ())) for env in sorted(env_paths)}
     pointers = cache.pointers()
     uv_owned = frozenset(
         i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps)
     )
-    facts = Facts(host, frozenset(a.id for a in archives), refs, corrupt, envs, uv_owned)
-    return Survey(facts, pointers, index, extra)
+    survey = Survey(Facts(host, frozenset(a.id for a in archives), refs), pointers, index, records)
+    envs = {env: survey.scan(env) for env in sorted(env_paths)}
+    survey.facts = Facts(host, survey.facts.archives, refs, corrupt, envs, uv_owned)
+    return survey
 
 
 def measure(plan: Plan, cache: Cache, survey: Survey) -> Plan:
@@ -235,6 +243,7 @@ def apply_plan(
             except OSError as exc:
                 errors.append(f"{decision.entry}: {exc.strerror or exc} ({exc.filename})")
                 continue
+            CrashHook.step()
             store.delete(decision.entry)
             freed.append(decision)
         empty_trash(cache)
@@ -265,8 +274,7 @@ def recheck(
         return "refs vanished since planning"
     for ref in refs.referrers:
         if ref.env not in rescans:
-            extra = survey.extra_site_dirs.get(ref.env, ())
-            rescans[ref.env] = scan_env(Path(ref.env), survey.index, extra)
+            rescans[ref.env] = survey.scan(ref.env)
     facts = replace(survey.facts, envs=rescans, refs={entry: refs})
     verdicts = [referrer_verdict(r, entry, facts) for r in refs.referrers]
     for verdict, why in verdicts:
@@ -325,9 +333,25 @@ def entry_paths(
     return doomed
 
 
+class CrashHook:
+    """For the crash tests: with `UVREFS_TEST_KILL_AT=N` set, the collector SIGKILLs itself
+    at its N-th deletion step, so every step can be proven safe to die at."""
+
+    steps = 0
+
+    @classmethod
+    def step(cls) -> None:
+        kill_at = os.environ.get("UVREFS_TEST_KILL_AT")
+        if kill_at:
+            cls.steps += 1
+            if cls.steps == int(kill_at):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
 def remove_entry(cache: Cache, entry: str, doomed: list[Doomed]) -> None:
     """Remove an entry's paths in order; trees are renamed into the trash, then deleted."""
     for number, item in enumerate(doomed):
+        CrashHook.step()
         if not os.path.lexists(item.path):
             continue
         if item.kind == "tree":
@@ -351,6 +375,7 @@ def _delete_via_trash(cache: Cache, path: Path, name: str) -> None:
     if os.path.lexists(moved):
         shutil.rmtree(moved)
     os.rename(path, moved)
+    CrashHook.step()
     shutil.rmtree(moved)
 
 

@@ -55,26 +55,46 @@ class ArchiveIndex:
         return self._stats[path]
 
 
-def env_state(path: Path) -> tuple[EnvState, str]:
-    """Alive, gone, or unknown. Only a missing path whose parent can be read counts as
-    gone: an unreadable path or a missing mount point is unknown, and unknown keeps."""
+def env_state(path: Path, mount: str | None = None) -> tuple[EnvState, str]:
+    """Alive, gone, or unknown (and unknown keeps). A missing env counts as gone only when
+    the filesystem it was recorded on is mounted and its nearest existing ancestor can be
+    read: an unreadable path (EACCES, EIO) or an unmounted disk is unknown."""
     try:
         os.stat(path)
         return "alive", ""
     except FileNotFoundError:
-        parent = path.parent
-        try:
-            os.listdir(parent)
-        except OSError as exc:
-            return "unknown", f"parent {parent} unreadable ({exc.strerror})"
-        return "gone", "no longer exists"
+        pass
     except OSError as exc:
         return "unknown", f"unreadable ({exc.strerror})"
+    if mount and not os.path.ismount(mount):
+        return "unknown", f"its filesystem {mount} is not mounted"
+    ancestor = path.parent
+    while True:
+        try:
+            os.listdir(ancestor)
+            return "gone", "no longer exists"
+        except FileNotFoundError:
+            if ancestor == ancestor.parent:
+                return "gone", "no longer exists"
+            ancestor = ancestor.parent
+        except OSError as exc:
+            return "unknown", f"{ancestor} unreadable ({exc.strerror})"
 
 
-def scan_env(path: Path, index: ArchiveIndex, extra_site_dirs: Iterable[Path] = ()) -> EnvScan:
+def mount_point(path: Path) -> str:
+    """The mount point of the filesystem holding `path` (recorded, to tell an unmounted
+    disk from a deleted env later)."""
+    current = Path(os.path.realpath(path))
+    while not os.path.ismount(current) and current != current.parent:
+        current = current.parent
+    return str(current)
+
+
+def scan_env(
+    path: Path, index: ArchiveIndex, extra_site_dirs: Iterable[Path] = (), mount: str | None = None
+) -> EnvScan:
     """Which archives of `index` the environment at `path` uses, one dist-info at a time."""
-    state, detail = env_state(path)
+    state, detail = env_state(path, mount)
     if state != "alive":
         return EnvScan(path, state, detail)
     uses: dict[str, How] = {}

@@ -44,13 +44,15 @@ class EntryRefs(BaseModel):
 
 class EnvRecord(BaseModel):
     """`envs/<hash>.json`: an environment uvrefs recorded, with the extra site directories
-    it cannot infer from the path (system interpreters, `--target`) and the entries it used
-    at the last record. (Its fingerprint lives beside it in a plain `.stamp` file.)"""
+    it cannot infer from the path (system interpreters, `--target`), the mount point it was
+    on (so an unmounted disk is not mistaken for a deleted env) and the entries it used at
+    the last record. (Its fingerprint lives beside it in a plain `.stamp` file.)"""
 
     format: Literal[1] = FORMAT
     path: str
     host: str
     site_dirs: list[str] = Field(default_factory=list)
+    mount: str | None = None
     command: str
     recorded_at: datetime
     entries: list[str] = Field(default_factory=list)

@@ -16,7 +16,7 @@ from uvrefs.targets import Target, fingerprint, pip_target, project_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from uvrefs.cache import Cache
     from uvrefs.envs import ArchiveIndex
@@ -145,7 +145,7 @@ def record_env(
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from uvrefs.envs import ArchiveIndex, How, scan_env
+    from uvrefs.envs import ArchiveIndex, How, mount_point, scan_env
     from uvrefs.formats import EnvRecord
     from uvrefs.refs import host_id
 
@@ -155,9 +155,8 @@ def record_env(
     if scan.state != "alive":
         raise UvrefsError(f"{target.path} {scan.detail or 'is not an environment'}")
     uses: dict[str, How] = dict(scan.uses)
-    for entry_id in new_ids - uses.keys():
-        if cache.archive_path(entry_id) is not None:
-            uses[entry_id] = "build"
+    for entry_id in build_dependencies(cache, new_ids, uses.keys()):
+        uses[entry_id] = "build"
     with store.locked():
         changed, corrupt = store.record(Path(target.path), uses, command, cache.describe)
         store.save_env(
@@ -165,9 +164,24 @@ def record_env(
                 path=target.path,
                 host=host_id(),
                 site_dirs=list(target.site_dirs),
+                mount=mount_point(Path(target.path)),
                 command=command,
                 recorded_at=datetime.now(UTC),
                 entries=sorted(uses),
             )
         )
     return Recorded(target.path, len(uses), changed, corrupt=tuple(corrupt))
+
+
+def build_dependencies(
+    cache: Cache, new_ids: set[str] | frozenset[str], installed: Iterable[str]
+) -> set[str]:
+    """Archives uv created during the run that the env does not contain are build
+    dependencies, but only if the run built a wheel from source (a new installed archive
+    reached from the sdists bucket): otherwise they came from another uv run that worked
+    at the same time, and that run records them."""
+    others = {i for i in new_ids - set(installed) if cache.archive_path(i) is not None}
+    if not others:
+        return set()
+    built = set(cache.pointers(buckets=("sdists",))) & new_ids & set(installed)
+    return others if built else set()
