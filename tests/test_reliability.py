@@ -295,3 +295,87 @@ def test_collect_no_wait_skips_when_uv_holds_the_lock(world: World) -> None:
         proc.kill()
     assert done.returncode == 0 and "cache in use, skipped" in done.stderr
     assert world.archive_of("alpha", "1.0")
+
+
+def test_env_paths_with_newlines_and_odd_bytes(world: World) -> None:
+    """A newline (and non-ASCII) in an env path goes through uv and the refs as is. uv
+    refuses paths that are not UTF-8, but the store still round-trips them (as surrogate
+    escapes) in case one reaches it by hand or from another tool."""
+    from datetime import UTC, datetime
+
+    from uvrefs.formats import EntryRefs, Referrer
+    from uvrefs.refs import RefsStore
+
+    odd = world.root / "new\nline ünï"
+    world.uv("venv", "-q", "--python", sys.executable, odd)
+    world.uvrefs("install", "-q", "-p", odd, *world.offline(), "alpha==1.0")
+    world.uvrefs("collect")
+    assert world.archive_of("alpha", "1.0")
+    shutil.rmtree(odd)
+    world.uvrefs("collect")
+    assert not world.archive_of("alpha", "1.0")
+
+    store = RefsStore(world.root / "store", world.cache)
+    not_utf8 = os.fsdecode(b"/tmp/no\xffutf8\nenv")
+    with store.locked():
+        store.save(
+            EntryRefs(
+                entry="x",
+                referrers=[
+                    Referrer(
+                        env=not_utf8,
+                        host="h",
+                        how="content",
+                        command="install",
+                        recorded_at=datetime.now(UTC),
+                    )
+                ],
+            )
+        )
+    loaded = store.load("x")
+    assert loaded is not None and loaded.referrers[0].env == not_utf8
+
+
+def test_full_or_read_only_store_fails_closed(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ENOSPC on the refs store: the install keeps uv's exit code and warns once (its
+    entries stay untracked, so kept); a collect still frees what is dead, warns once that
+    stale refs remain, and the next collect with a healthy store cleans them up."""
+    import errno
+
+    from uvrefs import collect as core
+    from uvrefs import refs, track
+    from uvrefs.cache import Cache
+
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+    dead, full = world.venv("dead"), world.venv("full")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0")
+    shutil.rmtree(dead)
+
+    def no_space(path: Path, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    def no_delete(self: object, entry: str) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", entry)
+
+    monkeypatch.setattr(refs, "_write_atomic", no_space)
+    code = track.run("install", ["-q", "-p", str(full), *world.offline(), "beta"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("uvrefs: warning") == 1 and "No space left" in err
+    assert world.archive_of("beta", "1.0") and not any(
+        p.stem in world.archive_of("beta", "1.0") for p in world.refs()
+    )
+
+    monkeypatch.setattr(refs.RefsStore, "delete", no_delete)
+    cache = Cache.open(world.cache)
+    result = core.collect(cache, refs.RefsStore(world.state, cache.root), dry_run=False, timeout=5)
+    assert [d.dist for d in result.freed] == ["alpha"] and len(result.warnings) == 1
+    assert "Read-only" in result.warnings[0] or "No space" in result.warnings[0]
+    assert world.archive_of("beta", "1.0")  # untracked: kept
+    monkeypatch.undo()
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+    world.uvrefs("collect")
+    assert world.refs() == []  # the stale refs went once the store was writable

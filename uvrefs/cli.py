@@ -117,7 +117,9 @@ def collect(
             f"kept (first: {result.unreadable[0]}); fix or delete them",
             file=sys.stderr,
         )
-    if result.errors or result.unreadable:
+    for warning in result.warnings:
+        print(f"uvrefs: warning: {warning}", file=sys.stderr)
+    if result.errors or result.unreadable or result.warnings:
         raise typer.Exit(1)
 
 

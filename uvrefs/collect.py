@@ -17,6 +17,7 @@ from typing import Literal
 from uvrefs import uv
 from uvrefs.cache import POINTER_SIDECARS, TRASH_DIR, Cache, Pointer, SizeTally, max_link_count
 from uvrefs.envs import ArchiveIndex, EnvScan, scan_env
+from uvrefs.errors import StoreError
 from uvrefs.formats import EntryRefs, EnvRecord, Referrer
 from uvrefs.refs import CorruptRefs, RefsStore, host_id
 
@@ -68,6 +69,7 @@ class Removal:
     errors: tuple[str, ...] = ()
     lock_held: float = 0.0
     unreadable: tuple[str, ...] = ()  # "<refs file>: why" for refs that could not be read
+    warnings: tuple[str, ...] = ()  # problems that did not stop the collection
 
     @property
     def bytes_freed(self) -> int:
@@ -224,6 +226,7 @@ def apply_plan(
     freed: list[Decision] = []
     kept: list[Decision] = list(plan.keep)
     errors: list[str] = []
+    warnings: set[str] = set()
     with uv.CacheLock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
         started = time.monotonic()
         empty_trash(cache)
@@ -244,11 +247,17 @@ def apply_plan(
                 errors.append(f"{decision.entry}: {exc.strerror or exc} ({exc.filename})")
                 continue
             CrashHook.step()
-            store.delete(decision.entry)
+            try:
+                store.delete(decision.entry)
+            except OSError as exc:  # the entry is gone all the same; its refs are now stale
+                warnings.add(_store_warning(store, exc))
             freed.append(decision)
         empty_trash(cache)
         held = time.monotonic() - started
-    tidy_refs(plan, store, survey)
+    try:
+        tidy_refs(plan, store, survey)
+    except (OSError, StoreError) as exc:
+        warnings.add(_store_warning(store, exc))
     return Removal(
         cache.root,
         False,
@@ -258,6 +267,15 @@ def apply_plan(
         tuple(errors),
         held,
         unreadable(survey, store),
+        tuple(sorted(warnings)),
+    )
+
+
+def _store_warning(store: RefsStore, exc: Exception) -> str:
+    why = exc.strerror if isinstance(exc, OSError) else str(exc)
+    return (
+        f"the refs store {store.dir} cannot be written ({why}): freed entries keep stale "
+        "refs until it can, which is harmless; free space or fix its permissions"
     )
 
 

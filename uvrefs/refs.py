@@ -79,9 +79,9 @@ class RefsStore:
             self.envs_dir.mkdir(exist_ok=True)
             info = self.dir / "store.json"
             if not info.exists():
-                from uvrefs.formats import StoreInfo
+                from uvrefs.formats import StoreInfo, dump
 
-                _write_atomic(info, StoreInfo(cache=str(self.cache_root)).model_dump_json(indent=2))
+                _write_atomic(info, dump(StoreInfo(cache=str(self.cache_root))))
         except OSError as exc:
             raise StoreError(
                 f"cannot write the refs store at {self.dir}: {exc.strerror}; "
@@ -132,7 +132,9 @@ class RefsStore:
         return refs
 
     def save(self, refs: EntryRefs) -> None:
-        _write_atomic(self.refs_path(refs.entry), refs.model_dump_json(indent=2))
+        from uvrefs.formats import dump
+
+        _write_atomic(self.refs_path(refs.entry), dump(refs))
 
     def delete(self, entry_id: str) -> None:
         self.refs_path(entry_id).unlink(missing_ok=True)
@@ -187,18 +189,22 @@ class RefsStore:
 
         records = []
         try:
-            names = sorted(os.listdir(self.envs_dir))
+            names = sorted(n for n in os.listdir(self.envs_dir) if n.endswith(".json"))
         except FileNotFoundError:
             return []
         for name in names:
             try:
-                records.append(EnvRecord.model_validate_json((self.envs_dir / name).read_bytes()))
-            except (OSError, ValidationError):
+                records.append(
+                    EnvRecord.model_validate(json.loads((self.envs_dir / name).read_bytes()))
+                )
+            except (OSError, ValueError, ValidationError):
                 continue
         return records
 
     def save_env(self, record: EnvRecord) -> None:
-        _write_atomic(self.env_path(Path(record.path)), record.model_dump_json(indent=2))
+        from uvrefs.formats import dump
+
+        _write_atomic(self.env_path(Path(record.path)), dump(record))
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -44,6 +44,7 @@ def removal_json(r: Removal) -> dict[str, Any]:
         "bytes_freed": r.bytes_freed,
         "errors": list(r.errors),
         "unreadable_refs": list(r.unreadable),
+        "warnings": list(r.warnings),
         "lock_held_seconds": round(r.lock_held, 4),
     }
 

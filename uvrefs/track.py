@@ -11,7 +11,7 @@ import os
 import sys
 
 from uvrefs import stamps, uv
-from uvrefs.errors import UvrefsError
+from uvrefs.errors import StoreError, UvrefsError
 from uvrefs.targets import Target, fingerprint, pip_target, project_target
 
 TYPE_CHECKING = False
@@ -127,8 +127,14 @@ def record_if_changed(
     from uvrefs.refs import RefsStore
 
     cache = Cache.open(Path(root))
-    result = record_env(cache, RefsStore(Path(state_dir), cache.root), target, command, new_ids)
-    stamps.write_stamp(stamp, print_)
+    try:
+        result = record_env(cache, RefsStore(Path(state_dir), cache.root), target, command, new_ids)
+        stamps.write_stamp(stamp, print_)
+    except OSError as exc:  # a full or read-only disk: nothing recorded, so nothing freed
+        raise StoreError(
+            f"cannot write the refs store in {state_dir} ({exc.strerror}); free space, or set "
+            "UVREFS_DIR to a writable directory"
+        ) from None
     return result
 
 
