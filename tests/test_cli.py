@@ -45,6 +45,7 @@ def test_collect_json_contract(isolated: Path) -> None:
         "bytes_freed",
         "errors",
         "unreadable_refs",
+        "warnings",
         "lock_held_seconds",
     ]
     assert doc["format"] == 1 and doc["freed"] == [] and doc["dry_run"] is False
