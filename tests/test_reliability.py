@@ -379,3 +379,30 @@ def test_full_or_read_only_store_fails_closed(
         monkeypatch.setenv(key, value)
     world.uvrefs("collect")
     assert world.refs() == []  # the stale refs went once the store was writable
+
+
+def test_doctor_reports_and_repair_rebuilds(world: World) -> None:
+    live, dead = world.venv("live"), world.venv("dead")
+    world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0")
+    healthy = json.loads(world.uvrefs("doctor", "--json").stdout)
+    assert healthy["healthy"] is True
+    checks = {c["name"]: c for c in healthy["checks"]}
+    assert "uv 0.13" in checks["uv"]["detail"] and checks["cache lock"]["detail"].endswith("free")
+    assert checks["link mode"]["status"] == "ok" and checks["environments"]["detail"] == "2 alive"
+
+    (beta,) = world.archive_of("beta", "1.0")
+    corrupt = next(p for p in world.refs() if p.stem == beta)
+    corrupt.write_text("{ truncated")
+    done = world.uvrefs("doctor", check=False)
+    assert done.returncode == 1 and "fail unreadable refs" in done.stdout and beta in done.stdout
+
+    shutil.rmtree(dead)
+    repaired = json.loads(world.uvrefs("doctor", "--repair", "--json").stdout)
+    assert repaired["healthy"] is True and repaired["repair"]["set_aside"] == [beta]
+    assert repaired["repair"]["envs_rescanned"] == 1  # the live one; the dead one is skipped
+    assert list(corrupt.parent.glob(f"{beta}.refs.corrupt-*"))  # set aside, never deleted
+    referrers = json.loads(corrupt.read_text())["referrers"]
+    assert [r["env"] for r in referrers] == [str(live)]  # rebuilt from the live env
+    world.uvrefs("collect")
+    assert world.archives() == world.archive_of("alpha", "2.0") | world.archive_of("beta", "1.0")

@@ -123,6 +123,36 @@ def collect(
         raise typer.Exit(1)
 
 
+@app.command()
+def doctor(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Set unreadable refs aside and rebuild refs by re-scanning known envs."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check uv, the cache layout, the link mode, uv's lock and the refs store."""
+    from uvrefs import doctor as core
+    from uvrefs import report, uv
+
+    with _errors():
+        cache, store = _cache_and_store()
+        repaired = core.repair(cache, store) if repair else None
+        try:
+            uvbin: str | None = uv.find_uv()
+        except UvrefsError:
+            uvbin = None
+        checks = core.diagnose(cache, store, uvbin)
+    if as_json:
+        report.print_json(report.doctor_json(checks, repaired))
+    else:
+        report.print_doctor(checks, repaired)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
 def _tracked(command: str, args: list[str] | None) -> None:
     from uvrefs import track
 

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from uvrefs.collect import Decision, Removal
+from uvrefs.doctor import Check, Repair
 
 JSON_FORMAT = 1
 
@@ -89,3 +90,44 @@ def print_removal(r: Removal) -> None:
         f"{verb} {len(r.freed)} entries, {human(r.bytes_freed)}; kept {len(r.kept)} tracked "
         f"and {r.untracked} untracked entries" + (f"; {len(r.errors)} errors" if r.errors else "")
     )
+
+
+def doctor_json(checks: list[Check], repaired: Repair | None) -> dict[str, Any]:
+    """The `doctor --json` document (schema in docs/cli.md)."""
+    return {
+        "format": JSON_FORMAT,
+        "healthy": not any(c.status == "fail" for c in checks),
+        "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in checks],
+        "repair": None
+        if repaired is None
+        else {
+            "set_aside": list(repaired.set_aside),
+            "stale_dropped": repaired.stale_dropped,
+            "envs_rescanned": repaired.envs_rescanned,
+            "refs_written": repaired.refs_written,
+        },
+    }
+
+
+def print_doctor(checks: list[Check], repaired: Repair | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if repaired is not None:
+        print(
+            f"repair: set aside {len(repaired.set_aside)} unreadable refs, dropped "
+            f"{repaired.stale_dropped} stale, re-scanned {repaired.envs_rescanned} envs, "
+            f"wrote {repaired.refs_written} refs"
+        )
+    if console.is_terminal:
+        table = Table(title="uvrefs doctor", title_justify="left")
+        for col in ("check", "status", "detail"):
+            table.add_column(col)
+        style = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail)
+        console.print(table)
+    else:
+        for c in checks:
+            print(f"{c.status:4} {c.name}: {c.detail}")

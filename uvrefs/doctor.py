@@ -1,0 +1,232 @@
+"""Health checks a user (or a bug report) needs before trusting a collector: uv and its
+cache layout, the link mode in effect and whether it works here, uv's lock, and the refs
+store. `repair` rebuilds refs by re-scanning every known environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from uvrefs import uv
+from uvrefs.cache import TRASH_DIR, Cache
+from uvrefs.refs import CorruptRefs, RefsStore, host_id
+
+Status = Literal["ok", "warn", "fail"]
+# Bucket names of the uv releases uvrefs has been checked against (docs/design.md).
+KNOWN_BUCKETS = {"archive-v0", "wheels-v7", "wheels-v8", "sdists-v11", "environments-v2"}
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+def diagnose(cache: Cache, store: RefsStore, uvbin: str | None) -> list[Check]:
+    return [
+        check_uv(uvbin),
+        check_layout(cache),
+        check_link_mode(cache, store),
+        check_lock(cache),
+        *check_store(cache, store),
+    ]
+
+
+def check_uv(uvbin: str | None) -> Check:
+    if uvbin is None:
+        return Check("uv", "fail", "not found on PATH (set UVREFS_UV)")
+    try:
+        return Check("uv", "ok", f"{uv.query(uvbin, ['--version'])} at {uvbin}")
+    except Exception as exc:  # any failure to run uv is the finding itself
+        return Check("uv", "fail", str(exc))
+
+
+def check_layout(cache: Cache) -> Check:
+    names = sorted(p.name for p in cache.archive_dirs + cache.pointer_dirs)
+    unknown = [n for n in names if n not in KNOWN_BUCKETS]
+    if not cache.archive_dirs:
+        return Check("cache layout", "fail", f"{cache.root}: no archive bucket")
+    if unknown:
+        return Check(
+            "cache layout",
+            "warn",
+            f"{', '.join(names)}; not yet checked against: "
+            f"{', '.join(unknown)} (see docs/design.md)",
+        )
+    return Check("cache layout", "ok", f"{cache.root}: {', '.join(names)}")
+
+
+def check_link_mode(cache: Cache, store: RefsStore) -> Check:
+    """The link mode uv will use, and whether it can work between this cache and envs
+    (tried between the cache root and the directory of a tracked env, or the cwd)."""
+    mode = os.environ.get("UV_LINK_MODE") or ("hardlink" if sys.platform == "win32" else "clone")
+    records = store.env_records()
+    target = next(
+        (Path(r.path).parent for r in records if Path(r.path).parent.is_dir()), Path.cwd()
+    )
+    can_clone, can_link = _try_links(cache.root, target)
+    effective = {
+        "clone": "clone" if can_clone else ("hardlink (no reflinks here)" if can_link else "copy"),
+        "hardlink": "hardlink" if can_link else "copy (different filesystems)",
+    }.get(mode, mode)
+    status: Status = "ok" if effective.split()[0] in ("clone", "hardlink", mode) else "warn"
+    return Check(
+        "link mode",
+        status,
+        f"{mode} requested, {effective} in effect between {cache.root} and {target}",
+    )
+
+
+def _try_links(cache_root: Path, target: Path) -> tuple[bool, bool]:
+    can_clone = can_link = False
+    try:
+        with tempfile.NamedTemporaryFile(dir=cache_root, prefix=".uvrefs-doctor-") as src:
+            src.write(b"x")
+            src.flush()
+            dst = target / f".uvrefs-doctor-{os.getpid()}"
+            try:
+                os.link(src.name, dst)
+                can_link = True
+                os.unlink(dst)
+            except OSError:
+                pass
+            if sys.platform == "linux":
+                import fcntl
+
+                try:
+                    with open(dst, "wb") as out:
+                        fcntl.ioctl(out.fileno(), FICLONE, src.fileno())
+                    can_clone = True
+                except OSError:
+                    pass
+                finally:
+                    dst.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return can_clone, can_link
+
+
+def check_lock(cache: Cache) -> Check:
+    import fcntl
+
+    fd = os.open(cache.root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        for mode, verdict in ((fcntl.LOCK_EX, "free"), (fcntl.LOCK_SH, "in use by uv (shared)")):
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return Check("cache lock", "ok", f"{cache.root / '.lock'}: {verdict}")
+            except BlockingIOError:
+                continue
+        return Check("cache lock", "warn", "held exclusively (uv cache clean/prune or a collector)")
+    finally:
+        os.close(fd)
+
+
+def check_store(cache: Cache, store: RefsStore) -> list[Check]:
+    from uvrefs.envs import env_state
+
+    ids = store.entry_ids()
+    present = {a.id for a in cache.archives()}
+    corrupt = []
+    for entry in ids:
+        try:
+            store.load(entry)
+        except CorruptRefs as exc:
+            corrupt.append(f"{entry}: {exc}")
+    stale = [i for i in ids if i not in present]
+    records = store.env_records()
+    states: dict[str, int] = {}
+    for record in records:
+        state = (
+            env_state(Path(record.path), record.mount)[0]
+            if record.host == host_id()
+            else "other host"
+        )
+        states[state] = states.get(state, 0) + 1
+    checks = [
+        Check(
+            "refs store",
+            "ok" if os.access(store.dir, os.W_OK) or not store.dir.exists() else "fail",
+            f"{store.dir}: {len(ids)} refs, {len(stale)} stale (freed elsewhere), "
+            f"{len(present) - len(set(ids) & present)} untracked entries",
+        ),
+        Check(
+            "unreadable refs",
+            "fail" if corrupt else "ok",
+            "; ".join(corrupt[:3])
+            + (f" (+{len(corrupt) - 3} more)" if len(corrupt) > 3 else "")
+            + ("; `uvrefs doctor --repair` sets them aside and re-scans" if corrupt else "none"),
+        ),
+        Check(
+            "environments",
+            "ok",
+            ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none recorded",
+        ),
+    ]
+    if (cache.root / TRASH_DIR).exists():
+        checks.append(
+            Check(
+                "trash",
+                "warn",
+                f"{cache.root / TRASH_DIR} left by a killed collector; the next collect empties it",
+            )
+        )
+    return checks
+
+
+@dataclass(frozen=True)
+class Repair:
+    set_aside: tuple[str, ...]
+    stale_dropped: int
+    envs_rescanned: int
+    refs_written: int
+
+
+def repair(cache: Cache, store: RefsStore) -> Repair:
+    """Set unreadable refs aside (renamed, never deleted), drop refs of entries no longer in
+    the cache, and re-record every known environment of this host that still exists.
+    Holds uv's cache lock shared, like a tracked install."""
+    from datetime import UTC, datetime
+
+    from uvrefs.envs import ArchiveIndex, env_state
+    from uvrefs.targets import Target
+    from uvrefs.track import record_env
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    with uv.CacheLock(cache.root, exclusive=False, timeout=uv.lock_timeout()):
+        present = {a.id for a in cache.archives()}
+        envs: dict[str, tuple[str, ...]] = {
+            r.path: tuple(r.site_dirs) for r in store.env_records() if r.host == host_id()
+        }
+        set_aside, stale = [], 0
+        with store.locked():
+            for entry in store.entry_ids():
+                try:
+                    refs = store.load(entry)
+                except CorruptRefs:
+                    path = store.refs_path(entry)
+                    path.rename(path.with_name(f"{path.name}.corrupt-{stamp}"))
+                    set_aside.append(entry)
+                    continue
+                if entry not in present:
+                    store.delete(entry)
+                    stale += 1
+                elif refs is not None:
+                    for ref in refs.referrers:
+                        if ref.host == host_id():
+                            envs.setdefault(ref.env, ())
+        index = ArchiveIndex(cache)
+        rescanned = written = 0
+        for env, site_dirs in sorted(envs.items()):
+            if env_state(Path(env))[0] != "alive":
+                continue
+            result = record_env(cache, store, Target(env, site_dirs), "repair", index=index)
+            rescanned += 1
+            written += result.changed
+    return Repair(tuple(set_aside), stale, rescanned, written)
