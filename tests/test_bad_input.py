@@ -123,7 +123,17 @@ def test_hostile_refs_names_are_ignored(world: World) -> None:
         (refs_dir / name).write_text(
             json.dumps({"format": 1, "entry": "../../canary", "referrers": []})
         )
+    # A valid id whose file names another entry (an absolute path), and an entry of another
+    # cache (an id this cache does not have): refused, and dropped as stale.
+    absolute = {"format": 1, "entry": str(canary), "referrers": []}
+    (refs_dir / "Abcdefghijklmnop.refs").write_text(json.dumps(absolute))
+    elsewhere = {"format": 1, "entry": "ZZZZZZZZZZZZZZZZ", "referrers": []}
+    (refs_dir / "ZZZZZZZZZZZZZZZZ.refs").write_text(json.dumps(elsewhere))
     shutil.rmtree(env)
-    world.uvrefs("collect")
+    done = world.uvrefs("collect", check=False)
+    assert (
+        done.returncode == 1 and "Abcdefghijklmnop" in done.stderr
+    )  # the mismatched file is reported
     assert (canary / "keep").read_text() == "x"
     assert world.archives() == set()
+    assert not (refs_dir / "ZZZZZZZZZZZZZZZZ.refs").exists()
