@@ -50,8 +50,8 @@ def uvrefs_binary() -> tuple[str, str]:
     tool = WORK / "tool"
     sh(UV, "venv", "-q", "-p", sys.executable, tool)
     try:
-        sh(UV, "pip", "install", "-q", "-p", tool, HERE)
-        return str(tool / "bin/uvrefs"), "regular install in its own venv"
+        sh(UV, "pip", "install", "-q", "--compile-bytecode", "-p", tool, HERE)
+        return str(tool / "bin/uvrefs"), "regular install in its own venv, bytecode compiled"
     except subprocess.CalledProcessError:  # no index reachable for the build backend
         return str(BIN / "uvrefs"), "editable install (no index reachable to build a wheel)"
 

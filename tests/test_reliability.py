@@ -354,13 +354,13 @@ def test_full_or_read_only_store_fails_closed(
     world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0")
     shutil.rmtree(dead)
 
-    def no_space(path: Path, text: str) -> None:
+    def no_space(path: Path, data: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     def no_delete(self: object, entry: str) -> None:
         raise OSError(errno.EROFS, "Read-only file system", entry)
 
-    monkeypatch.setattr(refs, "_write_atomic", no_space)
+    monkeypatch.setattr(refs, "_write_json", no_space)
     code = track.run("install", ["-q", "-p", str(full), *world.offline(), "beta"])
     err = capsys.readouterr().err
     assert code == 0 and err.count("uvrefs: warning") == 1 and "No space left" in err

@@ -6,7 +6,6 @@ loses, what a newer one recorded."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Literal
 
@@ -64,10 +63,3 @@ class StoreInfo(BaseModel):
 
     format: Literal[1] = FORMAT
     cache: str
-
-
-def dump(model: BaseModel) -> str:
-    """A model as JSON text. Through `json` rather than pydantic's serializer, because an
-    env path may hold bytes that are not UTF-8 (kept as surrogate escapes, written as
-    `\\udcXX`), and pydantic refuses those."""
-    return json.dumps(model.model_dump(mode="json"), indent=2)

@@ -3,20 +3,23 @@ one directory per cache keyed by the cache's canonical path, holding one `<entry
 per tracked entry and one record per tracked environment.
 
 Writes go to a temp file in the same directory and are renamed into place; every
-read-modify-write holds the store's file lock, so parallel installs never lose a ref."""
+read-modify-write holds the store's file lock, so parallel installs never lose a ref.
+
+The formats are defined (and validated on every read) by the pydantic models in
+`uvrefs.formats`. The install path writes them with `json` alone, because importing
+pydantic costs more than uv's own no-op install; `tests/test_formats.py` pins the two
+together (what `record` writes is exactly what the models dump)."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from uvrefs import stamps
 from uvrefs.cache import ENTRY_ID
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from uvrefs.envs import How
     from uvrefs.formats import EntryRefs, EnvRecord
 
+FORMAT = 1  # the version of every file written here; equals formats.FORMAT (a test pins it)
 REFS_SUFFIX = ".refs"
 LOCK_TIMEOUT = 60.0
 
@@ -40,7 +44,14 @@ def host_id() -> str:
             continue
         if text:
             return text
+    import socket
+
     return socket.gethostname()
+
+
+def now() -> str:
+    """UTC now, written as pydantic writes datetimes."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class CorruptRefs(Exception):
@@ -79,9 +90,7 @@ class RefsStore:
             self.envs_dir.mkdir(exist_ok=True)
             info = self.dir / "store.json"
             if not info.exists():
-                from uvrefs.formats import StoreInfo, dump
-
-                _write_atomic(info, dump(StoreInfo(cache=str(self.cache_root))))
+                _write_json(info, {"format": FORMAT, "cache": str(self.cache_root)})
         except OSError as exc:
             raise StoreError(
                 f"cannot write the refs store at {self.dir}: {exc.strerror}; "
@@ -132,9 +141,7 @@ class RefsStore:
         return refs
 
     def save(self, refs: EntryRefs) -> None:
-        from uvrefs.formats import dump
-
-        _write_atomic(self.refs_path(refs.entry), dump(refs))
+        _write_json(self.refs_path(refs.entry), refs.model_dump(mode="json"))
 
     def delete(self, entry_id: str) -> None:
         self.refs_path(entry_id).unlink(missing_ok=True)
@@ -147,35 +154,61 @@ class RefsStore:
         describe: Callable[[str], tuple[str | None, str | None, list[str]]],
     ) -> tuple[int, list[str]]:
         """Add `env` as a referrer of every entry in `uses` (id -> how). Call with the
-        store locked. Returns how many files changed and the ids whose refs are corrupt
+        store locked. Returns how many files changed and the ids whose refs are unreadable
         (left as they are: rewriting them would drop referrers we cannot read)."""
-        from uvrefs.formats import EntryRefs, Referrer
-
-        now = datetime.now(UTC)
         changed, corrupt = 0, []
         for entry_id, how in sorted(uses.items()):
             try:
-                refs = self.load(entry_id)
+                data = self._read_raw(entry_id)
             except CorruptRefs:
                 corrupt.append(entry_id)
                 continue
-            if refs is None:
+            if data is None:
                 dist, version, tags = describe(entry_id)
-                refs = EntryRefs(entry=entry_id, dist=dist, version=version, tags=tags)
-            mine = [r for r in refs.referrers if r.env == str(env) and r.host == host_id()]
-            if mine and mine[0].how == how:
+                data = {
+                    "format": FORMAT,
+                    "entry": entry_id,
+                    "dist": dist,
+                    "version": version,
+                    "tags": tags,
+                    "referrers": [],
+                }
+            mine = [
+                r
+                for r in data["referrers"]
+                if r.get("env") == str(env) and r.get("host") == host_id()
+            ]
+            if mine and mine[0].get("how") == how:
                 continue
-            others = [r for r in refs.referrers if r not in mine]
-            me = Referrer(
-                env=str(env),
-                host=host_id(),
-                how=how,
-                command=command,
-                recorded_at=now,
-            )
-            self.save(refs.model_copy(update={"referrers": [*others, me]}))
+            me = {
+                "env": str(env),
+                "host": host_id(),
+                "how": how,
+                "command": command,
+                "recorded_at": now(),
+            }
+            data["referrers"] = [r for r in data["referrers"] if r not in mine] + [me]
+            _write_json(self.refs_path(entry_id), data)
             changed += 1
         return changed, corrupt
+
+    def _read_raw(self, entry_id: str) -> dict[str, Any] | None:
+        """A refs file as plain JSON, checked just enough to add a referrer safely."""
+        try:
+            data = json.loads(self.refs_path(entry_id).read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise CorruptRefs(str(exc)) from None
+        if not (
+            isinstance(data, dict)
+            and data.get("format") == FORMAT
+            and data.get("entry") == entry_id
+            and isinstance(data.get("referrers"), list)
+            and all(isinstance(r, dict) for r in data["referrers"])
+        ):
+            raise CorruptRefs("not a refs file this uvrefs can extend")
+        return data
 
     # -- environment records
 
@@ -201,19 +234,26 @@ class RefsStore:
                 continue
         return records
 
-    def save_env(self, record: EnvRecord) -> None:
-        from uvrefs.formats import dump
+    def save_env(
+        self, env: str, site_dirs: list[str], mount: str | None, command: str, entries: list[str]
+    ) -> None:
+        """Write an env record (formats.EnvRecord, field for field)."""
+        _write_json(
+            self.env_path(Path(env)),
+            {
+                "format": FORMAT,
+                "path": env,
+                "host": host_id(),
+                "site_dirs": site_dirs,
+                "mount": mount,
+                "command": command,
+                "recorded_at": now(),
+                "entries": entries,
+            },
+        )
 
-        _write_atomic(self.env_path(Path(record.path)), dump(record))
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename over it: readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """JSON through `json`: env paths may hold non-UTF-8 bytes as surrogate escapes, which
+    `json` writes as `\\udcXX` and reads back, where pydantic's serializer refuses them."""
+    stamps.write_atomic(str(path), json.dumps(data, indent=2))

@@ -38,11 +38,21 @@ def read_stamp(path: str) -> str | None:
 
 
 def write_stamp(path: str, fingerprint: str) -> None:
-    """Write beside, then rename: a reader sees the old stamp or the new one."""
+    write_atomic(path, fingerprint)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write beside the target, then rename over it: readers see old or new, never half.
+    The temp name is unique per process; writers in one store hold its lock."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(fingerprint)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def default_state_dir(environ: Mapping[str, str] = os.environ) -> str:

@@ -148,12 +148,9 @@ def record_env(
 ) -> Recorded:
     """Record every entry `target` uses, plus `new_ids` (entries uv created while working
     on it that it does not contain: build dependencies), as referenced by it."""
-    from datetime import UTC, datetime
     from pathlib import Path
 
     from uvrefs.envs import ArchiveIndex, How, mount_point, scan_env
-    from uvrefs.formats import EnvRecord
-    from uvrefs.refs import host_id
 
     scan = scan_env(
         Path(target.path), index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs]
@@ -166,15 +163,11 @@ def record_env(
     with store.locked():
         changed, corrupt = store.record(Path(target.path), uses, command, cache.describe)
         store.save_env(
-            EnvRecord(
-                path=target.path,
-                host=host_id(),
-                site_dirs=list(target.site_dirs),
-                mount=mount_point(Path(target.path)),
-                command=command,
-                recorded_at=datetime.now(UTC),
-                entries=sorted(uses),
-            )
+            target.path,
+            list(target.site_dirs),
+            mount_point(Path(target.path)),
+            command,
+            sorted(uses),
         )
     return Recorded(target.path, len(uses), changed, corrupt=tuple(corrupt))
 
