@@ -207,6 +207,7 @@ class SizeTally:
     its hard links is among the deleted paths; a directory's always are."""
 
     directories: int = 0
+    max_links: int = 1  # the highest link count of a regular file seen: >1 means linked elsewhere
     _files: dict[tuple[int, int], list[int]] = field(default_factory=dict)
 
     def add_tree(self, path: Path) -> None:
@@ -214,6 +215,8 @@ class SizeTally:
             if stat.S_ISDIR(st.st_mode):
                 self.directories += st.st_blocks * 512
                 continue
+            if st.st_nlink > self.max_links and stat.S_ISREG(st.st_mode):
+                self.max_links = st.st_nlink
             seen = self._files.setdefault(
                 (st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512]
             )
@@ -249,9 +252,3 @@ def _lstat_tree(path: Path) -> Iterator[os.stat_result]:
                 yield est
                 if stat.S_ISDIR(est.st_mode):
                     stack.append(entry.path)
-
-
-def max_link_count(path: Path) -> int:
-    """The highest hard-link count among the regular files of a tree: above 1 means some
-    file is still linked from outside it (an environment uvrefs does not know of)."""
-    return max((st.st_nlink for st in _lstat_tree(path) if stat.S_ISREG(st.st_mode)), default=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from uvrefs import uv
-from uvrefs.cache import POINTER_SIDECARS, TRASH_DIR, Cache, Pointer, SizeTally, max_link_count
+from uvrefs.cache import POINTER_SIDECARS, TRASH_DIR, Cache, Pointer, SizeTally
 from uvrefs.envs import ArchiveIndex, EnvScan, scan_env
 from uvrefs.errors import StoreError
 from uvrefs.formats import EntryRefs, EnvRecord, Referrer
@@ -188,15 +188,11 @@ def measure(plan: Plan, cache: Cache, survey: Survey) -> Plan:
     sized: dict[str, int] = {}
     going = {d.entry for d in plan.free}
     for decision in plan.free:
-        path = cache.archive_path(decision.entry)
-        if path is None:
-            continue
-        if max_link_count(path) > 1:
-            linked.add(decision.entry)
-            continue
         tally = SizeTally()
         for doomed in entry_paths(cache, decision.entry, survey.pointers, going):
             tally.add_tree(doomed.path)
+        if tally.max_links > 1:
+            linked.add(decision.entry)
         sized[decision.entry] = tally.freed
     if linked:
         facts = replace(survey.facts, linked_elsewhere=frozenset(linked))

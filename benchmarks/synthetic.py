@@ -1,0 +1,91 @@
+"""Synthetic uv caches at scale, laid out as uv 0.13 lays them out (archive-v0 entries with a
+dist-info, wheels-v8 symlinks with their sidecars), with venvs that hard-link their files
+from the archives, as uv's default link mode does on ext4, and refs recorded by uvrefs."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+
+@dataclass
+class World:
+    root: Path
+    cache: Path
+    state: Path
+    envs: list[Path]
+    dead_paths: list[Path]  # exactly what freeing the dead entries removes
+    files: int
+
+
+def build(root: Path, entries: int, files_per_entry: int, envs: int, seed: int = 0) -> World:
+    """`entries` archives of `files_per_entry` files; each env uses 1/envs of them alone plus
+    a shared tenth; the first half of the envs is deleted after recording."""
+    from uvrefs.cache import Cache
+    from uvrefs.envs import ArchiveIndex
+    from uvrefs.refs import RefsStore
+    from uvrefs.targets import Target
+    from uvrefs.track import record_env
+
+    rng = random.Random(seed)
+    shutil.rmtree(root, ignore_errors=True)
+    cache, state = root / "cache", root / "state"
+    (cache / "archive-v0").mkdir(parents=True)
+    (cache / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n")
+    ids, names = [], []
+    for n in range(entries):
+        entry = "".join(rng.choice(ALPHABET) for _ in range(16))
+        name = f"pkg{n:05d}"
+        archive = cache / "archive-v0" / entry
+        info = archive / f"{name}-1.0.dist-info"
+        (archive / name).mkdir(parents=True)
+        info.mkdir()
+        for f in range(files_per_entry - 3):
+            (archive / name / f"m{f}.py").write_bytes(b"x = 1\n" * 40)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "WHEEL").write_text("Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        (info / "RECORD").write_text("")
+        key = cache / "wheels-v8" / "pypi" / name / "1.0-py3-none-any"
+        key.parent.mkdir(parents=True)
+        key.symlink_to(f"../../../archive-v0/{entry}")
+        for suffix in (".http", ".lock"):
+            Path(f"{key}{suffix}").write_bytes(entry.encode())
+        ids.append(entry)
+        names.append(name)
+    shared = list(range(0, entries, 10))
+    own = [i for i in range(entries) if i % 10]
+    env_paths = []
+    for e in range(envs):
+        env = root / "envs" / f"env{e:04d}"
+        site = env / "lib/python3.11/site-packages"
+        site.mkdir(parents=True)
+        (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        for i in own[e::envs] + shared:
+            archive = cache / "archive-v0" / ids[i]
+            for src in archive.rglob("*"):
+                dst = site / src.relative_to(archive)
+                if src.is_dir():
+                    dst.mkdir(exist_ok=True)
+                else:
+                    os.link(src, dst)
+        env_paths.append(env)
+    c = Cache.open(cache)
+    store = RefsStore(state, c.root)
+    index = ArchiveIndex(c)
+    for env in env_paths:
+        record_env(c, store, Target(str(env)), "install", index=index)
+    dead_envs = env_paths[: envs // 2]
+    dead_entries = [i for e in range(envs // 2) for i in own[e::envs]]
+    for env in dead_envs:
+        shutil.rmtree(env)
+    dead_paths = []
+    for i in dead_entries:
+        key = cache / "wheels-v8" / "pypi" / names[i] / "1.0-py3-none-any"
+        dead_paths += [Path(f"{key}.http"), Path(f"{key}.lock"), key, cache / "archive-v0" / ids[i]]
+    files = sum(len(fs) + len(ds) for _, ds, fs in os.walk(cache))
+    return World(root, cache, state, env_paths[envs // 2 :], dead_paths, files)
