@@ -1,8 +1,13 @@
-"""`make bench`: uvrefs side by side with plain uv, interleaved in one run, medians and
-ratios written to docs/benchmarks.md. Everything runs on throw-away caches under .bench/.
+"""`make bench`: uvrefs side by side with plain uv (and du, rm -rf, uv cache prune),
+interleaved in one run, medians and ratios written to docs/benchmarks.md. Everything runs
+on throw-away caches under .bench/.
 
 1. no-op `uvrefs install` vs `uv pip install` on envs of 20 and 200 packages;
-2. the cost of recording a fresh 100-package install vs uv's own time for it.
+2. the cost of recording a fresh 100-package install vs uv's own time for it;
+3. synthetic caches of ~10k and ~100k files with 50 and 200 envs, half of them dead:
+   `collect --dry-run` vs `du -s`, `collect` vs `rm -rf` of exactly the dead entries, and
+   `uv cache prune` on the same cache;
+4. scaling of `collect --dry-run` and `collect` at 1x, 4x and 16x entries and envs.
 """
 
 from __future__ import annotations
@@ -103,6 +108,56 @@ def summary(uv_times: list[float], uvrefs_times: list[float]) -> dict[str, float
     }
 
 
+def restore(pristine: Path, run: Path) -> None:
+    """Put a pristine copy back at the same path (refs name env paths absolutely);
+    `cp -a` keeps the hard links between the cache and the envs."""
+    shutil.rmtree(run, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(pristine), str(run)], check=True)
+
+
+def collect_case(
+    uvrefs: str, label: str, entries: int, files: int, envs: int, rounds: int
+) -> dict[str, float]:
+    from benchmarks.synthetic import build
+
+    run, pristine = WORK / "syn", WORK / "syn-pristine"
+    world = build(run, entries, files, envs)
+    restore_env = {**ENV, "UV_CACHE_DIR": str(world.cache), "UVREFS_DIR": str(world.state)}
+    shutil.rmtree(pristine, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(run), str(pristine)], check=True)
+
+    def t(*args: str | Path) -> float:
+        start = time.perf_counter()
+        subprocess.run(
+            [str(a) for a in args], env=restore_env, check=True, stdout=subprocess.DEVNULL
+        )
+        return time.perf_counter() - start
+
+    dry, du, coll, rm, prune = [], [], [], [], []
+    for _ in range(rounds):
+        dry.append(t(uvrefs, "collect", "--dry-run"))
+        du.append(t("du", "-s", world.cache))
+    for _ in range(max(1, rounds // 2)):
+        restore(pristine, run)
+        coll.append(t(uvrefs, "collect"))
+        restore(pristine, run)
+        rm.append(t("rm", "-rf", *world.dead_paths))
+    restore(pristine, run)
+    prune.append(t(UV, "cache", "prune", "-q"))
+    m = statistics.median
+    return {
+        "label": label,
+        "files": world.files,
+        "envs": envs,
+        "dead": len(world.dead_paths) // 4,
+        "dry": m(dry),
+        "du": m(du),
+        "collect": m(coll),
+        "rm": m(rm),
+        "prune": m(prune),
+    }
+
+
 def machine() -> str:
     cpu = (
         next(
@@ -149,6 +204,28 @@ def main() -> None:
         f"{share:.0f}%, {'met' if share <= 10 else 'NOT met'} |"
     )
     print(rows[-1], flush=True)
+    big_rows, scale_rows = [], []
+    for label, entries, files, envs, rounds in (
+        ("10k files", 500, 20, 50, 5),
+        ("100k files", 2000, 50, 200, 3),  # each destructive round restores 100k files
+    ):
+        c = collect_case(uvrefs, label, entries, files, envs, rounds=rounds)
+        big_rows.append(
+            f"| {label}, {c['envs']} envs, {c['dead']} dead entries | {c['dry'] * 1e3:.0f} ms | "
+            f"{c['du'] * 1e3:.0f} ms | {c['dry'] / c['du']:.2f}x | {c['collect'] * 1e3:.0f} ms | "
+            f"{c['rm'] * 1e3:.0f} ms | {c['collect'] / c['rm']:.2f}x | {c['prune'] * 1e3:.0f} ms |"
+        )
+        print(big_rows[-1], flush=True)
+    base: dict[str, float] = {}
+    for factor in (1, 4, 16):
+        c = collect_case(uvrefs, f"{factor}x", 125 * factor, 20, 4 * factor, rounds=3)
+        base = base or c
+        scale_rows.append(
+            f"| {factor}x | {125 * factor} entries, {4 * factor} envs, {c['files']} files | "
+            f"{c['dry'] * 1e3:.0f} ms ({c['dry'] / base['dry']:.1f}x) | "
+            f"{c['collect'] * 1e3:.0f} ms ({c['collect'] / base['collect']:.1f}x) |"
+        )
+        print(scale_rows[-1], flush=True)
     doc = (
         f"""# Benchmarks
 
@@ -165,6 +242,38 @@ Measured by `make bench` (`benchmarks/run.py`), uvrefs and plain uv interleaved 
   compares the environment's fingerprint with its stamp and skips recording.
 - *fresh install*: a new venv, cache already holding every wheel (uv links only); uvrefs
   scans the env and writes one `.refs` per entry.
+
+## Collect on synthetic caches
+
+Caches laid out as uv 0.13 lays them out (`benchmarks/synthetic.py`), with venvs that
+hard-link their files from the archives, refs recorded by uvrefs, half the envs deleted.
+Each destructive run starts from a pristine `cp -a` copy at the same path.
+
+| cache | `collect --dry-run` | `du -s` | ratio (target <= 1.0x) | `collect` | `rm -rf` dead entries | ratio (target <= 1.3x) | `uv cache prune` |
+|---|---|---|---|---|---|---|---|
+"""
+        + "\n".join(big_rows)
+        + """
+
+## Scaling
+
+| scale | size | `collect --dry-run` | `collect` |
+|---|---|---|---|
+"""
+        + "\n".join(scale_rows)
+        + """
+
+## Reading the tables
+
+- A Python process that imports uvrefs's CLI stack (typer, rich, pydantic) starts in a
+  couple of hundred milliseconds on this machine kind, whatever the cache size: the 1x row of
+  the scaling table is mostly that. `du` and `rm` are C programs with no such floor, so the
+  ratios are worst on small caches and shrink as caches grow (the 100k-file row).
+- Beyond that floor the time grows with the work: the scaling rows add roughly the same
+  time per added entry and env.
+- `collect` also re-scans every referencing env, sizes each entry it frees (one walk) and
+  writes nothing per kept entry; `rm -rf` only unlinks. `uv cache prune` frees nothing here:
+  every archive is still linked from the wheels bucket.
 
 Re-run with `make bench` (`BENCH_ROUNDS=N` to change the rounds).
 """

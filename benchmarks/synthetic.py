@@ -48,7 +48,9 @@ def build(root: Path, entries: int, files_per_entry: int, envs: int, seed: int =
         for f in range(files_per_entry - 3):
             (archive / name / f"m{f}.py").write_bytes(b"x = 1\n" * 40)
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-        (info / "WHEEL").write_text("Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        (info / "WHEEL").write_text(
+            "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         (info / "RECORD").write_text("")
         key = cache / "wheels-v8" / "pypi" / name / "1.0-py3-none-any"
         key.parent.mkdir(parents=True)
@@ -57,8 +59,8 @@ def build(root: Path, entries: int, files_per_entry: int, envs: int, seed: int =
             Path(f"{key}{suffix}").write_bytes(entry.encode())
         ids.append(entry)
         names.append(name)
-    shared = list(range(0, entries, 10))
-    own = [i for i in range(entries) if i % 10]
+    shared = list(range(0, entries, 10))[:20]  # a few entries every env uses
+    own = [i for i in range(entries) if i not in set(shared)]
     env_paths = []
     for e in range(envs):
         env = root / "envs" / f"env{e:04d}"

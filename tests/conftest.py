@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,25 @@ class World:
 
     def refs(self) -> list[Path]:
         return sorted(self.state.glob("caches/*/refs/*.refs"))
+
+    @contextmanager
+    def uv_at_work(self) -> Iterator[None]:
+        """Another process holding uv's cache lock shared, as any running uv command does."""
+        holder = (
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR);"
+            "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); time.sleep(60)"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", holder, str(self.cache / ".lock")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout and proc.stdout.readline().strip() == "held"
+            yield
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture

@@ -253,22 +253,8 @@ def test_collect_waits_for_uv_and_gives_up_after_uv_lock_timeout(world: World) -
     env = world.venv("env")
     world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
     shutil.rmtree(env)
-    holder = (
-        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR);"
-        "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); time.sleep(30)"
-    )
-    import subprocess
-
-    proc = subprocess.Popen(
-        [sys.executable, "-c", holder, str(world.cache / ".lock")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout and proc.stdout.readline().strip() == "held"
+    with world.uv_at_work():
         done = world.uvrefs("collect", check=False, extra_env={"UV_LOCK_TIMEOUT": "1"})
-    finally:
-        proc.kill()
     assert done.returncode == 3
     assert "waiting for the lock" in done.stderr and "UV_LOCK_TIMEOUT" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 2 and "Traceback" not in done.stderr

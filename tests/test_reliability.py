@@ -273,26 +273,11 @@ def test_unreadable_env_is_unknown(
 
 
 def test_collect_no_wait_skips_when_uv_holds_the_lock(world: World) -> None:
-    import subprocess
-    import sys
-
     env = world.venv("env")
     world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
     shutil.rmtree(env)
-    holder = (
-        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR);"
-        "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); time.sleep(30)"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", holder, str(world.cache / ".lock")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout and proc.stdout.readline().strip() == "held"
+    with world.uv_at_work():
         done = world.uvrefs("collect", "--no-wait")
-    finally:
-        proc.kill()
     assert done.returncode == 0 and "cache in use, skipped" in done.stderr
     assert world.archive_of("alpha", "1.0")
 

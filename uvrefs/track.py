@@ -3,7 +3,8 @@ cache entries the target environment uses. The shared cache lock is held from be
 starts until the refs are written, so a collector never sees a half-recorded install.
 
 This is the path in front of every install: up to the "unchanged, skip" decision it
-uses only `os`-level modules; the scanner, the store and pydantic load only to record."""
+uses only `os`-level modules; the scanner and the store load only to record, and pydantic
+not at all (the store is written with `json`; see uvrefs.refs)."""
 
 from __future__ import annotations
 
@@ -115,7 +116,7 @@ def record_if_changed(
     root: str, target: Target, command: str, new_ids: set[str], environ: Mapping[str, str]
 ) -> Recorded:
     """Skip when the env's fingerprint matches its stamp and uv added no entries; else
-    record (loading the scanner, the store and pydantic only now)."""
+    record (loading the scanner and the store only now)."""
     state_dir = stamps.default_state_dir(environ)
     stamp = stamps.stamp_path(state_dir, root, target.path)
     print_ = fingerprint(target)
