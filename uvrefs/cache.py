@@ -223,6 +223,11 @@ class SizeTally:
             seen[0] += 1
 
     @property
+    def occupied(self) -> int:
+        """Blocks the paths occupy, freed or not (what they free once their envs are gone)."""
+        return self.directories + sum(size for _, _, size in self._files.values())
+
+    @property
     def freed(self) -> int:
         files = sum(size for count, nlink, size in self._files.values() if count >= nlink)
         return self.directories + files

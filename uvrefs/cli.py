@@ -153,6 +153,77 @@ def doctor(
         raise typer.Exit(1)
 
 
+@app.command()
+def adopt(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Environments: venv roots, interpreters or --target dirs."),
+    ] = None,
+    discover: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--discover", help="Also adopt every venv found under this directory (repeatable)."
+        ),
+    ] = None,
+    depth: Annotated[int, typer.Option("--depth", help="How deep --discover looks.")] = 4,
+    tools: Annotated[
+        bool, typer.Option("--tools", help="Also adopt uv's tool environments (`uv tool dir`).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Track environments made with plain uv, without installing anything."""
+    from uvrefs import inventory, report
+
+    with _errors():
+        found = list(paths or []) + inventory.discover(discover or [], depth)
+        found += inventory.uv_tool_envs() if tools else []
+        if not found:
+            raise UvrefsError("nothing to adopt: give environment paths, --discover DIR or --tools")
+        cache, store = _cache_and_store()
+        adopted = inventory.adopt(cache, store, dict.fromkeys(found))
+    if as_json:
+        report.print_json(report.adopted_json(adopted))
+    else:
+        report.print_adopted(adopted)
+
+
+@app.command()
+def envs(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """List tracked environments: alive, gone or unknown, and what only each keeps alive."""
+    from uvrefs import inventory, report
+
+    with _errors():
+        cache, store = _cache_and_store()
+        views = inventory.list_envs(cache, store)
+    if as_json:
+        report.print_json(report.envs_json(views))
+    else:
+        report.print_envs(views)
+
+
+@app.command()
+def why(
+    query: Annotated[
+        str, typer.Argument(help="A package name (every version and build) or an entry id.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Say which environments keep a package's cache entries, and which would let them go."""
+    from uvrefs import inventory, report
+
+    with _errors():
+        cache, store = _cache_and_store()
+        views = inventory.why(cache, store, query)
+    if as_json:
+        report.print_json(report.why_json(views))
+    else:
+        report.print_why(query, views)
+    if not views:
+        raise typer.Exit(1)
+
+
 def _tracked(command: str, args: list[str] | None) -> None:
     from uvrefs import track
 

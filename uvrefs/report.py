@@ -9,6 +9,7 @@ from typing import Any
 
 from uvrefs.collect import Decision, Removal
 from uvrefs.doctor import Check, Repair
+from uvrefs.inventory import Adopted, EntryView, EnvView
 
 JSON_FORMAT = 1
 
@@ -131,3 +132,98 @@ def print_doctor(checks: list[Check], repaired: Repair | None) -> None:
     else:
         for c in checks:
             print(f"{c.status:4} {c.name}: {c.detail}")
+
+
+def adopted_json(adopted: list[Adopted]) -> dict[str, Any]:
+    return {
+        "format": JSON_FORMAT,
+        "adopted": [
+            {"env": a.env, "entries": a.entries, "refs_written": a.refs_written} for a in adopted
+        ],
+    }
+
+
+def print_adopted(adopted: list[Adopted]) -> None:
+    for a in adopted:
+        print(f"adopted {a.env}: uses {a.entries} cache entries, {a.refs_written} refs written")
+
+
+def envs_json(views: list[EnvView]) -> dict[str, Any]:
+    return {
+        "format": JSON_FORMAT,
+        "envs": [
+            {
+                "path": v.path,
+                "state": v.state,
+                "detail": v.detail,
+                "python": v.python,
+                "link_modes": list(v.link_modes),
+                "entries": v.entries,
+                "sole_bytes": v.sole_bytes,
+            }
+            for v in views
+        ],
+    }
+
+
+def print_envs(views: list[EnvView]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    rows = [
+        (
+            v.path,
+            v.state + (f" ({v.detail})" if v.detail and v.state != "gone" else ""),
+            v.python or "?",
+            ",".join(v.link_modes) or "-",
+            str(v.entries),
+            human(v.sole_bytes),
+        )
+        for v in views
+    ]
+    if console.is_terminal:
+        table = Table(title="Tracked environments", title_justify="left")
+        for col in ("env", "state", "python", "link", "entries", "only it keeps"):
+            table.add_column(
+                col, justify="right" if col in ("entries", "only it keeps") else "left"
+            )
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        for row in rows:
+            print("\t".join(row))
+    print(f"{len(views)} environments, {sum(v.state == 'alive' for v in views)} alive")
+
+
+def why_json(views: list[EntryView]) -> dict[str, Any]:
+    return {
+        "format": JSON_FORMAT,
+        "entries": [
+            {
+                "entry": v.entry,
+                "dist": v.dist,
+                "version": v.version,
+                "tags": list(v.tags),
+                "tracked": v.tracked,
+                "referrers": [
+                    {"env": k.env, "verdict": k.verdict, "why": k.why} for k in v.keepers
+                ],
+            }
+            for v in views
+        ],
+    }
+
+
+def print_why(query: str, views: list[EntryView]) -> None:
+    if not views:
+        print(f"no cache entry of {query!r}")
+    for v in views:
+        print(f"{v.dist or '?'} {v.version or ''} [{','.join(v.tags)}] {v.entry}:")
+        if not v.tracked:
+            print("  untracked: no tracked environment ever used it; kept")
+        elif not any(k.verdict != "dead" for k in v.keepers):
+            print("  nothing keeps it: the next collect frees it")
+        for k in v.keepers:
+            print(f"  {k.verdict}: {k.why}")

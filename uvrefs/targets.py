@@ -49,7 +49,7 @@ def pip_target(uvbin: str, args: Sequence[str], environ: Mapping[str, str] = os.
         return Target(found)
     if request is not None and os.path.isfile(os.path.join(_abs(request, cwd), "pyvenv.cfg")):
         return Target(_abs(request, cwd))
-    return _target_of_interpreter(uv.python_find(uvbin, request, system, cwd))
+    return target_of_interpreter(uv.python_find(uvbin, request, system, cwd))
 
 
 def project_target(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Target:
@@ -127,7 +127,7 @@ def _active_venv(cwd: str, environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def _target_of_interpreter(interpreter: str) -> Target:
+def target_of_interpreter(interpreter: str) -> Target:
     """A venv's interpreter means its venv; any other means its own site-packages."""
     bindir = os.path.dirname(interpreter)
     for root in (os.path.dirname(bindir), bindir):
@@ -175,3 +175,18 @@ def fingerprint(target: Target) -> str:
         except OSError:
             parts.append(f"{site}\t?")
     return "\n".join(parts)
+
+
+def target_of_path(path: str) -> Target:
+    """What a user means by an environment path: a venv (or `--prefix` tree) root, its
+    interpreter, or a `--target` directory holding dist-infos directly."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isfile(os.path.join(path, "pyvenv.cfg")) or site_dirs(path):
+        return Target(path)
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return target_of_interpreter(path)
+    if os.path.isdir(path) and any(n.endswith(".dist-info") for n in os.listdir(path)):
+        return Target(path, (path,))
+    raise UsageError(
+        f"{path} is not a Python environment (no pyvenv.cfg, site-packages or dist-info)"
+    )

@@ -1,0 +1,74 @@
+"""adopt, envs and why with real uv: what users need to see before trusting a collector."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+from tests.conftest import World
+
+
+def test_adopt_makes_plain_uv_envs_collectable(world: World) -> None:
+    plain = world.venv("plain")
+    world.uv("pip", "install", "-q", "-p", plain, *world.offline(), "alpha==1.0", "beta")
+    shutil.rmtree(plain)
+    world.uvrefs("collect")
+    assert world.archive_of("alpha", "1.0")  # never tracked: kept
+
+    again = world.venv("again")
+    world.uv("pip", "install", "-q", "-p", again, *world.offline(), "alpha==1.0", "beta")
+    first = json.loads(world.uvrefs("adopt", again, "--json").stdout)
+    second = json.loads(world.uvrefs("adopt", again, "--json").stdout)
+    assert first["adopted"] == [{"env": str(again), "entries": 2, "refs_written": 2}]
+    assert second["adopted"][0]["refs_written"] == 0  # adopting twice is a no-op
+    shutil.rmtree(again)
+    world.uvrefs("collect")
+    assert world.archives() == set()
+
+
+def test_discover_finds_venvs_and_skips_vcs_and_node_modules(world: World) -> None:
+    projects = world.root / "projects"
+    wanted = [projects / "a/.venv", projects / "b/deeper/env"]
+    skipped = [
+        projects / "c/node_modules/pkg/.venv",
+        projects / ".git/venv",
+        projects / "d/1/2/3/4/5/.venv",
+    ]
+    for env in wanted + skipped:
+        env.parent.mkdir(parents=True, exist_ok=True)
+        world.uv("venv", "-q", "--python", sys.executable, env)
+        world.uv("pip", "install", "-q", "-p", env, *world.offline(), "beta")
+    out = json.loads(world.uvrefs("adopt", "--discover", projects, "--json").stdout)
+    assert sorted(a["env"] for a in out["adopted"]) == sorted(str(p) for p in wanted)
+    assert world.uvrefs("adopt", check=False).returncode == 2  # nothing to adopt: one-line error
+
+
+def test_envs_lists_state_python_link_mode_and_sole_bytes(world: World) -> None:
+    one, two = world.venv("one"), world.venv("two")
+    world.uvrefs("install", "-q", "-p", one, *world.offline(), "big", "beta")
+    world.uvrefs(
+        "install", "-q", "-p", two, *world.offline(), "beta", extra_env={"UV_LINK_MODE": "symlink"}
+    )
+    shutil.rmtree(two)
+    envs = {e["path"]: e for e in json.loads(world.uvrefs("envs", "--json").stdout)["envs"]}
+    assert envs[str(one)]["state"] == "alive" and envs[str(one)]["link_modes"] == ["hardlink"]
+    assert envs[str(one)]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert envs[str(one)]["entries"] == 2 and envs[str(one)]["sole_bytes"] > 2**20  # big + beta
+    assert envs[str(two)]["state"] == "gone" and envs[str(two)]["sole_bytes"] == 0
+
+
+def test_why_names_packages_and_verdicts(world: World) -> None:
+    keep, gone = world.venv("keep"), world.venv("gone")
+    world.uvrefs("install", "-q", "-p", keep, *world.offline(), "alpha==2.0")
+    world.uvrefs("install", "-q", "-p", gone, *world.offline(), "alpha==1.0")
+    shutil.rmtree(gone)
+    out = json.loads(world.uvrefs("why", "ALPHA", "--json").stdout)
+    by_version = {e["version"]: e for e in out["entries"]}
+    assert by_version["2.0"]["referrers"] == [
+        {"env": str(keep), "verdict": "holds", "why": f"used by {keep}"}
+    ]
+    assert by_version["1.0"]["referrers"][0]["verdict"] == "dead"
+    text = world.uvrefs("why", by_version["1.0"]["entry"]).stdout
+    assert "alpha 1.0" in text and "next collect frees it" in text
+    assert world.uvrefs("why", "nosuchpackage", check=False).returncode == 1

@@ -1,0 +1,175 @@
+"""Seeing what uvrefs sees: adopting environments made with plain uv, listing tracked
+environments, and saying which environments keep a package's entries. Read-only apart
+from `adopt`, which records refs exactly as a tracked install does."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from uvrefs import uv
+from uvrefs.cache import Cache, SizeTally
+from uvrefs.collect import Survey, gather_facts, referrer_verdict
+from uvrefs.envs import ArchiveIndex
+from uvrefs.refs import RefsStore
+from uvrefs.targets import target_of_path
+from uvrefs.track import record_env
+
+SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
+
+
+@dataclass(frozen=True)
+class Adopted:
+    env: str
+    entries: int
+    refs_written: int
+
+
+def adopt(cache: Cache, store: RefsStore, paths: Iterable[str]) -> list[Adopted]:
+    """Record existing environments as referrers, without installing anything. Holds uv's
+    lock shared, like a tracked install; adopting an env twice writes nothing new."""
+    targets = [target_of_path(p) for p in paths]
+    adopted = []
+    with uv.CacheLock(cache.root, exclusive=False, timeout=uv.lock_timeout()):
+        index = ArchiveIndex(cache)
+        for target in targets:
+            result = record_env(cache, store, target, "adopt", index=index)
+            adopted.append(Adopted(target.path, result.entries, result.changed))
+    return adopted
+
+
+def discover(roots: Iterable[str], max_depth: int = 4) -> list[str]:
+    """Virtual environments (directories with `pyvenv.cfg`) under `roots`, at most
+    `max_depth` levels down, not descending into an env, VCS metadata or node_modules."""
+    found: list[str] = []
+    for root in roots:
+        found += _walk_for_venvs(os.path.abspath(os.path.expanduser(root)), max_depth)
+    return sorted(dict.fromkeys(found))
+
+
+def _walk_for_venvs(top: str, depth: int) -> Iterator[str]:
+    if os.path.isfile(os.path.join(top, "pyvenv.cfg")):
+        yield top
+        return
+    if depth <= 0:
+        return
+    try:
+        entries = sorted(os.scandir(top), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and entry.name not in SKIP_DIRS:
+            yield from _walk_for_venvs(entry.path, depth - 1)
+
+
+def uv_tool_envs() -> list[str]:
+    """The environments of `uv tool install`ed tools (`uv tool dir`)."""
+    try:
+        tool_dir = uv.query(uv.find_uv(), ["tool", "dir"])
+    except Exception:  # no uv, or no tools: nothing to add
+        return []
+    return discover([tool_dir], max_depth=1)
+
+
+@dataclass(frozen=True)
+class EnvView:
+    path: str
+    state: str
+    detail: str
+    python: str | None
+    link_modes: tuple[str, ...]
+    entries: int
+    sole_bytes: int  # bytes only this env keeps alive: freed once it goes
+
+
+def list_envs(cache: Cache, store: RefsStore) -> list[EnvView]:
+    survey = gather_facts(cache, store)
+    facts = survey.facts
+    holders: dict[str, set[str]] = {}
+    for entry, refs in facts.refs.items():
+        for ref in refs.referrers:
+            if referrer_verdict(ref, entry, facts)[0] != "dead":
+                holders.setdefault(entry, set()).add(ref.env)
+    envs = sorted(
+        {r.env for refs in facts.refs.values() for r in refs.referrers} | set(survey.records)
+    )
+    views = []
+    for env in envs:
+        scan = facts.envs.get(env)
+        state, detail = (
+            (scan.state, scan.detail) if scan else ("unknown", "recorded on another host")
+        )
+        sole = [e for e, who in holders.items() if who == {env} and e in facts.archives]
+        tally = SizeTally()
+        for entry in sole:
+            path = cache.archive_path(entry)
+            if path is not None:
+                tally.add_tree(path)
+        modes = tuple(sorted(set(scan.uses.values()))) if scan else ()
+        views.append(
+            EnvView(
+                env,
+                state,
+                detail,
+                _python_of(env),
+                modes,
+                len(scan.uses) if scan else 0,
+                tally.occupied,
+            )
+        )
+    return views
+
+
+def _python_of(env: str) -> str | None:
+    try:
+        with open(os.path.join(env, "pyvenv.cfg"), encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition("=")
+                if key.strip() in ("version_info", "version"):
+                    return value.strip()
+    except OSError:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class Keeper:
+    env: str
+    verdict: str  # holds | dead | unsure
+    why: str
+
+
+@dataclass(frozen=True)
+class EntryView:
+    entry: str
+    dist: str | None
+    version: str | None
+    tags: tuple[str, ...]
+    tracked: bool
+    keepers: tuple[Keeper, ...]
+
+
+def why(cache: Cache, store: RefsStore, query: str) -> list[EntryView]:
+    """Every entry of a package (any version or build), or the entry with that id, and
+    each referrer's verdict, as `collect` would judge it now."""
+    survey: Survey = gather_facts(cache, store)
+    facts = survey.facts
+    wanted = _normalize(query)
+    views = []
+    for archive in sorted(survey.index.cache.archives(), key=lambda a: a.id):
+        names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
+        if archive.id != query and wanted not in {_normalize(n) for n in names}:
+            continue
+        refs = facts.refs.get(archive.id)
+        dist, version, tags = cache.describe(archive.id)
+        keepers = tuple(
+            Keeper(r.env, *referrer_verdict(r, archive.id, facts))
+            for r in (refs.referrers if refs else [])
+        )
+        views.append(EntryView(archive.id, dist, version, tuple(tags), refs is not None, keepers))
+    return views
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
