@@ -72,3 +72,29 @@ def test_why_names_packages_and_verdicts(world: World) -> None:
     text = world.uvrefs("why", by_version["1.0"]["entry"]).stdout
     assert "alpha 1.0" in text and "next collect frees it" in text
     assert world.uvrefs("why", "nosuchpackage", check=False).returncode == 1
+
+
+def test_status_agrees_with_uv_cache_size_and_splits_the_cache(world: World) -> None:
+    live, dead, plain = world.venv("live"), world.venv("dead"), world.venv("plain")
+    world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "big", "gamma")
+    world.uv("pip", "install", "-q", "-p", plain, *world.offline(), "alpha==3.0")
+    shutil.rmtree(dead)
+    out = json.loads(world.uvrefs("status", "--json").stdout)
+    size = (
+        world.uv("cache", "size", "--preview-features", "cache-size")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert out["total_bytes"] == int(size)
+    assert out["live"]["entries"] == 2 and out["untracked"]["entries"] == 1
+    assert out["dead"]["entries"] == 3  # big, gamma and its build backend
+    parts = (
+        out["live"]["bytes"]
+        + out["dead"]["bytes"]
+        + out["untracked"]["bytes"]
+        + out["uv_own_bytes"]
+    )
+    assert parts == out["total_bytes"]
+    freed = json.loads(world.uvrefs("collect", "--json").stdout)["bytes_freed"]
+    assert freed == out["dead"]["frees_bytes"] > 2**20

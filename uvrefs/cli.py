@@ -204,6 +204,22 @@ def envs(
 
 
 @app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Show the cache split into live, dead (freed by the next collect), untracked and uv's own."""
+    from uvrefs import inventory, report
+
+    with _errors():
+        cache, store = _cache_and_store()
+        result = inventory.status(cache, store)
+    if as_json:
+        report.print_json(report.status_json(result))
+    else:
+        report.print_status(result)
+
+
+@app.command()
 def why(
     query: Annotated[
         str, typer.Argument(help="A package name (every version and build) or an entry id.")

@@ -173,3 +173,58 @@ def why(cache: Cache, store: RefsStore, query: str) -> list[EntryView]:
 
 def _normalize(name: str) -> str:
     return name.lower().replace("-", "_").replace(".", "_")
+
+
+@dataclass(frozen=True)
+class Share:
+    entries: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Status:
+    """The cache split the way collect sees it. `total` is counted as `uv cache size`
+    counts (every inode once); `dead_frees` is what the next collect really frees."""
+
+    cache: str
+    total: int
+    live: Share
+    dead: Share
+    dead_frees: int
+    untracked: Share
+    uv_own: int  # index metadata, interpreters, cached environments, builds, pointers
+
+
+def status(cache: Cache, store: RefsStore) -> Status:
+    from uvrefs.collect import measure, plan_collection
+
+    survey = gather_facts(cache, store)
+    plan = measure(plan_collection(survey.facts), cache, survey)
+    dead = {d.entry for d in plan.free}
+    untracked = {
+        a
+        for a in survey.facts.archives
+        if a not in survey.facts.refs and a not in survey.facts.corrupt
+    }
+    untracked -= survey.facts.uv_owned
+    live = survey.facts.archives - dead - untracked - survey.facts.uv_owned
+    shares = {}
+    for name, ids in (("live", live), ("dead", dead), ("untracked", untracked)):
+        tally = SizeTally()
+        for entry in ids:
+            path = cache.archive_path(entry)
+            if path is not None:
+                tally.add_tree(path)
+        shares[name] = Share(len(ids), tally.occupied)
+    total = SizeTally()
+    total.add_tree(cache.root)
+    archived = sum(s.bytes for s in shares.values())
+    return Status(
+        str(cache.root),
+        total.occupied,
+        shares["live"],
+        shares["dead"],
+        sum(d.bytes for d in plan.free),
+        shares["untracked"],
+        total.occupied - archived,
+    )

@@ -9,7 +9,7 @@ from typing import Any
 
 from uvrefs.collect import Decision, Removal
 from uvrefs.doctor import Check, Repair
-from uvrefs.inventory import Adopted, EntryView, EnvView
+from uvrefs.inventory import Adopted, EntryView, EnvView, Status
 
 JSON_FORMAT = 1
 
@@ -227,3 +227,42 @@ def print_why(query: str, views: list[EntryView]) -> None:
             print("  nothing keeps it: the next collect frees it")
         for k in v.keepers:
             print(f"  {k.verdict}: {k.why}")
+
+
+def status_json(s: Status) -> dict[str, Any]:
+    return {
+        "format": JSON_FORMAT,
+        "cache": s.cache,
+        "total_bytes": s.total,
+        "live": {"entries": s.live.entries, "bytes": s.live.bytes},
+        "dead": {"entries": s.dead.entries, "bytes": s.dead.bytes, "frees_bytes": s.dead_frees},
+        "untracked": {"entries": s.untracked.entries, "bytes": s.untracked.bytes},
+        "uv_own_bytes": s.uv_own,
+    }
+
+
+def print_status(s: Status) -> None:
+    rows = [
+        ("live", f"{s.live.entries} entries", human(s.live.bytes), "used by a living tracked env"),
+        (
+            "dead",
+            f"{s.dead.entries} entries",
+            human(s.dead.bytes),
+            f"the next collect frees {human(s.dead_frees)}",
+        ),
+        (
+            "untracked",
+            f"{s.untracked.entries} entries",
+            human(s.untracked.bytes),
+            "no tracked env ever used them (kept; `uvrefs adopt` your envs)",
+        ),
+        (
+            "uv's own",
+            "",
+            human(s.uv_own),
+            "index metadata, interpreters, cached envs, builds, pointers",
+        ),
+    ]
+    print(f"{s.cache}: {human(s.total)} ({s.total} bytes, as `uv cache size` counts)")
+    for name, count, size, note in rows:
+        print(f"  {name:<10} {count:>14} {size:>11}  {note}")
