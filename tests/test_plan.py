@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uvrefs.collect import Facts, plan_collection, referrer_verdict
+from uvrefs.collect import (
+    Facts,
+    Policy,
+    apply_policy,
+    normal_name,
+    plan_collection,
+    referrer_verdict,
+    untracked_ids,
+)
 from uvrefs.envs import EnvScan
 from uvrefs.formats import EntryRefs, Referrer
 
@@ -122,3 +131,58 @@ def test_reasons_name_the_deciding_env() -> None:
         "t": (True, "no environment uses it any more"),
     }
     assert plan.untracked == 1
+
+
+policies = st.builds(
+    Policy,
+    min_age=st.sampled_from([0.0, 3600.0]),
+    max_freed=st.one_of(st.none(), st.integers(0, 5000)),
+    keep=st.sets(st.sampled_from(["d", "u"])).map(frozenset),
+    untracked=st.booleans(),
+    budget=st.one_of(st.none(), st.integers(0, 20000)),
+)
+
+
+@st.composite
+def measured_facts(draw: st.DrawFn) -> Facts:
+    f = draw(facts())
+    sizes = {e: draw(st.integers(0, 2000)) for e in ENTRIES}
+    dead_since = {e: draw(st.sampled_from([0.0, 9000.0, 10000.0])) for e in ENTRIES}
+    unpacked = {e: draw(st.sampled_from([0.0, 9000.0])) for e in ENTRIES}
+    names = {e: ("u", "1") for e in ENTRIES}
+    return replace(
+        f,
+        sizes=sizes,
+        dead_since=dead_since,
+        unpacked_at=unpacked,
+        names=names,
+        now=10000.0,
+        total=draw(st.integers(0, 30000)),
+    )
+
+
+@settings(max_examples=500)
+@given(measured_facts(), policies)
+def test_policies_only_narrow_dead_entries_or_add_unlinked_untracked_ones(
+    f: Facts, policy: Policy
+) -> None:
+    base = plan_collection(f)
+    plan = apply_policy(base, f, policy)
+    dead = {d.entry for d in base.free}
+    untracked = set(untracked_ids(f))
+    freed = [d for d in plan.free]
+    for d in freed:
+        assert d.entry in dead or (
+            d.untracked and d.entry in untracked and (policy.untracked or policy.budget is not None)
+        )
+        assert d.entry not in f.linked_elsewhere
+        assert normal_name(d.dist) not in policy.keep
+        since = f.unpacked_at if d.untracked else f.dead_since
+        assert f.now - since.get(d.entry, f.now) >= policy.min_age
+    if policy.max_freed is not None:
+        assert sum(f.sizes[d.entry] for d in freed) <= policy.max_freed
+    if policy.budget is None and not policy.untracked:
+        assert not any(d.untracked for d in freed)
+    if plan.note:
+        assert policy.budget is not None
+    assert plan.dead == frozenset(dead)

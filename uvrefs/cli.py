@@ -80,6 +80,29 @@ def collect(
         bool, typer.Option("--dry-run", "-n", help="Show what would be freed; change nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    min_age: Annotated[
+        str | None,
+        typer.Option(
+            "--min-age",
+            help="Free only entries dead (untracked: unpacked) this long at least: 12h, 7d.",
+        ),
+    ] = None,
+    max_freed: Annotated[
+        str | None, typer.Option("--max-freed", help="Free at most this much: 500M, 2G.")
+    ] = None,
+    keep: Annotated[
+        list[str] | None, typer.Option("--keep", help="Never free this package (repeatable).")
+    ] = None,
+    untracked: Annotated[
+        bool,
+        typer.Option("--untracked", help="Also free untracked entries no installed file links to."),
+    ] = False,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget", help="Bring the cache under this size: dead entries first, then untracked."
+        ),
+    ] = None,
     no_wait: Annotated[
         bool,
         typer.Option(
@@ -93,11 +116,19 @@ def collect(
     from uvrefs.errors import LockTimeout
 
     with _errors():
+        policy = core.Policy(
+            min_age=parse_duration(min_age) if min_age else 0.0,
+            max_freed=parse_size(max_freed) if max_freed else None,
+            keep=frozenset(core.normal_name(k) for k in keep or []),
+            untracked=untracked,
+            budget=parse_size(budget) if budget is not None else None,
+        )
         cache, store = _cache_and_store()
         try:
             result = core.collect(
                 cache,
                 store,
+                policy=policy,
                 dry_run=dry_run,
                 timeout=0.0 if no_wait else uv.lock_timeout(),
                 on_wait=None if no_wait else _say_waiting,
@@ -238,6 +269,29 @@ def why(
         report.print_why(query, views)
     if not views:
         raise typer.Exit(1)
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    number, unit = (text[:-1], text[-1].lower()) if text[-1:].isalpha() else (text, "s")
+    try:
+        return float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise UvrefsError(
+            f"--min-age {text!r}: use a number with s, m, h, d or w (e.g. 7d)"
+        ) from None
+
+
+def parse_size(text: str) -> int:
+    """`500M`, `2G`, `1.5GiB`, `100k` (powers of 1024) or plain bytes -> bytes."""
+    units = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
+    number = cleaned.rstrip("kmgt")
+    try:
+        return int(float(number) * units[cleaned[len(number) :]])
+    except (ValueError, KeyError):
+        raise UvrefsError(f"size {text!r}: use a number with K, M, G or T (e.g. 500M)") from None
 
 
 def _tracked(command: str, args: list[str] | None) -> None:

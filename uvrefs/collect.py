@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Literal
 
 from uvrefs import uv
-from uvrefs.cache import POINTER_SIDECARS, TRASH_DIR, Cache, Pointer, SizeTally
+from uvrefs.cache import (
+    POINTER_SIDECARS,
+    TRASH_DIR,
+    Cache,
+    Pointer,
+    SizeTally,
+    read_dist_infos,
+    split_dist_info,
+)
 from uvrefs.envs import ArchiveIndex, EnvScan, scan_env
 from uvrefs.errors import StoreError
 from uvrefs.formats import EntryRefs, EnvRecord, Referrer
@@ -33,6 +41,20 @@ class Decision:
     free: bool
     reason: str
     bytes: int = 0
+    untracked: bool = False  # freed under --untracked/--budget: no refs to re-read
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a user asked collect to hold back or add: `min_age` seconds an entry must have
+    been dead (or, untracked, unpacked), at most `max_freed` bytes, packages to `keep`,
+    `untracked` entries too, or a `budget` for the whole cache."""
+
+    min_age: float = 0.0
+    max_freed: int | None = None
+    keep: frozenset[str] = frozenset()
+    untracked: bool = False
+    budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,14 @@ class Facts:
     envs: Mapping[str, EnvScan] = field(default_factory=dict)
     uv_owned: frozenset[str] = frozenset()
     linked_elsewhere: frozenset[str] = frozenset()
+    # Measured for the policies: when each entry was first seen dead (by a collect), when
+    # each archive was unpacked, entry sizes, names of untracked entries, the cache total.
+    now: float = 0.0
+    dead_since: Mapping[str, float] = field(default_factory=dict)
+    unpacked_at: Mapping[str, float] = field(default_factory=dict)
+    sizes: Mapping[str, int] = field(default_factory=dict)
+    names: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    total: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +85,8 @@ class Plan:
     keep: tuple[Decision, ...]
     untracked: int
     stale: tuple[str, ...]  # refs of entries no longer in the cache
+    note: str | None = None  # e.g. a budget that cannot be met
+    dead: frozenset[str] = frozenset()  # every entry judged dead, before any policy
 
 
 @dataclass(frozen=True)
@@ -70,6 +102,7 @@ class Removal:
     lock_held: float = 0.0
     unreadable: tuple[str, ...] = ()  # "<refs file>: why" for refs that could not be read
     warnings: tuple[str, ...] = ()  # problems that did not stop the collection
+    note: str | None = None  # what a policy could not do (a budget out of reach)
 
     @property
     def bytes_freed(self) -> int:
@@ -136,6 +169,97 @@ def plan_collection(facts: Facts) -> Plan:
     return Plan(tuple(free), tuple(keep), untracked, stale)
 
 
+def untracked_ids(facts: Facts) -> list[str]:
+    """Untracked entries, oldest unpacked first."""
+    ids = [
+        a
+        for a in facts.archives
+        if a not in facts.refs and a not in facts.corrupt and a not in facts.uv_owned
+    ]
+    return sorted(ids, key=lambda a: (facts.unpacked_at.get(a, facts.now), a))
+
+
+def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
+    """Narrow (or, for untracked entries, widen) a plan as the user asked. Pure; never adds
+    an entry a living env uses: only dead entries and untracked ones no file links to."""
+    keep = list(plan.keep)
+    note = None
+
+    def held(d: Decision, why: str) -> None:
+        keep.append(replace(d, free=False, bytes=0, reason=why))
+
+    def age(seconds: float) -> str:
+        return f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds / 3600:.1f} h"
+
+    dead: list[Decision] = []
+    for d in sorted(plan.free, key=lambda d: (facts.dead_since.get(d.entry, facts.now), d.entry)):
+        dead_for = facts.now - facts.dead_since.get(d.entry, facts.now)
+        if normal_name(d.dist) in policy.keep:
+            held(d, "kept by --keep")
+        elif dead_for < policy.min_age:
+            held(d, f"dead for {age(dead_for)}, less than --min-age")
+        else:
+            dead.append(d)
+    extra: list[Decision] = []
+    if policy.untracked or policy.budget is not None:
+        for entry in untracked_ids(facts):
+            dist, version = facts.names.get(entry, (None, None))
+            unpacked = facts.now - facts.unpacked_at.get(entry, facts.now)
+            if (
+                entry in facts.linked_elsewhere
+                or normal_name(dist) in policy.keep
+                or unpacked < policy.min_age
+            ):
+                continue
+            extra.append(
+                Decision(
+                    entry,
+                    dist,
+                    version,
+                    (),
+                    True,
+                    f"untracked, no installed file links it, unpacked {age(unpacked)} ago",
+                    untracked=True,
+                )
+            )
+    chosen = dead + extra
+    if policy.budget is not None:
+        over = facts.total - policy.budget
+        within: list[Decision] = []
+        for d in chosen:
+            if over <= 0:
+                if not d.untracked:
+                    held(d, "not needed to meet --budget")
+                continue
+            within.append(d)
+            over -= facts.sizes.get(d.entry, 0)
+        chosen = within
+        if over > 0:
+            note = (
+                f"--budget cannot be met without touching live entries: the cache stays "
+                f"{over} bytes over it"
+            )
+    elif not policy.untracked:
+        chosen = dead
+    if policy.max_freed is not None:
+        total, within = 0, []
+        for d in chosen:
+            total += facts.sizes.get(d.entry, 0)
+            if total > policy.max_freed:
+                if not d.untracked:
+                    held(d, "over --max-freed")
+            else:
+                within.append(d)
+        chosen = within
+    dead_ids = frozenset(d.entry for d in plan.free)
+    return replace(plan, free=tuple(chosen), keep=tuple(keep), note=note, dead=dead_ids)
+
+
+def normal_name(name: str | None) -> str:
+    """A package name as PEP 503 compares them (`-`, `_` and `.` alike, any case)."""
+    return (name or "").lower().replace("-", "_").replace(".", "_")
+
+
 # ---------------------------------------------------------------- mark (reads only)
 
 
@@ -181,24 +305,55 @@ def gather_facts(cache: Cache, store: RefsStore) -> Survey:
     return survey
 
 
-def measure(plan: Plan, cache: Cache, survey: Survey) -> Plan:
-    """Size each planned entry (what deleting it really frees) and re-plan without those
-    whose files are still hard-linked from outside the cache."""
+def measure(
+    cache: Cache, survey: Survey, entries: list[str], going: set[str]
+) -> tuple[dict[str, int], frozenset[str]]:
+    """What deleting each entry really frees (one walk of exactly the paths it removes),
+    and which entries still have files hard-linked from outside the cache."""
+    sizes: dict[str, int] = {}
     linked = set()
-    sized: dict[str, int] = {}
-    going = {d.entry for d in plan.free}
-    for decision in plan.free:
+    for entry in entries:
         tally = SizeTally()
-        for doomed in entry_paths(cache, decision.entry, survey.pointers, going):
+        for doomed in entry_paths(cache, entry, survey.pointers, going):
             tally.add_tree(doomed.path)
         if tally.max_links > 1:
-            linked.add(decision.entry)
-        sized[decision.entry] = tally.freed
-    if linked:
-        facts = replace(survey.facts, linked_elsewhere=frozenset(linked))
-        plan = plan_collection(facts)
-    free = tuple(replace(d, bytes=sized.get(d.entry, 0)) for d in plan.free)
-    return replace(plan, free=free)
+            linked.add(entry)
+        sizes[entry] = tally.freed
+    return sizes, frozenset(linked)
+
+
+def plan_with_policy(cache: Cache, store: RefsStore, survey: Survey, policy: Policy) -> Plan:
+    """Plan, measure the candidates, then plan again with what was measured and the policy."""
+    facts = survey.facts
+    base = plan_collection(facts)
+    wants_untracked = policy.untracked or policy.budget is not None
+    candidates = [d.entry for d in base.free] + (untracked_ids(facts) if wants_untracked else [])
+    sizes, linked = measure(cache, survey, candidates, set(candidates))
+    names: dict[str, tuple[str | None, str | None]] = {}
+    unpacked: dict[str, float] = {}
+    for archive in survey.index.cache.archives() if wants_untracked else []:
+        info = archive.dist_infos[0] if archive.dist_infos else None
+        names[archive.id] = split_dist_info(info) if info else (None, None)
+        unpacked[archive.id] = archive.path.lstat().st_mtime
+    total = SizeTally()
+    if policy.budget is not None:
+        total.add_tree(cache.root)
+    facts = replace(
+        facts,
+        linked_elsewhere=linked,
+        sizes=sizes,
+        names=names,
+        unpacked_at=unpacked,
+        now=time.time(),
+        dead_since=store.dead_since(),
+        total=total.occupied,
+    )
+    survey.facts = facts
+    plan = apply_policy(plan_collection(facts), facts, policy)
+    going = {d.entry for d in plan.free}
+    if going != set(candidates):  # an sdist revision goes only with its last wheel
+        sizes.update(measure(cache, survey, sorted(going), going)[0])
+    return replace(plan, free=tuple(replace(d, bytes=sizes.get(d.entry, 0)) for d in plan.free))
 
 
 # ---------------------------------------------------------------- sweep (the only deleter)
@@ -229,7 +384,7 @@ def apply_plan(
         rescans: dict[str, EnvScan] = {}
         going: list[Decision] = []
         for decision in plan.free:
-            why_keep = recheck(decision.entry, cache, store, survey, rescans)
+            why_keep = recheck(decision.entry, cache, store, survey, rescans, decision.untracked)
             if why_keep:
                 kept.append(replace(decision, free=False, bytes=0, reason=why_keep))
             else:
@@ -264,6 +419,7 @@ def apply_plan(
         held,
         unreadable(survey, store),
         tuple(sorted(warnings)),
+        plan.note,
     )
 
 
@@ -276,7 +432,12 @@ def _store_warning(store: RefsStore, exc: Exception) -> str:
 
 
 def recheck(
-    entry: str, cache: Cache, store: RefsStore, survey: Survey, rescans: dict[str, EnvScan]
+    entry: str,
+    cache: Cache,
+    store: RefsStore,
+    survey: Survey,
+    rescans: dict[str, EnvScan],
+    untracked: bool = False,
 ) -> str | None:
     """Why `entry` must now be kept, or None if it is still dead. Reads the refs afresh:
     an install that finished after planning has written them before releasing its lock."""
@@ -284,8 +445,10 @@ def recheck(
         refs = store.load(entry)
     except CorruptRefs as exc:
         return f"refs unreadable: {exc}"
-    if refs is None:
+    if refs is None and not untracked:
         return "refs vanished since planning"
+    if refs is None:
+        return _linked_elsewhere(cache, entry)
     for ref in refs.referrers:
         if ref.env not in rescans:
             rescans[ref.env] = survey.scan(ref.env)
@@ -294,14 +457,19 @@ def recheck(
     for verdict, why in verdicts:
         if verdict != "dead":
             return why if verdict == "holds" else f"uncertain: {why}"
+    return _linked_elsewhere(cache, entry)
+
+
+def _linked_elsewhere(cache: Cache, entry: str) -> str | None:
+    """Under the lock, a cheap re-check of outside links: uv links METADATA in every
+    hard-linked install, so its link count stands for the archive's."""
     path = cache.archive_path(entry)
-    if path is not None and refs.dist and refs.version:
-        metadata = path / f"{refs.dist}-{refs.version}.dist-info" / "METADATA"
+    for info in read_dist_infos(str(path)) if path is not None else ():
         try:
-            if os.lstat(metadata).st_nlink > 1:
+            if os.lstat(path / info / "METADATA").st_nlink > 1:  # type: ignore[operator]
                 return "files still hard-linked elsewhere (an untracked env?)"
         except OSError:
-            pass
+            continue
     return None
 
 
@@ -419,7 +587,13 @@ def tidy_refs(plan: Plan, store: RefsStore, survey: Survey) -> None:
 
 def dry_run_result(plan: Plan, cache: Cache, survey: Survey, store: RefsStore) -> Removal:
     return Removal(
-        cache.root, True, plan.free, plan.keep, plan.untracked, unreadable=unreadable(survey, store)
+        cache.root,
+        True,
+        plan.free,
+        plan.keep,
+        plan.untracked,
+        unreadable=unreadable(survey, store),
+        note=plan.note,
     )
 
 
@@ -434,10 +608,16 @@ def collect(
     dry_run: bool,
     timeout: float,
     on_wait: Callable[[], None] | None = None,
+    policy: Policy = Policy(),
 ) -> Removal:
     """Mark, plan, measure, then sweep (or, for a dry run, report the plan)."""
     survey = gather_facts(cache, store)
-    plan = measure(plan_collection(survey.facts), cache, survey)
+    plan = plan_with_policy(cache, store, survey, policy)
     if dry_run:
         return dry_run_result(plan, cache, survey, store)
+    try:
+        with store.locked():
+            store.save_dead_since(set(plan.dead), survey.facts.now)
+    except (OSError, StoreError):
+        pass  # only --min-age needs it, and it then waits longer: keeping is safe
     return apply_plan(plan, cache, store, survey, timeout=timeout, on_wait=on_wait)

@@ -196,10 +196,10 @@ class Status:
 
 
 def status(cache: Cache, store: RefsStore) -> Status:
-    from uvrefs.collect import measure, plan_collection
+    from uvrefs.collect import Policy, plan_with_policy
 
     survey = gather_facts(cache, store)
-    plan = measure(plan_collection(survey.facts), cache, survey)
+    plan = plan_with_policy(cache, store, survey, Policy())
     dead = {d.entry for d in plan.free}
     untracked = {
         a

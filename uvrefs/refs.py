@@ -210,6 +210,21 @@ class RefsStore:
             raise CorruptRefs("not a refs file this uvrefs can extend")
         return data
 
+    # -- when entries were first seen dead (for --min-age)
+
+    def dead_since(self) -> dict[str, float]:
+        try:
+            data = json.loads((self.dir / "dead-since.json").read_bytes())
+            return {k: float(v) for k, v in data["dead_since"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
+    def save_dead_since(self, dead: set[str], now: float) -> None:
+        """Stamp entries first seen dead now; forget those no longer dead. Store locked."""
+        known = self.dead_since()
+        stamped = {e: known.get(e, now) for e in sorted(dead)}
+        _write_json(self.dir / "dead-since.json", {"format": FORMAT, "dead_since": stamped})
+
     # -- environment records
 
     def env_path(self, env: Path) -> Path:

@@ -48,6 +48,7 @@ def removal_json(r: Removal) -> dict[str, Any]:
         "unreadable_refs": list(r.unreadable),
         "warnings": list(r.warnings),
         "lock_held_seconds": round(r.lock_held, 4),
+        "note": r.note,
     }
 
 
@@ -87,6 +88,8 @@ def print_removal(r: Removal) -> None:
             print(f"kept {_label(d)} {d.entry}: {d.reason}")
     for error in r.errors:
         print(f"error {error}")
+    if r.note:
+        print(f"note: {r.note}")
     print(
         f"{verb} {len(r.freed)} entries, {human(r.bytes_freed)}; kept {len(r.kept)} tracked "
         f"and {r.untracked} untracked entries" + (f"; {len(r.errors)} errors" if r.errors else "")
