@@ -243,12 +243,13 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
         chosen = dead
     if policy.max_freed is not None:
         total, within = 0, []
-        for d in chosen:
-            total += facts.sizes.get(d.entry, 0)
-            if total > policy.max_freed:
+        for d in chosen:  # oldest first; an entry that does not fit is skipped, not the rest
+            size = facts.sizes.get(d.entry, 0)
+            if total + size > policy.max_freed:
                 if not d.untracked:
                     held(d, "over --max-freed")
             else:
+                total += size
                 within.append(d)
         chosen = within
     dead_ids = frozenset(d.entry for d in plan.free)
