@@ -124,11 +124,13 @@ def collect(
             budget=parse_size(budget) if budget is not None else None,
         )
         cache, store = _cache_and_store()
+        progress = report.ScanProgress()
         try:
             result = core.collect(
                 cache,
                 store,
                 policy=policy,
+                progress=progress,
                 dry_run=dry_run,
                 timeout=0.0 if no_wait else uv.lock_timeout(),
                 on_wait=None if no_wait else _say_waiting,
@@ -138,6 +140,8 @@ def collect(
                 raise
             print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
             raise typer.Exit(0) from None
+        finally:
+            progress.close()
     if as_json:
         report.print_json(report.removal_json(result))
     else:
@@ -227,7 +231,9 @@ def envs(
 
     with _errors():
         cache, store = _cache_and_store()
-        views = inventory.list_envs(cache, store)
+        progress = report.ScanProgress()
+        views = inventory.list_envs(cache, store, progress)
+        progress.close()
     if as_json:
         report.print_json(report.envs_json(views))
     else:
@@ -243,7 +249,9 @@ def status(
 
     with _errors():
         cache, store = _cache_and_store()
-        result = inventory.status(cache, store)
+        progress = report.ScanProgress()
+        result = inventory.status(cache, store, progress)
+        progress.close()
     if as_json:
         report.print_json(report.status_json(result))
     else:
@@ -262,7 +270,9 @@ def why(
 
     with _errors():
         cache, store = _cache_and_store()
-        views = inventory.why(cache, store, query)
+        progress = report.ScanProgress()
+        views = inventory.why(cache, store, query, progress)
+        progress.close()
     if as_json:
         report.print_json(report.why_json(views))
     else:

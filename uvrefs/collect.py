@@ -280,7 +280,10 @@ class Survey:
         return scan_env(Path(env), self.index, extra, record.mount if record else None)
 
 
-def gather_facts(cache: Cache, store: RefsStore) -> Survey:
+Progress = Callable[[str, int, int], None]  # (what, done, total): long scans report here
+
+
+def gather_facts(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Survey:
     refs: dict[str, EntryRefs] = {}
     corrupt: dict[str, str] = {}
     for entry in store.entry_ids():
@@ -301,19 +304,29 @@ def gather_facts(cache: Cache, store: RefsStore) -> Survey:
         i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps)
     )
     survey = Survey(Facts(host, frozenset(a.id for a in archives), refs), pointers, index, records)
-    envs = {env: survey.scan(env) for env in sorted(env_paths)}
+    envs = {}
+    for number, env in enumerate(sorted(env_paths)):
+        if progress:
+            progress("scanning environments", number, len(env_paths))
+        envs[env] = survey.scan(env)
     survey.facts = Facts(host, survey.facts.archives, refs, corrupt, envs, uv_owned)
     return survey
 
 
 def measure(
-    cache: Cache, survey: Survey, entries: list[str], going: set[str]
+    cache: Cache,
+    survey: Survey,
+    entries: list[str],
+    going: set[str],
+    progress: Progress | None = None,
 ) -> tuple[dict[str, int], frozenset[str]]:
     """What deleting each entry really frees (one walk of exactly the paths it removes),
     and which entries still have files hard-linked from outside the cache."""
     sizes: dict[str, int] = {}
     linked = set()
-    for entry in entries:
+    for number, entry in enumerate(entries):
+        if progress:
+            progress("sizing entries", number, len(entries))
         tally = SizeTally()
         for doomed in entry_paths(cache, entry, survey.pointers, going):
             tally.add_tree(doomed.path)
@@ -323,13 +336,15 @@ def measure(
     return sizes, frozenset(linked)
 
 
-def plan_with_policy(cache: Cache, store: RefsStore, survey: Survey, policy: Policy) -> Plan:
+def plan_with_policy(
+    cache: Cache, store: RefsStore, survey: Survey, policy: Policy, progress: Progress | None = None
+) -> Plan:
     """Plan, measure the candidates, then plan again with what was measured and the policy."""
     facts = survey.facts
     base = plan_collection(facts)
     wants_untracked = policy.untracked or policy.budget is not None
     candidates = [d.entry for d in base.free] + (untracked_ids(facts) if wants_untracked else [])
-    sizes, linked = measure(cache, survey, candidates, set(candidates))
+    sizes, linked = measure(cache, survey, candidates, set(candidates), progress)
     names: dict[str, tuple[str | None, str | None]] = {}
     unpacked: dict[str, float] = {}
     for archive in survey.index.cache.archives() if wants_untracked else []:
@@ -609,11 +624,12 @@ def collect(
     dry_run: bool,
     timeout: float,
     on_wait: Callable[[], None] | None = None,
-    policy: Policy = Policy(),
+    policy: Policy = Policy(),  # frozen, so sharing the default is safe
+    progress: Progress | None = None,
 ) -> Removal:
     """Mark, plan, measure, then sweep (or, for a dry run, report the plan)."""
-    survey = gather_facts(cache, store)
-    plan = plan_with_policy(cache, store, survey, policy)
+    survey = gather_facts(cache, store, progress)
+    plan = plan_with_policy(cache, store, survey, policy, progress)
     if dry_run:
         return dry_run_result(plan, cache, survey, store)
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from uvrefs import uv
 from uvrefs.cache import Cache, SizeTally
-from uvrefs.collect import Survey, gather_facts, referrer_verdict
+from uvrefs.collect import Progress, Survey, gather_facts, referrer_verdict
 from uvrefs.envs import ArchiveIndex
 from uvrefs.refs import RefsStore
 from uvrefs.targets import target_of_path
@@ -83,8 +83,8 @@ class EnvView:
     sole_bytes: int  # bytes only this env keeps alive: freed once it goes
 
 
-def list_envs(cache: Cache, store: RefsStore) -> list[EnvView]:
-    survey = gather_facts(cache, store)
+def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) -> list[EnvView]:
+    survey = gather_facts(cache, store, progress)
     facts = survey.facts
     holders: dict[str, set[str]] = {}
     for entry, refs in facts.refs.items():
@@ -150,10 +150,12 @@ class EntryView:
     keepers: tuple[Keeper, ...]
 
 
-def why(cache: Cache, store: RefsStore, query: str) -> list[EntryView]:
+def why(
+    cache: Cache, store: RefsStore, query: str, progress: Progress | None = None
+) -> list[EntryView]:
     """Every entry of a package (any version or build), or the entry with that id, and
     each referrer's verdict, as `collect` would judge it now."""
-    survey: Survey = gather_facts(cache, store)
+    survey: Survey = gather_facts(cache, store, progress)
     facts = survey.facts
     wanted = _normalize(query)
     views = []
@@ -195,11 +197,11 @@ class Status:
     uv_own: int  # index metadata, interpreters, cached environments, builds, pointers
 
 
-def status(cache: Cache, store: RefsStore) -> Status:
+def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
     from uvrefs.collect import Policy, plan_with_policy
 
-    survey = gather_facts(cache, store)
-    plan = plan_with_policy(cache, store, survey, Policy())
+    survey = gather_facts(cache, store, progress)
+    plan = plan_with_policy(cache, store, survey, Policy(), progress)
     dead = {d.entry for d in plan.free}
     untracked = {
         a

@@ -52,6 +52,39 @@ def removal_json(r: Removal) -> dict[str, Any]:
     }
 
 
+class ScanProgress:
+    """A progress bar on stderr for scans that run longer than about a second; silent when
+    stderr is not a terminal (so pipes, logs and `--json` stay clean)."""
+
+    def __init__(self, after: float = 1.0) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._after = after
+        self._bar: Any = None
+        self._task: Any = None
+        self._label = ""
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self._bar is None:
+            if self._clock() - self._start < self._after or not sys.stderr.isatty():
+                return
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._bar = Progress(console=Console(stderr=True), transient=True)
+            self._bar.start()
+        if what != self._label:
+            self._task = self._bar.add_task(what, total=total)
+            self._label = what
+        self._bar.update(self._task, completed=done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
 def print_json(doc: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
