@@ -147,7 +147,7 @@ class EntryView:
     version: str | None
     tags: tuple[str, ...]
     tracked: bool
-    keepers: tuple[Keeper, ...]
+    referrers: tuple[Keeper, ...]
 
 
 def why(

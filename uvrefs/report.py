@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
 from uvrefs.collect import Decision, Removal
@@ -171,12 +172,7 @@ def print_doctor(checks: list[Check], repaired: Repair | None) -> None:
 
 
 def adopted_json(adopted: list[Adopted]) -> dict[str, Any]:
-    return {
-        "format": JSON_FORMAT,
-        "adopted": [
-            {"env": a.env, "entries": a.entries, "refs_written": a.refs_written} for a in adopted
-        ],
-    }
+    return {"format": JSON_FORMAT, "adopted": [asdict(a) for a in adopted]}
 
 
 def print_adopted(adopted: list[Adopted]) -> None:
@@ -185,21 +181,7 @@ def print_adopted(adopted: list[Adopted]) -> None:
 
 
 def envs_json(views: list[EnvView]) -> dict[str, Any]:
-    return {
-        "format": JSON_FORMAT,
-        "envs": [
-            {
-                "path": v.path,
-                "state": v.state,
-                "detail": v.detail,
-                "python": v.python,
-                "link_modes": list(v.link_modes),
-                "entries": v.entries,
-                "sole_bytes": v.sole_bytes,
-            }
-            for v in views
-        ],
-    }
+    return {"format": JSON_FORMAT, "envs": [asdict(v) for v in views]}
 
 
 def print_envs(views: list[EnvView]) -> None:
@@ -234,22 +216,7 @@ def print_envs(views: list[EnvView]) -> None:
 
 
 def why_json(views: list[EntryView]) -> dict[str, Any]:
-    return {
-        "format": JSON_FORMAT,
-        "entries": [
-            {
-                "entry": v.entry,
-                "dist": v.dist,
-                "version": v.version,
-                "tags": list(v.tags),
-                "tracked": v.tracked,
-                "referrers": [
-                    {"env": k.env, "verdict": k.verdict, "why": k.why} for k in v.keepers
-                ],
-            }
-            for v in views
-        ],
-    }
+    return {"format": JSON_FORMAT, "entries": [asdict(v) for v in views]}
 
 
 def print_why(query: str, views: list[EntryView]) -> None:
@@ -259,9 +226,9 @@ def print_why(query: str, views: list[EntryView]) -> None:
         print(f"{v.dist or '?'} {v.version or ''} [{','.join(v.tags)}] {v.entry}:")
         if not v.tracked:
             print("  untracked: no tracked environment ever used it; kept")
-        elif not any(k.verdict != "dead" for k in v.keepers):
+        elif not any(k.verdict != "dead" for k in v.referrers):
             print("  nothing keeps it: the next collect frees it")
-        for k in v.keepers:
+        for k in v.referrers:
             print(f"  {k.verdict}: {k.why}")
 
 
