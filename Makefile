@@ -11,6 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 test: $(BIN)/.installed
+	$(BIN)/python scripts/fetch_uv_versions.py
 	$(BIN)/python -m pytest -q
 
 demo: $(BIN)/.installed

@@ -15,7 +15,12 @@ import pytest
 
 from tests.wheels import build_wheelhouse
 
-UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+# UVREFS_TEST_UV runs the suite against another uv release (see tests/test_uv_versions.py).
+UV = (
+    os.environ.get("UVREFS_TEST_UV")
+    or shutil.which("uv", path=str(Path(sys.executable).parent))
+    or shutil.which("uv")
+)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +37,7 @@ class World:
     state: Path
     wheels: Path
     env: dict[str, str]
+    uv_bin: str = UV or "uv"
 
     def run(
         self,
@@ -55,7 +61,7 @@ class World:
         return done
 
     def uv(self, *args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
-        return self.run(UV, *args, **kw)  # type: ignore[arg-type]
+        return self.run(self.uv_bin, *args, **kw)  # type: ignore[arg-type]
 
     def uvrefs(self, *args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "-m", "uvrefs", *args, **kw)  # type: ignore[arg-type]
@@ -106,6 +112,11 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path, wheelhouse: Path) -> Iterator[World]:
     assert UV, "uv is a dev dependency: pip install -e '.[dev]'"
+    yield make_world(tmp_path, wheelhouse, UV)
+
+
+def make_world(tmp_path: Path, wheelhouse: Path, uv_bin: str) -> World:
+    """An isolated cache, store and home driven by the uv binary `uv_bin`."""
     home = tmp_path / "home"
     home.mkdir()
     env = {
@@ -121,10 +132,10 @@ def world(tmp_path: Path, wheelhouse: Path) -> Iterator[World]:
         XDG_CONFIG_HOME=str(home / ".config"),
         UV_CACHE_DIR=str(tmp_path / "cache"),
         UVREFS_DIR=str(tmp_path / "state"),
-        UVREFS_UV=str(UV),
+        UVREFS_UV=uv_bin,
         UV_PYTHON_DOWNLOADS="never",
         UV_NO_CONFIG="1",
         NO_COLOR="1",
-        PATH=str(Path(UV).parent) + os.pathsep + env.get("PATH", ""),  # type: ignore[arg-type]
+        PATH=str(Path(uv_bin).parent) + os.pathsep + env.get("PATH", ""),
     )
-    yield World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env)
+    return World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env, uv_bin)

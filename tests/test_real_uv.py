@@ -68,12 +68,13 @@ def filesystem(path) -> str:
 
 
 def test_link_mode_evidence_is_recorded(world: World) -> None:
-    # clone needs reflinks (btrfs, xfs, apfs); ext4 has none and uv falls back to hardlink.
-    clone = "hardlink" if filesystem(world.root).startswith("ext") else "content"
+    # clone needs reflinks (btrfs, xfs, apfs); on ext4 uv >= 0.10 falls back to hardlink
+    # (and older releases to copy); either way uvrefs must see which one happened.
+    clone = {"hardlink", "content"} if filesystem(world.root).startswith("ext") else {"content"}
     for mode, how in [
-        ("symlink", "symlink"),
-        ("hardlink", "hardlink"),
-        ("copy", "content"),
+        ("symlink", {"symlink"}),
+        ("hardlink", {"hardlink"}),
+        ("copy", {"content"}),
         ("clone", clone),
     ]:
         env = world.venv(f"env-{mode}")
@@ -82,7 +83,8 @@ def test_link_mode_evidence_is_recorded(world: World) -> None:
         )
         (entry,) = world.archive_of("beta", "1.0")
         refs = json.loads(next(p for p in world.refs() if p.stem == entry).read_text())
-        assert {r["how"] for r in refs["referrers"] if r["env"] == str(env)} == {how}
+        recorded = {r["how"] for r in refs["referrers"] if r["env"] == str(env)}
+        assert len(recorded) == 1 and recorded <= how, (mode, recorded)
     refs = json.loads(next(p for p in world.refs() if p.stem == entry).read_text())
     assert refs["dist"] == "beta" and refs["version"] == "1.0" and refs["tags"] == ["py3-none-any"]
     assert len(refs["referrers"]) == 4

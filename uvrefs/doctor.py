@@ -16,8 +16,20 @@ from uvrefs.cache import TRASH_DIR, Cache
 from uvrefs.refs import CorruptRefs, RefsStore, host_id
 
 Status = Literal["ok", "warn", "fail"]
-# Bucket names of the uv releases uvrefs has been checked against (docs/design.md).
-KNOWN_BUCKETS = {"archive-v0", "wheels-v7", "wheels-v8", "sdists-v11", "environments-v2"}
+# Bucket names of the uv releases uvrefs is tested against (tests/test_uv_versions.py):
+# 0.9.30 and 0.11.33 (wheels-v5/v6, sdists-v9), 0.13.8 (wheels-v7, sdists-v10), 0.13.9
+# (wheels-v8, sdists-v11); environments-v2 and archive-v0 throughout.
+KNOWN_BUCKETS = {
+    "archive-v0",
+    "environments-v2",
+    "wheels-v5",
+    "wheels-v6",
+    "wheels-v7",
+    "wheels-v8",
+    "sdists-v9",
+    "sdists-v10",
+    "sdists-v11",
+}
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
