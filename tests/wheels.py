@@ -103,4 +103,13 @@ def build_wheelhouse(out: Path) -> Path:
     build_wheel(out, "tinybackend", "1.0", files={"tinybackend/__init__.py": BACKEND})
     build_sdist(out, "gamma", "1.0")
     build_wheel(out, "big", "1.0", files={"big/data.bin": bytes(range(256)) * 4096})
+    build_wheel(
+        out,
+        "tooly",
+        "1.0",
+        files={
+            "tooly/__init__.py": b"def main():\n    print('tooly')\n",
+            "tooly-1.0.dist-info/entry_points.txt": b"[console_scripts]\ntooly = tooly:main\n",
+        },
+    )
     return out

@@ -74,6 +74,31 @@ def pip_sync(args: UvArgs = None) -> None:
     _tracked("pip sync", args)
 
 
+@app.command(name="uv", context_settings=PASSTHROUGH)
+def uv_command(args: UvArgs = None) -> None:
+    """Run any uv command; record the environment after those that change one."""
+    from uvrefs import track
+
+    with _errors():
+        code = track.run_uv(args or [])
+    raise typer.Exit(code)
+
+
+@app.command(name="shell-init")
+def shell_init(
+    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")] = "bash",
+) -> None:
+    """Print the line that makes `uv` mean `uvrefs uv` (add it to your shell's rc file)."""
+    lines = {
+        "bash": "alias uv='uvrefs uv'",
+        "zsh": "alias uv='uvrefs uv'",
+        "fish": "function uv --wraps uv; uvrefs uv $argv; end",
+    }
+    if shell not in lines:
+        fail(UvrefsError(f"unknown shell {shell!r}: use bash, zsh or fish"))
+    print(lines[shell])
+
+
 @app.command()
 def collect(
     dry_run: Annotated[

@@ -23,6 +23,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         rest = _apply_global_options(args)
     except UvrefsError as exc:
         fail(exc)
+    if rest[:1] == ["uv"]:
+        from uvrefs import track
+
+        try:
+            sys.exit(track.run_uv(rest[1:]))
+        except UvrefsError as exc:
+            fail(exc)
     command = _tracked_command(rest)
     if command is not None:
         from uvrefs import track

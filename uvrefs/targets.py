@@ -61,6 +61,50 @@ def project_target(args: Sequence[str], environ: Mapping[str, str] = os.environ)
     return Target(_abs(configured, root) if configured else os.path.join(root, ".venv"))
 
 
+# `uv venv` options that take a value, so the path is found among the other words.
+_VENV_VALUE_OPTIONS = {
+    "-p",
+    "--python",
+    "--prompt",
+    "--index",
+    "--index-url",
+    "--default-index",
+    "-i",
+    "--extra-index-url",
+    "--find-links",
+    "-f",
+    "--link-mode",
+    "--index-strategy",
+    "--keyring-provider",
+    "--exclude-newer",
+    "--cache-dir",
+    "--directory",
+    "--project",
+    "--config-file",
+    "--color",
+    "--allow-insecure-host",
+    "--python-preference",
+}
+
+
+def venv_target(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Target:
+    """The environment `uv venv [PATH]` creates: PATH, else `UV_PROJECT_ENVIRONMENT` or
+    `.venv` (relative to `--directory`)."""
+    words: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg in _VENV_VALUE_OPTIONS:
+            next(it, None)
+        elif not arg.startswith("-"):
+            words.append(arg)
+    path = (
+        words[1]
+        if len(words) > 1 and words[0] == "venv"
+        else environ.get("UV_PROJECT_ENVIRONMENT") or ".venv"
+    )
+    return Target(_abs(path, _command_cwd(args)))
+
+
 def workspace_root(start: str) -> str:
     """The nearest project at or above `start`, lifted to the workspace that lists it."""
     project = next(

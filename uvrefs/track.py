@@ -13,7 +13,7 @@ import sys
 
 from uvrefs import stamps, uv
 from uvrefs.errors import StoreError, UvrefsError
-from uvrefs.targets import Target, fingerprint, pip_target, project_target
+from uvrefs.targets import Target, fingerprint, pip_target, project_target, venv_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,6 +30,48 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "pip sync": ("pip", "sync"),
     "sync": ("sync",),
 }
+# uv subcommands that change an environment, and how to find it (for `uvrefs uv ARGS`).
+CHANGES_ENV: dict[str, str] = {
+    "pip install": "pip",
+    "pip sync": "pip",
+    "pip uninstall": "pip",
+    "sync": "project",
+    "add": "project",
+    "remove": "project",
+    "run": "project",
+    "venv": "venv",
+    "tool install": "tools",
+    "tool upgrade": "tools",
+    "tool uninstall": "tools",
+}
+# uv's global options that take a value (so the subcommand is found after them).
+_GLOBAL_VALUE_OPTIONS = {
+    "--cache-dir",
+    "--color",
+    "--config-file",
+    "--directory",
+    "--project",
+    "--allow-insecure-host",
+    "--python-preference",
+}
+
+
+def uv_subcommand(args: Sequence[str]) -> str | None:
+    """The subcommand of `uv ARGS` as one or two words (`pip install`, `sync`), skipping
+    global options before it; None if there is none (`uv --version`)."""
+    words: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg.startswith("-"):
+            if arg in _GLOBAL_VALUE_OPTIONS:
+                next(it, None)
+            if words:
+                break
+            continue
+        words.append(arg)
+        if words[0] not in ("pip", "tool") or len(words) == 2:
+            break
+    return " ".join(words) or None
 
 
 class Recorded:
@@ -51,12 +93,30 @@ class Recorded:
 
 
 def run(command: str, args: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
-    """Run `uv <command> ARGS` and record its environment; returns uv's exit code.
+    """Run `uv <command> ARGS` (a uvrefs tracked command) and record its environment."""
+    kind = "project" if command == "sync" else "pip"
+    return run_tracked(kind, command, [*COMMANDS[command], *args], environ)
+
+
+def run_uv(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
+    """`uvrefs uv ARGS`: any uv command. Those that change an environment are run and
+    recorded; every other one replaces this process, so it costs nothing extra."""
+    uvbin = uv.find_uv(environ)
+    command = uv_subcommand(args)
+    kind = CHANGES_ENV.get(command or "")
+    if kind is None or command is None:
+        os.execv(uvbin, [uvbin, *args])
+    return run_tracked(kind, command, list(args), environ)
+
+
+def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[str, str]) -> int:
+    """Run uv with `uv_args` and record the environment it changed (found as `kind` says:
+    pip, project, venv or tools); returns uv's exit code.
 
     Recording problems never change uv's exit code: they are reported on stderr, and an
     env left unrecorded is only kept longer (untracked entries are never collected)."""
     uvbin = uv.find_uv(environ)
-    uv_args = [*COMMANDS[command], *args]
+    args = uv_args
     if uv.uses_no_cache(args, environ) or uv.has_flag(args, "--dry-run"):
         return uv.run_passthrough(uvbin, uv_args)
     root = uv.cache_dir(args, environ)
@@ -71,30 +131,48 @@ def run(command: str, args: Sequence[str], environ: Mapping[str, str] = os.envir
         if not lock.held and os.path.isfile(os.path.join(root, "CACHEDIR.TAG")):
             lock.acquire()  # uv created the cache just now
         try:
-            target = (
-                project_target(args, environ)
-                if command == "sync"
-                else pip_target(uvbin, args, environ)
-            )
-            result = record_if_changed(
-                root, target, command, _archive_names(root) - before, environ
-            )
+            targets = _targets(kind, uvbin, args, environ)
+            new_ids = _archive_names(root) - before
+            results = [record_if_changed(root, t, command, new_ids, environ) for t in targets]
         except UvrefsError as exc:
-            if code == 0:
+            quiet = kind in ("project", "tools") and command in ("run", "tool uninstall")
+            if code == 0 and not quiet:
                 print(f"uvrefs: warning: environment not recorded: {exc}", file=sys.stderr)
             return code
     finally:
         lock.release()
-    if result.corrupt:
+    corrupt = sum(len(r.corrupt) for r in results)
+    if corrupt:
         print(
-            f"uvrefs: warning: refs of {len(result.corrupt)} entries are unreadable and were "
+            f"uvrefs: warning: refs of {corrupt} entries are unreadable and were "
             "left alone (their entries are kept); fix or delete them",
             file=sys.stderr,
         )
-    if environ.get("UVREFS_VERBOSE"):
+    for result in results if environ.get("UVREFS_VERBOSE") else []:
         state = "unchanged, skipped" if result.skipped else f"{result.changed} refs written"
         print(f"uvrefs: {result.env}: {result.entries} entries, {state}", file=sys.stderr)
     return code
+
+
+def _targets(
+    kind: str, uvbin: str, args: Sequence[str], environ: Mapping[str, str]
+) -> list[Target]:
+    if kind == "pip":
+        return [pip_target(uvbin, args, environ)]
+    if kind == "project":
+        return [project_target(args, environ)]
+    if kind == "venv":
+        return [venv_target(args, environ)]
+    tool_dir = environ.get("UV_TOOL_DIR") or uv.query(uvbin, ["tool", "dir"])
+    try:
+        names = sorted(os.listdir(tool_dir))
+    except OSError:
+        return []
+    return [
+        Target(os.path.join(tool_dir, n))
+        for n in names
+        if os.path.isfile(os.path.join(tool_dir, n, "pyvenv.cfg"))
+    ]
 
 
 def _archive_names(root: str) -> set[str]:
