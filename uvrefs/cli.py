@@ -10,6 +10,7 @@ import typer
 from uvrefs import __version__
 from uvrefs.errors import UvrefsError
 from uvrefs.launch import fail
+from uvrefs.units import parse_duration, parse_size
 
 app = typer.Typer(
     help="Keep exactly what living environments use in uv's cache; free the rest.",
@@ -19,6 +20,11 @@ app = typer.Typer(
 )
 pip = typer.Typer(help="Tracked `uv pip install` and `uv pip sync`.", no_args_is_help=True)
 app.add_typer(pip, name="pip")
+schedule = typer.Typer(
+    help="Run `uvrefs collect` periodically (systemd timer, launchd agent or cron).",
+    no_args_is_help=True,
+)
+app.add_typer(schedule, name="schedule")
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 UvArgs = Annotated[list[str] | None, typer.Argument(help="Passed to uv verbatim.")]
@@ -128,6 +134,9 @@ def collect(
             "--budget", help="Bring the cache under this size: dead entries first, then untracked."
         ),
     ] = None,
+    log: Annotated[
+        str | None, typer.Option("--log", help="Append a one-line summary of this run to FILE.")
+    ] = None,
     no_wait: Annotated[
         bool,
         typer.Option(
@@ -164,9 +173,11 @@ def collect(
             if not no_wait:
                 raise
             print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
+            _log_line(log, f"cache in use, skipped ({cache.root})")
             raise typer.Exit(0) from None
         finally:
             progress.close()
+    _log_line(log, report.removal_summary(result))
     if as_json:
         report.print_json(report.removal_json(result))
     else:
@@ -306,27 +317,90 @@ def why(
         raise typer.Exit(1)
 
 
-def parse_duration(text: str) -> float:
-    """`90s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    number, unit = (text[:-1], text[-1].lower()) if text[-1:].isalpha() else (text, "s")
-    try:
-        return float(number) * units[unit]
-    except (ValueError, KeyError):
-        raise UvrefsError(
-            f"--min-age {text!r}: use a number with s, m, h, d or w (e.g. 7d)"
-        ) from None
+def _log_line(log: str | None, text: str) -> None:
+    if log:
+        from datetime import datetime
+
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{datetime.now().astimezone().isoformat(timespec='seconds')} {text}\n")
 
 
-def parse_size(text: str) -> int:
-    """`500M`, `2G`, `1.5GiB`, `100k` (powers of 1024) or plain bytes -> bytes."""
-    units = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
-    number = cleaned.rstrip("kmgt")
-    try:
-        return int(float(number) * units[cleaned[len(number) :]])
-    except (ValueError, KeyError):
-        raise UvrefsError(f"size {text!r}: use a number with K, M, G or T (e.g. 500M)") from None
+def _schedule_plan(every: str, min_age: str) -> Any:
+    from pathlib import Path
+
+    from uvrefs import schedule as core
+    from uvrefs import stamps
+
+    log = Path(stamps.default_state_dir()) / "collect.log"
+    return core.plan_schedule(parse_duration(every), min_age, log), log
+
+
+Every = Annotated[str, typer.Option("--every", help="How often: 12h, 1d, 1w.")]
+MinAge = Annotated[
+    str, typer.Option("--min-age", help="Passed to collect: free only entries dead this long.")
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Show the files and commands; change nothing.")
+]
+NoActivate = Annotated[
+    bool,
+    typer.Option(
+        "--no-activate", help="Write or remove the files only; run no systemctl/launchctl."
+    ),
+]
+
+
+@schedule.command("install")
+def schedule_install(
+    every: Every = "1d",
+    min_age: MinAge = "1d",
+    dry_run: DryRun = False,
+    no_activate: NoActivate = False,
+) -> None:
+    """Install the periodic job for this machine's scheduler."""
+    from uvrefs import schedule as core
+
+    with _errors():
+        parse_duration(min_age)
+        plan, _ = _schedule_plan(every, min_age)
+        if dry_run:
+            for unit in plan.units:
+                print(f"# {unit.path}\n{unit.text}")
+            for command in plan.activate:
+                print("$ " + " ".join(command))
+            if plan.cron_line:
+                print(plan.cron_line)
+            return
+        for line in core.install(plan, activate=not no_activate):
+            print(line)
+
+
+@schedule.command("remove")
+def schedule_remove(dry_run: DryRun = False, no_activate: NoActivate = False) -> None:
+    """Remove the periodic job."""
+    from uvrefs import schedule as core
+
+    with _errors():
+        plan, _ = _schedule_plan("1d", "1d")
+        if dry_run:
+            for command in plan.deactivate:
+                print("$ " + " ".join(command))
+            for unit in plan.units:
+                print(f"$ rm {unit.path}")
+            return
+        for line in core.remove(plan, activate=not no_activate):
+            print(line)
+
+
+@schedule.command("status")
+def schedule_status() -> None:
+    """Show whether the job is installed and its last run."""
+    from uvrefs import schedule as core
+
+    with _errors():
+        plan, log = _schedule_plan("1d", "1d")
+        for line in core.status(plan, log):
+            print(line)
 
 
 def _tracked(command: str, args: list[str] | None) -> None:

@@ -94,6 +94,14 @@ def _label(d: Decision) -> str:
     return f"{d.dist or '?'} {d.version or ''}".strip()
 
 
+def removal_summary(r: Removal) -> str:
+    verb = "would free" if r.dry_run else "freed"
+    return (
+        f"{verb} {len(r.freed)} entries, {human(r.bytes_freed)}; kept {len(r.kept)} tracked "
+        f"and {r.untracked} untracked entries" + (f"; {len(r.errors)} errors" if r.errors else "")
+    )
+
+
 def print_removal(r: Removal) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -124,10 +132,7 @@ def print_removal(r: Removal) -> None:
         print(f"error {error}")
     if r.note:
         print(f"note: {r.note}")
-    print(
-        f"{verb} {len(r.freed)} entries, {human(r.bytes_freed)}; kept {len(r.kept)} tracked "
-        f"and {r.untracked} untracked entries" + (f"; {len(r.errors)} errors" if r.errors else "")
-    )
+    print(removal_summary(r))
 
 
 def doctor_json(checks: list[Check], repaired: Repair | None) -> dict[str, Any]:

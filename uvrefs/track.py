@@ -151,7 +151,47 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
     for result in results if environ.get("UVREFS_VERBOSE") else []:
         state = "unchanged, skipped" if result.skipped else f"{result.changed} refs written"
         print(f"uvrefs: {result.env}: {result.entries} entries, {state}", file=sys.stderr)
+    if environ.get("UVREFS_AUTO_COLLECT"):
+        maybe_auto_collect(root, environ["UVREFS_AUTO_COLLECT"], environ)
     return code
+
+
+def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> None:
+    """Opt-in (`UVREFS_AUTO_COLLECT=1d`): at most once per interval, start a collect in the
+    background, after this install released uv's lock. It skips if uv is busy (as cargo's
+    automatic gc does) and frees only entries dead for at least the interval."""
+    import time
+
+    from uvrefs.units import parse_duration
+
+    try:
+        interval = parse_duration(every)
+    except UvrefsError as exc:
+        print(f"uvrefs: warning: UVREFS_AUTO_COLLECT ignored: {exc}", file=sys.stderr)
+        return
+    state_dir = stamps.default_state_dir(environ)
+    stamp = os.path.join(stamps.store_dir(state_dir, root), "auto-collect.stamp")
+    try:
+        if time.time() - os.stat(stamp).st_mtime < interval:
+            return
+    except OSError:
+        pass
+    try:
+        os.makedirs(os.path.dirname(stamp), exist_ok=True)
+        stamps.write_atomic(stamp, str(time.time()))
+    except OSError:
+        return  # cannot stamp, so do not run: never more often than asked
+    import subprocess
+
+    log = os.path.join(state_dir, "collect.log")
+    subprocess.Popen(
+        [sys.executable, "-m", "uvrefs", "collect", "--no-wait", "--min-age", every, "--log", log],
+        env={**environ, "UV_CACHE_DIR": root},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _targets(
