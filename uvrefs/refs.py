@@ -36,7 +36,11 @@ LOCK_TIMEOUT = 60.0
 
 @cache
 def host_id() -> str:
-    """This machine's identity: the systemd machine id, else the host name."""
+    """This machine's identity: `UVREFS_HOST` if set (CI runners that share one cache and
+    store across machines set it to one name), else the systemd machine id, else the host
+    name."""
+    if os.environ.get("UVREFS_HOST"):
+        return os.environ["UVREFS_HOST"]
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
             text = Path(path).read_text().strip()
