@@ -391,3 +391,25 @@ def test_doctor_reports_and_repair_rebuilds(world: World) -> None:
     assert [r["env"] for r in referrers] == [str(live)]  # rebuilt from the live env
     world.uvrefs("collect")
     assert world.archives() == world.archive_of("alpha", "2.0") | world.archive_of("beta", "1.0")
+
+
+def test_other_hosts_refs_are_kept_unless_uvrefs_host_says_same(world: World) -> None:
+    env = world.venv("env")
+    world.uvrefs(
+        "install",
+        "-q",
+        "-p",
+        env,
+        *world.offline(),
+        "alpha==1.0",
+        extra_env={"UVREFS_HOST": "runner-1"},
+    )
+    shutil.rmtree(env)
+    out = json.loads(
+        world.uvrefs("collect", "--json", extra_env={"UVREFS_HOST": "runner-2"}).stdout
+    )
+    assert out["freed"] == [] and "recorded on another host" in out["kept"][0]["reason"]
+    out = json.loads(
+        world.uvrefs("collect", "--json", extra_env={"UVREFS_HOST": "runner-1"}).stdout
+    )
+    assert [d["dist"] for d in out["freed"]] == ["alpha"]
