@@ -86,6 +86,10 @@ class World:
             if (self.cache / "archive-v0" / a / f"{dist}-{version}.dist-info").is_dir()
         }
 
+    def dangling_pointers(self) -> list[Path]:
+        """Links in uv's buckets whose target is gone: what breaks local-wheel installs."""
+        return [p for p in self.cache.glob("*-v*/**/*") if p.is_symlink() and not p.exists()]
+
     def refs(self) -> list[Path]:
         return sorted(self.state.glob("caches/*/refs/*.refs"))
 

@@ -47,7 +47,14 @@ def pip_target(uvbin: str, args: Sequence[str], environ: Mapping[str, str] = os.
         if found is None:
             raise UsageError("no virtual environment found for uv pip; nothing to track")
         return Target(found)
-    if request is not None and os.path.isfile(os.path.join(_abs(request, cwd), "pyvenv.cfg")):
+    # uv reads a request as a path only when it looks like one (`3.11` is a version even if
+    # a directory of that name exists); then a venv directory means that venv.
+    looks_like_path = request is not None and (os.sep in request or request.startswith((".", "~")))
+    if (
+        request is not None
+        and looks_like_path
+        and os.path.isfile(os.path.join(_abs(request, cwd), "pyvenv.cfg"))
+    ):
         return Target(_abs(request, cwd))
     return target_of_interpreter(uv.python_find(uvbin, request, system, cwd))
 
