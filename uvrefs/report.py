@@ -271,6 +271,19 @@ def print_status(s: Status) -> None:
             "index metadata, interpreters, cached envs, builds, pointers",
         ),
     ]
-    print(f"{s.cache}: {human(s.total)} ({s.total} bytes, as `uv cache size` counts)")
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    title = f"{s.cache}: {human(s.total)} ({s.total} bytes, as `uv cache size` counts)"
+    if console.is_terminal:
+        table = Table(title=title, title_justify="left")
+        for col in ("part", "entries", "size", ""):
+            table.add_column(col, justify="right" if col in ("entries", "size") else "left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    print(title)
     for name, count, size, note in rows:
         print(f"  {name:<10} {count:>14} {size:>11}  {note}")
