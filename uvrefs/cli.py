@@ -2,15 +2,15 @@
 result, or turns a `UvrefsError` into one line and an exit code. Tracked uv commands
 usually arrive through `uvrefs.launch`, which skips this module and its imports."""
 
-import sys
 from typing import Annotated, Any, Literal
 
 import typer
 
 from uvrefs import __version__
 from uvrefs.errors import UvrefsError
+from uvrefs.fastcli import cache_and_store
 from uvrefs.launch import fail
-from uvrefs.units import parse_duration, parse_size
+from uvrefs.units import parse_duration
 
 app = typer.Typer(
     help="Keep exactly what living environments use in uv's cache; free the rest.",
@@ -145,53 +145,21 @@ def collect(
     ] = False,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
-    from uvrefs import collect as core
-    from uvrefs import report, uv
-    from uvrefs.errors import LockTimeout
+    from uvrefs.fastcli import run_collect
 
     with _errors():
-        policy = core.Policy(
-            min_age=parse_duration(min_age) if min_age else 0.0,
-            max_freed=parse_size(max_freed) if max_freed else None,
-            keep=frozenset(core.normal_name(k) for k in keep or []),
+        code = run_collect(
+            dry_run=dry_run,
+            as_json=as_json,
+            min_age=min_age,
+            max_freed=max_freed,
+            keep=keep or [],
             untracked=untracked,
-            budget=parse_size(budget) if budget is not None else None,
+            budget=budget,
+            log=log,
+            no_wait=no_wait,
         )
-        cache, store = _cache_and_store()
-        progress = report.ScanProgress()
-        try:
-            result = core.collect(
-                cache,
-                store,
-                policy=policy,
-                progress=progress,
-                dry_run=dry_run,
-                timeout=0.0 if no_wait else uv.lock_timeout(),
-                on_wait=None if no_wait else _say_waiting,
-            )
-        except LockTimeout:
-            if not no_wait:
-                raise
-            print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
-            _log_line(log, f"cache in use, skipped ({cache.root})")
-            raise typer.Exit(0) from None
-        finally:
-            progress.close()
-    _log_line(log, report.removal_summary(result))
-    if as_json:
-        report.print_json(report.removal_json(result))
-    else:
-        report.print_removal(result)
-    if result.unreadable:
-        print(
-            f"uvrefs: warning: {len(result.unreadable)} refs file(s) unreadable, their entries "
-            f"kept (first: {result.unreadable[0]}); fix or delete them",
-            file=sys.stderr,
-        )
-    for warning in result.warnings:
-        print(f"uvrefs: warning: {warning}", file=sys.stderr)
-    if result.errors or result.unreadable or result.warnings:
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -209,7 +177,7 @@ def doctor(
     from uvrefs import report, uv
 
     with _errors():
-        cache, store = _cache_and_store()
+        cache, store = cache_and_store()
         repaired = core.repair(cache, store) if repair else None
         try:
             uvbin: str | None = uv.find_uv()
@@ -250,7 +218,7 @@ def adopt(
         found += inventory.uv_tool_envs() if tools else []
         if not found:
             raise UvrefsError("nothing to adopt: give environment paths, --discover DIR or --tools")
-        cache, store = _cache_and_store()
+        cache, store = cache_and_store()
         adopted = inventory.adopt(cache, store, dict.fromkeys(found))
     if as_json:
         report.print_json(report.adopted_json(adopted))
@@ -266,7 +234,7 @@ def envs(
     from uvrefs import inventory, report
 
     with _errors():
-        cache, store = _cache_and_store()
+        cache, store = cache_and_store()
         progress = report.ScanProgress()
         views = inventory.list_envs(cache, store, progress)
         progress.close()
@@ -284,7 +252,7 @@ def status(
     from uvrefs import inventory, report
 
     with _errors():
-        cache, store = _cache_and_store()
+        cache, store = cache_and_store()
         progress = report.ScanProgress()
         result = inventory.status(cache, store, progress)
         progress.close()
@@ -305,7 +273,7 @@ def why(
     from uvrefs import inventory, report
 
     with _errors():
-        cache, store = _cache_and_store()
+        cache, store = cache_and_store()
         progress = report.ScanProgress()
         views = inventory.why(cache, store, query, progress)
         progress.close()
@@ -315,14 +283,6 @@ def why(
         report.print_why(query, views)
     if not views:
         raise typer.Exit(1)
-
-
-def _log_line(log: str | None, text: str) -> None:
-    if log:
-        from datetime import datetime
-
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(f"{datetime.now().astimezone().isoformat(timespec='seconds')} {text}\n")
 
 
 def _schedule_plan(every: str, min_age: str) -> Any:
@@ -409,22 +369,6 @@ def _tracked(command: str, args: list[str] | None) -> None:
     with _errors():
         code = track.run(command, args or [])
     raise typer.Exit(code)
-
-
-def _cache_and_store() -> Any:
-    """The cache uv uses here (validated) and its refs store."""
-    from pathlib import Path
-
-    from uvrefs import stamps, uv
-    from uvrefs.cache import Cache
-    from uvrefs.refs import RefsStore
-
-    cache = Cache.open(Path(uv.cache_dir()))
-    return cache, RefsStore(Path(stamps.default_state_dir()), cache.root)
-
-
-def _say_waiting() -> None:
-    print("uvrefs: cache is in use by uv, waiting for the lock...", file=sys.stderr)
 
 
 class _errors:

@@ -1,6 +1,7 @@
 """The entry point. Tracked uv commands (`install`, `pip install|sync`, `sync`) run on a
-fast path that loads neither typer nor pydantic unless refs must be written; everything
-else goes to the typer app in `uvrefs.cli`."""
+fast path that loads neither typer nor pydantic unless refs must be written, and `collect`
+on one without typer (`uvrefs.fastcli`); everything else goes to the typer app in
+`uvrefs.cli`."""
 
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(track.run(command, rest[skip:]))
         except UvrefsError as exc:
             fail(exc)
+    if rest[:1] == ["collect"]:
+        from uvrefs import fastcli
+
+        opts = fastcli.parse_collect(rest[1:])
+        if opts is not None:
+            try:
+                sys.exit(fastcli.run_collect(**opts))
+            except UvrefsError as exc:
+                fail(exc)
     from uvrefs.cli import app
 
     app(args=args, prog_name="uvrefs")

@@ -1,0 +1,142 @@
+"""`uvrefs collect` without typer. Timers, CI jobs and `UVREFS_AUTO_COLLECT` run it often,
+and typer 0.29 validates options through pydantic: about 100 ms before any work, more than
+the whole collect of a mid-sized cache. `uvrefs.launch` parses collect's options from the
+table below and calls `run_collect`; anything the table does not know (`--help`, a typo, a
+missing value) goes to the typer command, which owns help and errors and calls the same
+`run_collect`. `tests/test_cli.py` pins the table to the typer command."""
+
+from __future__ import annotations
+
+import sys
+
+from uvrefs.errors import LockTimeout
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+# option -> (parameter, takes a value); --keep may repeat
+COLLECT_OPTIONS: dict[str, tuple[str, bool]] = {
+    "--dry-run": ("dry_run", False),
+    "-n": ("dry_run", False),
+    "--json": ("as_json", False),
+    "--min-age": ("min_age", True),
+    "--max-freed": ("max_freed", True),
+    "--keep": ("keep", True),
+    "--untracked": ("untracked", False),
+    "--budget": ("budget", True),
+    "--log": ("log", True),
+    "--no-wait": ("no_wait", False),
+}
+
+
+def parse_collect(args: Sequence[str]) -> dict[str, Any] | None:
+    """collect's keyword arguments from `args`, or None to let typer handle them."""
+    opts: dict[str, Any] = {"keep": []}
+    it = iter(args)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name not in COLLECT_OPTIONS or (not name.startswith("--") and eq):
+            return None
+        param, takes_value = COLLECT_OPTIONS[name]
+        if not takes_value:
+            if eq:
+                return None
+            opts[param] = True
+            continue
+        if not eq:
+            value = next(it, "")
+            if not value or value.startswith("-"):
+                return None
+        if param == "keep":
+            opts["keep"].append(value)
+        else:
+            opts[param] = value
+    return opts
+
+
+def run_collect(
+    *,
+    dry_run: bool = False,
+    as_json: bool = False,
+    min_age: str | None = None,
+    max_freed: str | None = None,
+    keep: Sequence[str] = (),
+    untracked: bool = False,
+    budget: str | None = None,
+    log: str | None = None,
+    no_wait: bool = False,
+) -> int:
+    """Plan (and unless a dry run, sweep), report, and return the exit code. Raises
+    `UvrefsError` for the caller to turn into one line."""
+    from uvrefs import collect as core
+    from uvrefs import report, uv
+    from uvrefs.units import parse_duration, parse_size
+
+    policy = core.Policy(
+        min_age=parse_duration(min_age) if min_age else 0.0,
+        max_freed=parse_size(max_freed) if max_freed else None,
+        keep=frozenset(core.normal_name(k) for k in keep),
+        untracked=untracked,
+        budget=parse_size(budget) if budget is not None else None,
+    )
+    cache, store = cache_and_store()
+    progress = report.ScanProgress()
+    try:
+        result = core.collect(
+            cache,
+            store,
+            policy=policy,
+            progress=progress,
+            dry_run=dry_run,
+            timeout=0.0 if no_wait else uv.lock_timeout(),
+            on_wait=None if no_wait else say_waiting,
+        )
+    except LockTimeout:
+        if not no_wait:
+            raise
+        print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
+        log_line(log, f"cache in use, skipped ({cache.root})")
+        return 0
+    finally:
+        progress.close()
+    log_line(log, report.removal_summary(result))
+    if as_json:
+        report.print_json(report.removal_json(result))
+    else:
+        report.print_removal(result)
+    if result.unreadable:
+        print(
+            f"uvrefs: warning: {len(result.unreadable)} refs file(s) unreadable, their entries "
+            f"kept (first: {result.unreadable[0]}); fix or delete them",
+            file=sys.stderr,
+        )
+    for warning in result.warnings:
+        print(f"uvrefs: warning: {warning}", file=sys.stderr)
+    return 1 if result.errors or result.unreadable or result.warnings else 0
+
+
+def cache_and_store() -> Any:
+    """The cache uv uses here (validated) and its refs store."""
+    from pathlib import Path
+
+    from uvrefs import stamps, uv
+    from uvrefs.cache import Cache
+    from uvrefs.refs import RefsStore
+
+    cache = Cache.open(Path(uv.cache_dir()))
+    return cache, RefsStore(Path(stamps.default_state_dir()), cache.root)
+
+
+def say_waiting() -> None:
+    print("uvrefs: cache is in use by uv, waiting for the lock...", file=sys.stderr)
+
+
+def log_line(log: str | None, text: str) -> None:
+    """Append one timestamped line to `log` (the scheduled job's record of its runs)."""
+    if log:
+        from datetime import datetime
+
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{datetime.now().astimezone().isoformat(timespec='seconds')} {text}\n")
