@@ -1,10 +1,14 @@
-"""The install path writes the store with `json` alone; the pydantic models in
-uvrefs.formats define and validate it. These tests pin the two together."""
+"""The store is written with `json` and read through a fast check of the current format;
+the pydantic models in uvrefs.formats define it. These tests pin the three together."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uvrefs import formats, refs
 from uvrefs.formats import EntryRefs, EnvRecord, StoreInfo
@@ -56,3 +60,114 @@ def test_record_leaves_unreadable_refs_alone(tmp_path: Path) -> None:
         store.refs_path("Bad0000000000000").read_text()
         == '{"format": 2, "entry": "Bad0000000000000"}'
     )
+
+
+# -- the fast reader (refs.fast_refs / fast_env) never accepts what the models refuse
+
+_TEXT = st.text(max_size=8)
+_TIMES = st.sampled_from(
+    [
+        "2026-11-25T09:00:00Z",
+        "2026-11-25T09:00:00.123456+01:00",
+        "2026-02-30T00:00:00Z",
+        "2026-11-25",
+        "20261125T090000Z",
+        "2026-11-25T09:00:00",
+        "yesterday",
+        "",
+    ]
+)
+_REFERRER = st.fixed_dictionaries(
+    {
+        "env": _TEXT,
+        "host": _TEXT,
+        "how": st.sampled_from(["symlink", "hardlink", "content", "build", "copy"]),
+        "command": _TEXT,
+        "recorded_at": _TIMES,
+    },
+    optional={"extra": st.just("")},
+)
+_ANY = st.none() | st.booleans() | st.integers(-1, 2) | _TEXT | st.lists(_TEXT, max_size=2)
+
+
+def _mutated(doc: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
+    """`doc` with some keys dropped or given values of any kind."""
+    doc = dict(doc)
+    keys = st.sampled_from([*doc, "format", "surplus"])
+    for key in data.draw(st.lists(keys, max_size=1)):
+        if data.draw(st.booleans()):
+            doc.pop(key, None)
+        else:
+            doc[key] = data.draw(_ANY)
+    return doc
+
+
+@settings(max_examples=500)
+@given(
+    st.fixed_dictionaries(
+        {
+            "format": st.sampled_from([1, 1, 1, True, 1.0, 2]),
+            "entry": _TEXT,
+            "dist": st.none() | _TEXT,
+            "version": st.none() | _TEXT,
+            "tags": st.lists(_TEXT, max_size=2),
+            "referrers": st.lists(_REFERRER, max_size=3),
+        }
+    ),
+    st.data(),
+)
+def test_fast_refs_accept_only_what_the_model_accepts(doc: dict[str, Any], data: Any) -> None:
+    doc = _mutated(doc, data)
+    fast = refs.fast_refs(doc)
+    if fast is None:
+        return  # the model decides (RefsStore.load falls back to it)
+    model = EntryRefs.model_validate(doc)  # raises if the fast reader took too much
+    assert fast == refs.refs_from_model(model)
+
+
+@settings(max_examples=500)
+@given(
+    st.fixed_dictionaries(
+        {
+            "format": st.sampled_from([1, 1, True, 2]),
+            "path": _TEXT,
+            "host": _TEXT,
+            "site_dirs": st.lists(_TEXT, max_size=2),
+            "mount": st.none() | _TEXT,
+            "command": _TEXT,
+            "recorded_at": _TIMES,
+            "entries": st.lists(_TEXT, max_size=2),
+        }
+    ),
+    st.data(),
+)
+def test_fast_env_accepts_only_what_the_model_accepts(doc: dict[str, Any], data: Any) -> None:
+    doc = _mutated(doc, data)
+    fast = refs.fast_env(doc)
+    if fast is None:
+        return
+    model = EnvRecord.model_validate(doc)
+    assert fast == refs.KnownEnv(
+        model.path,
+        model.host,
+        tuple(model.site_dirs),
+        model.mount,
+        model.command,
+        refs._time(model.recorded_at),
+        tuple(model.entries),
+    )
+
+
+def test_fast_reader_takes_what_the_store_writes(tmp_path: Path) -> None:
+    """The common case must not fall back to pydantic (that is the point of it)."""
+    store = RefsStore(tmp_path / "state", tmp_path / "cache")
+    with store.locked():
+        store.record(
+            tmp_path / "env",
+            {"AbC-123_xyzXYZ00": "hardlink"},
+            "install",
+            lambda e: ("numpy", "2.4.6", ["py3-none-any"]),
+        )
+        store.save_env(str(tmp_path / "env"), [], "/", "install", ["AbC-123_xyzXYZ00"])
+    assert refs.fast_refs(json.loads(store.refs_path("AbC-123_xyzXYZ00").read_text()))
+    assert refs.fast_env(json.loads(next(store.envs_dir.glob("*.json")).read_text()))

@@ -63,3 +63,12 @@ class StoreInfo(BaseModel):
 
     format: Literal[1] = FORMAT
     cache: str
+
+
+class ArchiveSizes(BaseModel):
+    """`sizes.json`: what each archive occupied when first measured, keyed by entry, with
+    the inode and mtime (ns) of its directory so a recreated archive is measured again.
+    A cache for dry runs and policies; what a collect frees is measured as it deletes."""
+
+    format: Literal[1] = FORMAT
+    archives: dict[str, tuple[int, int, int]] = Field(default_factory=dict)

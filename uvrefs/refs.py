@@ -5,21 +5,24 @@ per tracked entry and one record per tracked environment.
 Writes go to a temp file in the same directory and are renamed into place; every
 read-modify-write holds the store's file lock, so parallel installs never lose a ref.
 
-The formats are defined (and validated on every read) by the pydantic models in
-`uvrefs.formats`. The install path writes them with `json` alone, because importing
-pydantic costs more than uv's own no-op install; `tests/test_formats.py` pins the two
-together (what `record` writes is exactly what the models dump)."""
+The formats are defined by the pydantic models in `uvrefs.formats`. Importing pydantic
+costs more than uv's own no-op install (and more than a whole collect of a mid-sized
+cache), so this module writes with `json` and reads through a strict check of the current
+format into plain tuples (`Refs`, `Ref`, `KnownEnv`); a file that check does not accept
+as it is goes to the pydantic model, which accepts it (migrating it) or says what is wrong.
+`tests/test_formats.py` pins both directions to the models."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
 from uvrefs import stamps
 from uvrefs.cache import ENTRY_ID
@@ -27,7 +30,7 @@ from uvrefs.errors import StoreError
 
 if TYPE_CHECKING:
     from uvrefs.envs import How
-    from uvrefs.formats import EntryRefs, EnvRecord
+    from uvrefs.formats import EntryRefs
 
 FORMAT = 1  # the version of every file written here; equals formats.FORMAT (a test pins it)
 REFS_SUFFIX = ".refs"
@@ -56,6 +59,130 @@ def host_id() -> str:
 def now() -> str:
     """UTC now, written as pydantic writes datetimes."""
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Ref(NamedTuple):
+    """A `formats.Referrer` as read."""
+
+    env: str
+    host: str
+    how: str
+    command: str
+    recorded_at: str
+
+
+class Refs(NamedTuple):
+    """A `formats.EntryRefs` as read."""
+
+    entry: str
+    dist: str | None
+    version: str | None
+    tags: tuple[str, ...]
+    referrers: tuple[Ref, ...]
+
+
+class KnownEnv(NamedTuple):
+    """A `formats.EnvRecord` as read."""
+
+    path: str
+    host: str
+    site_dirs: tuple[str, ...]
+    mount: str | None
+    command: str
+    recorded_at: str
+    entries: tuple[str, ...]
+
+
+HOWS = frozenset({"symlink", "hardlink", "content", "build"})
+REF_KEYS = frozenset(Ref._fields)
+# RFC 3339, as uvrefs writes times: a subset of what pydantic reads as a datetime.
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
+
+
+def _is_time(value: object) -> bool:
+    if not (isinstance(value, str) and TIME.fullmatch(value)):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_current(data: object) -> TypeGuard[dict[str, Any]]:
+    return isinstance(data, dict) and type(data.get("format")) is int and data["format"] == FORMAT
+
+
+def _strs(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _opt_str(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _fast_ref(r: object) -> Ref | None:
+    if not (isinstance(r, dict) and r.keys() == REF_KEYS):
+        return None
+    ok = all(isinstance(r[k], str) for k in Ref._fields) and r["how"] in HOWS
+    return Ref(**r) if ok and _is_time(r["recorded_at"]) else None
+
+
+def fast_refs(data: object) -> Refs | None:
+    """`data` as `Refs` if it is exactly the current format, else None (then pydantic
+    decides). Accepts nothing `formats.EntryRefs` refuses (tests/test_formats.py)."""
+    if not _is_current(data):
+        return None
+    if not (data.keys() <= {"format", *Refs._fields} and isinstance(data.get("entry"), str)):
+        return None
+    tags, referrers = data.get("tags", []), data.get("referrers", [])
+    if not (_opt_str(data.get("dist")) and _opt_str(data.get("version")) and _strs(tags)):
+        return None
+    if not isinstance(referrers, list):
+        return None
+    refs = tuple(_fast_ref(r) for r in referrers)
+    if any(r is None for r in refs):
+        return None
+    return Refs(data["entry"], data.get("dist"), data.get("version"), tuple(tags), refs)  # type: ignore[arg-type]
+
+
+def fast_env(data: object) -> KnownEnv | None:
+    """`data` as `KnownEnv` if it is exactly the current format, else None."""
+    if not _is_current(data):
+        return None
+    if not data.keys() <= {"format", *KnownEnv._fields}:
+        return None
+    site_dirs, entries = data.get("site_dirs", []), data.get("entries", [])
+    if not (
+        isinstance(data.get("path"), str)
+        and isinstance(data.get("host"), str)
+        and isinstance(data.get("command"), str)
+        and _opt_str(data.get("mount"))
+        and _strs(site_dirs)
+        and _strs(entries)
+        and _is_time(data.get("recorded_at"))
+    ):
+        return None
+    return KnownEnv(
+        data["path"],
+        data["host"],
+        tuple(site_dirs),
+        data.get("mount"),
+        data["command"],
+        data["recorded_at"],
+        tuple(entries),
+    )
+
+
+def refs_from_model(model: EntryRefs) -> Refs:
+    refs = tuple(
+        Ref(r.env, r.host, r.how, r.command, _time(r.recorded_at)) for r in model.referrers
+    )
+    return Refs(model.entry, model.dist, model.version, tuple(model.tags), refs)
+
+
+def _time(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 class CorruptRefs(Exception):
@@ -117,12 +244,8 @@ class RefsStore:
         ids = (n.removesuffix(REFS_SUFFIX) for n in names if n.endswith(REFS_SUFFIX))
         return sorted(i for i in ids if ENTRY_ID.fullmatch(i))
 
-    def load(self, entry_id: str) -> EntryRefs | None:
+    def load(self, entry_id: str) -> Refs | None:
         """The refs of an entry, None if it has none; raises CorruptRefs if unreadable."""
-        from pydantic import ValidationError
-
-        from uvrefs.formats import FORMAT, EntryRefs
-
         try:
             raw = self.refs_path(entry_id).read_bytes()
         except FileNotFoundError:
@@ -133,13 +256,9 @@ class RefsStore:
             data = json.loads(raw)
         except ValueError:
             raise CorruptRefs("not valid JSON (truncated or garbage)") from None
-        version = data.get("format") if isinstance(data, dict) else None
-        if isinstance(version, int) and version > FORMAT:
-            raise CorruptRefs(f"format {version} is newer than this uvrefs ({FORMAT}); upgrade")
-        try:
-            refs = EntryRefs.model_validate(data)
-        except ValidationError as exc:
-            raise CorruptRefs(f"invalid: {exc.errors()[0]['msg']}") from None
+        refs = fast_refs(data)
+        if refs is None:
+            refs = _validated_refs(data)
         if refs.entry != entry_id:
             raise CorruptRefs(f"names entry {refs.entry!r}, not {entry_id!r}")
         return refs
@@ -229,16 +348,37 @@ class RefsStore:
         stamped = {e: known.get(e, now) for e in sorted(dead)}
         _write_json(self.dir / "dead-since.json", {"format": FORMAT, "dead_since": stamped})
 
+    # -- archive sizes (archives never change once uv has written them)
+
+    def archive_sizes(self) -> dict[str, tuple[int, int, int]]:
+        """entry -> (inode, mtime_ns, bytes) as measured earlier; empty if unreadable.
+        A cache, never a safety fact: a wrong or missing figure only costs a walk."""
+        try:
+            data = json.loads((self.dir / "sizes.json").read_bytes())
+            if data.get("format") != FORMAT:
+                return {}
+            return {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in data["archives"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+            return {}
+
+    def save_archive_sizes(self, sizes: Mapping[str, tuple[int, int, int]]) -> None:
+        """Replace the size cache (formats.ArchiveSizes); last writer wins, which is fine."""
+        self._ensure_dirs()
+        archives = {k: list(v) for k, v in sorted(sizes.items())}
+        _write_json(self.dir / "sizes.json", {"format": FORMAT, "archives": archives})
+
     # -- environment records
 
     def env_path(self, env: Path) -> Path:
         return self.envs_dir / f"{stamps.env_key(str(env))}.json"
 
-    def env_records(self) -> list[EnvRecord]:
-        from pydantic import ValidationError
+    def stamp_path(self, env: str) -> str:
+        """The env's fingerprint at its last record (written by the install path)."""
+        return str(self.envs_dir / f"{stamps.env_key(env)}.stamp")
 
-        from uvrefs.formats import EnvRecord
-
+    def env_records(self) -> list[KnownEnv]:
+        """Every readable env record (an unreadable one is skipped: its env's entries are
+        still held by their refs)."""
         records = []
         try:
             names = sorted(n for n in os.listdir(self.envs_dir) if n.endswith(".json"))
@@ -246,11 +386,12 @@ class RefsStore:
             return []
         for name in names:
             try:
-                records.append(
-                    EnvRecord.model_validate(json.loads((self.envs_dir / name).read_bytes()))
-                )
-            except (OSError, ValueError, ValidationError):
+                data = json.loads((self.envs_dir / name).read_bytes())
+            except (OSError, ValueError):
                 continue
+            record = fast_env(data) or _validated_env(data)
+            if record is not None:
+                records.append(record)
         return records
 
     def save_env(
@@ -270,6 +411,41 @@ class RefsStore:
                 "entries": entries,
             },
         )
+
+
+def _validated_refs(data: Any) -> Refs:
+    """Refs the fast check did not take as they are: pydantic accepts them or says why."""
+    from pydantic import ValidationError
+
+    from uvrefs.formats import FORMAT, EntryRefs
+
+    version = data.get("format") if isinstance(data, dict) else None
+    if isinstance(version, int) and version > FORMAT:
+        raise CorruptRefs(f"format {version} is newer than this uvrefs ({FORMAT}); upgrade")
+    try:
+        return refs_from_model(EntryRefs.model_validate(data))
+    except ValidationError as exc:
+        raise CorruptRefs(f"invalid: {exc.errors()[0]['msg']}") from None
+
+
+def _validated_env(data: Any) -> KnownEnv | None:
+    from pydantic import ValidationError
+
+    from uvrefs.formats import EnvRecord
+
+    try:
+        m = EnvRecord.model_validate(data)
+    except ValidationError:
+        return None
+    return KnownEnv(
+        m.path,
+        m.host,
+        tuple(m.site_dirs),
+        m.mount,
+        m.command,
+        _time(m.recorded_at),
+        tuple(m.entries),
+    )
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
