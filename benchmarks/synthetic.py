@@ -29,7 +29,8 @@ def build(root: Path, entries: int, files_per_entry: int, envs: int, seed: int =
     from uvrefs.cache import Cache
     from uvrefs.envs import ArchiveIndex
     from uvrefs.refs import RefsStore
-    from uvrefs.targets import Target
+    from uvrefs.stamps import write_stamp
+    from uvrefs.targets import Target, fingerprint
     from uvrefs.track import record_env
 
     rng = random.Random(seed)
@@ -79,8 +80,10 @@ def build(root: Path, entries: int, files_per_entry: int, envs: int, seed: int =
     c = Cache.open(cache)
     store = RefsStore(state, c.root)
     index = ArchiveIndex(c)
-    for env in env_paths:
-        record_env(c, store, Target(str(env)), "install", index=index)
+    for env in env_paths:  # as `uvrefs install` does: record, then stamp the fingerprint
+        target = Target(str(env))
+        record_env(c, store, target, "install", index=index)
+        write_stamp(store.stamp_path(target.path), fingerprint(target))
     dead_envs = env_paths[: envs // 2]
     dead_entries = [i for e in range(envs // 2) for i in own[e::envs]]
     for env in dead_envs:

@@ -96,17 +96,26 @@ def test_dry_run_changes_nothing(world: World) -> None:
     shutil.rmtree(env)
 
     def snapshot():
-        return {
+        """uv's cache, and every file of the refs store but `sizes.json`: a cache of
+        archive sizes that any run may add to (derived data, see docs/design.md)."""
+        cache = {str(p): p.lstat().st_mtime_ns for p in world.cache.rglob("*")}
+        state = {
             str(p): p.lstat().st_mtime_ns
-            for base in (world.cache, world.state)
-            for p in base.rglob("*")
+            for p in world.state.rglob("*")
+            if p.is_file() and p.name != "sizes.json"
         }
+        return cache | state
 
     before = snapshot()
     out = json.loads(world.uvrefs("collect", "--dry-run", "--json").stdout)
     assert snapshot() == before
     assert [d["dist"] for d in out["freed"]] == ["alpha"] and out["dry_run"] is True
     assert out["bytes_freed"] > 0
+    assert list(world.state.rglob("sizes.json")), "the dry run remembered the archive's size"
+    remembered = json.loads(world.uvrefs("collect", "--dry-run", "--json").stdout)
+    assert remembered["bytes_freed"] == out["bytes_freed"]
+    real = json.loads(world.uvrefs("collect", "--json").stdout)
+    assert real["bytes_freed"] == out["bytes_freed"]
 
 
 def test_local_wheel_installs_again_after_its_entry_was_collected(world: World) -> None:
@@ -281,3 +290,42 @@ def test_reported_bytes_match_uv_cache_size(world: World) -> None:
     done = json.loads(world.uvrefs("collect", "--json").stdout)
     assert done["bytes_freed"] == dry["bytes_freed"] == before - cache_size() > 2**20
     assert {d["dist"] for d in done["freed"]} == {"big", "gamma", "tinybackend"}
+
+
+def test_a_stale_env_record_never_frees_what_the_env_uses(world: World) -> None:
+    """Planning believes the record of an env whose fingerprint is unchanged, instead of
+    scanning it; the sweep re-scans under the lock every env it relies on. So a record
+    that lies can add a candidate to the plan, but never lose a live entry. (Copy mode:
+    with hard links, the link count alone would keep the entry.)"""
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "--link-mode", "copy", "-p", env, *world.offline(), "alpha==1.0")
+    before = world.archives()
+    (record,) = world.state.rglob("envs/*.json")
+    doc = json.loads(record.read_text())
+    record.write_text(json.dumps({**doc, "entries": []}))
+    dry = json.loads(world.uvrefs("collect", "--dry-run", "--json").stdout)
+    assert [d["dist"] for d in dry["freed"]] == ["alpha"]  # the record was believed...
+    out = json.loads(world.uvrefs("collect", "--json").stdout)
+    assert out["freed"] == [] and world.archives() == before  # ...but not by the sweep
+    assert [d["reason"] for d in out["kept"]] == [f"used by {env}"]
+    world.uv(
+        "pip",
+        "install",
+        "-q",
+        "--offline",
+        "--reinstall",
+        "-p",
+        env,
+        *world.offline(),
+        "alpha==1.0",
+    )
+
+
+def test_an_env_changed_by_plain_uv_is_scanned_not_trusted(world: World) -> None:
+    """uv changing an env outside uvrefs changes its fingerprint, so collect scans it."""
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    world.uv("pip", "install", "-q", "-p", env, *world.offline(), "alpha==2.0")
+    out = json.loads(world.uvrefs("collect", "--json").stdout)
+    assert [(d["dist"], d["version"]) for d in out["freed"]] == [("alpha", "1.0")]
+    world.run(env / "bin/python", "-c", "import alpha")

@@ -409,3 +409,28 @@ def test_other_hosts_refs_are_kept_unless_uvrefs_host_says_same(world: World) ->
         world.uvrefs("collect", "--json", extra_env={"UVREFS_HOST": "runner-1"}).stdout
     )
     assert [d["dist"] for d in out["freed"]] == ["alpha"]
+
+
+def test_delete_tree_measures_as_it_deletes_and_stays_inside(tmp_path: Path) -> None:
+    """The sweep's one-pass delete reports what the separate walk would have measured,
+    follows no symlink out of the tree, and leaves a file's other hard links alone."""
+    from uvrefs.cache import SizeTally, delete_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the cache's")
+    tree = tmp_path / "tree"
+    (tree / "pkg/sub").mkdir(parents=True)
+    (tree / "pkg/sub/big.bin").write_bytes(b"x" * 100_000)
+    (tree / "pkg/shared.py").write_text("y = 2\n")
+    (tree / "pkg/out").symlink_to(outside)
+    (tree / "pkg/dangling").symlink_to(tmp_path / "nowhere")
+    os.link(tree / "pkg/shared.py", tmp_path / "elsewhere.py")
+    walked = SizeTally()
+    walked.add_tree(tree)
+    deleted = SizeTally()
+    delete_tree(tree, deleted)
+    assert not tree.exists()
+    assert deleted.freed == walked.freed > 100_000 and deleted.occupied == walked.occupied
+    assert (outside / "keep").read_text() == "not the cache's"
+    assert (tmp_path / "elsewhere.py").read_text() == "y = 2\n"

@@ -6,6 +6,7 @@ See docs/design.md for where each fact lives in uv's source."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -145,6 +146,7 @@ def read_dist_infos(archive: str) -> tuple[str, ...]:
 
 
 def _walk_pointers(top: Path, cache: Cache) -> Iterator[tuple[Path, str]]:
+    archive_dirs = {str(d) for d in cache.archive_dirs}
     stack = [str(top)]
     while stack:
         current = stack.pop()
@@ -155,7 +157,7 @@ def _walk_pointers(top: Path, cache: Cache) -> Iterator[tuple[Path, str]]:
         with it:
             for entry in it:
                 if entry.is_symlink():
-                    archive_id = _archive_of_link(Path(entry.path), os.readlink(entry.path), cache)
+                    archive_id = _archive_of_link(current, os.readlink(entry.path), archive_dirs)
                     if archive_id:
                         yield Path(entry.path), archive_id
                 elif entry.is_dir(follow_symlinks=False):
@@ -167,10 +169,13 @@ def _walk_pointers(top: Path, cache: Cache) -> Iterator[tuple[Path, str]]:
                         yield Path(entry.path), archive_id
 
 
-def _archive_of_link(link: Path, target: str, cache: Cache) -> str | None:
-    resolved = Path(os.path.normpath(link.parent / target))
-    if resolved.parent in cache.archive_dirs and ENTRY_ID.fullmatch(resolved.name):
-        return resolved.name
+def _archive_of_link(parent: str, target: str, archive_dirs: set[str]) -> str | None:
+    """The archive id a pointer at `parent/<link>` -> `target` names, if it lies in an
+    archive bucket (strings, not Path: a cache has one pointer per wheel)."""
+    resolved = os.path.normpath(os.path.join(parent, target))
+    bucket, name = os.path.split(resolved)
+    if bucket in archive_dirs and ENTRY_ID.fullmatch(name):
+        return name
     return None
 
 
@@ -212,15 +217,17 @@ class SizeTally:
 
     def add_tree(self, path: Path) -> None:
         for st in _lstat_tree(path):
-            if stat.S_ISDIR(st.st_mode):
-                self.directories += st.st_blocks * 512
-                continue
-            if st.st_nlink > self.max_links and stat.S_ISREG(st.st_mode):
-                self.max_links = st.st_nlink
-            seen = self._files.setdefault(
-                (st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512]
-            )
-            seen[0] += 1
+            self.add(st)
+
+    def add(self, st: os.stat_result) -> None:
+        """Count one path (by its lstat) as deleted."""
+        if stat.S_ISDIR(st.st_mode):
+            self.directories += st.st_blocks * 512
+            return
+        if st.st_nlink > self.max_links and stat.S_ISREG(st.st_mode):
+            self.max_links = st.st_nlink
+        seen = self._files.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512])
+        seen[0] += 1
 
     @property
     def occupied(self) -> int:
@@ -257,3 +264,40 @@ def _lstat_tree(path: Path) -> Iterator[os.stat_result]:
                 yield est
                 if stat.S_ISDIR(est.st_mode):
                     stack.append(entry.path)
+
+
+def delete_tree(path: Path, tally: SizeTally) -> None:
+    """Delete `path` (a tree or a single file), counting in `tally` what each deleted path
+    frees, in the same pass: lstat, then unlink, as `rm -rf` walks but measured. Works
+    through directory descriptors opened with O_NOFOLLOW and never crosses into another
+    file system, so it stays inside the tree it was given."""
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            _empty_dir(fd, st.st_dev, tally)
+        finally:
+            os.close(fd)
+        os.rmdir(path)
+    else:
+        os.unlink(path)
+    tally.add(st)
+
+
+def _empty_dir(dir_fd: int, device: int, tally: SizeTally) -> None:
+    with os.scandir(dir_fd) as it:
+        entries = list(it)
+    for entry in entries:
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            if st.st_dev != device:
+                raise OSError(errno.EXDEV, "a file system is mounted inside", entry.name)
+            fd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                _empty_dir(fd, device, tally)
+            finally:
+                os.close(fd)
+            os.rmdir(entry.name, dir_fd=dir_fd)
+        else:
+            os.unlink(entry.name, dir_fd=dir_fd)
+        tally.add(st)

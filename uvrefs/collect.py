@@ -21,13 +21,15 @@ from uvrefs.cache import (
     Cache,
     Pointer,
     SizeTally,
+    delete_tree,
     read_dist_infos,
     split_dist_info,
 )
-from uvrefs.envs import ArchiveIndex, EnvScan, scan_env
+from uvrefs.envs import ArchiveIndex, EnvScan, How, scan_env
 from uvrefs.errors import StoreError
-from uvrefs.formats import EntryRefs, EnvRecord, Referrer
-from uvrefs.refs import CorruptRefs, RefsStore, host_id
+from uvrefs.refs import CorruptRefs, KnownEnv, Ref, Refs, RefsStore, host_id
+from uvrefs.stamps import read_stamp
+from uvrefs.targets import Target, fingerprint
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Facts:
 
     host: str
     archives: frozenset[str]
-    refs: Mapping[str, EntryRefs]
+    refs: Mapping[str, Refs]
     corrupt: Mapping[str, str] = field(default_factory=dict)
     envs: Mapping[str, EnvScan] = field(default_factory=dict)
     uv_owned: frozenset[str] = frozenset()
@@ -112,7 +114,7 @@ class Removal:
 # ---------------------------------------------------------------- plan (pure)
 
 
-def referrer_verdict(ref: Referrer, entry: str, facts: Facts) -> tuple[str, str]:
+def referrer_verdict(ref: Ref, entry: str, facts: Facts) -> tuple[str, str]:
     """("holds" | "dead" | "unsure", why) for one reference to `entry`."""
     if ref.host != facts.host:
         return "unsure", f"recorded on another host ({ref.host[:12]}) for {ref.env}"
@@ -147,7 +149,7 @@ def plan_collection(facts: Facts) -> Plan:
             untracked += 1
             continue
 
-        def decide(is_free: bool, reason: str, refs: EntryRefs = refs) -> Decision:
+        def decide(is_free: bool, reason: str, refs: Refs = refs) -> Decision:
             return Decision(refs.entry, refs.dist, refs.version, tuple(refs.tags), is_free, reason)
 
         verdicts = [referrer_verdict(r, entry, facts) for r in refs.referrers]
@@ -271,7 +273,7 @@ class Survey:
     facts: Facts
     pointers: dict[str, list[Pointer]]
     index: ArchiveIndex
-    records: dict[str, EnvRecord]
+    records: dict[str, KnownEnv]
 
     def scan(self, env: str) -> EnvScan:
         """Scan `env` now, with what its record adds (extra site dirs, its mount point)."""
@@ -279,12 +281,31 @@ class Survey:
         extra = [Path(s) for s in record.site_dirs] if record else []
         return scan_env(Path(env), self.index, extra, record.mount if record else None)
 
+    def scan_or_reuse(self, env: str, store: RefsStore, recorded: Mapping[str, How]) -> EnvScan:
+        """For planning: an env whose fingerprint still matches the stamp of its last
+        record uses what that record says (`recorded`: entry -> how, from the refs), so
+        it is not scanned again. The sweep re-scans, under the lock, every env it relies
+        on, so a stale record can only add candidates that are then kept, never lose one."""
+        record = self.records.get(env)
+        if record is None or record.host != self.facts.host:
+            return self.scan(env)
+        current = fingerprint(Target(env, record.site_dirs))
+        if read_stamp(store.stamp_path(env)) != current or not os.path.isdir(env):
+            return self.scan(env)
+        entries = set(record.entries)
+        uses = {e: how for e, how in recorded.items() if e in entries}
+        return EnvScan(Path(env), "alive", "", uses, reused=True)
+
 
 Progress = Callable[[str, int, int], None]  # (what, done, total): long scans report here
 
 
-def gather_facts(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Survey:
-    refs: dict[str, EntryRefs] = {}
+def gather_facts(
+    cache: Cache, store: RefsStore, progress: Progress | None = None, *, reuse: bool = False
+) -> Survey:
+    """Read the refs, the cache and every referencing env. With `reuse`, envs unchanged
+    since their last record are not scanned again (`Survey.scan_or_reuse`)."""
+    refs: dict[str, Refs] = {}
     corrupt: dict[str, str] = {}
     for entry in store.entry_ids():
         try:
@@ -298,17 +319,21 @@ def gather_facts(cache: Cache, store: RefsStore, progress: Progress | None = Non
     index = ArchiveIndex(cache, archives)
     records = {r.path: r for r in store.env_records()}
     host = host_id()
-    env_paths = {r.env for entry in refs.values() for r in entry.referrers if r.host == host}
+    recorded: dict[str, dict[str, How]] = {}
+    for entry, entry_refs in refs.items():
+        for r in entry_refs.referrers:
+            if r.host == host:
+                recorded.setdefault(r.env, {})[entry] = r.how  # type: ignore[assignment]
     pointers = cache.pointers()
     uv_owned = frozenset(
         i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps)
     )
     survey = Survey(Facts(host, frozenset(a.id for a in archives), refs), pointers, index, records)
     envs = {}
-    for number, env in enumerate(sorted(env_paths)):
+    for number, env in enumerate(sorted(recorded)):
         if progress:
-            progress("scanning environments", number, len(env_paths))
-        envs[env] = survey.scan(env)
+            progress("scanning environments", number, len(recorded))
+        envs[env] = survey.scan_or_reuse(env, store, recorded[env]) if reuse else survey.scan(env)
     survey.facts = Facts(host, survey.facts.archives, refs, corrupt, envs, uv_owned)
     return survey
 
@@ -316,24 +341,62 @@ def gather_facts(cache: Cache, store: RefsStore, progress: Progress | None = Non
 def measure(
     cache: Cache,
     survey: Survey,
+    store: RefsStore,
     entries: list[str],
     going: set[str],
     progress: Progress | None = None,
 ) -> tuple[dict[str, int], frozenset[str]]:
-    """What deleting each entry really frees (one walk of exactly the paths it removes),
-    and which entries still have files hard-linked from outside the cache."""
+    """What deleting each entry frees, for planning and dry runs, and which entries still
+    have files hard-linked from outside the cache.
+
+    uv never changes an archive once written, so each archive tree is walked once and its
+    size remembered (keyed by the directory's inode and mtime); pointers, sidecars and sdist
+    revisions are walked every time. A remembered archive counts as freed whole unless its
+    METADATA has another link (uv links every file of an install alike). The sweep measures
+    again, exactly, as it deletes: that is the figure a collect reports."""
+    known = store.archive_sizes()
+    remembered = dict(known)
     sizes: dict[str, int] = {}
     linked = set()
     for number, entry in enumerate(entries):
         if progress:
             progress("sizing entries", number, len(entries))
         tally = SizeTally()
+        archive_bytes = 0
         for doomed in entry_paths(cache, entry, survey.pointers, going):
-            tally.add_tree(doomed.path)
-        if tally.max_links > 1:
+            if doomed.kind == "tree" and doomed.path.parent in cache.archive_dirs:
+                archive_bytes = _archive_size(entry, doomed.path, remembered, tally)
+            else:
+                tally.add_tree(doomed.path)
+        if tally.max_links > 1 or _linked_elsewhere(cache, entry):
             linked.add(entry)
-        sizes[entry] = tally.freed
+        sizes[entry] = tally.freed + archive_bytes
+    if remembered != known:
+        try:
+            store.save_archive_sizes(
+                {e: v for e, v in remembered.items() if e in survey.facts.archives}
+            )
+        except (OSError, StoreError):
+            pass  # only a cache: the next run walks again
     return sizes, frozenset(linked)
+
+
+def _archive_size(
+    entry: str, path: Path, remembered: dict[str, tuple[int, int, int]], tally: SizeTally
+) -> int:
+    """An archive tree's size: remembered, or walked now (noting its links in `tally`)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    known = remembered.get(entry)
+    if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
+        return known[2]
+    walked = SizeTally()
+    walked.add_tree(path)
+    tally.max_links = max(tally.max_links, walked.max_links)
+    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.occupied)
+    return walked.occupied
 
 
 def plan_with_policy(
@@ -344,7 +407,7 @@ def plan_with_policy(
     base = plan_collection(facts)
     wants_untracked = policy.untracked or policy.budget is not None
     candidates = [d.entry for d in base.free] + (untracked_ids(facts) if wants_untracked else [])
-    sizes, linked = measure(cache, survey, candidates, set(candidates), progress)
+    sizes, linked = measure(cache, survey, store, candidates, set(candidates), progress)
     names: dict[str, tuple[str | None, str | None]] = {}
     unpacked: dict[str, float] = {}
     for archive in survey.index.cache.archives() if wants_untracked else []:
@@ -368,7 +431,7 @@ def plan_with_policy(
     plan = apply_policy(plan_collection(facts), facts, policy)
     going = {d.entry for d in plan.free}
     if going != set(candidates):  # an sdist revision goes only with its last wheel
-        sizes.update(measure(cache, survey, sorted(going), going)[0])
+        sizes.update(measure(cache, survey, store, sorted(going), going)[0])
     return replace(plan, free=tuple(replace(d, bytes=sizes.get(d.entry, 0)) for d in plan.free))
 
 
@@ -409,7 +472,7 @@ def apply_plan(
         for decision in going:
             try:
                 doomed = entry_paths(cache, decision.entry, survey.pointers, going_ids)
-                remove_entry(cache, decision.entry, doomed)
+                measured = remove_entry(cache, decision.entry, doomed)
             except OSError as exc:
                 errors.append(f"{decision.entry}: {exc.strerror or exc} ({exc.filename})")
                 continue
@@ -418,7 +481,7 @@ def apply_plan(
                 store.delete(decision.entry)
             except OSError as exc:  # the entry is gone all the same; its refs are now stale
                 warnings.add(_store_warning(store, exc))
-            freed.append(decision)
+            freed.append(replace(decision, bytes=measured))
         empty_trash(cache)
         held = time.monotonic() - started
     try:
@@ -546,16 +609,21 @@ class CrashHook:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
-def remove_entry(cache: Cache, entry: str, doomed: list[Doomed]) -> None:
-    """Remove an entry's paths in order; trees are renamed into the trash, then deleted."""
+def remove_entry(cache: Cache, entry: str, doomed: list[Doomed]) -> int:
+    """Remove an entry's paths in order (trees are renamed into the trash, then deleted)
+    and return the bytes that really freed, measured path by path as it deletes."""
+    tally = SizeTally()
     for number, item in enumerate(doomed):
         CrashHook.step()
         if not os.path.lexists(item.path):
             continue
         if item.kind == "tree":
-            _delete_via_trash(cache, item.path, f"{entry}-{number}")
+            _delete_via_trash(cache, item.path, f"{entry}-{number}", tally)
         elif item.kind == "file" or _points_to(item.path, entry):
+            st = os.lstat(item.path)
             item.path.unlink()
+            tally.add(st)
+    return tally.freed
 
 
 def _points_to(link: Path, entry: str) -> bool:
@@ -565,7 +633,7 @@ def _points_to(link: Path, entry: str) -> bool:
         return False
 
 
-def _delete_via_trash(cache: Cache, path: Path, name: str) -> None:
+def _delete_via_trash(cache: Cache, path: Path, name: str, tally: SizeTally) -> None:
     """Rename out of uv's sight first (atomic, same filesystem), then delete."""
     trash = cache.root / TRASH_DIR
     trash.mkdir(exist_ok=True)
@@ -574,7 +642,7 @@ def _delete_via_trash(cache: Cache, path: Path, name: str) -> None:
         shutil.rmtree(moved)
     os.rename(path, moved)
     CrashHook.step()
-    shutil.rmtree(moved)
+    delete_tree(moved, tally)
 
 
 def empty_trash(cache: Cache) -> None:
@@ -595,7 +663,7 @@ def tidy_refs(plan: Plan, store: RefsStore, survey: Survey) -> None:
     facts = survey.facts
     with store.locked():
         for scan in facts.envs.values():
-            if scan.state == "alive":
+            if scan.state == "alive" and not scan.reused:
                 store.record(scan.path, scan.uses, "collect", survey.index.cache.describe)
         for entry in plan.stale:
             store.delete(entry)
@@ -628,7 +696,7 @@ def collect(
     progress: Progress | None = None,
 ) -> Removal:
     """Mark, plan, measure, then sweep (or, for a dry run, report the plan)."""
-    survey = gather_facts(cache, store, progress)
+    survey = gather_facts(cache, store, progress, reuse=True)
     plan = plan_with_policy(cache, store, survey, policy, progress)
     if dry_run:
         return dry_run_result(plan, cache, survey, store)

@@ -29,6 +29,7 @@ class EnvScan:
     detail: str = ""
     uses: Mapping[str, How] = field(default_factory=dict)
     dists: tuple[str, ...] = ()
+    reused: bool = False  # taken from its last record (unchanged since), not scanned now
 
 
 # ---------------------------------------------------------------- which entries an env uses
