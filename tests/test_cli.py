@@ -47,6 +47,7 @@ def test_collect_json_contract(isolated: Path) -> None:
         "unreadable_refs",
         "warnings",
         "lock_held_seconds",
+        "deleting_seconds",
         "note",
     ]
     assert doc["format"] == 1 and doc["freed"] == [] and doc["dry_run"] is False

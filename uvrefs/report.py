@@ -49,6 +49,7 @@ def removal_json(r: Removal) -> dict[str, Any]:
         "unreadable_refs": list(r.unreadable),
         "warnings": list(r.warnings),
         "lock_held_seconds": round(r.lock_held, 4),
+        "deleting_seconds": round(r.deleting, 4),
         "note": r.note,
     }
 
