@@ -31,9 +31,16 @@ def project(deps: list[str]) -> Path:
 
 
 def sh(*args: str, cwd: Path | None = None, check: bool = True) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "UVREFS_", "VIRTUAL_ENV"))}
-    env.update(UV_CACHE_DIR=str(WORK / "cache"), UVREFS_DIR=str(WORK / "state"), UVREFS_HOST="ci",
-               UVREFS_UV=UV, UV_PYTHON_DOWNLOADS="never")
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("UV_", "UVREFS_", "VIRTUAL_ENV"))
+    }
+    env.update(
+        UV_CACHE_DIR=str(WORK / "cache"),
+        UVREFS_DIR=str(WORK / "state"),
+        UVREFS_HOST="ci",
+        UVREFS_UV=UV,
+        UV_PYTHON_DOWNLOADS="never",
+    )
     done = subprocess.run(list(args), cwd=cwd, env=env, check=False, capture_output=True, text=True)
     if check and done.returncode != 0:
         raise SystemExit(f"{args} failed:\n{done.stderr}")
@@ -62,7 +69,9 @@ def main() -> None:
         run(RUN1, "nothing")  # yesterday's job filled the cache
         saved = run(RUN2, after)  # today's job, dependencies moved on
         root = project(RUN2)  # tomorrow's job, same dependencies, no network
-        offline = sh(UV, "sync", "-q", "--offline", "--python", sys.executable, cwd=root, check=False)
+        offline = sh(
+            UV, "sync", "-q", "--offline", "--python", sys.executable, cwd=root, check=False
+        )
         rows.append((after, saved, offline == "0"))
     for after, saved, ok in rows:
         print(f"| {after} | {saved / 2**20:.1f} MiB | {'yes' if ok else 'no'} |")
