@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -329,3 +331,74 @@ def test_an_env_changed_by_plain_uv_is_scanned_not_trusted(world: World) -> None
     out = json.loads(world.uvrefs("collect", "--json").stdout)
     assert [(d["dist"], d["version"]) for d in out["freed"]] == [("alpha", "1.0")]
     world.run(env / "bin/python", "-c", "import alpha")
+
+
+def test_background_recording_holds_the_lock_until_the_refs_are_written(world: World) -> None:
+    """In a terminal, uvrefs returns once uv is done and records in a child that inherits
+    uv's cache lock. A collect started at once must wait for that child, then see the new
+    env's use, and keep the entry that a deleted env also used."""
+    dead, new = world.venv("dead"), world.venv("new")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0")
+    shutil.rmtree(dead)
+    entry = world.archive_of("alpha", "1.0")
+    env = {**world.env, "UVREFS_RECORD": "background", "UVREFS_TEST_RECORD_DELAY": "1.5"}
+    started = time.monotonic()
+    subprocess.run(  # not through pipes: a reader of them would wait for the child
+        [
+            sys.executable,
+            "-m",
+            "uvrefs",
+            "install",
+            "-q",
+            "--link-mode",
+            "copy",  # no hard link to keep the entry: only the lock and the re-check do
+            "-p",
+            str(new),
+            *world.offline(),
+            "alpha==1.0",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    returned = time.monotonic() - started
+    out = json.loads(world.uvrefs("collect", "--json").stdout)
+    assert returned < 1.5, "the install waited for its recorder"
+    assert time.monotonic() - started >= 1.5, "collect did not wait for the recorder"
+    assert out["freed"] == [] and world.archive_of("alpha", "1.0") == entry
+    assert [d["reason"] for d in out["kept"]] == [f"used by {new}"]
+    world.uv(
+        "pip",
+        "install",
+        "-q",
+        "--offline",
+        "--reinstall",
+        "-p",
+        new,
+        *world.offline(),
+        "alpha==1.0",
+    )
+
+
+def test_recording_stays_in_the_foreground_for_scripts(world: World) -> None:
+    """Without a terminal (scripts, CI), the refs are on disk when uvrefs returns."""
+    env = world.venv("env")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uvrefs",
+            "install",
+            "-q",
+            "-p",
+            str(env),
+            *world.offline(),
+            "alpha==1.0",
+        ],
+        env={**world.env, "UVREFS_TEST_RECORD_DELAY": "5"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    assert len(world.refs()) == 1  # a background recorder would still be asleep

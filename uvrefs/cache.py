@@ -105,6 +105,13 @@ class Cache:
         dist, version = split_dist_info(infos[0])
         return dist, version, wheel_tags(path, infos[0])
 
+    def archive_ids(self) -> set[str]:
+        """The ids of every archive (one directory listing per bucket)."""
+        ids: set[str] = set()
+        for bucket in self.archive_dirs:
+            ids.update(n for n in os.listdir(bucket) if ENTRY_ID.fullmatch(n))
+        return ids
+
     def archives(self) -> Iterator[Archive]:
         """Every archive with the `.dist-info` directories at its top level."""
         for bucket in self.archive_dirs:

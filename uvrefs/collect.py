@@ -316,8 +316,8 @@ def gather_facts(
             continue
         if loaded is not None:
             refs[entry] = loaded
-    archives = list(cache.archives())
-    index = ArchiveIndex(cache, archives)
+    archives = frozenset(cache.archive_ids())
+    index = ArchiveIndex(cache)
     records = {r.path: r for r in store.env_records()}
     host = host_id()
     recorded: dict[str, dict[str, How]] = {}
@@ -329,7 +329,7 @@ def gather_facts(
     uv_owned = frozenset(
         i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps)
     )
-    survey = Survey(Facts(host, frozenset(a.id for a in archives), refs), pointers, index, records)
+    survey = Survey(Facts(host, archives, refs), pointers, index, records)
     envs = {}
     for number, env in enumerate(sorted(recorded)):
         if progress:

@@ -41,11 +41,20 @@ class ArchiveIndex:
 
     def __init__(self, cache: Cache, archives: Iterable[Archive] | None = None) -> None:
         self.cache = cache
-        self.by_dist_info: dict[str, list[Archive]] = {}
-        for archive in cache.archives() if archives is None else archives:
-            for name in archive.dist_infos:
-                self.by_dist_info.setdefault(name, []).append(archive)
+        self._archives = archives
+        self._by_dist_info: dict[str, list[Archive]] | None = None
         self._stats: dict[Path, os.stat_result | None] = {}
+
+    @property
+    def by_dist_info(self) -> dict[str, list[Archive]]:
+        """Built on first use: a collect whose envs are all unchanged never needs it."""
+        if self._by_dist_info is None:
+            self._by_dist_info = {}
+            archives = self.cache.archives() if self._archives is None else self._archives
+            for archive in archives:
+                for name in archive.dist_infos:
+                    self._by_dist_info.setdefault(name, []).append(archive)
+        return self._by_dist_info
 
     def stat(self, path: Path) -> os.stat_result | None:
         if path not in self._stats:

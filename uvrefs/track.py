@@ -130,6 +130,8 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
         code = uv.run_passthrough(uvbin, uv_args)
         if not lock.held and os.path.isfile(os.path.join(root, "CACHEDIR.TAG")):
             lock.acquire()  # uv created the cache just now
+        if lock.held and records_in_background(environ) and _fork_recorder():
+            os._exit(code)  # the recorder now holds uv's lock until the refs are written
         try:
             targets = _targets(kind, uvbin, args, environ)
             new_ids = _archive_names(root) - before
@@ -154,6 +156,41 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
     if environ.get("UVREFS_AUTO_COLLECT"):
         maybe_auto_collect(root, environ["UVREFS_AUTO_COLLECT"], environ)
     return code
+
+
+def records_in_background(environ: Mapping[str, str]) -> bool:
+    """Whether to give the terminal back as soon as uv is done and record after that:
+    `UVREFS_RECORD=background|foreground`; by default in a terminal (stderr is a tty) and
+    not with --verbose. Scripts and CI default to the foreground: they may read the refs,
+    save the cache or end the job right after."""
+    mode = environ.get("UVREFS_RECORD", "")
+    if mode in ("background", "foreground"):
+        return mode == "background"
+    return not environ.get("UVREFS_VERBOSE") and sys.stderr.isatty()
+
+
+def _fork_recorder() -> bool:
+    """Fork a recorder; True in the parent, which should then exit with uv's code.
+
+    The child inherits the descriptor of uv's cache lock, and a `flock` lives as long as
+    any descriptor of it, so the lock stays held, shared, from before uv started until the
+    child has written the refs: a collector still cannot see a half-recorded install. The
+    child leaves the terminal's session, so a Ctrl-C at the new prompt cannot kill it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        return False  # cannot fork: record in the foreground
+    if pid:
+        return True
+    os.setsid()
+    delay = os.environ.get("UVREFS_TEST_RECORD_DELAY")  # tests: widen the window
+    if delay:
+        import time
+
+        time.sleep(float(delay))
+    return False
 
 
 def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> None:
