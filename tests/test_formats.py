@@ -171,3 +171,14 @@ def test_fast_reader_takes_what_the_store_writes(tmp_path: Path) -> None:
         store.save_env(str(tmp_path / "env"), [], "/", "install", ["AbC-123_xyzXYZ00"])
     assert refs.fast_refs(json.loads(store.refs_path("AbC-123_xyzXYZ00").read_text()))
     assert refs.fast_env(json.loads(next(store.envs_dir.glob("*.json")).read_text()))
+
+
+def test_archive_sizes_round_trip_match_the_model_and_forgive_garbage(tmp_path: Path) -> None:
+    store = RefsStore(tmp_path / "state", tmp_path / "cache")
+    sizes = {"AbC-123_xyzXYZ00": (12, 34, 4096, ("numpy-2.4.6.dist-info",))}
+    store.save_archive_sizes(sizes)
+    text = (store.dir / "sizes.json").read_text()
+    assert formats.ArchiveSizes.model_validate_json(text).archives["AbC-123_xyzXYZ00"][2] == 4096
+    assert store.archive_sizes() == sizes
+    (store.dir / "sizes.json").write_text('{"format": 1, "archives": {"x": [1, 2]}}')
+    assert store.archive_sizes() == {}  # a cache: anything odd means "walk again"

@@ -84,7 +84,7 @@ class Cache:
 
     def contains(self, path: Path) -> bool:
         """Whether `path`, taken literally (no symlink resolved), lies inside the root."""
-        return Path(os.path.normpath(path)).is_relative_to(self.root) and path != self.root
+        return os.path.normpath(path).startswith(os.path.join(self.root, ""))
 
     def archive_path(self, entry_id: str) -> Path | None:
         """Where archive `entry_id` lives, if it exists in any archive bucket."""

@@ -27,7 +27,7 @@ from uvrefs.cache import (
 )
 from uvrefs.envs import ArchiveIndex, EnvScan, How, scan_env
 from uvrefs.errors import StoreError
-from uvrefs.refs import CorruptRefs, KnownEnv, Ref, Refs, RefsStore, host_id
+from uvrefs.refs import ArchiveSize, CorruptRefs, KnownEnv, Ref, Refs, RefsStore, host_id
 from uvrefs.stamps import read_stamp
 from uvrefs.targets import Target, fingerprint
 
@@ -363,13 +363,13 @@ def measure(
         if progress:
             progress("sizing entries", number, len(entries))
         tally = SizeTally()
-        archive_bytes = 0
+        archive_bytes, archive_linked = 0, False
         for doomed in entry_paths(cache, entry, survey.pointers, going):
             if doomed.kind == "tree" and doomed.path.parent in cache.archive_dirs:
-                archive_bytes = _archive_size(entry, doomed.path, remembered, tally)
+                archive_bytes, archive_linked = _archive_size(entry, doomed.path, remembered)
             else:
                 tally.add_tree(doomed.path)
-        if tally.max_links > 1 or _linked_elsewhere(cache, entry):
+        if tally.max_links > 1 or archive_linked:
             linked.add(entry)
         sizes[entry] = tally.freed + archive_bytes
     if remembered != known:
@@ -382,22 +382,32 @@ def measure(
     return sizes, frozenset(linked)
 
 
-def _archive_size(
-    entry: str, path: Path, remembered: dict[str, tuple[int, int, int]], tally: SizeTally
-) -> int:
-    """An archive tree's size: remembered, or walked now (noting its links in `tally`)."""
+def _archive_size(entry: str, path: Path, remembered: dict[str, ArchiveSize]) -> tuple[int, bool]:
+    """An archive tree's size and whether a file in it has a link outside: remembered
+    (then its METADATA link counts stand for the files'), or walked now."""
     try:
         st = os.lstat(path)
     except OSError:
-        return 0
+        return 0, False
     known = remembered.get(entry)
     if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
-        return known[2]
+        return known[2], _metadata_linked(path, known[3])
     walked = SizeTally()
     walked.add_tree(path)
-    tally.max_links = max(tally.max_links, walked.max_links)
-    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.occupied)
-    return walked.occupied
+    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.occupied, read_dist_infos(str(path)))
+    return walked.occupied, walked.max_links > 1
+
+
+def _metadata_linked(archive: Path, dist_infos: tuple[str, ...]) -> bool:
+    """uv links METADATA in every hard-linked install, so its link count stands for the
+    archive's."""
+    for info in dist_infos:
+        try:
+            if os.lstat(archive / info / "METADATA").st_nlink > 1:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def plan_with_policy(
@@ -442,7 +452,7 @@ def plan_with_policy(
         total=total.occupied,
     )
     survey.facts = facts
-    plan = apply_policy(plan_collection(facts), facts, policy)
+    plan = apply_policy(plan_collection(facts) if linked else base, facts, policy)
     going = {d.entry for d in plan.free}
     if sized and going != set(candidates):  # an sdist revision goes only with its last wheel
         sizes.update(measure(cache, survey, store, sorted(going), going)[0])
@@ -564,15 +574,10 @@ def recheck(
 
 
 def _linked_elsewhere(cache: Cache, entry: str) -> str | None:
-    """Under the lock, a cheap re-check of outside links: uv links METADATA in every
-    hard-linked install, so its link count stands for the archive's."""
+    """Under the lock, a cheap re-check of outside links (see `_metadata_linked`)."""
     path = cache.archive_path(entry)
-    for info in read_dist_infos(str(path)) if path is not None else ():
-        try:
-            if os.lstat(path / info / "METADATA").st_nlink > 1:  # type: ignore[operator]
-                return "files still hard-linked elsewhere (an untracked env?)"
-        except OSError:
-            continue
+    if path is not None and _metadata_linked(path, read_dist_infos(str(path))):
+        return "files still hard-linked elsewhere (an untracked env?)"
     return None
 
 

@@ -66,9 +66,10 @@ class StoreInfo(BaseModel):
 
 
 class ArchiveSizes(BaseModel):
-    """`sizes.json`: what each archive occupied when first measured, keyed by entry, with
-    the inode and mtime (ns) of its directory so a recreated archive is measured again.
-    A cache for dry runs and policies; what a collect frees is measured as it deletes."""
+    """`sizes.json`: what each archive occupied when first measured and the dist-infos it
+    holds, keyed by entry, with the inode and mtime (ns) of its directory so a recreated
+    archive is measured again. A cache for dry runs and policies (uv never changes an
+    archive once written); what a collect frees is measured as it deletes."""
 
     format: Literal[1] = FORMAT
-    archives: dict[str, tuple[int, int, int]] = Field(default_factory=dict)
+    archives: dict[str, tuple[int, int, int, list[str]]] = Field(default_factory=dict)

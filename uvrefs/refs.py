@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
@@ -93,6 +93,7 @@ class KnownEnv(NamedTuple):
     entries: tuple[str, ...]
 
 
+ArchiveSize = tuple[int, int, int, tuple[str, ...]]  # inode, mtime_ns, bytes, dist-infos
 HOWS = frozenset({"symlink", "hardlink", "content", "build"})
 REF_KEYS = frozenset(Ref._fields)
 # RFC 3339, as uvrefs writes times: a subset of what pydantic reads as a datetime.
@@ -100,7 +101,12 @@ TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)"
 
 
 def _is_time(value: object) -> bool:
-    if not (isinstance(value, str) and TIME.fullmatch(value)):
+    return isinstance(value, str) and _is_time_text(value)
+
+
+@lru_cache(maxsize=4096)  # referrers recorded together share one time
+def _is_time_text(value: str) -> bool:
+    if not TIME.fullmatch(value):
         return False
     try:
         datetime.fromisoformat(value)
@@ -247,7 +253,8 @@ class RefsStore:
     def load(self, entry_id: str) -> Refs | None:
         """The refs of an entry, None if it has none; raises CorruptRefs if unreadable."""
         try:
-            raw = self.refs_path(entry_id).read_bytes()
+            with open(self.refs_path(entry_id), "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -280,6 +287,7 @@ class RefsStore:
         store locked. Returns how many files changed and the ids whose refs are unreadable
         (left as they are: rewriting them would drop referrers we cannot read)."""
         changed, corrupt = 0, []
+        when = now()  # one recording, one time
         for entry_id, how in sorted(uses.items()):
             try:
                 data = self._read_raw(entry_id)
@@ -308,7 +316,7 @@ class RefsStore:
                 "host": host_id(),
                 "how": how,
                 "command": command,
-                "recorded_at": now(),
+                "recorded_at": when,
             }
             data["referrers"] = [r for r in data["referrers"] if r not in mine] + [me]
             _write_json(self.refs_path(entry_id), data)
@@ -350,21 +358,24 @@ class RefsStore:
 
     # -- archive sizes (archives never change once uv has written them)
 
-    def archive_sizes(self) -> dict[str, tuple[int, int, int]]:
-        """entry -> (inode, mtime_ns, bytes) as measured earlier; empty if unreadable.
-        A cache, never a safety fact: a wrong or missing figure only costs a walk."""
+    def archive_sizes(self) -> dict[str, ArchiveSize]:
+        """entry -> (inode, mtime_ns, bytes, dist-infos) as measured earlier; empty if
+        unreadable. A cache, never a safety fact: a wrong or missing figure costs a walk."""
         try:
             data = json.loads((self.dir / "sizes.json").read_bytes())
             if data.get("format") != FORMAT:
                 return {}
-            return {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in data["archives"].items()}
+            return {
+                k: (int(v[0]), int(v[1]), int(v[2]), tuple(str(n) for n in v[3]))
+                for k, v in data["archives"].items()
+            }
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             return {}
 
-    def save_archive_sizes(self, sizes: Mapping[str, tuple[int, int, int]]) -> None:
+    def save_archive_sizes(self, sizes: Mapping[str, ArchiveSize]) -> None:
         """Replace the size cache (formats.ArchiveSizes); last writer wins, which is fine."""
         self._ensure_dirs()
-        archives = {k: list(v) for k, v in sorted(sizes.items())}
+        archives = {k: [*v[:3], list(v[3])] for k, v in sorted(sizes.items())}
         _write_json(self.dir / "sizes.json", {"format": FORMAT, "archives": archives})
 
     # -- environment records
