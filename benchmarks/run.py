@@ -93,7 +93,7 @@ def fresh(uvrefs: str, count: int) -> tuple[dict[str, float], dict[str, float]]:
     sh(UV, "venv", "-q", "-p", sys.executable, WORK / "warm")
     sh(UV, "pip", "install", "-q", "-p", WORK / "warm", *args)  # cache warm: uv only links
     times: dict[str, list[float]] = {"uv": [], "foreground": [], "background": []}
-    for i in range(max(7, ROUNDS // 3)):
+    for i in range(max(15, ROUNDS // 2)):  # disk noise: more rounds than the rest
         for mode, found in times.items():
             env = WORK / f"fresh-{i}-{mode}"
             sh(UV, "venv", "-q", "-p", sys.executable, env)

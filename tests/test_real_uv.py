@@ -402,3 +402,31 @@ def test_recording_stays_in_the_foreground_for_scripts(world: World) -> None:
         check=True,
     )
     assert len(world.refs()) == 1  # a background recorder would still be asleep
+
+
+def test_readers_wait_for_a_background_recorder(world: World) -> None:
+    """`why`, `envs`, `status` and a dry run started right after a background install
+    show that install: they wait for its recorder (a separate lock in the store)."""
+    env = world.venv("env")
+    started = time.monotonic()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uvrefs",
+            "install",
+            "-q",
+            "-p",
+            str(env),
+            *world.offline(),
+            "alpha==1.0",
+        ],
+        env={**world.env, "UVREFS_RECORD": "background", "UVREFS_TEST_RECORD_DELAY": "1.5"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    assert time.monotonic() - started < 1.5
+    (view,) = json.loads(world.uvrefs("why", "alpha", "--json").stdout)["entries"]
+    assert time.monotonic() - started >= 1.5
+    assert [r["env"] for r in view["referrers"]] == [str(env)]

@@ -8,7 +8,7 @@ import typer
 
 from uvrefs import __version__
 from uvrefs.errors import UvrefsError
-from uvrefs.fastcli import cache_and_store
+from uvrefs.fastcli import cache_and_store, settled
 from uvrefs.launch import fail
 from uvrefs.units import parse_duration
 
@@ -235,6 +235,7 @@ def envs(
 
     with _errors():
         cache, store = cache_and_store()
+        settled(store)
         progress = report.ScanProgress()
         views = inventory.list_envs(cache, store, progress)
         progress.close()
@@ -253,6 +254,7 @@ def status(
 
     with _errors():
         cache, store = cache_and_store()
+        settled(store)
         progress = report.ScanProgress()
         result = inventory.status(cache, store, progress)
         progress.close()
@@ -274,6 +276,7 @@ def why(
 
     with _errors():
         cache, store = cache_and_store()
+        settled(store)
         progress = report.ScanProgress()
         views = inventory.why(cache, store, query, progress)
         progress.close()

@@ -507,7 +507,8 @@ def apply_plan(
         deleting = time.monotonic() - deleting
         for (decision, entry_moved), failure in zip(moved, failures, strict=True):
             if failure is not None:
-                errors.append(f"{decision.entry}: {failure.strerror} ({failure.filename})")
+                why = failure.strerror or failure
+                errors.append(f"{decision.entry}: {why} ({failure.filename})")
                 continue
             CrashHook.step()
             try:

@@ -82,6 +82,8 @@ def run_collect(
         budget=parse_size(budget) if budget is not None else None,
     )
     cache, store = cache_and_store()
+    if not no_wait:
+        settled(store)
     progress = report.ScanProgress()
     try:
         result = core.collect(
@@ -127,6 +129,19 @@ def cache_and_store() -> Any:
 
     cache = Cache.open(Path(uv.cache_dir()))
     return cache, RefsStore(Path(stamps.default_state_dir()), cache.root)
+
+
+def settled(store: Any) -> None:
+    """Let background recorders (tracked commands run in a terminal) finish writing the
+    refs before reading them, so a command run right after an install sees it."""
+    from uvrefs import stamps, uv
+
+    if not stamps.wait_for_recorders(str(store.dir), uv.lock_timeout()):
+        print(
+            "uvrefs: warning: a background recording is still running; the last install "
+            "may not show yet",
+            file=sys.stderr,
+        )
 
 
 def say_waiting() -> None:

@@ -55,6 +55,53 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
+RECORDING_LOCK = "recording.lock"
+
+
+def hold_recording(store: str) -> int | None:
+    """Taken (shared) by a tracked command before it forks a background recorder; the
+    child inherits it and holds it until its refs are written, so readers of the store
+    can wait for them (`wait_for_recorders`). None if it cannot be taken: readers then
+    may see the refs a moment late, which is all this protects."""
+    import fcntl
+
+    try:
+        os.makedirs(store, exist_ok=True)
+        fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def wait_for_recorders(store: str, timeout: float) -> bool:
+    """Wait until no background recorder is writing to `store`; False if one still was
+    after `timeout` seconds."""
+    import fcntl
+    import time
+
+    try:
+        fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDONLY)
+    except OSError:
+        return True  # no recorder ever ran here
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.02)
+    finally:
+        os.close(fd)
+
+
 def default_state_dir(environ: Mapping[str, str] = os.environ) -> str:
     """`UVREFS_DIR`, else the platform's user state directory. On Linux that is the XDG
     rule, computed here because importing platformdirs costs ~35 ms on every install; a

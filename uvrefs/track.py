@@ -130,8 +130,11 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
         code = uv.run_passthrough(uvbin, uv_args)
         if not lock.held and os.path.isfile(os.path.join(root, "CACHEDIR.TAG")):
             lock.acquire()  # uv created the cache just now
-        if lock.held and records_in_background(environ) and _fork_recorder():
-            os._exit(code)  # the recorder now holds uv's lock until the refs are written
+        if lock.held and records_in_background(environ):
+            store = stamps.store_dir(stamps.default_state_dir(environ), root)
+            stamps.hold_recording(store)  # inherited by the recorder, like uv's lock
+            if _fork_recorder():
+                os._exit(code)  # the recorder now holds uv's lock until the refs are written
         try:
             targets = _targets(kind, uvbin, args, environ)
             new_ids = _archive_names(root) - before
