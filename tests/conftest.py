@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +66,37 @@ class World:
 
     def uvrefs(self, *args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "-m", "uvrefs", *args, **kw)  # type: ignore[arg-type]
+
+    def uvrefs_detached(self, *args: str | Path, extra_env: dict[str, str] | None = None) -> float:
+        """Run uvrefs with no pipes to read (a reader would wait for a background
+        recorder holding them) and return how long it took to return."""
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "uvrefs", *map(str, args)],
+            cwd=self.root,
+            env={**self.env, **(extra_env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
+        return time.monotonic() - started
+
+    def reinstalls_offline(
+        self, env: Path, *requirements: str, extra_env: dict[str, str] | None = None
+    ) -> None:
+        """`uv pip install --offline --reinstall` from the cache alone: the entries are there."""
+        self.uv(
+            "pip",
+            "install",
+            "-q",
+            "--offline",
+            "--reinstall",
+            "-p",
+            env,
+            *self.offline(),
+            *requirements,
+            extra_env=extra_env,
+        )
 
     def venv(self, name: str) -> Path:
         path = self.root / name

@@ -62,7 +62,6 @@ def test_collect_frees_exactly_what_a_deleted_env_used(world: World, mode: str) 
 
 
 def filesystem(path) -> str:
-    import subprocess
 
     return subprocess.run(
         ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False
@@ -310,17 +309,7 @@ def test_a_stale_env_record_never_frees_what_the_env_uses(world: World) -> None:
     out = json.loads(world.uvrefs("collect", "--json").stdout)
     assert out["freed"] == [] and world.archives() == before  # ...but not by the sweep
     assert [d["reason"] for d in out["kept"]] == [f"used by {env}"]
-    world.uv(
-        "pip",
-        "install",
-        "-q",
-        "--offline",
-        "--reinstall",
-        "-p",
-        env,
-        *world.offline(),
-        "alpha==1.0",
-    )
+    world.reinstalls_offline(env, "alpha==1.0")
 
 
 def test_an_env_changed_by_plain_uv_is_scanned_not_trusted(world: World) -> None:
@@ -341,92 +330,56 @@ def test_background_recording_holds_the_lock_until_the_refs_are_written(world: W
     world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0")
     shutil.rmtree(dead)
     entry = world.archive_of("alpha", "1.0")
-    env = {**world.env, "UVREFS_RECORD": "background", "UVREFS_TEST_RECORD_DELAY": "1.5"}
-    started = time.monotonic()
-    subprocess.run(  # not through pipes: a reader of them would wait for the child
-        [
-            sys.executable,
-            "-m",
-            "uvrefs",
-            "install",
-            "-q",
-            "--link-mode",
-            "copy",  # no hard link to keep the entry: only the lock and the re-check do
-            "-p",
-            str(new),
-            *world.offline(),
-            "alpha==1.0",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
-    returned = time.monotonic() - started
+    returned = world.uvrefs_detached(
+        "install",
+        "-q",
+        "--link-mode",
+        "copy",
+        "-p",
+        new,
+        *world.offline(),
+        "alpha==1.0",
+        extra_env={"UVREFS_RECORD": "background", "UVREFS_TEST_RECORD_DELAY": "1.5"},
+    )  # copy mode: no hard link keeps the entry, only the lock and the re-check do
+    started = time.monotonic() - returned
     out = json.loads(world.uvrefs("collect", "--json").stdout)
     assert returned < 1.5, "the install waited for its recorder"
     assert time.monotonic() - started >= 1.5, "collect did not wait for the recorder"
     assert out["freed"] == [] and world.archive_of("alpha", "1.0") == entry
     assert [d["reason"] for d in out["kept"]] == [f"used by {new}"]
-    world.uv(
-        "pip",
-        "install",
-        "-q",
-        "--offline",
-        "--reinstall",
-        "-p",
-        new,
-        *world.offline(),
-        "alpha==1.0",
-    )
+    world.reinstalls_offline(new, "alpha==1.0")
 
 
 def test_recording_stays_in_the_foreground_for_scripts(world: World) -> None:
     """Without a terminal (scripts, CI), the refs are on disk when uvrefs returns."""
     env = world.venv("env")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "uvrefs",
-            "install",
-            "-q",
-            "-p",
-            str(env),
-            *world.offline(),
-            "alpha==1.0",
-        ],
-        env={**world.env, "UVREFS_TEST_RECORD_DELAY": "5"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
+    world.uvrefs_detached(
+        "install",
+        "-q",
+        "-p",
+        env,
+        *world.offline(),
+        "alpha==1.0",
+        extra_env={"UVREFS_TEST_RECORD_DELAY": "5"},
     )
     assert len(world.refs()) == 1  # a background recorder would still be asleep
 
 
 def test_readers_wait_for_a_background_recorder(world: World) -> None:
-    """`why`, `envs`, `status` and a dry run started right after a background install
-    show that install: they wait for its recorder (a separate lock in the store)."""
+    """`why` run right after a background install shows that install: like `envs`,
+    `status` and `collect`, it waits for the recorder (a lock in the store it inherits)."""
     env = world.venv("env")
-    started = time.monotonic()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "uvrefs",
-            "install",
-            "-q",
-            "-p",
-            str(env),
-            *world.offline(),
-            "alpha==1.0",
-        ],
-        env={**world.env, "UVREFS_RECORD": "background", "UVREFS_TEST_RECORD_DELAY": "1.5"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
+    returned = world.uvrefs_detached(
+        "install",
+        "-q",
+        "-p",
+        env,
+        *world.offline(),
+        "alpha==1.0",
+        extra_env={"UVREFS_RECORD": "background", "UVREFS_TEST_RECORD_DELAY": "1.5"},
     )
-    assert time.monotonic() - started < 1.5
+    started = time.monotonic() - returned
+    assert returned < 1.5
     (view,) = json.loads(world.uvrefs("why", "alpha", "--json").stdout)["entries"]
     assert time.monotonic() - started >= 1.5
     assert [r["env"] for r in view["referrers"]] == [str(env)]

@@ -96,19 +96,7 @@ def test_killed_at_every_deletion_step_leaves_a_usable_cache(
         assert all(tree_listing(world.cache)[a] == listing[a] for a in world.archives())
         assert refs_problems(world) == []
         assert broken_files(live) == []
-        world.uv(
-            "pip",
-            "install",
-            "-q",
-            "--offline",
-            "--reinstall",
-            "-p",
-            live,
-            *world.offline(),
-            "alpha==2.0",
-            "beta",
-            extra_env=SYMLINK,
-        )
+        world.reinstalls_offline(live, "alpha==2.0", "beta", extra_env=SYMLINK)
         probe = world.venv("probe")
         world.uv(
             "pip", "install", "-q", "--offline", "-p", probe, *world.offline(), "gamma", "plat", big

@@ -35,17 +35,7 @@ def test_core_scenario_on_uv_release(uv_bin: Path, tmp_path: Path, wheelhouse: P
     assert {d["dist"] for d in out["freed"]} == {"alpha", "gamma", "tinybackend", "beta"}
     assert world.archives() == world.archive_of("alpha", "2.0")
     assert world.dangling_pointers() == []
-    world.uv(
-        "pip",
-        "install",
-        "-q",
-        "--offline",
-        "--reinstall",
-        "-p",
-        live,
-        *world.offline(),
-        "alpha==2.0",
-    )
+    world.reinstalls_offline(live, "alpha==2.0")
     again = world.venv("again")
     world.uv("pip", "install", "-q", "-p", again, local, *world.offline(), "gamma")
     world.run(again / "bin/python", "-c", "import beta, gamma")
