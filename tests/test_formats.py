@@ -16,7 +16,7 @@ from uvrefs.refs import RefsStore
 
 
 def as_models_dump(model: type[formats.BaseModel], text: str) -> str:
-    return json.dumps(model.model_validate(json.loads(text)).model_dump(mode="json"), indent=2)
+    return json.dumps(model.model_validate(json.loads(text)).model_dump(mode="json"))
 
 
 def test_format_versions_agree() -> None:

@@ -461,5 +461,7 @@ def _validated_env(data: Any) -> KnownEnv | None:
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """JSON through `json`: env paths may hold non-UTF-8 bytes as surrogate escapes, which
-    `json` writes as `\\udcXX` and reads back, where pydantic's serializer refuses them."""
-    stamps.write_atomic(str(path), json.dumps(data, indent=2))
+    `json` writes as `\\udcXX` and reads back, where pydantic's serializer refuses them.
+    On one line: with `indent`, `json` falls back from its C encoder to a Python one,
+    several times slower on an entry shared by many envs (`jq .` pretty-prints)."""
+    stamps.write_atomic(str(path), json.dumps(data))
