@@ -131,7 +131,10 @@ def import_floors(uvrefs: str) -> dict[str, float]:
     python = str(Path(uvrefs).parent / "python")
     found: dict[str, float] = {}
     for name, statement in FLOORS.items():
-        found[name] = statistics.median(timed(python, "-c", statement) for _ in range(21)) * 1e3
+        # -I: as the console script runs, without the current directory (this checkout's
+        # uvrefs/) on sys.path
+        runs = [timed(python, "-I", "-c", statement) for _ in range(21)]
+        found[name] = statistics.median(runs) * 1e3
     return found
 
 
@@ -374,6 +377,7 @@ above); the 1x row is mostly the fixed cost of starting (see below).
 |---|---|---|---|---|---|
 """
         + "\n".join(scale_rows)
+        + "\n"
         + READING.format(
             tenth=fresh_uv / 10,
             start=floor["start"],
@@ -394,19 +398,18 @@ READING = """
 - Overheads are medians of the per-round differences (uv and uvrefs run back to back in
   each round), so a slow patch of disk during a round counts against both.
 - What no code of ours can avoid, measured in this run with uvrefs's own interpreter:
-  starting it takes {start:.1f} ms; the forwarding path's imports (what a no-op install
-  and the background recorder's parent load) {forward:.1f} ms more; the recording path's
-  imports (scanner, store, filelock) {record:.1f} ms more, of which `import filelock`
-  alone takes {filelock:.1f} ms. Recording in the foreground therefore cannot fit in 10% of
-  uv's time for this install ({tenth:.1f} ms); in the background the user waits only for the
-  start, the forwarding imports and the fork. A no-op install, the common case, stops
-  before any recording (fingerprint unchanged).
-
+  starting it takes {start:.1f} ms; the forwarding path's imports (what a no-op install and
+  the background recorder's parent load) {forward:.1f} ms more; the recording path's
+  imports (scanner, store, filelock) {record:.1f} ms more, of which `import filelock` alone
+  takes {filelock:.1f} ms. Recording in the foreground therefore cannot fit in 10% of uv's
+  time for this install ({tenth:.1f} ms); in the background the user waits only for the
+  start, the forwarding imports and the fork, about 10% of uv's time by themselves. A no-op
+  install, the common case, stops before any recording (fingerprint unchanged).
 - Every `collect` is a fresh Python process; `collect` runs without typer and reads the
   refs without pydantic (importing both takes {frameworks:.0f} ms), so its floor is the
-  interpreter's start and the collect path's imports: {collect:.1f} ms in all, which is
-  most of the 1x scaling row. `du` and `rm` are C programs
-  with no such floor, so the ratios are worst on small caches.
+  interpreter's start and the collect path's imports: {collect:.1f} ms in all, most of the
+  1x scaling row. `du` and `rm` are C programs with no such floor, so the ratios are worst
+  on small caches.
 - The dry run reads every refs file, lists the cache's archives and pointers, checks each
   referencing env's fingerprint (an env unchanged since it was recorded is not re-scanned)
   and sizes the dead entries from remembered archive sizes; `du` walks every file.
