@@ -380,6 +380,8 @@ above); the 1x row is mostly the fixed cost of starting (see below).
         + "\n"
         + READING.format(
             tenth=fresh_uv / 10,
+            waited=floor["forward"],
+            share=floor["forward"] / fresh_uv * 100,
             start=floor["start"],
             forward=floor["forward"] - floor["start"],
             record=floor["record"] - floor["start"],
@@ -403,8 +405,9 @@ READING = """
   imports (scanner, store, filelock) {record:.1f} ms more, of which `import filelock` alone
   takes {filelock:.1f} ms. Recording in the foreground therefore cannot fit in 10% of uv's
   time for this install ({tenth:.1f} ms); in the background the user waits only for the
-  start, the forwarding imports and the fork, about 10% of uv's time by themselves. A no-op
-  install, the common case, stops before any recording (fingerprint unchanged).
+  start, the forwarding imports and the fork (start and imports: {waited:.1f} ms, {share:.1f}%
+  of uv's time). A no-op install, the common case, stops before any recording (fingerprint
+  unchanged).
 - Every `collect` is a fresh Python process; `collect` runs without typer and reads the
   refs without pydantic (importing both takes {frameworks:.0f} ms), so its floor is the
   interpreter's start and the collect path's imports: {collect:.1f} ms in all, most of the
