@@ -121,7 +121,7 @@ FLOORS = {
     "record": "import uvrefs.launch, uvrefs.track, uvrefs.refs, uvrefs.envs, filelock",
     "filelock": "import filelock",
     "collect": "import uvrefs.launch, uvrefs.fastcli, uvrefs.collect, uvrefs.report, uvrefs.refs",
-    "frameworks": "import typer, pydantic",
+    "frameworks": "import typer; import uvrefs.formats",  # pydantic loads lazily: build models
 }
 
 
@@ -409,7 +409,8 @@ READING = """
   of uv's time). A no-op install, the common case, stops before any recording (fingerprint
   unchanged).
 - Every `collect` is a fresh Python process; `collect` runs without typer and reads the
-  refs without pydantic (importing both takes {frameworks:.0f} ms), so its floor is the
+  refs without pydantic (importing typer and building uvrefs's pydantic models takes
+  {frameworks:.0f} ms), so its floor is the
   interpreter's start and the collect path's imports: {collect:.1f} ms in all, most of the
   1x scaling row. `du` and `rm` are C programs with no such floor, so the ratios are worst
   on small caches.
