@@ -5,11 +5,12 @@ per tracked entry and one record per tracked environment.
 Writes go to a temp file in the same directory and are renamed into place; every
 read-modify-write holds the store's file lock, so parallel installs never lose a ref.
 
-The formats are defined by the pydantic models in `uvrefs.formats`. Importing pydantic
-costs more than uv's own no-op install (and more than a whole collect of a mid-sized
-cache), so this module writes with `json` and reads through a strict check of the current
-format into plain tuples (`Refs`, `Ref`, `KnownEnv`); a file that check does not accept
-as it is goes to the pydantic model, which accepts it (migrating it) or says what is wrong.
+The formats are defined by the pydantic models in `uvrefs.formats`. Loading pydantic and
+the models (~110 ms) costs more than uv's own no-op install and than a whole dry run of a
+10k-file cache, so this module writes with `json` and reads through a strict check of the
+current format into plain tuples (`Refs`, `Ref`, `KnownEnv`); a file that check does not
+accept as it is goes to the pydantic model, which accepts it (migrating it) or says what
+is wrong.
 `tests/test_formats.py` pins both directions to the models."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from uvrefs.errors import StoreError
 
 if TYPE_CHECKING:
     from uvrefs.envs import How
-    from uvrefs.formats import EntryRefs
+    from uvrefs.formats import EntryRefs, EnvRecord
 
 FORMAT = 1  # the version of every file written here; equals formats.FORMAT (a test pins it)
 REFS_SUFFIX = ".refs"
@@ -187,6 +188,18 @@ def refs_from_model(model: EntryRefs) -> Refs:
     return Refs(model.entry, model.dist, model.version, tuple(model.tags), refs)
 
 
+def env_from_model(model: EnvRecord) -> KnownEnv:
+    return KnownEnv(
+        model.path,
+        model.host,
+        tuple(model.site_dirs),
+        model.mount,
+        model.command,
+        _time(model.recorded_at),
+        tuple(model.entries),
+    )
+
+
 def _time(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
@@ -202,7 +215,7 @@ class RefsStore:
         self.cache_root = cache_root
         self.dir = Path(stamps.store_dir(str(state_dir), str(cache_root)))
         self.refs_dir = self.dir / "refs"
-        self.envs_dir = self.dir / "envs"
+        self.envs_dir = self.dir / stamps.ENVS
 
     # -- locking and atomic writes
 
@@ -385,7 +398,7 @@ class RefsStore:
 
     def stamp_path(self, env: str) -> str:
         """The env's fingerprint at its last record (written by the install path)."""
-        return str(self.envs_dir / f"{stamps.env_key(env)}.stamp")
+        return stamps.stamp_path(str(self.dir), env)
 
     def env_records(self) -> list[KnownEnv]:
         """Every readable env record (an unreadable one is skipped: its env's entries are
@@ -445,18 +458,9 @@ def _validated_env(data: Any) -> KnownEnv | None:
     from uvrefs.formats import EnvRecord
 
     try:
-        m = EnvRecord.model_validate(data)
+        return env_from_model(EnvRecord.model_validate(data))
     except ValidationError:
         return None
-    return KnownEnv(
-        m.path,
-        m.host,
-        tuple(m.site_dirs),
-        m.mount,
-        m.command,
-        _time(m.recorded_at),
-        tuple(m.entries),
-    )
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:

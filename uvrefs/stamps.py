@@ -25,8 +25,12 @@ def env_key(env: str) -> str:
     return hashlib.sha256(os.fsencode(env)).hexdigest()[:20]
 
 
-def stamp_path(state_dir: str, cache_root: str, env: str) -> str:
-    return os.path.join(store_dir(state_dir, cache_root), "envs", env_key(env) + ".stamp")
+ENVS = "envs"  # a store's per-environment records and stamps
+
+
+def stamp_path(store: str, env: str) -> str:
+    """Where `env`'s fingerprint at its last record lives in a store (`store_dir`)."""
+    return os.path.join(store, ENVS, env_key(env) + ".stamp")
 
 
 def read_stamp(path: str) -> str | None:

@@ -276,7 +276,7 @@ def record_if_changed(
     """Skip when the env's fingerprint matches its stamp and uv added no entries; else
     record (loading the scanner and the store only now)."""
     state_dir = stamps.default_state_dir(environ)
-    stamp = stamps.stamp_path(state_dir, root, target.path)
+    stamp = stamps.stamp_path(stamps.store_dir(state_dir, root), target.path)
     print_ = fingerprint(target)
     if not new_ids and stamps.read_stamp(stamp) == print_:
         return Recorded(target.path, skipped=True)
