@@ -107,7 +107,7 @@ def removal_summary(r: Removal) -> str:
 
 def print_removal(r: Removal) -> None:
     verb = "would free" if r.dry_run else "freed"
-    if sys.stdout.isatty():  # rich only for a terminal: importing it costs ~30 ms
+    if sys.stdout.isatty():  # rich only for a terminal: importing it costs ~45 ms
         from rich.console import Console
         from rich.table import Table
 
