@@ -58,6 +58,11 @@ class Policy:
     untracked: bool = False
     budget: int | None = None
 
+    @property
+    def needs_sizes(self) -> bool:
+        """Whether what to free depends on sizes (a cap, a budget, untracked entries)."""
+        return self.untracked or self.budget is not None or self.max_freed is not None
+
 
 @dataclass(frozen=True)
 class Facts:
@@ -759,8 +764,9 @@ def collect(
 ) -> Removal:
     """Mark, plan, measure, then sweep (or, for a dry run, report the plan)."""
     survey = gather_facts(cache, store, progress, reuse=True)
-    sized = dry_run or policy.untracked or policy.budget is not None or policy.max_freed is not None
-    plan = plan_with_policy(cache, store, survey, policy, progress, sized=sized)
+    plan = plan_with_policy(
+        cache, store, survey, policy, progress, sized=dry_run or policy.needs_sizes
+    )
     if dry_run:
         return dry_run_result(plan, cache, survey, store)
     try:
