@@ -105,14 +105,12 @@ def fresh(uvrefs: str, count: int) -> tuple[dict[str, float], dict[str, float]]:
 
 
 def wait_for_recorder() -> None:
-    """Block until no process holds uv's cache lock (a background recorder holds it)."""
-    import fcntl
+    """Block until a background recorder is done, as uvrefs's own readers wait."""
+    from uvrefs import stamps
 
-    fd = os.open(WORK / "cache" / ".lock", os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    finally:
-        os.close(fd)
+    store = stamps.store_dir(ENV["UVREFS_DIR"], ENV["UV_CACHE_DIR"])
+    if not stamps.wait_for_recorders(store, timeout=60):
+        raise SystemExit("a background recorder did not finish within 60 s")
 
 
 FLOORS = {

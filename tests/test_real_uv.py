@@ -62,7 +62,6 @@ def test_collect_frees_exactly_what_a_deleted_env_used(world: World, mode: str) 
 
 
 def filesystem(path) -> str:
-
     return subprocess.run(
         ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False
     ).stdout.strip()
