@@ -9,7 +9,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uvrefs.collect import (
+from uvrefs.envs import EnvScan
+from uvrefs.formats import EntryRefs, Referrer
+from uvrefs.plan import (
     Facts,
     Policy,
     apply_policy,
@@ -18,8 +20,6 @@ from uvrefs.collect import (
     referrer_verdict,
     untracked_ids,
 )
-from uvrefs.envs import EnvScan
-from uvrefs.formats import EntryRefs, Referrer
 
 HOST = "this-host"
 ENTRIES = [f"entry{i:02d}" for i in range(8)]

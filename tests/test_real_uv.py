@@ -42,7 +42,7 @@ def test_collect_frees_exactly_what_a_deleted_env_used(world: World, mode: str) 
 
     assert world.archives() == live_entries
     assert "freed 2 entries" in out
-    assert not (world.cache / ".uvrefs-trash").exists()
+    assert not list(world.cache.glob(".uvrefs-trash*"))
     # The live env still works, and reinstalls from the cache with no index at all.
     world.run(live / "bin/python", "-c", "import alpha, beta; assert alpha.__version__ == '2.0'")
     world.uv(
@@ -178,15 +178,20 @@ def test_env_changed_by_plain_uv_is_rescanned(world: World) -> None:
 
 
 def test_untracked_envs_keep_their_entries(world: World) -> None:
-    tracked, untracked = world.venv("tracked"), world.venv("untracked")
-    world.uv("pip", "install", "-q", "-p", untracked, *world.offline(), "alpha==3.0", "beta")
-    world.uvrefs("install", "-q", "-p", tracked, *world.offline(), "beta")
+    """An env made with plain uv beside a tracked one is found (its holder directory is
+    watched) and is a root; one out of sight still hard-links what it uses."""
+    tracked, beside = world.venv("tracked"), world.venv("beside")
+    hidden = world.venv("deep/er/than/watched")
+    world.uv("pip", "install", "-q", "-p", beside, *world.offline(), "alpha==3.0")
+    world.uv("pip", "install", "-q", "-p", hidden, *world.offline(), "beta")
+    world.uvrefs("install", "-q", "-p", tracked, *world.offline(), "beta", "alpha==3.0")
     shutil.rmtree(tracked)
     out = world.uvrefs("collect").stdout
-    # alpha 3.0 was never tracked; beta was, but the untracked env still hard-links it.
     assert world.archives() == world.archive_of("alpha", "3.0") | world.archive_of("beta", "1.0")
-    assert "hard-linked elsewhere" in out and "1 untracked" in out
-    world.run(untracked / "bin/python", "-c", "import alpha, beta")
+    assert f"used by {beside} (discovered)" in out
+    assert "beta 1.0" in out and "hard-linked elsewhere" in out
+    world.run(beside / "bin/python", "-c", "import alpha")
+    world.run(hidden / "bin/python", "-c", "import beta")
 
 
 def test_target_and_prefix_installs_are_tracked(world: World) -> None:

@@ -22,7 +22,6 @@ POINTER_BUCKET = re.compile(r"(wheels|sdists|environments)-v\d+")
 ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Files uv keeps beside a wheel pointer `<key>` in the wheels bucket.
 POINTER_SIDECARS = (".http", ".rev", ".msgpack", ".lock")
-TRASH_DIR = ".uvrefs-trash"
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,21 @@ class Cache:
         except OSError as exc:
             raise CacheRefused(f"cannot read cache directory {root}: {exc.strerror}") from None
         cache = cls(root=real)
+        device = os.lstat(real).st_dev
         for name in sorted(names):
-            if ARCHIVE_BUCKET.fullmatch(name) and (real / name).is_dir():
+            if not (ARCHIVE_BUCKET.fullmatch(name) or POINTER_BUCKET.fullmatch(name)):
+                continue
+            try:
+                st = os.lstat(real / name)
+            except OSError:
+                continue
+            # A bucket is a real directory on the cache's filesystem; a link or a mount
+            # planted under a bucket's name is never read or deleted from.
+            if not stat.S_ISDIR(st.st_mode) or st.st_dev != device:
+                continue
+            if ARCHIVE_BUCKET.fullmatch(name):
                 cache.archive_dirs.append(real / name)
-            elif POINTER_BUCKET.fullmatch(name) and (real / name).is_dir():
+            else:
                 cache.pointer_dirs.append(real / name)
         if not cache.archive_dirs and not (real / "CACHEDIR.TAG").is_file():
             raise CacheRefused(
@@ -109,13 +119,20 @@ class Cache:
         """The ids of every archive (one directory listing per bucket)."""
         ids: set[str] = set()
         for bucket in self.archive_dirs:
-            ids.update(n for n in os.listdir(bucket) if ENTRY_ID.fullmatch(n))
+            try:
+                ids.update(n for n in os.listdir(bucket) if ENTRY_ID.fullmatch(n))
+            except OSError as exc:
+                raise CacheRefused(f"cannot read {bucket}: {exc.strerror}") from None
         return ids
 
     def archives(self) -> Iterator[Archive]:
         """Every archive with the `.dist-info` directories at its top level."""
         for bucket in self.archive_dirs:
-            with os.scandir(bucket) as it:
+            try:
+                it = os.scandir(bucket)
+            except OSError:
+                continue
+            with it:
                 for entry in it:
                     if not ENTRY_ID.fullmatch(entry.name):
                         continue
@@ -148,7 +165,7 @@ def read_dist_infos(archive: str) -> tuple[str, ...]:
                     if e.name.endswith(".dist-info") and e.is_dir(follow_symlinks=False)
                 )
             )
-    except (NotADirectoryError, FileNotFoundError):
+    except OSError:  # not a directory, gone, or unreadable: no dist-info to index
         return ()
 
 
@@ -274,20 +291,34 @@ def _lstat_tree(path: Path) -> Iterator[os.stat_result]:
 
 
 def delete_tree(path: Path, tally: SizeTally) -> None:
-    """Delete `path` (a tree or a single file), counting in `tally` what each deleted path
-    frees, in the same pass: lstat, then unlink, as `rm -rf` walks but measured. Works
-    through directory descriptors opened with O_NOFOLLOW and never crosses into another
-    file system, so it stays inside the tree it was given."""
-    st = os.lstat(path)
+    """Delete `path` (a tree or a single file); see `delete_at`."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        delete_at(fd, path.name, tally)
+    finally:
+        os.close(fd)
+
+
+def delete_at(dir_fd: int, name: str, tally: SizeTally, device: int | None = None) -> None:
+    """Delete `name` in the directory `dir_fd` (a tree or a single file), counting in
+    `tally` what each deleted path frees, in the same pass: lstat, then unlink, as `rm -rf`
+    walks but measured. Works through directory descriptors opened with O_NOFOLLOW and
+    never crosses into another filesystem (`device`, default the tree's own), so it stays
+    inside the tree it was given whatever is renamed or planted meanwhile."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     if stat.S_ISDIR(st.st_mode):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        if device is not None and st.st_dev != device:
+            raise OSError(errno.EXDEV, "a file system is mounted inside", name)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
         try:
+            if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
+                raise OSError(errno.ESTALE, "replaced while deleting", name)
             _empty_dir(fd, st.st_dev, tally)
         finally:
             os.close(fd)
-        os.rmdir(path)
+        os.rmdir(name, dir_fd=dir_fd)
     else:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
     tally.add(st)
 
 
@@ -295,16 +326,25 @@ def _empty_dir(dir_fd: int, device: int, tally: SizeTally) -> None:
     with os.scandir(dir_fd) as it:
         entries = list(it)
     for entry in entries:
-        st = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            if st.st_dev != device:
-                raise OSError(errno.EXDEV, "a file system is mounted inside", entry.name)
-            fd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            try:
-                _empty_dir(fd, device, tally)
-            finally:
-                os.close(fd)
-            os.rmdir(entry.name, dir_fd=dir_fd)
-        else:
-            os.unlink(entry.name, dir_fd=dir_fd)
-        tally.add(st)
+        delete_at(dir_fd, entry.name, tally, device)
+
+
+def open_dir(root_fd: int, parts: tuple[str, ...]) -> int:
+    """A descriptor of the directory `parts` below `root_fd`, opened one component at a
+    time with O_NOFOLLOW on the root's filesystem: a symlink or mount planted anywhere on
+    the way fails (ELOOP, ENOTDIR, EXDEV) instead of leading out of the cache."""
+    device = os.fstat(root_fd).st_dev
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", ".."):
+                raise OSError(errno.EINVAL, "not a plain path component", part)
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if os.fstat(fd).st_dev != device:
+                raise OSError(errno.EXDEV, "another filesystem is mounted here", part)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

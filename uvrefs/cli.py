@@ -211,10 +211,10 @@ def adopt(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Track environments made with plain uv, without installing anything."""
-    from uvrefs import inventory, report
+    from uvrefs import inventory, report, roots
 
     with _errors():
-        found = list(paths or []) + inventory.discover(discover or [], depth)
+        found = list(paths or []) + roots.discover(discover or [], max_depth=depth)
         found += inventory.uv_tool_envs() if tools else []
         if not found:
             raise UvrefsError("nothing to adopt: give environment paths, --discover DIR or --tools")

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from uvrefs import uv
-from uvrefs.cache import TRASH_DIR, Cache
+from uvrefs.cache import Cache
 from uvrefs.refs import CorruptRefs, RefsStore, host_id
+from uvrefs.sweep import TRASH_NAME
 
 Status = Literal["ok", "warn", "fail"]
 # Bucket names of the uv releases uvrefs is tested against (tests/test_uv_versions.py):
@@ -181,12 +182,13 @@ def check_store(cache: Cache, store: RefsStore) -> list[Check]:
             ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none recorded",
         ),
     ]
-    if (cache.root / TRASH_DIR).exists():
+    trash = sorted(n for n in os.listdir(cache.root) if TRASH_NAME.fullmatch(n))
+    if trash:
         checks.append(
             Check(
                 "trash",
                 "warn",
-                f"{cache.root / TRASH_DIR} left by a killed collector; the next collect empties it",
+                f"{cache.root / trash[0]} left by a killed collector; the next collect empties it",
             )
         )
     return checks

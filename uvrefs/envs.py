@@ -8,6 +8,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,7 @@ class EnvScan:
     uses: Mapping[str, How] = field(default_factory=dict)
     dists: tuple[str, ...] = ()
     reused: bool = False  # taken from its last record (unchanged since), not scanned now
+    sources: tuple[str, ...] = ()  # local source trees uv may build again for this env
 
 
 # ---------------------------------------------------------------- which entries an env uses
@@ -65,10 +67,17 @@ class ArchiveIndex:
         return self._stats[path]
 
 
-def env_state(path: Path, mount: str | None = None) -> tuple[EnvState, str]:
+def env_state(
+    path: Path, mount: str | None = None, mntns: str | None = None
+) -> tuple[EnvState, str]:
     """Alive, gone, or unknown (and unknown keeps). A missing env counts as gone only when
-    the filesystem it was recorded on is mounted and its nearest existing ancestor can be
-    read: an unreadable path (EACCES, EIO) or an unmounted disk is unknown."""
+    it was recorded in this mount namespace, the filesystem it was recorded on is still
+    mounted (by the mount table, which also knows bind mounts on one filesystem), and its
+    nearest existing ancestor can be read: an unreadable path (EACCES, EIO), an unmounted
+    disk or another namespace's env is unknown."""
+    here = mount_namespace()
+    if mntns and here and mntns != here:
+        return "unknown", f"recorded in another mount namespace ({mntns})"
     try:
         os.stat(path)
         return "alive", ""
@@ -76,7 +85,7 @@ def env_state(path: Path, mount: str | None = None) -> tuple[EnvState, str]:
         pass
     except OSError as exc:
         return "unknown", f"unreadable ({exc.strerror})"
-    if mount and not os.path.ismount(mount):
+    if mount and not is_mounted(mount):
         return "unknown", f"its filesystem {mount} is not mounted"
     ancestor = path.parent
     while True:
@@ -91,25 +100,84 @@ def env_state(path: Path, mount: str | None = None) -> tuple[EnvState, str]:
             return "unknown", f"{ancestor} unreadable ({exc.strerror})"
 
 
+@cache
+def mount_namespace() -> str | None:
+    """This process's mount namespace (`mnt:[4026531841]`), None where there is none."""
+    try:
+        return os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return None
+
+
+def mount_table() -> set[str] | None:
+    """Every mount point now (Linux: /proc/self/mountinfo, which lists bind mounts of one
+    filesystem too); None where there is no mount table to read."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return None
+    points = set()
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4:
+            points.add(_unescape_mount(fields[4]))
+    return points
+
+
+def _unescape_mount(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def is_mounted(point: str) -> bool:
+    table = mount_table()
+    return point in table if table is not None else os.path.ismount(point)
+
+
 def mount_point(path: Path) -> str:
-    """The mount point of the filesystem holding `path` (recorded, to tell an unmounted
-    disk from a deleted env later)."""
-    current = Path(os.path.realpath(path))
+    """The mount point of the filesystem holding `path`: the longest mount-table entry
+    that contains it (recorded, to tell an unmounted disk from a deleted env later)."""
+    real = os.path.realpath(path)
+    table = mount_table()
+    if table is not None:
+        inside = [p for p in table if real == p or real.startswith(p.rstrip("/") + "/")]
+        if inside:
+            return max(inside, key=len)
+    current = Path(real)
     while not os.path.ismount(current) and current != current.parent:
         current = current.parent
     return str(current)
 
 
+def identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of an env directory: the same env after a rename on its filesystem."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def scan_env(
-    path: Path, index: ArchiveIndex, extra_site_dirs: Iterable[Path] = (), mount: str | None = None
+    path: Path,
+    index: ArchiveIndex,
+    extra_site_dirs: Iterable[Path] = (),
+    mount: str | None = None,
+    mntns: str | None = None,
 ) -> EnvScan:
-    """Which archives of `index` the environment at `path` uses, one dist-info at a time."""
-    state, detail = env_state(path, mount)
+    """Which archives of `index` the environment at `path` uses, one dist-info at a time.
+    Any directory on the way that cannot be read makes the env unknown, never empty."""
+    state, detail = env_state(path, mount, mntns)
     if state != "alive":
         return EnvScan(path, state, detail)
     uses: dict[str, How] = {}
     dists: list[str] = []
+    sources: list[str] = []
     try:
+        _readable(path)
         for site in site_dirs(str(path), [str(d) for d in extra_site_dirs]):
             with os.scandir(site) as it:
                 names = [e.name for e in it if e.name.endswith(".dist-info")]
@@ -117,11 +185,49 @@ def scan_env(
                 dists.append(name)
                 for archive_id, how in match_dist_info(Path(site, name), index).items():
                     uses.setdefault(archive_id, how)
+                source = local_source(Path(site, name))
+                if source:
+                    sources.append(source)
     except FileNotFoundError:
         pass  # a site dir vanished while scanning: what was read stands
-    except PermissionError as exc:
+    except OSError as exc:
         return EnvScan(path, "unknown", f"unreadable ({exc.strerror})")
-    return EnvScan(path, "alive", "", uses, tuple(dists))
+    project = path.parent / "pyproject.toml"
+    if path.name == ".venv" and project.is_file():
+        sources.append(str(path.parent))
+    return EnvScan(path, "alive", "", uses, tuple(dists), sources=tuple(sorted(set(sources))))
+
+
+def _readable(env: Path) -> None:
+    """Raise if the env, or its lib directories, exist but cannot be listed: then what it
+    uses is unknown (an unprivileged collector, a broken disk), not "nothing"."""
+    os.listdir(env)
+    for lib in ("lib", "lib64", "Lib"):
+        try:
+            os.listdir(env / lib)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+
+
+def local_source(installed: Path) -> str | None:
+    """The local directory an installed distribution was built from (PEP 610
+    `direct_url.json` with a `file:` URL and `dir_info`: a path or editable install), which
+    uv may build again: its build backend is needed while the env lives."""
+    try:
+        with open(installed / "direct_url.json", "rb") as f:
+            raw = f.read(65536)
+    except OSError:
+        return None
+    import json
+
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    url = data.get("url") if isinstance(data, dict) else None
+    if isinstance(url, str) and url.startswith("file:") and "dir_info" in data:
+        return url
+    return None
 
 
 def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:

@@ -43,10 +43,14 @@ class EntryRefs(BaseModel):
 
 
 class EnvRecord(BaseModel):
-    """`envs/<hash>.json`: an environment uvrefs recorded, with the extra site directories
-    it cannot infer from the path (system interpreters, `--target`), the mount point it was
-    on (so an unmounted disk is not mistaken for a deleted env) and the entries it used at
-    the last record. (Its fingerprint lives beside it in a plain `.stamp` file.)"""
+    """`envs/<hash>.json`: an environment uvrefs recorded (by its real path), with the extra
+    site directories it cannot infer from the path (system interpreters, `--target`), the
+    mount point and mount namespace it was recorded in (so an unmounted disk or another
+    container's env is not mistaken for a deleted one), its directory's `[st_dev, st_ino]`
+    (the same env after a rename), the local source trees it was built from (whose build
+    backends stay live with it) and the entries it used at the last record. (Its
+    fingerprint lives beside it in a plain `.stamp` file.) The last three fields came after
+    format 1 was first written; files without them read as empty."""
 
     format: Literal[1] = FORMAT
     path: str
@@ -56,6 +60,25 @@ class EnvRecord(BaseModel):
     command: str
     recorded_at: datetime
     entries: list[str] = Field(default_factory=list)
+    mntns: str | None = None
+    identity: tuple[int, int] | None = None
+    sources: list[str] = Field(default_factory=list)
+
+
+class Watched(BaseModel):
+    """`watch.json`: directories the user asked uvrefs to search for environments
+    (`uvrefs watch add`); each environment found there is a root and is tracked."""
+
+    format: Literal[1] = FORMAT
+    dirs: list[str] = Field(default_factory=list)
+
+
+class Peers(BaseModel):
+    """`peers.json`: other refs stores seen tracking the same cache (from the registry in
+    the cache, which `uv cache prune` deletes, so they are remembered here too)."""
+
+    format: Literal[1] = FORMAT
+    stores: list[str] = Field(default_factory=list)
 
 
 class StoreInfo(BaseModel):

@@ -5,7 +5,7 @@ from `adopt`, which records refs exactly as a tracked install does."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from uvrefs import uv
@@ -13,10 +13,9 @@ from uvrefs.cache import Cache, SizeTally
 from uvrefs.collect import Progress, Survey, gather_facts, referrer_verdict
 from uvrefs.envs import ArchiveIndex
 from uvrefs.refs import RefsStore
+from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
 from uvrefs.track import record_env
-
-SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
 
 
 @dataclass(frozen=True)
@@ -37,30 +36,6 @@ def adopt(cache: Cache, store: RefsStore, paths: Iterable[str]) -> list[Adopted]
             result = record_env(cache, store, target, "adopt", index=index)
             adopted.append(Adopted(target.path, result.entries, result.changed))
     return adopted
-
-
-def discover(roots: Iterable[str], max_depth: int = 4) -> list[str]:
-    """Virtual environments (directories with `pyvenv.cfg`) under `roots`, at most
-    `max_depth` levels down, not descending into an env, VCS metadata or node_modules."""
-    found: list[str] = []
-    for root in roots:
-        found += _walk_for_venvs(os.path.abspath(os.path.expanduser(root)), max_depth)
-    return sorted(dict.fromkeys(found))
-
-
-def _walk_for_venvs(top: str, depth: int) -> Iterator[str]:
-    if os.path.isfile(os.path.join(top, "pyvenv.cfg")):
-        yield top
-        return
-    if depth <= 0:
-        return
-    try:
-        entries = sorted(os.scandir(top), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False) and entry.name not in SKIP_DIRS:
-            yield from _walk_for_venvs(entry.path, depth - 1)
 
 
 def uv_tool_envs() -> list[str]:

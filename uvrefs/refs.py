@@ -92,6 +92,9 @@ class KnownEnv(NamedTuple):
     command: str
     recorded_at: str
     entries: tuple[str, ...]
+    mntns: str | None = None
+    identity: tuple[int, int] | None = None
+    sources: tuple[str, ...] = ()
 
 
 ArchiveSize = tuple[int, int, int, tuple[str, ...]]  # inode, mtime_ns, bytes, dist-infos
@@ -160,13 +163,17 @@ def fast_env(data: object) -> KnownEnv | None:
     if not data.keys() <= {"format", *KnownEnv._fields}:
         return None
     site_dirs, entries = data.get("site_dirs", []), data.get("entries", [])
+    sources, ident = data.get("sources", []), data.get("identity")
     if not (
         isinstance(data.get("path"), str)
         and isinstance(data.get("host"), str)
         and isinstance(data.get("command"), str)
         and _opt_str(data.get("mount"))
+        and _opt_str(data.get("mntns"))
         and _strs(site_dirs)
         and _strs(entries)
+        and _strs(sources)
+        and (ident is None or _ints2(ident))
         and _is_time(data.get("recorded_at"))
     ):
         return None
@@ -178,6 +185,17 @@ def fast_env(data: object) -> KnownEnv | None:
         data["command"],
         data["recorded_at"],
         tuple(entries),
+        data.get("mntns"),
+        (ident[0], ident[1]) if ident is not None else None,
+        tuple(sources),
+    )
+
+
+def _ints2(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(type(v) is int for v in value)
     )
 
 
@@ -197,6 +215,9 @@ def env_from_model(model: EnvRecord) -> KnownEnv:
         model.command,
         _time(model.recorded_at),
         tuple(model.entries),
+        model.mntns,
+        model.identity,
+        tuple(model.sources),
     )
 
 
@@ -211,11 +232,16 @@ class CorruptRefs(Exception):
 class RefsStore:
     """The refs of one uv cache. Constructing it touches nothing on disk."""
 
-    def __init__(self, state_dir: Path, cache_root: Path) -> None:
+    def __init__(self, state_dir: Path, cache_root: Path, *, directory: Path | None = None) -> None:
         self.cache_root = cache_root
-        self.dir = Path(stamps.store_dir(str(state_dir), str(cache_root)))
+        self.dir = directory or Path(stamps.store_dir(str(state_dir), str(cache_root)))
         self.refs_dir = self.dir / "refs"
         self.envs_dir = self.dir / stamps.ENVS
+
+    @classmethod
+    def at(cls, directory: Path, cache_root: Path) -> RefsStore:
+        """Another store of the same cache, by its directory (a peer, read only)."""
+        return cls(directory, cache_root, directory=directory)
 
     # -- locking and atomic writes
 
@@ -419,7 +445,16 @@ class RefsStore:
         return records
 
     def save_env(
-        self, env: str, site_dirs: list[str], mount: str | None, command: str, entries: list[str]
+        self,
+        env: str,
+        site_dirs: list[str],
+        mount: str | None,
+        command: str,
+        entries: list[str],
+        *,
+        mntns: str | None = None,
+        identity: tuple[int, int] | None = None,
+        sources: list[str] | None = None,
     ) -> None:
         """Write an env record (formats.EnvRecord, field for field)."""
         _write_json(
@@ -433,8 +468,63 @@ class RefsStore:
                 "command": command,
                 "recorded_at": now(),
                 "entries": entries,
+                "mntns": mntns,
+                "identity": list(identity) if identity else None,
+                "sources": sources or [],
             },
         )
+
+    def forget_env(self, env: str) -> None:
+        """Drop a gone env's record and stamp (under uv's exclusive lock: nothing can be
+        recording it)."""
+        for path in (self.env_path(Path(env)), Path(self.stamp_path(env))):
+            path.unlink(missing_ok=True)
+
+    def drop_referrers(self, entry_id: str, envs: set[str], host: str) -> bool:
+        """Remove this host's referrers named in `envs` from an entry's refs (they were
+        re-judged gone under uv's exclusive lock). Store locked. True if rewritten."""
+        try:
+            data = self._read_raw(entry_id)
+        except CorruptRefs:
+            return False
+        if data is None:
+            return False
+        kept = [
+            r for r in data["referrers"] if not (r.get("env") in envs and r.get("host") == host)
+        ]
+        if len(kept) == len(data["referrers"]):
+            return False
+        data["referrers"] = kept
+        _write_json(self.refs_path(entry_id), data)
+        return True
+
+    # -- directories watched for environments, and peer stores of the same cache
+
+    def watched(self) -> list[str]:
+        return self._string_list("watch.json", "dirs")
+
+    def save_watched(self, dirs: list[str]) -> None:
+        self._ensure_dirs()
+        _write_json(self.dir / "watch.json", {"format": FORMAT, "dirs": sorted(set(dirs))})
+
+    def remembered_peers(self) -> list[str]:
+        return self._string_list("peers.json", "stores")
+
+    def save_peers(self, stores: list[str]) -> None:
+        self._ensure_dirs()
+        _write_json(self.dir / "peers.json", {"format": FORMAT, "stores": sorted(set(stores))})
+
+    def _string_list(self, name: str, key: str) -> list[str]:
+        try:
+            data = json.loads((self.dir / name).read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, RecursionError):
+            raise StoreError(f"{self.dir / name} is unreadable; fix or delete it") from None
+        values = data.get(key) if isinstance(data, dict) else None
+        if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+            raise StoreError(f"{self.dir / name} is not a uvrefs {name}; fix or delete it")
+        return values
 
 
 def _validated_refs(data: Any) -> Refs:

@@ -276,6 +276,8 @@ def record_if_changed(
     """Skip when the env's fingerprint matches its stamp and uv added no entries; else
     record (loading the scanner and the store only now)."""
     state_dir = stamps.default_state_dir(environ)
+    # An env is known by its real path: one reached through a symlink is the same env.
+    target = Target(os.path.realpath(target.path), target.site_dirs)
     stamp = stamps.stamp_path(stamps.store_dir(state_dir, root), target.path)
     print_ = fingerprint(target)
     if not new_ids and stamps.read_stamp(stamp) == print_:
@@ -309,26 +311,31 @@ def record_env(
     on it that it does not contain: build dependencies), as referenced by it."""
     from pathlib import Path
 
-    from uvrefs.envs import ArchiveIndex, How, mount_point, scan_env
+    from uvrefs.envs import ArchiveIndex, How, identity, mount_namespace, mount_point, scan_env
+    from uvrefs.roots import register_store
 
-    scan = scan_env(
-        Path(target.path), index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs]
-    )
+    env = Path(os.path.realpath(target.path))
+    scan = scan_env(env, index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs])
     if scan.state != "alive":
         raise UvrefsError(f"{target.path} {scan.detail or 'is not an environment'}")
     uses: dict[str, How] = dict(scan.uses)
     for entry_id in build_dependencies(cache, new_ids, uses.keys()):
         uses[entry_id] = "build"
     with store.locked():
-        changed, corrupt = store.record(Path(target.path), uses, command, cache.describe)
+        # The record first: killed before the refs are written, the env is still a root.
         store.save_env(
-            target.path,
+            str(env),
             list(target.site_dirs),
-            mount_point(Path(target.path)),
+            mount_point(env),
             command,
             sorted(uses),
+            mntns=mount_namespace(),
+            identity=identity(env),
+            sources=list(scan.sources),
         )
-    return Recorded(target.path, len(uses), changed, corrupt=tuple(corrupt))
+        changed, corrupt = store.record(env, uses, command, cache.describe)
+    register_store(cache.root, store.dir)
+    return Recorded(str(env), len(uses), changed, corrupt=tuple(corrupt))
 
 
 def build_dependencies(

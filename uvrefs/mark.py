@@ -1,0 +1,134 @@
+"""Mark: scan every root and build the live set, `entry -> the roots that use it`, so
+"why is this kept" is a lookup. An entry is live when any living root uses it now
+(symlink, hard link or content), whether or not a refs file lists that root."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, scan_env
+from uvrefs.refs import Refs
+from uvrefs.roots import Root
+from uvrefs.stamps import read_stamp, stamp_path
+from uvrefs.targets import Target, fingerprint
+
+Progress = Callable[[str, int, int], None]  # (what, done, total): long scans report here
+
+
+@dataclass
+class Marks:
+    """The outcome of a mark: a scan of every root, the live set, and each root's
+    fingerprint when it was scanned (the sweep compares them under the lock)."""
+
+    scans: dict[str, EnvScan] = field(default_factory=dict)
+    live: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)  # `state_print` at the scan
+    prints: dict[str, str] = field(default_factory=dict)  # `fingerprint`, for stamps
+
+
+def root_target(root: Root) -> Target:
+    return Target(root.path, root.record.site_dirs if root.record else ())
+
+
+def state_print(root: Root, print_: str | None = None) -> str:
+    """What must not change between planning and the sweep for a root's scan to stand:
+    whether it exists, and its fingerprint."""
+    exists = "1" if os.path.isdir(root.path) else "0"
+    return exists + "\n" + (fingerprint(root_target(root)) if print_ is None else print_)
+
+
+def scan_root(root: Root, index: ArchiveIndex) -> EnvScan:
+    """Scan a root now, with what its record adds (site dirs, mount, namespace)."""
+    record = root.record
+    extra = [Path(s) for s in record.site_dirs] if record else []
+    return scan_env(
+        Path(root.path),
+        index,
+        extra,
+        record.mount if record else None,
+        record.mntns if record else None,
+    )
+
+
+def scan_or_reuse(root: Root, index: ArchiveIndex, host: str, print_: str) -> EnvScan:
+    """A root whose fingerprint still matches the stamp of its last record uses what that
+    record says, so it is not scanned again (the sweep re-fingerprints every root under
+    uv's lock and re-scans what changed)."""
+    record = root.record
+    if record is None or root.store is None or record.host != host:
+        return scan_root(root, index)
+    stamp = read_stamp(stamp_path(str(root.store.dir), root.path))
+    if stamp != print_ or not os.path.isdir(root.path):
+        return scan_root(root, index)
+    uses: dict[str, How] = dict.fromkeys(record.entries, "hardlink")
+    return EnvScan(Path(root.path), "alive", "", uses, reused=True, sources=record.sources)
+
+
+def mark(
+    roots: Iterable[Root],
+    index: ArchiveIndex,
+    refs: Mapping[str, Refs],
+    host: str,
+    *,
+    reuse: bool,
+    progress: Progress | None = None,
+) -> Marks:
+    """Scan (or, with `reuse`, trust unchanged records of) every root, then mark."""
+    marks = Marks()
+    roots = list(roots)
+    for number, root in enumerate(roots):
+        if progress:
+            progress("scanning environments", number, len(roots))
+        print_ = fingerprint(root_target(root))
+        marks.prints[root.path] = print_
+        marks.fingerprints[root.path] = state_print(root, print_)
+        scan = scan_or_reuse(root, index, host, print_) if reuse else scan_root(root, index)
+        marks.scans[root.path] = scan
+    marks.live = live_set(roots, marks.scans, refs)
+    note_moves(roots, marks.scans)
+    return marks
+
+
+def live_set(
+    roots: Iterable[Root], scans: Mapping[str, EnvScan], refs: Mapping[str, Refs]
+) -> dict[str, tuple[str, ...]]:
+    """entry -> labels of the living roots that use it. Build dependencies (entries ever
+    recorded as such) are live while any living root has a local source uv may build again
+    (a path or editable install, or a project): which backend a rebuild needs is not
+    written anywhere uvrefs can read, so every one seen is kept."""
+    live: dict[str, list[str]] = {}
+    builders = []
+    for root in roots:
+        scan = scans.get(root.path)
+        if scan is None or scan.state != "alive":
+            continue
+        for entry in scan.uses:
+            live.setdefault(entry, []).append(root.label)
+        if scan.sources:
+            builders.append(root.label)
+    if builders:
+        why = f"build dependency of {builders[0]}'s local source"
+        for entry, entry_refs in refs.items():
+            if any(r.how == "build" for r in entry_refs.referrers):
+                live.setdefault(entry, []).append(why)
+    return {entry: tuple(sorted(set(labels))) for entry, labels in live.items()}
+
+
+def note_moves(roots: Iterable[Root], scans: dict[str, EnvScan]) -> None:
+    """Say where a vanished env went when a living root has its directory's identity
+    (renamed on the same filesystem); its uses are live through that root."""
+    alive = {}
+    for root in roots:
+        scan = scans.get(root.path)
+        if scan is not None and scan.state == "alive":
+            ident = identity(Path(root.path))
+            if ident is not None:
+                alive[ident] = root.path
+    for root in roots:
+        scan = scans.get(root.path)
+        ident = root.record.identity if root.record else None
+        if scan is not None and scan.state == "gone" and ident in alive:
+            scans[root.path] = EnvScan(scan.path, "gone", f"moved to {alive[ident]}")

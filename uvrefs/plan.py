@@ -1,0 +1,255 @@
+"""Plan: which tracked entries to free, as a pure function of what mark found (the live
+set, each referrer's environment, uv's own entries), narrowed by the user's policy.
+Nothing here reads the disk; tests/test_plan.py holds it to its properties."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from uvrefs.envs import EnvScan
+from uvrefs.refs import Ref, Refs
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one entry, and why."""
+
+    entry: str
+    dist: str | None
+    version: str | None
+    tags: tuple[str, ...]
+    free: bool
+    reason: str
+    bytes: int = 0
+    untracked: bool = False  # freed under --untracked/--budget: no refs to re-read
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a user asked collect to hold back or add: `min_age` seconds an entry must have
+    been dead (or, untracked, unpacked), at most `max_freed` bytes, packages to `keep`,
+    `untracked` entries too, or a `budget` for the whole cache."""
+
+    min_age: float = 0.0
+    max_freed: int | None = None
+    keep: frozenset[str] = frozenset()
+    untracked: bool = False
+    budget: int | None = None
+
+    @property
+    def needs_sizes(self) -> bool:
+        """Whether what to free depends on sizes (a cap, a budget, untracked entries)."""
+        return self.untracked or self.budget is not None or self.max_freed is not None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the planner needs, read once.
+
+    `refs` holds every store's referrers of an entry (ours and peer stores'); `own` the
+    entries our store tracks (the only ones this collector may free; None: all of `refs`).
+    `envs` is a scan of every environment a referrer names; `live` maps each entry some
+    living root uses now to the roots that use it (marked from every root, whether or not
+    a refs file lists them). `blocked` names a reason nothing may be freed at all (a peer
+    store that cannot be read)."""
+
+    host: str
+    archives: frozenset[str]
+    refs: Mapping[str, Refs]
+    corrupt: Mapping[str, str] = field(default_factory=dict)
+    envs: Mapping[str, EnvScan] = field(default_factory=dict)
+    uv_owned: frozenset[str] = frozenset()
+    linked_elsewhere: frozenset[str] = frozenset()
+    live: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    own: frozenset[str] | None = None
+    blocked: str | None = None
+    # Measured for the policies: when each entry was first seen dead (by a collect), when
+    # each archive was unpacked, entry sizes, names of untracked entries, the cache total.
+    now: float = 0.0
+    dead_since: Mapping[str, float] = field(default_factory=dict)
+    unpacked_at: Mapping[str, float] = field(default_factory=dict)
+    sizes: Mapping[str, int] = field(default_factory=dict)
+    names: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    total: int = 0
+
+    def is_own(self, entry: str) -> bool:
+        return entry in self.refs if self.own is None else entry in self.own
+
+
+@dataclass(frozen=True)
+class Plan:
+    free: tuple[Decision, ...]
+    keep: tuple[Decision, ...]
+    untracked: int
+    stale: tuple[str, ...]  # refs of entries no longer in the cache
+    note: str | None = None  # e.g. a budget that cannot be met
+    dead: frozenset[str] = frozenset()  # every entry judged dead, before any policy
+
+
+Verdict = tuple[str, str]  # ("holds" | "dead" | "unsure", why)
+
+
+def referrer_verdict(ref: Ref, entry: str, facts: Facts) -> Verdict:
+    """("holds" | "dead" | "unsure", why) for one reference to `entry`."""
+    if ref.host != facts.host:
+        return "unsure", f"recorded on another host ({ref.host[:24]}) for {ref.env}"
+    scan = facts.envs.get(ref.env)
+    if scan is None:
+        return "unsure", f"{ref.env} was not scanned"
+    if scan.state == "unknown":
+        return "unsure", f"{ref.env} {scan.detail}"
+    if scan.state == "gone":
+        return "dead", f"{ref.env} {scan.detail or 'no longer exists'}"
+    if ref.how == "build":
+        return "holds", f"built for {ref.env}"
+    if entry in scan.uses:
+        return "holds", f"used by {ref.env}"
+    return "dead", f"{ref.env} no longer uses it"
+
+
+def used_by(roots: tuple[str, ...]) -> str:
+    more = f" (+{len(roots) - 1} more)" if len(roots) > 1 else ""
+    return f"used by {roots[0]}{more}"
+
+
+def plan_collection(facts: Facts) -> Plan:
+    """Free an entry only when our store tracks it, no living root uses it, and no
+    referrer is uncertain; keep everything untracked, unreadable, live, uncertain, uv's
+    own, or still hard-linked from elsewhere."""
+    free: list[Decision] = []
+    keep: list[Decision] = []
+    untracked = 0
+    for entry in sorted(facts.archives):
+        refs = facts.refs.get(entry)
+        if entry in facts.corrupt:
+            keep.append(
+                Decision(entry, None, None, (), False, f"refs unreadable: {facts.corrupt[entry]}")
+            )
+            continue
+        if refs is None:
+            untracked += 1
+            continue
+
+        def decide(is_free: bool, reason: str, refs: Refs = refs) -> Decision:
+            return Decision(refs.entry, refs.dist, refs.version, tuple(refs.tags), is_free, reason)
+
+        verdicts = [referrer_verdict(r, entry, facts) for r in refs.referrers]
+        holding = [why for verdict, why in verdicts if verdict == "holds"]
+        unsure = [why for verdict, why in verdicts if verdict == "unsure"]
+        if entry in facts.uv_owned:
+            keep.append(decide(False, "uv's own: a cached environment"))
+        elif entry in facts.live:
+            keep.append(decide(False, used_by(facts.live[entry])))
+        elif holding:
+            more = f" (+{len(holding) - 1} more)" if len(holding) > 1 else ""
+            keep.append(decide(False, holding[0] + more))
+        elif unsure:
+            keep.append(decide(False, "uncertain: " + unsure[0]))
+        elif not facts.is_own(entry):
+            keep.append(decide(False, "tracked only by another refs store (its collect decides)"))
+        elif facts.blocked:
+            keep.append(decide(False, "uncertain: " + facts.blocked))
+        elif entry in facts.linked_elsewhere:
+            keep.append(decide(False, "files still hard-linked elsewhere (an untracked env?)"))
+        else:
+            dead = [why for verdict, why in verdicts if verdict == "dead"]
+            free.append(decide(True, dead[0] if dead else "no environment uses it any more"))
+    stale = tuple(sorted(e for e in set(facts.refs) - facts.archives if facts.is_own(e)))
+    return Plan(tuple(free), tuple(keep), untracked, stale)
+
+
+def untracked_ids(facts: Facts) -> list[str]:
+    """Untracked entries no living root uses, oldest unpacked first."""
+    ids = [
+        a
+        for a in facts.archives
+        if a not in facts.refs
+        and a not in facts.corrupt
+        and a not in facts.uv_owned
+        and a not in facts.live
+    ]
+    return sorted(ids, key=lambda a: (facts.unpacked_at.get(a, facts.now), a))
+
+
+def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
+    """Narrow (or, for untracked entries, widen) a plan as the user asked. Pure; never adds
+    an entry a living root uses: only dead entries, and untracked ones that no root uses
+    and no installed file links to."""
+    keep = list(plan.keep)
+    note = None
+
+    def held(d: Decision, why: str) -> None:
+        keep.append(replace(d, free=False, bytes=0, reason=why))
+
+    def age(seconds: float) -> str:
+        return f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds / 3600:.1f} h"
+
+    dead: list[Decision] = []
+    for d in sorted(plan.free, key=lambda d: (facts.dead_since.get(d.entry, facts.now), d.entry)):
+        dead_for = facts.now - facts.dead_since.get(d.entry, facts.now)
+        if normal_name(d.dist) in policy.keep:
+            held(d, "kept by --keep")
+        elif dead_for < policy.min_age:
+            held(d, f"dead for {age(dead_for)}, less than --min-age")
+        else:
+            dead.append(d)
+    extra: list[Decision] = []
+    if (policy.untracked or policy.budget is not None) and not facts.blocked:
+        for entry in untracked_ids(facts):
+            dist, version = facts.names.get(entry, (None, None))
+            unpacked = facts.now - facts.unpacked_at.get(entry, facts.now)
+            if (
+                entry in facts.linked_elsewhere
+                or normal_name(dist) in policy.keep
+                or unpacked < policy.min_age
+            ):
+                continue
+            extra.append(
+                Decision(
+                    entry,
+                    dist,
+                    version,
+                    (),
+                    True,
+                    f"untracked, no root uses it, unpacked {age(unpacked)} ago",
+                    untracked=True,
+                )
+            )
+    chosen = dead + extra
+    if policy.budget is not None:
+        over = facts.total - policy.budget
+        within: list[Decision] = []
+        for d in chosen:
+            if over <= 0:
+                if not d.untracked:
+                    held(d, "not needed to meet --budget")
+                continue
+            within.append(d)
+            over -= facts.sizes.get(d.entry, 0)
+        chosen = within
+        if over > 0:
+            note = (
+                f"--budget cannot be met without touching live entries: the cache stays "
+                f"{over} bytes over it"
+            )
+    elif not policy.untracked:
+        chosen = dead
+    if policy.max_freed is not None:
+        total, within = 0, []
+        for d in chosen:  # oldest first; an entry that does not fit is skipped, not the rest
+            size = facts.sizes.get(d.entry, 0)
+            if total + size > policy.max_freed:
+                if not d.untracked:
+                    held(d, "over --max-freed")
+            else:
+                total += size
+                within.append(d)
+        chosen = within
+    dead_ids = frozenset(d.entry for d in plan.free)
+    return replace(plan, free=tuple(chosen), keep=tuple(keep), note=note, dead=dead_ids)
+
+
+def normal_name(name: str | None) -> str:
+    """A package name as PEP 503 compares them (`-`, `_` and `.` alike, any case)."""
+    return (name or "").lower().replace("-", "_").replace(".", "_")

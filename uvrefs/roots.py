@@ -1,0 +1,303 @@
+"""Roots: every environment whose packages must stay. Found from our refs store and every
+peer store of the same cache, uv's own cached and tool environments, and the directories
+uvrefs watches (where a renamed project, or one made with plain uv, is found again).
+Nothing here judges an entry: uvrefs.mark scans the roots, uvrefs.plan decides."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from uvrefs.cache import Cache, Pointer
+from uvrefs.errors import StoreError
+from uvrefs.refs import CorruptRefs, KnownEnv, Refs, RefsStore
+
+RootKind = Literal["tracked", "peer", "uv-cached", "tool", "discovered"]
+REGISTRY = ".uvrefs-stores"  # in the cache root: one file per refs store tracking it
+SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
+HOLDER_DEPTH = 2  # a tracked env's holder: <holder>/<project>/.venv, <holder>/<venv>
+WATCH_DEPTH = 4  # a watched directory (`uvrefs watch add`), as `adopt --discover`
+
+
+@dataclass(frozen=True)
+class Root:
+    """An environment to mark from: its path, what made it a root, and the record a store
+    holds of it (None for uv's cached envs and environments found by discovery)."""
+
+    path: str
+    kind: RootKind
+    record: KnownEnv | None = None
+    store: RefsStore | None = None  # the store holding its record and stamp
+
+    @property
+    def label(self) -> str:
+        if self.kind == "uv-cached":
+            return f"uv's cached environment {Path(self.path).name}"
+        return self.path if self.kind in ("tracked", "peer") else f"{self.path} ({self.kind})"
+
+
+@dataclass
+class Roots:
+    """Every root, keyed by path, plus the refs every store holds and what could not be
+    read. `blocked` says why nothing may be freed (a peer store that cannot be read)."""
+
+    envs: dict[str, Root] = field(default_factory=dict)
+    refs: dict[str, Refs] = field(default_factory=dict)  # ours and every peer's, merged
+    own: set[str] = field(default_factory=set)  # entries our store tracks
+    corrupt: dict[str, str] = field(default_factory=dict)
+    peers: list[RefsStore] = field(default_factory=list)
+    watched: list[str] = field(default_factory=list)
+    blocked: str | None = None
+
+    def add(self, root: Root) -> None:
+        known = self.envs.get(root.path)
+        if known is None or (known.record is None and root.record is not None):
+            self.envs[root.path] = root
+
+
+def find_roots(
+    cache: Cache,
+    store: RefsStore,
+    pointers: Mapping[str, list[Pointer]],
+    host: str,
+    *,
+    discover_envs: bool = True,
+) -> Roots:
+    """Read every store of this cache and list every root."""
+    roots = Roots()
+    _read_store(store, roots, host, "tracked", own=True)
+    for peer in peer_stores(cache, store):
+        try:
+            _read_store(peer, roots, host, "peer", own=False)
+            roots.peers.append(peer)
+        except (OSError, StoreError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            roots.blocked = (
+                f"the refs store {peer.dir}, which tracks this cache too, cannot be read "
+                f"({why}); delete its entry in {cache.root / REGISTRY} if it is gone"
+            )
+    for archive_id, ps in pointers.items():
+        if any(p.bucket == "environments" for p in ps):
+            path = cache.archive_path(archive_id)
+            if path is not None and os.path.isfile(path / "pyvenv.cfg"):
+                roots.add(Root(str(path), "uv-cached"))
+    if discover_envs:
+        roots.watched = watched_dirs(store, roots, cache)
+        for env in discover(roots.watched, cache.root):
+            roots.add(Root(env, "discovered"))
+        for env in discover([tool_dir()], cache.root, max_depth=1):
+            roots.add(Root(env, "tool"))
+    return roots
+
+
+def _read_store(store: RefsStore, roots: Roots, host: str, kind: RootKind, own: bool) -> None:
+    """Add a store's refs (merged by entry) and its environments as roots. Referrers on
+    other hosts are not roots (they cannot be scanned here); the planner keeps them."""
+    if not own:
+        os.listdir(store.dir)  # an unreadable peer store raises: nothing may be freed
+    for entry in store.entry_ids():
+        try:
+            loaded = store.load(entry)
+        except CorruptRefs as exc:
+            if own:
+                roots.corrupt[entry] = str(exc)
+                continue
+            raise StoreError(f"refs of {entry} unreadable: {exc}") from None
+        if loaded is None:
+            continue
+        if own:
+            roots.own.add(entry)
+        known = roots.refs.get(entry)
+        if known is None:
+            roots.refs[entry] = loaded
+        else:
+            roots.refs[entry] = known._replace(referrers=known.referrers + loaded.referrers)
+        for r in loaded.referrers:
+            if r.host == host:
+                roots.add(Root(r.env, kind, store=store))
+    for record in store.env_records():
+        if record.host == host:
+            roots.add(Root(record.path, kind, record, store))
+
+
+# ---------------------------------------------------------------- peer stores
+
+
+def registry_name(store_dir: Path) -> str:
+    return hashlib.sha256(os.fsencode(os.path.realpath(store_dir))).hexdigest()[:20]
+
+
+def register_store(cache_root: Path, store_dir: Path) -> None:
+    """Say in the cache that `store_dir` tracks it, so a collect run with any other store
+    (another user, another UVREFS_DIR) treats this store's environments as roots. Best
+    effort: a read-only cache cannot hold it (the other stores' collects then find this
+    one only at the default locations or where they saw it before)."""
+    registry = cache_root / REGISTRY
+    name = registry / registry_name(store_dir)
+    if os.path.lexists(name):
+        return
+    try:
+        try:
+            registry.mkdir()
+            os.chmod(registry, 0o1777)  # sticky: every user registers, none replaces another
+        except FileExistsError:
+            pass
+        if registry.is_symlink():
+            return
+        from uvrefs.stamps import write_atomic
+
+        write_atomic(str(name), os.fsdecode(os.path.realpath(store_dir)))
+    except OSError:
+        pass
+
+
+def peer_stores(cache: Cache, store: RefsStore) -> list[RefsStore]:
+    """Every other store of this cache: registered in the cache, remembered by ours, or at
+    the default location of a local user's state directory. Remembers what it found."""
+    from uvrefs import stamps
+
+    mine = os.path.realpath(store.dir)
+    found: set[str] = set()
+    try:
+        remembered = store.remembered_peers()
+    except StoreError:
+        remembered = []
+    found.update(remembered)
+    registry = cache.root / REGISTRY
+    try:
+        names = os.listdir(registry) if not registry.is_symlink() else []
+    except OSError:
+        names = []
+    for name in names:
+        text = _read_small(registry / name)
+        if text and os.path.isabs(text):
+            found.add(text)
+    for home in _homes():
+        state = os.path.join(home, ".local", "state", "uvrefs")
+        candidate = stamps.store_dir(state, str(cache.root))
+        if os.path.isdir(candidate):
+            found.add(os.path.realpath(candidate))
+    # A peer is a directory holding a store, or one we may not read (then it blocks).
+    peers = sorted(
+        p
+        for p in found
+        if os.path.realpath(p) != mine
+        and (os.path.lexists(os.path.join(p, "store.json")) or _unreadable_dir(p))
+    )
+    if sorted(remembered) != peers:
+        try:
+            with store.locked():
+                store.save_peers(peers)
+        except (OSError, StoreError):
+            pass  # remembered next time; this run still uses what it found
+    return [RefsStore.at(Path(p), cache.root) for p in peers]
+
+
+def _unreadable_dir(path: str) -> bool:
+    try:
+        os.listdir(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _read_small(path: Path, limit: int = 4096) -> str | None:
+    """A registry file's text: a regular file, not a link, not a FIFO, a few bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        raw = os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return os.fsdecode(raw).strip() or None
+
+
+def _homes() -> list[str]:
+    """Home directories of local users (their default refs stores are peers)."""
+    try:
+        import pwd
+
+        homes = {p.pw_dir for p in pwd.getpwall() if p.pw_dir and p.pw_dir != "/"}
+    except (ImportError, OSError):
+        homes = set()
+    homes.add(os.path.expanduser("~"))
+    return sorted(homes)
+
+
+# ---------------------------------------------------------------- watched directories
+
+
+def holders(records: Iterable[Root]) -> list[str]:
+    """The directories that hold tracked environments: a project's `.venv` is held by the
+    directory holding the project (so renaming the project is followed), any other env by
+    its parent. Never `/`."""
+    found = set()
+    for root in records:
+        if root.kind != "tracked":
+            continue
+        path = Path(root.path)
+        holder = path.parent.parent if path.name == ".venv" else path.parent
+        if holder != Path(holder.anchor):
+            found.add(str(holder))
+    return sorted(found)
+
+
+def watched_dirs(store: RefsStore, roots: Roots, cache: Cache) -> list[str]:
+    """Holders of tracked envs (searched 2 levels deep) and the user's watched directories
+    (4 levels): returned as `dir` and `dir::depth` for discover."""
+    try:
+        user = store.watched()
+    except StoreError:
+        user = []
+    dirs = [f"{d}::{HOLDER_DEPTH}" for d in holders(roots.envs.values())]
+    return dirs + [f"{d}::{WATCH_DEPTH}" for d in user]
+
+
+def tool_dir(environ: Mapping[str, str] = os.environ) -> str:
+    """uv's tool directory, as uv computes it (`UV_TOOL_DIR`, else the XDG data dir)."""
+    if environ.get("UV_TOOL_DIR"):
+        return os.path.abspath(os.path.expanduser(environ["UV_TOOL_DIR"]))
+    data = environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(data, "uv", "tools")
+
+
+def discover(dirs: Iterable[str], cache_root: Path | None = None, max_depth: int = 4) -> list[str]:
+    """Virtual environments (directories with `pyvenv.cfg`) under `dirs` (each optionally
+    `dir::depth`), not descending into an env, VCS metadata, node_modules or the cache."""
+    skip = os.path.realpath(cache_root) if cache_root else None
+    found: list[str] = []
+    for spec in dirs:
+        top, _, depth = spec.rpartition("::") if "::" in spec else (spec, "", "")
+        top = os.path.abspath(os.path.expanduser(top))
+        found += _walk_for_venvs(top, int(depth) if depth else max_depth, skip)
+    return sorted(dict.fromkeys(found))
+
+
+def _walk_for_venvs(top: str, depth: int, skip: str | None) -> Iterator[str]:
+    if os.path.isfile(os.path.join(top, "pyvenv.cfg")):
+        yield os.path.realpath(top)
+        return
+    if depth <= 0 or top == skip:
+        return
+    try:
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name not in SKIP_DIRS and entry.is_dir(follow_symlinks=False):
+            yield from _walk_for_venvs(entry.path, depth - 1, skip)

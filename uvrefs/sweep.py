@@ -1,0 +1,507 @@
+"""Sweep: the only code that deletes. Under uv's cache lock held exclusively it marks
+again (every root re-fingerprinted, what changed re-scanned), re-plans each candidate,
+then removes what is still dead in crash-safe order, working relative to directory
+descriptors opened without following symlinks, inside the cache root only."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import signal
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from uvrefs import uv
+from uvrefs.cache import (
+    POINTER_SIDECARS,
+    Cache,
+    Pointer,
+    SizeTally,
+    delete_at,
+    open_dir,
+    read_dist_infos,
+)
+from uvrefs.envs import EnvScan, mount_table
+from uvrefs.errors import StoreError
+from uvrefs.mark import Marks, live_set, scan_root, state_print
+from uvrefs.plan import Decision, Facts, Plan, plan_collection
+from uvrefs.refs import CorruptRefs, RefsStore
+from uvrefs.roots import Root
+
+TRASH_PREFIX = ".uvrefs-trash"  # each collector's own: `.uvrefs-trash-<random>`
+TRASH_NAME = re.compile(r"\.uvrefs-trash(-[A-Za-z0-9_]+)?")
+DELETE_THREADS = 4  # on 2 cores: 1 thread 5.0 s, 2 threads 3.0 s, 4 threads 2.3 s (100k files)
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What a sweep did: entries freed (with the bytes measured as they went) and kept
+    (re-judged under the lock), errors per entry, warnings, and times."""
+
+    freed: tuple[Decision, ...]
+    kept: tuple[Decision, ...]
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+    lock_held: float
+    deleting: float
+    rescans: Mapping[str, EnvScan]
+
+
+class CrashHook:
+    """For the crash tests: with `UVREFS_TEST_KILL_AT=N` set, the collector SIGKILLs itself
+    at its N-th deletion step, so every step can be proven safe to die at."""
+
+    steps = 0
+
+    @classmethod
+    def step(cls) -> None:
+        kill_at = os.environ.get("UVREFS_TEST_KILL_AT")
+        if kill_at:
+            cls.steps += 1
+            if cls.steps == int(kill_at):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sweep(
+    plan: Plan,
+    cache: Cache,
+    store: RefsStore,
+    facts: Facts,
+    roots: Mapping[str, Root],
+    marks: Marks,
+    pointers: Mapping[str, list[Pointer]],
+    *,
+    timeout: float,
+    on_wait: Callable[[], None] | None = None,
+) -> Swept:
+    """Delete the planned entries under uv's exclusive cache lock.
+
+    Every root is re-fingerprinted and what changed re-scanned (plus environments created
+    since planning: new records in any store, new uv cached envs), so an entry a root
+    started using meanwhile is kept. Then per entry: its pointers go first and its archive
+    is renamed into this collector's trash (so uv never trusts a half-deleted one); then
+    the trash is deleted, measuring what goes; refs go last. A crash at any point leaves
+    either a live entry or an unreferenced archive (or a trash, emptied by the next run),
+    never a pointer to nothing. Gone environments' referrers and records are dropped."""
+    freed: list[Decision] = []
+    kept: list[Decision] = []
+    errors: list[str] = []
+    warnings: list[str] = []
+    with uv.CacheLock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
+        started = time.monotonic()
+        root_fd = os.open(cache.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            warnings += empty_leftover_trash(cache.root, root_fd)
+            candidates = [d.entry for d in plan.free]
+            scans, live = remark(cache, store, facts, roots, marks, candidates)
+            going: list[Decision] = []
+            for decision in plan.free:
+                why_keep = recheck(decision, cache, store, facts, scans, live)
+                if why_keep:
+                    kept.append(replace(decision, free=False, bytes=0, reason=why_keep))
+                else:
+                    going.append(decision)
+            going_ids = {d.entry for d in going}
+            trash = Trash(cache.root, root_fd) if going else None
+            moved: list[tuple[Decision, Moved]] = []
+            for decision in going:
+                assert trash is not None
+                try:
+                    doomed = entry_paths(cache, decision.entry, pointers, going_ids)
+                    moved.append((decision, unlink_entry(cache, root_fd, doomed, trash)))
+                except OSError as exc:
+                    errors.append(f"{decision.entry}: {_why(exc)}")
+            deleting = time.monotonic()
+            failures = delete_moved(trash, [m for _, m in moved]) if trash else []
+            deleting = time.monotonic() - deleting
+            for (decision, entry_moved), failure in zip(moved, failures, strict=True):
+                if failure is not None:  # out of uv's sight all the same; a later run retries
+                    errors.append(f"{decision.entry}: {_why(failure)}")
+                CrashHook.step()
+                try:
+                    store.delete(decision.entry)
+                except OSError as exc:  # the entry is gone all the same; its refs are now stale
+                    warnings.append(store_warning(store, exc))
+                freed.append(replace(decision, bytes=entry_moved.tally.freed))
+            if trash is not None:
+                warnings += trash.remove()
+            warnings += forget_gone(store, facts, scans, roots)
+            held = time.monotonic() - started
+        finally:
+            os.close(root_fd)
+    return Swept(
+        tuple(freed),
+        tuple(kept),
+        tuple(errors),
+        tuple(dict.fromkeys(warnings)),
+        held,
+        deleting,
+        scans,
+    )
+
+
+def _why(exc: OSError) -> str:
+    return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc.strerror or exc)
+
+
+def store_warning(store: RefsStore, exc: Exception) -> str:
+    why = exc.strerror if isinstance(exc, OSError) else str(exc)
+    return (
+        f"the refs store {store.dir} cannot be written ({why}): freed entries keep stale "
+        "refs until it can, which is harmless; free space or fix its permissions"
+    )
+
+
+# ---------------------------------------------------------------- mark again, under the lock
+
+
+def remark(
+    cache: Cache,
+    store: RefsStore,
+    facts: Facts,
+    roots: Mapping[str, Root],
+    marks: Marks,
+    candidates: list[str],
+) -> tuple[dict[str, EnvScan], dict[str, tuple[str, ...]]]:
+    """The scans and live set as they are now: roots unchanged since planning keep their
+    scan (a reused record included: its stamp matched then), changed or new ones are
+    scanned again. New roots: records written since planning in any store, uv cached
+    environments made since."""
+    from uvrefs.envs import ArchiveIndex
+    from uvrefs.roots import Root as RootT
+
+    current = dict(roots)
+    for record_store in [store, *{r.store for r in roots.values() if r.store is not None}]:
+        try:
+            records = record_store.env_records()
+        except OSError:
+            continue
+        for record in records:
+            if record.host == facts.host and record.path not in current:
+                current[record.path] = RootT(record.path, "tracked", record, record_store)
+    for archive_id in cache.pointers(buckets=("environments",)):
+        archive = cache.archive_path(archive_id)
+        if archive is not None and (archive / "pyvenv.cfg").is_file():
+            current.setdefault(str(archive), RootT(str(archive), "uv-cached"))
+    # A record trusted at planning (unchanged fingerprint) is not trusted here for the
+    # candidates it once used: a record that lies may add a candidate, never lose one.
+    referrers = {
+        r.env
+        for entry in candidates
+        for r in (facts.refs[entry].referrers if entry in facts.refs else ())
+    }
+    index = ArchiveIndex(cache)
+    scans = dict(marks.scans)
+    for path, root in current.items():
+        before = marks.fingerprints.get(path)
+        scan = scans.get(path)
+        if (
+            before is None
+            or scan is None
+            or (scan.reused and path in referrers)
+            or state_print(root) != before
+        ):
+            scans[path] = scan_root(root, index)
+    return scans, live_set(current.values(), scans, facts.refs)
+
+
+def recheck(
+    decision: Decision,
+    cache: Cache,
+    store: RefsStore,
+    facts: Facts,
+    scans: Mapping[str, EnvScan],
+    live: Mapping[str, tuple[str, ...]],
+) -> str | None:
+    """Why the entry must now be kept, or None if it is still dead: the planner again, on
+    this one entry, with its refs read afresh (an install that finished after planning
+    wrote them before releasing its lock) and the scans and live set of now."""
+    entry = decision.entry
+    try:
+        own = store.load(entry)
+    except CorruptRefs as exc:
+        return f"refs unreadable: {exc}"
+    if own is None and not decision.untracked:
+        return "refs vanished since planning"
+    if own is not None and decision.untracked:
+        return "tracked since planning"
+    refs = dict(facts.refs)
+    if own is not None:
+        peers = facts.refs.get(entry)
+        theirs = tuple(r for r in (peers.referrers if peers else ()) if r not in own.referrers)
+        refs[entry] = own._replace(referrers=own.referrers + theirs)
+    now = replace(
+        facts,
+        archives=frozenset({entry}),
+        refs=refs,
+        envs=scans,
+        live=live,
+        own=frozenset({entry}),
+        linked_elsewhere=frozenset(),
+    )
+    plan = plan_collection(now)
+    if own is not None and not plan.free:
+        return plan.keep[0].reason
+    if entry in live:
+        return f"used by {live[entry][0]}"
+    return linked_elsewhere(cache, entry)
+
+
+def linked_elsewhere(cache: Cache, entry: str) -> str | None:
+    """Under the lock, a cheap re-check of outside links (see `metadata_linked`)."""
+    path = cache.archive_path(entry)
+    if path is not None and metadata_linked(path, read_dist_infos(str(path))):
+        return "files still hard-linked elsewhere (an untracked env?)"
+    return None
+
+
+def metadata_linked(archive: Path, dist_infos: tuple[str, ...]) -> bool:
+    """uv links METADATA in every hard-linked install, so its link count stands for the
+    archive's."""
+    for info in dist_infos:
+        try:
+            if os.lstat(archive / info / "METADATA").st_nlink > 1:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def forget_gone(
+    store: RefsStore, facts: Facts, scans: Mapping[str, EnvScan], roots: Mapping[str, Root]
+) -> list[str]:
+    """Keep the store bounded: drop referrers whose env was judged gone under this lock
+    (nothing can be recording now), and the records and stamps of those envs. Only ours:
+    a peer store is its owner's to tidy."""
+    gone = {path for path, scan in scans.items() if scan.state == "gone"}
+    if not gone:
+        return []
+    try:
+        with store.locked():
+            for entry, refs in facts.refs.items():
+                if facts.is_own(entry) and any(
+                    r.env in gone and r.host == facts.host for r in refs.referrers
+                ):
+                    store.drop_referrers(entry, gone, facts.host)
+            for path in gone:
+                root = roots.get(path)
+                if root is not None and root.kind == "tracked":
+                    store.forget_env(path)
+    except (OSError, StoreError) as exc:  # bookkeeping only: the next collect retries
+        return [store_warning(store, exc)]
+    return []
+
+
+# ---------------------------------------------------------------- removing an entry
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """One path that goes with an entry: a plain file, a link that must still point at the
+    entry when it is removed, or a tree renamed out of uv's sight before it is deleted."""
+
+    path: Path
+    kind: Literal["file", "link", "tree"]
+
+
+def entry_paths(
+    cache: Cache, entry: str, pointers: Mapping[str, list[Pointer]], going: set[str]
+) -> list[Doomed]:
+    """Everything that goes with an entry, in crash-safe order. Per pointer, its sidecars
+    first and the link last: a leftover link alone is a cache miss for uv, while a leftover
+    `.rev`/`.http` names the archive and would be trusted. A built wheel takes its sdist
+    revision (source tree, `.whl`, metadata) when every wheel built there goes, else just
+    its own `.whl`. The archive comes last, so no pointer ever outlives it."""
+    doomed: list[Doomed] = []
+    for pointer in pointers.get(entry, []):
+        if not cache.contains(pointer.path):
+            continue
+        if pointer.bucket == "sdists":
+            revision = pointer.path.parent
+            built_here = {
+                p.archive_id for ps in pointers.values() for p in ps if p.path.parent == revision
+            }
+            if built_here <= going:
+                doomed.append(Doomed(revision, "tree"))
+                continue
+            doomed.append(Doomed(Path(f"{pointer.path}.whl"), "file"))
+        else:
+            doomed += [
+                Doomed(Path(f"{pointer.path}{suffix}"), "file") for suffix in POINTER_SIDECARS
+            ]
+        doomed.append(Doomed(pointer.path, "link"))
+    archive = cache.archive_path(entry)
+    if archive is not None:
+        doomed.append(Doomed(archive, "tree"))
+    return doomed
+
+
+@dataclass
+class Moved:
+    """An entry taken out of uv's sight: its pointers unlinked, its trees renamed into the
+    trash (names there, still to be deleted), and what has been measured freed so far."""
+
+    trees: list[str]
+    tally: SizeTally
+
+
+def unlink_entry(cache: Cache, root_fd: int, doomed: list[Doomed], trash: Trash) -> Moved:
+    """Remove an entry's paths in crash-safe order, each through a descriptor of its
+    parent directory opened from the cache root without following links: files and
+    links are unlinked, trees renamed into the trash. Measured as it goes."""
+    moved = Moved([], SizeTally())
+    entry = doomed[-1].path.name if doomed else ""
+    for item in doomed:
+        CrashHook.step()
+        parts = item.path.relative_to(cache.root).parts
+        try:
+            parent = open_dir(root_fd, parts[:-1])
+        except FileNotFoundError:
+            continue
+        try:
+            name = parts[-1]
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if item.kind == "tree" and stat.S_ISDIR(st.st_mode):
+                mounted = mounts_inside(item.path)
+                if mounted:
+                    raise OSError(errno.EBUSY, f"a filesystem is mounted inside at {mounted}")
+                moved.trees.append(trash.take(parent, name))
+            elif item.kind != "link" or _points_to(parent, name, entry):
+                os.unlink(name, dir_fd=parent)
+                moved.tally.add(st)
+        finally:
+            os.close(parent)
+    return moved
+
+
+def _points_to(parent: int, name: str, entry: str) -> bool:
+    try:
+        return os.path.basename(os.path.normpath(os.readlink(name, dir_fd=parent))) == entry
+    except OSError:
+        return False
+
+
+def mounts_inside(path: Path) -> str | None:
+    """A mount point at or below `path` (the mount table knows bind mounts that share a
+    filesystem, which `st_dev` cannot tell)."""
+    table = mount_table() or set()
+    top = os.path.realpath(path)
+    return next((p for p in sorted(table) if p == top or p.startswith(top + "/")), None)
+
+
+def delete_moved(trash: Trash, moved: list[Moved]) -> list[OSError | None]:
+    """Delete the trees in the trash, measuring each, several at a time: unlinking is the
+    cost of a sweep, and the kernel overlaps it across threads (see docs/benchmarks.md).
+    Order no longer matters here: nothing in the trash is reachable by uv."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def delete(item: Moved) -> OSError | None:
+        try:
+            for tree in item.trees:
+                delete_at(trash.fd, tree, item.tally, trash.device)
+                CrashHook.step()
+        except OSError as exc:
+            return exc
+        return None
+
+    if sum(len(m.trees) for m in moved) < 2:
+        return [delete(m) for m in moved]
+    with ThreadPoolExecutor(max_workers=DELETE_THREADS) as pool:
+        return list(pool.map(delete, moved))
+
+
+# ---------------------------------------------------------------- the trash
+
+
+class Trash:
+    """This collector's own trash in the cache root: made exclusively under a random name
+    (mkdtemp: mode 0700, fails rather than reuse a path someone planted), opened without
+    following links, checked to be ours and on the cache's filesystem, and locked while in
+    use so no other collector empties it. Trees are renamed into it by descriptor, so
+    renaming or replacing the name meanwhile changes nothing."""
+
+    def __init__(self, root: Path, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.device = os.fstat(root_fd).st_dev
+        path = tempfile.mkdtemp(prefix=TRASH_PREFIX + "-", dir=root)
+        self.name = os.path.basename(path)
+        self.fd = os.open(self.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+        st = os.fstat(self.fd)
+        if st.st_dev != self.device or st.st_uid != os.geteuid():
+            os.close(self.fd)
+            raise OSError(errno.EPERM, "the trash is not ours", self.name)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.count = 0
+
+    def take(self, parent_fd: int, name: str) -> str:
+        """Rename `name` (in `parent_fd`) into the trash; its name there."""
+        self.count += 1
+        moved = f"{self.count}-{name}"
+        os.rename(name, moved, src_dir_fd=parent_fd, dst_dir_fd=self.fd)
+        return moved
+
+    def remove(self) -> list[str]:
+        """Remove the (emptied) trash; what is left in it (undeletable) is reported."""
+        try:
+            left = os.listdir(self.fd)
+            if left:
+                left_over = f"{len(left)} undeletable tree(s) left in {self.name}"
+                return [left_over + "; the next collect retries"]
+            st = os.fstat(self.fd)
+            named = os.stat(self.name, dir_fd=self.root_fd, follow_symlinks=False)
+            if (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino):
+                os.rmdir(self.name, dir_fd=self.root_fd)
+        except OSError as exc:
+            return [f"cannot remove the trash {self.name}: {exc.strerror}"]
+        finally:
+            os.close(self.fd)
+        return []
+
+
+def empty_leftover_trash(root: Path, root_fd: int) -> list[str]:
+    """Finish deletions killed collectors left (`.uvrefs-trash*` in the cache root).
+    A planted link under that name is unlinked, never followed; a trash another
+    collector still holds is left alone; what cannot be deleted is reported and the
+    collect goes on."""
+    warnings = []
+    device = os.fstat(root_fd).st_dev
+    for name in os.listdir(root_fd):
+        if not TRASH_NAME.fullmatch(name):
+            continue
+        try:
+            st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=root_fd)
+                continue
+            mounted = mounts_inside(root / name)
+            if mounted:
+                warnings.append(f"leftover trash {name} not emptied: {mounted} is mounted in it")
+                continue
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+        except OSError as exc:
+            warnings.append(f"cannot empty the leftover trash {name}: {exc.strerror}")
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another collector's, in use
+            tally = SizeTally()
+            for child in os.listdir(fd):
+                delete_at(fd, child, tally, device)
+            os.rmdir(name, dir_fd=root_fd)
+        except OSError as exc:
+            warnings.append(f"cannot empty the leftover trash {name}: {_why(exc)}")
+        finally:
+            os.close(fd)
+    return warnings
