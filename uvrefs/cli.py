@@ -25,6 +25,11 @@ schedule = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(schedule, name="schedule")
+watch = typer.Typer(
+    help="Directories searched for environments at every collect (roots, tracked once found).",
+    no_args_is_help=True,
+)
+app.add_typer(watch, name="watch")
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 UvArgs = Annotated[list[str] | None, typer.Argument(help="Passed to uv verbatim.")]
@@ -364,6 +369,49 @@ def schedule_status() -> None:
         plan, log = _schedule_plan("1d", "1d")
         for line in core.status(plan, log):
             print(line)
+
+
+WatchDir = Annotated[str, typer.Argument(help="A directory holding projects or environments.")]
+
+
+@watch.command("add")
+def watch_add(directory: WatchDir) -> None:
+    """Watch DIR: every environment under it (4 levels deep) is a root."""
+    import os
+
+    with _errors():
+        path = os.path.realpath(os.path.expanduser(directory))
+        if not os.path.isdir(path):
+            raise UvrefsError(f"{directory} is not a directory; give one that holds your projects")
+        _, store = cache_and_store()
+        with store.locked():
+            store.save_watched([*store.watched(), path])
+    print(f"watching {path}")
+
+
+@watch.command("remove")
+def watch_remove(directory: WatchDir) -> None:
+    """Stop watching DIR (environments found there stay tracked)."""
+    import os
+
+    with _errors():
+        path = os.path.realpath(os.path.expanduser(directory))
+        _, store = cache_and_store()
+        with store.locked():
+            known = store.watched()
+            if path not in known:
+                raise UvrefsError(f"{path} is not watched; `uvrefs watch list` shows what is")
+            store.save_watched([d for d in known if d != path])
+    print(f"no longer watching {path}")
+
+
+@watch.command("list")
+def watch_list() -> None:
+    """The watched directories (those holding tracked envs are searched too, 2 levels)."""
+    with _errors():
+        _, store = cache_and_store()
+        for directory in store.watched():
+            print(directory)
 
 
 def _tracked(command: str, args: list[str] | None) -> None:

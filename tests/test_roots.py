@@ -1,0 +1,343 @@
+"""Mark from roots: an entry is live if any environment that can be found uses it.
+
+Every case runs real uv in symlink link mode, where a wrongly freed entry breaks the env
+(its files are links into the cache): each test ends by importing from the living envs.
+Permission cases run the collector as an unprivileged user (root reads everything)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import UV, World, make_world
+
+SYMLINK = {"UV_LINK_MODE": "symlink"}
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def install(world: World, env: Path, *reqs: str, tracked: bool = True, **kw: object) -> None:
+    """`uvrefs install` (tracked) or plain `uv pip install`, offline, in symlink mode."""
+    args = ["-q", "-p", env, *world.offline(), *reqs]
+    extra = {**SYMLINK, **kw.pop("extra_env", {})}  # type: ignore[dict-item]
+    if tracked:
+        world.uvrefs("install", *args, extra_env=extra, **kw)  # type: ignore[arg-type]
+    else:
+        world.uv("pip", "install", *args, extra_env=extra, **kw)  # type: ignore[arg-type]
+
+
+def imports(world: World, env: Path, *modules: str) -> None:
+    world.run(env / "bin/python", "-c", f"import {', '.join(modules)}")
+
+
+def collect(world: World, *args: str, **kw: object) -> dict:  # type: ignore[type-arg]
+    return json.loads(world.uvrefs("collect", "--json", *args, **kw).stdout)  # type: ignore[arg-type]
+
+
+def freed(result: dict) -> set[str]:  # type: ignore[type-arg]
+    return {f"{d['dist']} {d['version']}" for d in result["freed"]}
+
+
+def reasons(result: dict) -> dict[str, str]:  # type: ignore[type-arg]
+    return {f"{d['dist']} {d['version']}": d["reason"] for d in result["kept"]}
+
+
+@pytest.fixture
+def open_world(wheelhouse: Path) -> Iterator[World]:
+    """A world under a directory every user can traverse (pytest's tmp dirs are 0700),
+    for the collector run as an unprivileged user."""
+    assert UV
+    base = Path(tempfile.mkdtemp(prefix="uvrefs-open-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield make_world(base, wheelhouse, UV)
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def as_nobody(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    """`uvrefs ARGS` as an unprivileged user that owns the cache and the store."""
+    for path in (world.cache, world.state):
+        subprocess.run(["chown", "-R", "65534:65534", str(path)], check=True)
+    return world.run(*NOBODY, sys.executable, "-m", "uvrefs", *args, check=False)
+
+
+def test_plain_uv_install_into_a_tracked_env_keeps_what_it_now_uses(world: World) -> None:
+    """alpha 1.0's refs name only a deleted env; a living tracked env starts using it
+    through plain uv. Its scan makes it live, though no refs file lists that env."""
+    live, dead = world.venv("live"), world.venv("dead")
+    install(world, live, "beta")
+    install(world, dead, "alpha==1.0")
+    shutil.rmtree(dead)
+    install(world, live, "alpha==1.0", tracked=False)
+    result = collect(world)
+    assert freed(result) == set()
+    assert reasons(result)["alpha 1.0"] == f"used by {live}"
+    imports(world, live, "alpha", "beta")
+
+
+def test_uv_cached_environments_are_roots(world: World) -> None:
+    """`uv run --with` builds a cached env in the cache whose packages link to archives
+    like any venv's: they stay while the cached env does."""
+    dead = world.venv("dead")
+    install(world, dead, "alpha==1.0", "beta")
+    run = ["run", "-q", "--no-project", "--python", sys.executable, *world.offline()]
+    run += ["--with", "alpha==1.0", "--with", "beta", "python", "-c"]
+    code = "import alpha, beta; print(alpha.__version__)"
+    world.uv(*run, code, extra_env=SYMLINK)
+    shutil.rmtree(dead)
+    result = collect(world)
+    assert freed(result) == set()
+    assert "uv's cached environment" in reasons(result)["alpha 1.0"]
+    out = world.uv("--offline", *run, code)
+    assert out.stdout.strip() == "1.0"
+    # --untracked and --budget never take what a root uses either.
+    result = collect(world, "--untracked", "--budget", "0")
+    assert not {d["dist"] for d in result["freed"]} & {"alpha", "beta"}
+    world.uv("--offline", *run, code)
+
+
+def test_env_tracked_through_a_symlink_is_known_by_its_real_path(world: World) -> None:
+    real = world.root / "real"
+    real.mkdir()
+    link = world.root / "link"
+    link.symlink_to(real)
+    env = world.venv("link/env")
+    install(world, env, "alpha==1.0")
+    link.unlink()
+    result = collect(world)
+    assert freed(result) == set()
+    assert reasons(result)["alpha 1.0"] == f"used by {real / 'env'}"
+    imports(world, real / "env", "alpha")
+
+
+def test_a_renamed_project_is_followed(world: World) -> None:
+    """A project renamed with `mv` is found again in the directory that held it (watched
+    by default), and the old path is said to have moved there."""
+    projects = world.root / "src"
+    env = world.venv("src/proj/.venv")
+    (projects / "proj" / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\n')
+    install(world, env, "alpha==1.0")
+    (projects / "proj").rename(projects / "renamed")
+    moved = projects / "renamed" / ".venv"
+    assert f"{env} moved to {moved}" in world.uvrefs("why", "alpha").stdout
+    result = collect(world)
+    assert freed(result) == set()
+    assert reasons(result)["alpha 1.0"] == f"used by {moved} (discovered)"
+    assert f"used by {moved}" in world.uvrefs("why", "alpha").stdout
+    # The renamed env is tracked from now on: delete it and its entries go.
+    shutil.rmtree(projects / "renamed")
+    assert freed(collect(world)) == {"alpha 1.0"}
+
+
+def test_an_env_the_collector_cannot_read_keeps_its_entries(open_world: World) -> None:
+    """Run as an unprivileged user: an env (or its parent) it may not read is unknown,
+    not empty, so what it used stays."""
+    world = open_world
+    shut, hidden, dead = world.venv("shut"), world.venv("private/env"), world.venv("dead")
+    install(world, shut, "alpha==2.0", "beta")
+    install(world, hidden, "alpha==3.0")
+    install(world, dead, "alpha==1.0", "beta")
+    shutil.rmtree(dead)
+    shut.chmod(0o700)
+    (world.root / "private").chmod(0o700)
+    done = as_nobody(world, "collect", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert freed(result) == {"alpha 1.0"}
+    why = reasons(result)
+    assert "Permission denied" in why["alpha 2.0"] and "Permission denied" in why["beta 1.0"]
+    assert "Permission denied" in why["alpha 3.0"]
+    imports(world, shut, "alpha", "beta")
+    imports(world, hidden, "alpha")
+
+
+def test_an_unmounted_bind_mount_on_the_same_filesystem_keeps(world: World) -> None:
+    """`st_dev` cannot tell a bind mount of a directory on the same filesystem; the mount
+    table can. Unmounted, the env is unknown, not gone."""
+    real, mnt = world.root / "real", world.root / "mnt"
+    real.mkdir()
+    mnt.mkdir()
+    if subprocess.run(["mount", "--bind", str(real), str(mnt)], check=False).returncode:
+        pytest.skip("bind mounts are not allowed here")
+    try:
+        env = world.venv("mnt/env")
+        install(world, env, "alpha==1.0")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    result = collect(world)
+    assert freed(result) == set()
+    assert f"its filesystem {mnt} is not mounted" in reasons(result)["alpha 1.0"]
+
+
+def test_an_env_recorded_in_another_mount_namespace_keeps(world: World) -> None:
+    """An env made inside a container or mount namespace that shares the cache: its path
+    means nothing here, so it is unknown, not gone."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    inner = world.root / "inner"
+    inner.mkdir()
+    script = (
+        f"mount -t tmpfs none {inner} && "
+        f"{world.uv_bin} venv -q --python {sys.executable} {inner}/env && "
+        f"UV_LINK_MODE=symlink {sys.executable} -m uvrefs install -q -p {inner}/env "
+        f"{' '.join(world.offline())} alpha==1.0"
+    )
+    done = world.run("unshare", "-m", "--propagation", "private", "sh", "-c", script, check=False)
+    if done.returncode and "unshare failed" in done.stderr:
+        pytest.skip(f"mount namespaces are not allowed here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    result = collect(world)
+    assert freed(result) == set()
+    assert "another mount namespace" in reasons(result)["alpha 1.0"]
+
+
+def test_every_refs_store_of_a_cache_is_read(world: World) -> None:
+    """Two stores on one cache (two users, or two UVREFS_DIR values): a collect with
+    either keeps what the other's living envs use, also after `uv cache prune` removed
+    the registry in the cache (each store remembers the peers it saw)."""
+    other = {"UVREFS_DIR": str(world.root / "state2")}
+    live, dead = world.venv("a/live"), world.venv("b/dead")
+    install(world, live, "beta", "alpha==2.0")
+    install(world, dead, "beta", "alpha==1.0", extra_env=other)
+    shutil.rmtree(dead)
+    result = collect(world, "--dry-run", extra_env=other)
+    assert freed(result) == {"alpha 1.0"}
+    assert reasons(result)["beta 1.0"] == f"used by {live}"
+    world.uv("cache", "prune", "-q")
+    assert not (world.cache / ".uvrefs-stores").exists()
+    result = collect(world, extra_env=other)
+    assert freed(result) == {"alpha 1.0"} and "beta 1.0" in reasons(result)
+    imports(world, live, "alpha", "beta")
+
+
+def test_a_peer_store_that_cannot_be_read_blocks_every_free(open_world: World) -> None:
+    world = open_world
+    theirs = world.root / "theirs"
+    live, dead = world.venv("live"), world.venv("dead")
+    install(world, live, "beta", extra_env={"UVREFS_DIR": str(theirs)})
+    install(world, dead, "beta", "alpha==1.0")
+    shutil.rmtree(dead)
+    theirs.chmod(0o700)
+    done = as_nobody(world, "collect", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert freed(result) == set()
+    assert "cannot be read" in reasons(result)["alpha 1.0"]
+    imports(world, live, "beta")
+
+
+def write_project(path: Path, name: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\nversion = "1.0"\n'
+        '[build-system]\nrequires = ["tinybackend"]\nbuild-backend = "tinybackend"\n'
+    )
+    (path / name).mkdir()
+    (path / name / "__init__.py").write_text("")
+    return path
+
+
+def test_build_backends_stay_while_a_living_env_builds_from_local_source(world: World) -> None:
+    """tinybackend is charged to the first env whose build unpacked it; a second project
+    built with it later adds no new archive. Deleting the first env must not take the
+    backend the second still needs to rebuild offline."""
+    first, second = world.venv("first"), world.venv("second")
+    p1 = write_project(world.root / "p1", "pone")
+    p2 = write_project(world.root / "p2", "ptwo")
+    install(world, first, str(p1))
+    install(world, second, str(p2))
+    shutil.rmtree(first)
+    result = collect(world)
+    assert "tinybackend 1.0" not in freed(result)
+    assert "build dependency" in reasons(result)["tinybackend 1.0"]
+    assert world.archive_of("tinybackend", "1.0") and not world.dangling_pointers()
+    world.uv("pip", "install", "-q", "--offline", "--reinstall", "-p", second, *world.offline(), p2)
+    imports(world, second, "ptwo")
+
+
+def test_short_lived_envs_leave_a_bounded_store(world: World) -> None:
+    """A CI runner making a new env per job: gone envs' referrers and records are dropped
+    under the exclusive lock, so the shared entry's refs name only the living env."""
+    live = world.venv("live")
+    install(world, live, "beta")
+    for job in range(8):
+        env = world.venv(f"job{job}")
+        install(world, env, "beta")
+        shutil.rmtree(env)
+    (beta,) = world.archive_of("beta", "1.0")
+    refs = next(world.state.rglob(f"refs/{beta}.refs"))
+    assert len(json.loads(refs.read_text())["referrers"]) == 9
+    collect(world)
+    assert [r["env"] for r in json.loads(refs.read_text())["referrers"]] == [str(live)]
+    assert len(list(world.state.rglob("envs/*.json"))) == 1
+    imports(world, live, "beta")
+
+
+def test_untracked_budget_never_takes_what_a_discovered_env_uses(world: World) -> None:
+    """`--budget 0` frees untracked entries, but only those no root uses: an env made
+    with plain uv beside a tracked one is a root (symlink mode: no link count shows it)."""
+    tracked, plain = world.venv("tracked"), world.venv("plain")
+    install(world, tracked, "beta")
+    install(world, plain, "alpha==3.0", tracked=False)
+    result = collect(world, "--budget", "0")
+    assert "alpha 3.0" not in freed(result) and "beta 1.0" not in freed(result)
+    imports(world, plain, "alpha")
+    imports(world, tracked, "beta")
+
+
+def test_watch_add_finds_envs_deeper_than_the_default(world: World) -> None:
+    """`uvrefs watch add DIR` searches DIR deeper than tracked envs' holders; envs found
+    there are roots, tracked from the next collect on."""
+    deep = world.venv("work/a/b/c/env")
+    install(world, deep, "alpha==3.0", tracked=False)
+    tracked = world.venv("tracked")
+    install(world, tracked, "alpha==3.0")
+    shutil.rmtree(tracked)
+    assert freed(collect(world, "--dry-run")) == {"alpha 3.0"}
+    world.uvrefs("watch", "add", world.root / "work")
+    assert str(world.root / "work") in world.uvrefs("watch", "list").stdout
+    result = collect(world)
+    assert freed(result) == set()
+    assert reasons(result)["alpha 3.0"] == f"used by {deep} (discovered)"
+    world.uvrefs("watch", "remove", world.root / "work")
+    assert world.uvrefs("watch", "list").stdout.strip() == ""
+    imports(world, deep, "alpha")
+
+
+def test_killed_recorder_leaves_a_root(world: World) -> None:
+    """The env record is written before the refs: a recorder killed in between (here: its
+    refs deleted by hand) leaves a root whose scan still holds what it uses."""
+    live, dead = world.venv("live"), world.venv("dead")
+    install(world, dead, "alpha==1.0")
+    install(world, live, "alpha==1.0")
+    shutil.rmtree(dead)
+    (alpha,) = world.archive_of("alpha", "1.0")
+    refs = next(world.state.rglob(f"refs/{alpha}.refs"))
+    doc = json.loads(refs.read_text())
+    doc["referrers"] = [r for r in doc["referrers"] if r["env"] != str(live)]
+    refs.write_text(json.dumps(doc))
+    for stamp in world.state.rglob("envs/*.stamp"):
+        stamp.unlink()
+    result = collect(world)
+    assert freed(result) == set() and reasons(result)["alpha 1.0"] == f"used by {live}"
+    imports(world, live, "alpha")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+def test_nothing_is_recorded_for_peer_envs(world: World) -> None:
+    """A collect records the roots it found for its own store only: a peer's envs stay
+    the peer's (its collect tidies them)."""
+    other = {"UVREFS_DIR": str(world.root / "state2")}
+    env = world.venv("a/env")
+    install(world, env, "beta", extra_env=other)
+    collect(world)
+    assert not list(world.state.rglob("refs/*.refs"))
