@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,3 +182,36 @@ def make_world(tmp_path: Path, wheelhouse: Path, uv_bin: str) -> World:
         PATH=str(Path(uv_bin).parent) + os.pathsep + env.get("PATH", ""),
     )
     return World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env, uv_bin)
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def open_world(wheelhouse: Path) -> Iterator[World]:
+    """A world under a directory every user can traverse (pytest's tmp dirs are 0700),
+    for code run as an unprivileged user: root reads even `chmod 000` directories, so a
+    permission test run as root proves nothing."""
+    import tempfile
+
+    assert UV
+    base = Path(tempfile.mkdtemp(prefix="uvrefs-open-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield make_world(base, wheelhouse, UV)
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def as_nobody(
+    world: World, *args: str, owned_by_root: Sequence[Path] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`uvrefs ARGS` as an unprivileged user that owns the cache and the store, except
+    for `owned_by_root` (made 0700, so that user cannot read them)."""
+    for path in (world.cache, world.state):
+        subprocess.run(["chown", "-R", "65534:65534", str(path)], check=True)
+    for path in owned_by_root:
+        os.chown(path, 0, 0)
+        path.chmod(0o700)
+    return world.run(*NOBODY, sys.executable, "-m", "uvrefs", *args, check=False)

@@ -11,16 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import UV, World, make_world
+from tests.conftest import World, as_nobody
 
 SYMLINK = {"UV_LINK_MODE": "symlink"}
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def install(world: World, env: Path, *reqs: str, tracked: bool = True, **kw: object) -> None:
@@ -47,27 +44,6 @@ def freed(result: dict) -> set[str]:  # type: ignore[type-arg]
 
 def reasons(result: dict) -> dict[str, str]:  # type: ignore[type-arg]
     return {f"{d['dist']} {d['version']}": d["reason"] for d in result["kept"]}
-
-
-@pytest.fixture
-def open_world(wheelhouse: Path) -> Iterator[World]:
-    """A world under a directory every user can traverse (pytest's tmp dirs are 0700),
-    for the collector run as an unprivileged user."""
-    assert UV
-    base = Path(tempfile.mkdtemp(prefix="uvrefs-open-", dir="/tmp"))
-    base.chmod(0o755)
-    try:
-        yield make_world(base, wheelhouse, UV)
-    finally:
-        subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def as_nobody(world: World, *args: str) -> subprocess.CompletedProcess[str]:
-    """`uvrefs ARGS` as an unprivileged user that owns the cache and the store."""
-    for path in (world.cache, world.state):
-        subprocess.run(["chown", "-R", "65534:65534", str(path)], check=True)
-    return world.run(*NOBODY, sys.executable, "-m", "uvrefs", *args, check=False)
 
 
 def test_plain_uv_install_into_a_tracked_env_keeps_what_it_now_uses(world: World) -> None:

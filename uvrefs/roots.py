@@ -69,10 +69,10 @@ def find_roots(
 ) -> Roots:
     """Read every store of this cache and list every root."""
     roots = Roots()
-    _read_store(store, roots, host, "tracked", own=True)
+    _read_store(store, roots, host, "tracked", cache, own=True)
     for peer in peer_stores(cache, store):
         try:
-            _read_store(peer, roots, host, "peer", own=False)
+            _read_store(peer, roots, host, "peer", cache, own=False)
             roots.peers.append(peer)
         except (OSError, StoreError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
@@ -94,9 +94,16 @@ def find_roots(
     return roots
 
 
-def _read_store(store: RefsStore, roots: Roots, host: str, kind: RootKind, own: bool) -> None:
+def _read_store(
+    store: RefsStore, roots: Roots, host: str, kind: RootKind, cache: Cache, own: bool
+) -> None:
     """Add a store's refs (merged by entry) and its environments as roots. Referrers on
-    other hosts are not roots (they cannot be scanned here); the planner keeps them."""
+    other hosts are not roots (they cannot be scanned here); the planner keeps them.
+    A recorded env inside the cache is one of uv's cached environments."""
+
+    def kind_of(path: str) -> RootKind:
+        return "uv-cached" if cache.contains(Path(path)) else kind
+
     if not own:
         os.listdir(store.dir)  # an unreadable peer store raises: nothing may be freed
     for entry in store.entry_ids():
@@ -118,10 +125,10 @@ def _read_store(store: RefsStore, roots: Roots, host: str, kind: RootKind, own: 
             roots.refs[entry] = known._replace(referrers=known.referrers + loaded.referrers)
         for r in loaded.referrers:
             if r.host == host:
-                roots.add(Root(r.env, kind, store=store))
+                roots.add(Root(r.env, kind_of(r.env), store=store))
     for record in store.env_records():
         if record.host == host:
-            roots.add(Root(record.path, kind, record, store))
+            roots.add(Root(record.path, kind_of(record.path), record, store))
 
 
 # ---------------------------------------------------------------- peer stores

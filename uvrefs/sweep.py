@@ -49,8 +49,8 @@ class Swept:
     kept: tuple[Decision, ...]
     errors: tuple[str, ...]
     warnings: tuple[str, ...]
-    lock_held: float
-    deleting: float
+    lock_held: float  # uv's lock held exclusively: re-checks, unlinks and renames
+    deleting: float  # deleting the trash, after uv's lock was released
     rescans: Mapping[str, EnvScan]
 
 
@@ -81,23 +81,27 @@ def sweep(
     timeout: float,
     on_wait: Callable[[], None] | None = None,
 ) -> Swept:
-    """Delete the planned entries under uv's exclusive cache lock.
+    """Free the planned entries: take them out of uv's sight under uv's exclusive cache
+    lock, then delete them with the lock released.
 
     Every root is re-fingerprinted and what changed re-scanned (plus environments created
     since planning: new records in any store, new uv cached envs), so an entry a root
     started using meanwhile is kept. Then per entry: its pointers go first and its archive
-    is renamed into this collector's trash (so uv never trusts a half-deleted one); then
-    the trash is deleted, measuring what goes; refs go last. A crash at any point leaves
-    either a live entry or an unreferenced archive (or a trash, emptied by the next run),
-    never a pointer to nothing. Gone environments' referrers and records are dropped."""
+    is renamed into this collector's trash (so uv never trusts a half-deleted one), then
+    its refs; gone environments' referrers and records are dropped. uv waits only that
+    long: the trash is deleted after the lock is released, measuring what goes. A crash
+    at any point leaves either a live entry or an unreferenced archive (or a trash, which
+    the next run empties), never a pointer to nothing."""
     freed: list[Decision] = []
     kept: list[Decision] = []
     errors: list[str] = []
     warnings: list[str] = []
-    with uv.CacheLock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
-        started = time.monotonic()
-        root_fd = os.open(cache.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
+    root_fd = os.open(cache.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    trash: Trash | None = None
+    moved: list[tuple[Decision, Moved]] = []
+    try:
+        with uv.CacheLock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
+            started = time.monotonic()
             warnings += empty_leftover_trash(cache.root, root_fd)
             candidates = [d.entry for d in plan.free]
             scans, live = remark(cache, store, facts, roots, marks, candidates)
@@ -110,7 +114,6 @@ def sweep(
                     going.append(decision)
             going_ids = {d.entry for d in going}
             trash = Trash(cache.root, root_fd) if going else None
-            moved: list[tuple[Decision, Moved]] = []
             for decision in going:
                 assert trash is not None
                 try:
@@ -118,24 +121,30 @@ def sweep(
                     moved.append((decision, unlink_entry(cache, root_fd, doomed, trash)))
                 except OSError as exc:
                     errors.append(f"{decision.entry}: {_why(exc)}")
-            deleting = time.monotonic()
-            failures = delete_moved(trash, [m for _, m in moved]) if trash else []
-            deleting = time.monotonic() - deleting
-            for (decision, entry_moved), failure in zip(moved, failures, strict=True):
-                if failure is not None:  # out of uv's sight all the same; a later run retries
-                    errors.append(f"{decision.entry}: {_why(failure)}")
+            for decision, _ in moved:  # out of uv's sight: its refs are stale now
                 CrashHook.step()
                 try:
                     store.delete(decision.entry)
-                except OSError as exc:  # the entry is gone all the same; its refs are now stale
+                except OSError as exc:  # harmless: the next collect drops stale refs
                     warnings.append(store_warning(store, exc))
-                freed.append(replace(decision, bytes=entry_moved.tally.freed))
-            if trash is not None:
-                warnings += trash.remove()
             warnings += forget_gone(store, facts, scans, roots)
             held = time.monotonic() - started
-        finally:
-            os.close(root_fd)
+        # uv's lock is released: what is in the trash is out of uv's sight, and this
+        # collector's lock on the trash keeps every other collector out of it.
+        deleting = time.monotonic()
+        failures = delete_moved(trash, [m for _, m in moved]) if trash else []
+        deleting = time.monotonic() - deleting
+        for (decision, entry_moved), failure in zip(moved, failures, strict=True):
+            if failure is not None:  # a later run retries what is left in the trash
+                errors.append(f"{decision.entry}: {_why(failure)}")
+            freed.append(replace(decision, bytes=entry_moved.tally.freed))
+        if trash is not None:
+            warnings += trash.remove()
+            trash = None
+    finally:
+        if trash is not None:
+            trash.close()
+        os.close(root_fd)
     return Swept(
         tuple(freed),
         tuple(kept),
@@ -292,7 +301,7 @@ def forget_gone(
                     store.drop_referrers(entry, gone, facts.host)
             for path in gone:
                 root = roots.get(path)
-                if root is not None and root.kind == "tracked":
+                if root is not None and root.kind != "peer":
                     store.forget_env(path)
     except (OSError, StoreError) as exc:  # bookkeeping only: the next collect retries
         return [store_warning(store, exc)]
@@ -449,6 +458,9 @@ class Trash:
         moved = f"{self.count}-{name}"
         os.rename(name, moved, src_dir_fd=parent_fd, dst_dir_fd=self.fd)
         return moved
+
+    def close(self) -> None:
+        os.close(self.fd)
 
     def remove(self) -> list[str]:
         """Remove the (emptied) trash; what is left in it (undeletable) is reported."""
