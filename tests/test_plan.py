@@ -58,7 +58,19 @@ def facts(draw: st.DrawFn) -> Facts:
         envs[env] = EnvScan(Path(env), state, "", uses)
     uv_owned = frozenset(draw(st.sets(st.sampled_from(ENTRIES), max_size=2)))
     linked = frozenset(draw(st.sets(st.sampled_from(ENTRIES), max_size=2)))
-    return Facts(HOST, archives, refs, corrupt, envs, uv_owned, linked)
+    # The live set: what every living root uses (tracked envs' uses, and roots no refs
+    # name, such as uv's cached envs or discovered envs).
+    live: dict[str, tuple[str, ...]] = {}
+    for env, scan in envs.items():
+        for entry in scan.uses if scan.state == "alive" else {}:
+            live.setdefault(entry, ())
+            live[entry] += (env,)
+    for entry in draw(st.sets(st.sampled_from(ENTRIES), max_size=2)):
+        live[entry] = (*live.get(entry, ()), "/uv-cached")
+    own = frozenset(draw(st.sets(st.sampled_from(sorted(tracked)))) if tracked else set())
+    own = frozenset(tracked) if draw(st.booleans()) else own  # peers track the rest
+    blocked = draw(st.sampled_from([None, None, None, "a peer store cannot be read"]))
+    return Facts(HOST, archives, refs, corrupt, envs, uv_owned, linked, live, own, blocked)
 
 
 @settings(max_examples=500)
@@ -71,6 +83,7 @@ def test_never_plans_an_entry_that_is_live_unsure_or_untracked(f: Facts) -> None
             and d.entry not in f.uv_owned
             and d.entry not in f.linked_elsewhere
         )
+        assert d.entry not in f.live and f.is_own(d.entry) and not f.blocked
         for r in f.refs[d.entry].referrers:
             scan = f.envs[r.env]
             assert r.host == HOST and scan.state != "unknown"
@@ -88,6 +101,9 @@ def test_frees_exactly_tracked_entries_with_no_holding_or_uncertain_referrer(f: 
             or entry not in f.refs
             or entry in f.uv_owned
             or entry in f.linked_elsewhere
+            or entry in f.live
+            or not f.is_own(entry)
+            or f.blocked
         ):
             continue
         verdicts = {referrer_verdict(r, entry, f)[0] for r in f.refs[entry].referrers}
@@ -96,7 +112,7 @@ def test_frees_exactly_tracked_entries_with_no_holding_or_uncertain_referrer(f: 
     assert {d.entry for d in plan.free} == expected
     assert not {d.entry for d in plan.free} & {d.entry for d in plan.keep}
     assert plan.untracked == len([e for e in f.archives if e not in f.refs and e not in f.corrupt])
-    assert set(plan.stale) == set(f.refs) - f.archives
+    assert set(plan.stale) == {e for e in set(f.refs) - f.archives if f.is_own(e)}
 
 
 def ref(env: str, host: str = HOST, how: str = "hardlink") -> Referrer:
@@ -175,7 +191,8 @@ def test_policies_only_narrow_dead_entries_or_add_unlinked_untracked_ones(
         assert d.entry in dead or (
             d.untracked and d.entry in untracked and (policy.untracked or policy.budget is not None)
         )
-        assert d.entry not in f.linked_elsewhere
+        assert d.entry not in f.linked_elsewhere and d.entry not in f.live
+        assert d.entry not in f.uv_owned and not f.blocked
         assert normal_name(d.dist) not in policy.keep
         since = f.unpacked_at if d.untracked else f.dead_since
         assert f.now - since.get(d.entry, f.now) >= policy.min_age
