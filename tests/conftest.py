@@ -182,3 +182,15 @@ def make_world(tmp_path: Path, wheelhouse: Path, uv_bin: str) -> World:
         PATH=str(Path(uv_bin).parent) + os.pathsep + env.get("PATH", ""),
     )
     return World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env, uv_bin)
+
+
+# The reflink suite (tests/test_reflink.py): its fixtures, and a line saying whether it ran
+# (it needs root, loop devices and mkfs.xfs or mkfs.btrfs; without them it skips).
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.import_plugin("tests.fsimage")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.fsimage import summary
+
+    terminalreporter.write_line(f"reflink suite: {summary(terminalreporter.stats)}")
