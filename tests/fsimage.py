@@ -111,8 +111,9 @@ def _unescape(field: str) -> str:
 
 
 def clean_stale_mounts(temp_root: Path) -> list[str]:
-    """Lazily unmount the reflink mounts of killed sessions: only those under pytest's temp
-    root, named after a pytest process that no longer runs. Returns what it unmounted."""
+    """Lazily unmount the reflink mounts of killed sessions, detach their loop devices and
+    delete their images: only those under pytest's temp root, named after a pytest process
+    that no longer runs. Returns what it unmounted."""
     cleaned: list[str] = []
     try:
         with open("/proc/self/mountinfo") as f:
@@ -140,6 +141,12 @@ def clean_stale_mounts(temp_root: Path) -> list[str]:
         match = re.fullmatch(MARK + r"(\d+)\.img", os.path.basename(image))
         if match and image.startswith(root + os.sep) and not _pid_alive(int(match[1])):
             _run(tool("losetup") or "losetup", "-d", f"/dev/{backing.parts[3]}")
+    # Images of dead sessions (sparse, but tens of MiB written each), before pytest's own
+    # retention gets to them.
+    for image_path in temp_root.glob(f"*/*/{MARK}*.img"):
+        match = re.fullmatch(MARK + r"(\d+)\.img", image_path.name)
+        if match and not _pid_alive(int(match[1])):
+            image_path.unlink(missing_ok=True)
     return cleaned
 
 
