@@ -11,6 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 test: $(BIN)/.installed
+	-sh scripts/test_prereqs.sh
 	$(BIN)/python scripts/fetch_uv_versions.py
 	$(BIN)/python -m pytest -q
 

@@ -215,3 +215,15 @@ def as_nobody(
         os.chown(path, 0, 0)
         path.chmod(0o700)
     return world.run(*NOBODY, sys.executable, "-m", "uvrefs", *args, check=False)
+
+
+# The reflink suite (tests/test_reflink.py): its fixtures, and a line saying whether it ran
+# (it needs root, loop devices and mkfs.xfs or mkfs.btrfs; without them it skips).
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.import_plugin("tests.fsimage")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.fsimage import summary
+
+    terminalreporter.write_line(f"reflink suite: {summary(terminalreporter.stats)}")
