@@ -69,7 +69,8 @@ def test_why_names_packages_and_verdicts(world: World) -> None:
         {"env": str(keep), "verdict": "holds", "why": f"used by {keep}"}
     ]
     assert by_version["1.0"]["referrers"][0]["verdict"] == "dead"
-    text = world.uvrefs("why", by_version["1.0"]["entry"]).stdout
+    # Ids may start with "-" (uv's nanoids): `--` ends the options, as anywhere.
+    text = world.uvrefs("why", "--", by_version["1.0"]["entry"]).stdout
     assert "alpha 1.0" in text and "next collect frees it" in text
     assert world.uvrefs("why", "nosuchpackage", check=False).returncode == 1
 
