@@ -76,7 +76,8 @@ def test_why_names_packages_and_verdicts(world: World) -> None:
 
 
 def test_status_agrees_with_uv_cache_size_and_splits_the_cache(world: World) -> None:
-    live, dead, plain = world.venv("live"), world.venv("dead"), world.venv("plain")
+    live, dead = world.venv("live"), world.venv("dead")
+    plain = world.venv("out/of/sight/plain")  # deeper than tracked envs' holders are searched
     world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta")
     world.uvrefs("install", "-q", "-p", dead, *world.offline(), "big", "gamma")
     world.uv("pip", "install", "-q", "-p", plain, *world.offline(), "alpha==3.0")
@@ -89,10 +90,12 @@ def test_status_agrees_with_uv_cache_size_and_splits_the_cache(world: World) -> 
     )
     assert out["total_bytes"] == int(size)
     assert out["live"]["entries"] == 2 and out["untracked"]["entries"] == 1
+    assert out["held"]["entries"] == 0
     assert out["dead"]["entries"] == 3  # big, gamma and its build backend
     parts = (
         out["live"]["bytes"]
         + out["dead"]["bytes"]
+        + out["held"]["bytes"]
         + out["untracked"]["bytes"]
         + out["uv_own_bytes"]
     )

@@ -147,11 +147,15 @@ def check_store(cache: Cache, store: RefsStore) -> list[Check]:
     ids = store.entry_ids()
     present = {a.id for a in cache.archives()}
     corrupt = []
+    symlinked: set[str] = set()
     for entry in ids:
         try:
-            store.load(entry)
+            loaded = store.load(entry)
         except CorruptRefs as exc:
             corrupt.append(f"{entry}: {exc}")
+            continue
+        if loaded is not None:
+            symlinked.update(r.env for r in loaded.referrers if r.how == "symlink")
     stale = [i for i in ids if i not in present]
     records = store.env_records()
     states: dict[str, int] = {}
@@ -182,6 +186,19 @@ def check_store(cache: Cache, store: RefsStore) -> list[Check]:
             ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none recorded",
         ),
     ]
+    if symlinked:
+        first = sorted(symlinked)[0]
+        checks.append(
+            Check(
+                "link mode",
+                "warn",
+                f"{len(symlinked)} environment(s) use symlink link mode ({first}"
+                + (f" and {len(symlinked) - 1} more" if len(symlinked) > 1 else "")
+                + "): their files live only in the cache, so anything that frees an entry "
+                "they use (`uv cache clean`, or a collect that cannot see them) breaks them; "
+                "uvrefs keeps what the envs it can find use. Prefer clone or hardlink",
+            )
+        )
     trash = sorted(n for n in os.listdir(cache.root) if TRASH_NAME.fullmatch(n))
     if trash:
         checks.append(

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from uvrefs import uv
 from uvrefs.cache import Cache, SizeTally
-from uvrefs.collect import Progress, Survey, gather_facts, referrer_verdict
+from uvrefs.collect import Progress, Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
+from uvrefs.plan import Facts, plan_collection, referrer_verdict, used_by
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
@@ -117,21 +118,45 @@ class Keeper:
 
 @dataclass(frozen=True)
 class EntryView:
+    """One entry as collect judges it now: `state` is live, dead, held, untracked or uv's
+    own (the words `status` uses), `reason` says why, `referrers` each ref's verdict."""
+
     entry: str
     dist: str | None
     version: str | None
     tags: tuple[str, ...]
     tracked: bool
     referrers: tuple[Keeper, ...]
+    state: str = ""
+    reason: str = ""
+
+
+def entry_state(
+    entry: str, facts: Facts, dead: dict[str, str], kept: dict[str, str]
+) -> tuple[str, str]:
+    """(state, why) of one entry, from the plan and the live set: one vocabulary for
+    status, why and collect."""
+    if entry in facts.uv_owned:
+        return "uv's own", "a cached environment of uv's"
+    if entry in facts.live:
+        return "live", used_by(facts.live[entry])
+    if entry in dead:
+        return "dead", f"the next collect frees it ({dead[entry]})"
+    if entry in kept:
+        return "held", kept[entry]
+    return "untracked", "no environment uvrefs knows uses it, and none ever did; kept"
 
 
 def why(
     cache: Cache, store: RefsStore, query: str, progress: Progress | None = None
 ) -> list[EntryView]:
-    """Every entry of a package (any version or build), or the entry with that id, and
-    each referrer's verdict, as `collect` would judge it now."""
+    """Every entry of a package (any version or build), or the entry with that id, its
+    state and each referrer's verdict, as `collect` would judge it now."""
     survey: Survey = gather_facts(cache, store, progress)
     facts = survey.facts
+    plan = plan_collection(facts)
+    dead = {d.entry: d.reason for d in plan.free}
+    kept = {d.entry: d.reason for d in plan.keep}
     wanted = _normalize(query)
     views = []
     for archive in sorted(survey.index.cache.archives(), key=lambda a: a.id):
@@ -144,7 +169,12 @@ def why(
             Keeper(r.env, *referrer_verdict(r, archive.id, facts))
             for r in (refs.referrers if refs else [])
         )
-        views.append(EntryView(archive.id, dist, version, tuple(tags), refs is not None, keepers))
+        state, reason = entry_state(archive.id, facts, dead, kept)
+        views.append(
+            EntryView(
+                archive.id, dist, version, tuple(tags), refs is not None, keepers, state, reason
+            )
+        )
     return views
 
 
@@ -161,7 +191,10 @@ class Share:
 @dataclass(frozen=True)
 class Status:
     """The cache split the way collect sees it. `total` is counted as `uv cache size`
-    counts (every inode once); `dead_frees` is what the next collect really frees."""
+    counts (every inode once); `dead_frees` is what the next collect really frees.
+    live: some living root uses it; dead: the next collect frees it; held: tracked, no root
+    uses it, kept all the same (uncertain, hard-linked, another store's, unreadable refs);
+    untracked: no root uses it and no store ever tracked it."""
 
     cache: str
     total: int
@@ -170,6 +203,7 @@ class Status:
     dead_frees: int
     untracked: Share
     uv_own: int  # index metadata, interpreters, cached environments, builds, pointers
+    held: Share = Share(0, 0)
 
 
 def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
@@ -177,16 +211,14 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
 
     survey = gather_facts(cache, store, progress)
     plan = plan_with_policy(cache, store, survey, Policy(), progress)
+    facts = survey.facts
     dead = {d.entry for d in plan.free}
-    untracked = {
-        a
-        for a in survey.facts.archives
-        if a not in survey.facts.refs and a not in survey.facts.corrupt
-    }
-    untracked -= survey.facts.uv_owned
-    live = survey.facts.archives - dead - untracked - survey.facts.uv_owned
+    live = set(facts.live) & facts.archives - facts.uv_owned
+    tracked = (set(facts.refs) | set(facts.corrupt)) & facts.archives
+    held = tracked - live - dead - facts.uv_owned
+    untracked = facts.archives - tracked - live - facts.uv_owned
     shares = {}
-    for name, ids in (("live", live), ("dead", dead), ("untracked", untracked)):
+    for name, ids in (("live", live), ("dead", dead), ("held", held), ("untracked", untracked)):
         tally = SizeTally()
         for entry in ids:
             path = cache.archive_path(entry)
@@ -204,4 +236,5 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
         sum(d.bytes for d in plan.free),
         shares["untracked"],
         total.occupied - archived,
+        shares["held"],
     )

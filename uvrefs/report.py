@@ -232,12 +232,9 @@ def print_why(query: str, views: list[EntryView]) -> None:
         print(f"no cache entry of {query!r}")
     for v in views:
         print(f"{v.dist or '?'} {v.version or ''} [{','.join(v.tags)}] {v.entry}:")
-        if not v.tracked:
-            print("  untracked: no tracked environment ever used it; kept")
-        elif not any(k.verdict != "dead" for k in v.referrers):
-            print("  nothing keeps it: the next collect frees it")
+        print(f"  {v.state}: {v.reason}")
         for k in v.referrers:
-            print(f"  {k.verdict}: {k.why}")
+            print(f"    {k.verdict}: {k.why}")
 
 
 def status_json(s: Status) -> dict[str, Any]:
@@ -247,6 +244,7 @@ def status_json(s: Status) -> dict[str, Any]:
         "total_bytes": s.total,
         "live": {"entries": s.live.entries, "bytes": s.live.bytes},
         "dead": {"entries": s.dead.entries, "bytes": s.dead.bytes, "frees_bytes": s.dead_frees},
+        "held": {"entries": s.held.entries, "bytes": s.held.bytes},
         "untracked": {"entries": s.untracked.entries, "bytes": s.untracked.bytes},
         "uv_own_bytes": s.uv_own,
     }
@@ -254,7 +252,7 @@ def status_json(s: Status) -> dict[str, Any]:
 
 def print_status(s: Status) -> None:
     rows = [
-        ("live", f"{s.live.entries} entries", human(s.live.bytes), "used by a living tracked env"),
+        ("live", f"{s.live.entries} entries", human(s.live.bytes), "used by a living environment"),
         (
             "dead",
             f"{s.dead.entries} entries",
@@ -262,10 +260,16 @@ def print_status(s: Status) -> None:
             f"the next collect frees {human(s.dead_frees)}",
         ),
         (
+            "held",
+            f"{s.held.entries} entries",
+            human(s.held.bytes),
+            "unused but kept: uncertain, hard-linked or another store's (`uvrefs why`)",
+        ),
+        (
             "untracked",
             f"{s.untracked.entries} entries",
             human(s.untracked.bytes),
-            "no tracked env ever used them (kept; `uvrefs adopt` your envs)",
+            "no environment uvrefs knows uses them (kept; `uvrefs watch add` your projects)",
         ),
         (
             "uv's own",
