@@ -23,9 +23,20 @@ class World:
     files: int
 
 
-def build(root: Path, entries: int, files_per_entry: int, envs: int, seed: int = 0) -> World:
+def build(
+    root: Path,
+    entries: int,
+    files_per_entry: int,
+    envs: int,
+    seed: int = 0,
+    cached_envs: int = 0,
+    dead_referrers: int = 0,
+) -> World:
     """`entries` archives of `files_per_entry` files; each env uses 1/envs of them alone plus
-    a shared tenth; the first half of the envs is deleted after recording."""
+    a shared tenth; the first half of the envs is deleted after recording. Optionally
+    `cached_envs` uv cached environments (`environments-v2` -> an archive holding a venv
+    that hard-links 5 shared entries) and `dead_referrers` referrers of deleted envs spread
+    over the shared entries' refs (a CI runner's history)."""
     from uvrefs.cache import Cache
     from uvrefs.envs import ArchiveIndex
     from uvrefs.refs import RefsStore
@@ -84,6 +95,35 @@ def build(root: Path, entries: int, files_per_entry: int, envs: int, seed: int =
         target = Target(str(env))
         record_env(c, store, target, "install", index=index)
         write_stamp(store.stamp_path(target.path), fingerprint(target))
+    for n in range(cached_envs):
+        entry = "".join(rng.choice(ALPHABET) for _ in range(16))
+        venv = cache / "archive-v0" / entry
+        site = venv / "lib/python3.11/site-packages"
+        site.mkdir(parents=True)
+        (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        for i in shared[n % len(shared) :][:5]:
+            archive = cache / "archive-v0" / ids[i]
+            for src in archive.rglob("*"):
+                dst = site / src.relative_to(archive)
+                if src.is_dir():
+                    dst.mkdir(exist_ok=True)
+                else:
+                    os.link(src, dst)
+        link = cache / "environments-v2" / f"{n:016x}" / "env"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(f"../../archive-v0/{entry}")
+    if dead_referrers:
+        import json
+
+        per_entry = dead_referrers // len(shared)
+        for i in shared:
+            refs = Path(store.refs_path(ids[i]))
+            doc = json.loads(refs.read_text())
+            doc["referrers"] += [
+                {**doc["referrers"][0], "env": str(root / "gone" / f"job{j:05d}" / ".venv")}
+                for j in range(per_entry)
+            ]
+            refs.write_text(json.dumps(doc))
     dead_envs = env_paths[: envs // 2]
     dead_entries = [i for e in range(envs // 2) for i in own[e::envs]]
     for env in dead_envs:

@@ -295,16 +295,24 @@ def discover(dirs: Iterable[str], cache_root: Path | None = None, max_depth: int
 
 
 def _walk_for_venvs(top: str, depth: int, skip: str | None) -> Iterator[str]:
-    if os.path.isfile(os.path.join(top, "pyvenv.cfg")):
-        yield os.path.realpath(top)
-        return
-    if depth <= 0 or top == skip:
-        return
-    try:
-        with os.scandir(top) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name not in SKIP_DIRS and entry.is_dir(follow_symlinks=False):
-            yield from _walk_for_venvs(entry.path, depth - 1, skip)
+    """One `scandir` per directory, as `find` reads it: an env is a directory whose
+    listing holds `pyvenv.cfg` (no stat of a name that is not there)."""
+    stack = [(top, depth)]
+    while stack:
+        current, left = stack.pop()
+        if current == skip:
+            continue
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        if any(e.name == "pyvenv.cfg" for e in entries):
+            yield os.path.realpath(current)
+            continue
+        if left > 0:
+            stack.extend(
+                (e.path, left - 1)
+                for e in entries
+                if e.name not in SKIP_DIRS and e.is_dir(follow_symlinks=False)
+            )
