@@ -114,23 +114,26 @@ def sweep(
                     going.append(decision)
             going_ids = {d.entry for d in going}
             trash = Trash(cache.root, root_fd) if going else None
+            mounts = mount_table() or set()
             for decision in going:
                 assert trash is not None
                 try:
                     doomed = entry_paths(cache, decision.entry, pointers, going_ids)
-                    moved.append((decision, unlink_entry(cache, root_fd, doomed, trash)))
+                    moved.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
                 except OSError as exc:
                     errors.append(f"{decision.entry}: {_why(exc)}")
-            for decision, _ in moved:  # out of uv's sight: its refs are stale now
-                CrashHook.step()
-                try:
-                    store.delete(decision.entry)
-                except OSError as exc:  # harmless: the next collect drops stale refs
-                    warnings.append(store_warning(store, exc))
-            warnings += forget_gone(store, facts, scans, roots)
+            freeing = {d.entry for d, _ in moved}
+            warnings += forget_gone(store, facts, scans, roots, freeing)
             held = time.monotonic() - started
         # uv's lock is released: what is in the trash is out of uv's sight, and this
-        # collector's lock on the trash keeps every other collector out of it.
+        # collector's lock on the trash keeps every other collector out of it. The refs
+        # of what went are stale now (harmless if a crash leaves them: dropped next time).
+        for decision, _ in moved:
+            CrashHook.step()
+            try:
+                store.delete(decision.entry)
+            except OSError as exc:
+                warnings.append(store_warning(store, exc))
         deleting = time.monotonic()
         failures = delete_moved(trash, [m for _, m in moved]) if trash else []
         deleting = time.monotonic() - deleting
@@ -241,7 +244,7 @@ def recheck(
         return "refs vanished since planning"
     if own is not None and decision.untracked:
         return "tracked since planning"
-    refs = dict(facts.refs)
+    refs = {}  # this entry's alone: the planner's other lookups are per entry
     if own is not None:
         peers = facts.refs.get(entry)
         theirs = tuple(r for r in (peers.referrers if peers else ()) if r not in own.referrers)
@@ -284,17 +287,23 @@ def metadata_linked(archive: Path, dist_infos: tuple[str, ...]) -> bool:
 
 
 def forget_gone(
-    store: RefsStore, facts: Facts, scans: Mapping[str, EnvScan], roots: Mapping[str, Root]
+    store: RefsStore,
+    facts: Facts,
+    scans: Mapping[str, EnvScan],
+    roots: Mapping[str, Root],
+    freeing: set[str],
 ) -> list[str]:
     """Keep the store bounded: drop referrers whose env was judged gone under this lock
-    (nothing can be recording now), and the records and stamps of those envs. Only ours:
-    a peer store is its owner's to tidy."""
+    (nothing can be recording now), and the records and stamps of those envs. Only ours
+    (a peer store is its owner's to tidy), and not in refs about to be deleted."""
     gone = {path for path, scan in scans.items() if scan.state == "gone"}
     if not gone:
         return []
     try:
         with store.locked():
             for entry, refs in facts.refs.items():
+                if entry in freeing:
+                    continue
                 if facts.is_own(entry) and any(
                     r.env in gone and r.host == facts.host for r in refs.referrers
                 ):
@@ -361,35 +370,41 @@ class Moved:
     tally: SizeTally
 
 
-def unlink_entry(cache: Cache, root_fd: int, doomed: list[Doomed], trash: Trash) -> Moved:
+def unlink_entry(
+    cache: Cache, root_fd: int, doomed: list[Doomed], trash: Trash, mounts: set[str]
+) -> Moved:
     """Remove an entry's paths in crash-safe order, each through a descriptor of its
     parent directory opened from the cache root without following links: files and
     links are unlinked, trees renamed into the trash. Measured as it goes."""
     moved = Moved([], SizeTally())
     entry = doomed[-1].path.name if doomed else ""
-    for item in doomed:
-        CrashHook.step()
-        parts = item.path.relative_to(cache.root).parts
-        try:
-            parent = open_dir(root_fd, parts[:-1])
-        except FileNotFoundError:
-            continue
-        try:
-            name = parts[-1]
+    prefix = len(str(cache.root)) + 1
+    parents: dict[str, int] = {}  # a pointer's sidecars share its directory: open it once
+    try:
+        for item in doomed:
+            CrashHook.step()
+            parent_rel, _, name = str(item.path)[prefix:].rpartition(os.sep)
+            if parent_rel not in parents:
+                try:
+                    parents[parent_rel] = open_dir(root_fd, tuple(parent_rel.split(os.sep)))
+                except FileNotFoundError:
+                    continue
+            parent = parents[parent_rel]
             try:
                 st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if item.kind == "tree" and stat.S_ISDIR(st.st_mode):
-                mounted = mounts_inside(item.path)
+                mounted = mounts_inside(item.path, mounts)
                 if mounted:
                     raise OSError(errno.EBUSY, f"a filesystem is mounted inside at {mounted}")
                 moved.trees.append(trash.take(parent, name))
             elif item.kind != "link" or _points_to(parent, name, entry):
                 os.unlink(name, dir_fd=parent)
                 moved.tally.add(st)
-        finally:
-            os.close(parent)
+    finally:
+        for fd in parents.values():
+            os.close(fd)
     return moved
 
 
@@ -400,10 +415,10 @@ def _points_to(parent: int, name: str, entry: str) -> bool:
         return False
 
 
-def mounts_inside(path: Path) -> str | None:
+def mounts_inside(path: Path, table: set[str] | None = None) -> str | None:
     """A mount point at or below `path` (the mount table knows bind mounts that share a
     filesystem, which `st_dev` cannot tell)."""
-    table = mount_table() or set()
+    table = (mount_table() or set()) if table is None else table
     top = os.path.realpath(path)
     return next((p for p in sorted(table) if p == top or p.startswith(top + "/")), None)
 
