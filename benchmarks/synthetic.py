@@ -23,6 +23,20 @@ class World:
     files: int
 
 
+def hardlinked_venv(env: Path, archives: list[Path]) -> None:
+    """A venv whose site-packages hard-links every file of `archives`, as uv does on ext4."""
+    site = env / "lib/python3.11/site-packages"
+    site.mkdir(parents=True)
+    (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    for archive in archives:
+        for src in archive.rglob("*"):
+            dst = site / src.relative_to(archive)
+            if src.is_dir():
+                dst.mkdir(exist_ok=True)
+            else:
+                os.link(src, dst)
+
+
 def build(
     root: Path,
     entries: int,
@@ -76,17 +90,7 @@ def build(
     env_paths = []
     for e in range(envs):
         env = root / "envs" / f"env{e:04d}"
-        site = env / "lib/python3.11/site-packages"
-        site.mkdir(parents=True)
-        (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
-        for i in own[e::envs] + shared:
-            archive = cache / "archive-v0" / ids[i]
-            for src in archive.rglob("*"):
-                dst = site / src.relative_to(archive)
-                if src.is_dir():
-                    dst.mkdir(exist_ok=True)
-                else:
-                    os.link(src, dst)
+        hardlinked_venv(env, [cache / "archive-v0" / ids[i] for i in own[e::envs] + shared])
         env_paths.append(env)
     c = Cache.open(cache)
     store = RefsStore(state, c.root)
@@ -97,18 +101,8 @@ def build(
         write_stamp(store.stamp_path(target.path), fingerprint(target))
     for n in range(cached_envs):
         entry = "".join(rng.choice(ALPHABET) for _ in range(16))
-        venv = cache / "archive-v0" / entry
-        site = venv / "lib/python3.11/site-packages"
-        site.mkdir(parents=True)
-        (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
-        for i in shared[n % len(shared) :][:5]:
-            archive = cache / "archive-v0" / ids[i]
-            for src in archive.rglob("*"):
-                dst = site / src.relative_to(archive)
-                if src.is_dir():
-                    dst.mkdir(exist_ok=True)
-                else:
-                    os.link(src, dst)
+        used = [cache / "archive-v0" / ids[i] for i in shared[n % len(shared) :][:5]]
+        hardlinked_venv(cache / "archive-v0" / entry, used)
         link = cache / "environments-v2" / f"{n:016x}" / "env"
         link.parent.mkdir(parents=True)
         link.symlink_to(f"../../archive-v0/{entry}")
