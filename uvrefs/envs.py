@@ -71,20 +71,21 @@ def env_state(
     path: Path, mount: str | None = None, mntns: str | None = None
 ) -> tuple[EnvState, str]:
     """Alive, gone, or unknown (and unknown keeps). A missing env counts as gone only when
-    it was recorded in this mount namespace, the filesystem it was recorded on is still
-    mounted (by the mount table, which also knows bind mounts on one filesystem), and its
-    nearest existing ancestor can be read: an unreadable path (EACCES, EIO), an unmounted
-    disk or another namespace's env is unknown."""
-    here = mount_namespace()
-    if mntns and here and mntns != here:
-        return "unknown", f"recorded in another mount namespace ({mntns})"
+    it was recorded in this mount namespace (the initial one's id is a constant of the
+    kernel, so it survives reboots), the filesystem it was recorded on is still mounted (by
+    the mount table, which also knows bind mounts on one filesystem), and its nearest
+    existing ancestor can be read: an unreadable path (EACCES, EIO), an unmounted disk or
+    another namespace's missing env is unknown."""
     try:
         os.stat(path)
-        return "alive", ""
+        return "alive", ""  # seen here: scanned here, whichever namespace recorded it
     except FileNotFoundError:
         pass
     except OSError as exc:
         return "unknown", f"unreadable ({exc.strerror})"
+    here = mount_namespace()
+    if mntns and here and mntns != here:
+        return "unknown", f"recorded in another mount namespace ({mntns})"
     if mount and not is_mounted(mount):
         return "unknown", f"its filesystem {mount} is not mounted"
     ancestor = path.parent
