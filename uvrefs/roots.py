@@ -74,6 +74,8 @@ def find_roots(
         try:
             _read_store(peer, roots, host, "peer", cache, own=False)
             roots.peers.append(peer)
+        except FileNotFoundError:
+            continue  # deleted since it was found: it tracks nothing any more
         except (OSError, StoreError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
             roots.blocked = (

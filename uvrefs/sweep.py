@@ -190,7 +190,8 @@ def remark(
     from uvrefs.roots import Root as RootT
 
     current = dict(roots)
-    for record_store in [store, *{r.store for r in roots.values() if r.store is not None}]:
+    stores = {str(s.dir): s for s in [store, *(r.store for r in roots.values() if r.store)]}
+    for record_store in stores.values():
         try:
             records = record_store.env_records()
         except OSError:
