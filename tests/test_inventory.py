@@ -50,8 +50,12 @@ def test_envs_lists_state_python_link_mode_and_sole_bytes(world: World) -> None:
     world.uvrefs(
         "install", "-q", "-p", two, *world.offline(), "beta", extra_env={"UV_LINK_MODE": "symlink"}
     )
+    plain = world.venv("plain")  # made with plain uv beside them: found, a root
+    world.uv("pip", "install", "-q", "-p", plain, *world.offline(), "alpha==3.0")
     shutil.rmtree(two)
     envs = {e["path"]: e for e in json.loads(world.uvrefs("envs", "--json").stdout)["envs"]}
+    assert envs[str(plain)]["kind"] == "discovered" and envs[str(plain)]["entries"] == 1
+    assert envs[str(one)]["kind"] == "tracked"
     assert envs[str(one)]["state"] == "alive" and envs[str(one)]["link_modes"] == ["hardlink"]
     assert envs[str(one)]["python"] == ".".join(map(str, sys.version_info[:3]))
     assert envs[str(one)]["entries"] == 2 and envs[str(one)]["sole_bytes"] > 2**20  # big + beta

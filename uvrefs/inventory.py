@@ -57,32 +57,39 @@ class EnvView:
     link_modes: tuple[str, ...]
     entries: int
     sole_bytes: int  # bytes only this env keeps alive: freed once it goes
+    kind: str = "tracked"  # tracked, peer, uv-cached, tool, discovered, other host
 
 
 def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) -> list[EnvView]:
+    """Every root collect marks from, and every env a referrer names: its state (as
+    collect judges it), what made it a root, and the bytes only it keeps alive (the live
+    set, so an entry two roots use is nobody's alone)."""
     survey = gather_facts(cache, store, progress)
     facts = survey.facts
     holders: dict[str, set[str]] = {}
-    for entry, refs in facts.refs.items():
+    for root_path, root_scan in facts.envs.items():
+        for entry in root_scan.uses if root_scan.state == "alive" else ():
+            holders.setdefault(entry, set()).add(root_path)
+    for entry, refs in facts.refs.items():  # unknown envs still hold what they used
         for ref in refs.referrers:
-            if referrer_verdict(ref, entry, facts)[0] != "dead":
+            if referrer_verdict(ref, entry, facts)[0] == "unsure":
                 holders.setdefault(entry, set()).add(ref.env)
-    envs = sorted(
-        {r.env for refs in facts.refs.values() for r in refs.referrers} | set(survey.records)
-    )
+    others = {r.env for refs in facts.refs.values() for r in refs.referrers if r.host != facts.host}
     views = []
-    for env in envs:
+    for env in sorted(set(survey.roots.envs) | others):
         scan = facts.envs.get(env)
-        state, detail = (
-            (scan.state, scan.detail) if scan else ("unknown", "recorded on another host")
-        )
+        root = survey.roots.envs.get(env)
+        if scan is None:
+            state, detail = "unknown", "recorded on another host"
+        else:
+            state, detail = scan.state, scan.detail
         sole = [e for e, who in holders.items() if who == {env} and e in facts.archives]
         tally = SizeTally()
         for entry in sole:
             path = cache.archive_path(entry)
             if path is not None:
                 tally.add_tree(path)
-        modes = tuple(sorted(set(scan.uses.values()))) if scan else ()
+        modes = tuple(sorted(set(scan.uses.values()))) if scan and not scan.reused else ()
         views.append(
             EnvView(
                 env,
@@ -92,6 +99,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
                 modes,
                 len(scan.uses) if scan else 0,
                 tally.occupied,
+                root.kind if root else "other host",
             )
         )
     return views

@@ -201,6 +201,7 @@ def print_envs(views: list[EnvView]) -> None:
         (
             v.path,
             v.state + (f" ({v.detail})" if v.detail and v.state != "gone" else ""),
+            v.kind,
             v.python or "?",
             ",".join(v.link_modes) or "-",
             str(v.entries),
@@ -209,8 +210,8 @@ def print_envs(views: list[EnvView]) -> None:
         for v in views
     ]
     if console.is_terminal:
-        table = Table(title="Tracked environments", title_justify="left")
-        for col in ("env", "state", "python", "link", "entries", "only it keeps"):
+        table = Table(title="Environments (roots)", title_justify="left")
+        for col in ("env", "state", "root", "python", "link", "entries", "only it keeps"):
             table.add_column(
                 col, justify="right" if col in ("entries", "only it keeps") else "left"
             )
