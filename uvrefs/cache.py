@@ -86,11 +86,26 @@ class Cache:
                 cache.archive_dirs.append(real / name)
             else:
                 cache.pointer_dirs.append(real / name)
-        if not cache.archive_dirs and not (real / "CACHEDIR.TAG").is_file():
+        if (
+            not cache.archive_dirs
+            and not (real / "CACHEDIR.TAG").is_file()
+            and not cache.emptied(names)
+        ):
             raise CacheRefused(
                 f"{root} holds no uv buckets; set UV_CACHE_DIR to uv's cache directory"
             )
         return cache
+
+    @staticmethod
+    def emptied(names: list[str]) -> bool:
+        """What `uv cache clean` leaves (0.13.9): the directory and its `.lock` alone (plus
+        what uvrefs itself keeps there)."""
+        return ".lock" in names and all(n == ".lock" or n.startswith(".uvrefs-") for n in names)
+
+    @property
+    def is_empty(self) -> bool:
+        """No archive bucket: nothing to collect (a fresh or cleaned cache)."""
+        return not self.archive_dirs
 
     def contains(self, path: Path) -> bool:
         """Whether `path`, taken literally (no symlink resolved), lies inside the root."""

@@ -243,6 +243,13 @@ def collect(
     plan = plan_with_policy(
         cache, store, survey, policy, progress, sized=dry_run or policy.needs_sizes
     )
+    if cache.is_empty:
+        verb = "would forget" if dry_run else "forgot"
+        plan = replace(
+            plan,
+            note=f"the cache is empty (`uv cache clean`?): nothing to free; {verb} the refs "
+            f"of {len(plan.stale)} entries no longer in it",
+        )
     if dry_run:
         return dry_run_result(plan, survey, store)
     try:
