@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,7 @@ def diagnose(cache: Cache, store: RefsStore, uvbin: str | None) -> list[Check]:
     return [
         check_uv(uvbin),
         check_layout(cache),
+        check_preview(cache),
         check_link_mode(cache, store),
         check_lock(cache),
         *check_store(cache, store),
@@ -64,7 +66,7 @@ def check_layout(cache: Cache) -> Check:
     names = sorted(p.name for p in cache.archive_dirs + cache.pointer_dirs)
     unknown = [n for n in names if n not in KNOWN_BUCKETS]
     if not cache.archive_dirs:
-        return Check("cache layout", "fail", f"{cache.root}: no archive bucket")
+        return Check("cache layout", "ok", f"{cache.root}: empty (no bucket yet, or cleaned)")
     if unknown:
         return Check(
             "cache layout",
@@ -73,6 +75,75 @@ def check_layout(cache: Cache) -> Check:
             f"{', '.join(unknown)} (see docs/design.md)",
         )
     return Check("cache layout", "ok", f"{cache.root}: {', '.join(names)}")
+
+
+# uv 0.13.9's preview features that change the cache's layout or what lives in it.
+CACHE_PREVIEWS = (
+    "content-addressed-cache",
+    "centralized-project-envs",
+    "venv-redirect-files",
+    "relocatable-envs-default",
+    "cache-size",
+    "cache-physical-space",
+)
+
+
+def preview_features(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Cache-related preview features in effect, and where each was turned on:
+    `UV_PREVIEW` / `UV_PREVIEW_FEATURES`, or `preview` / `preview-features` in the user's
+    `uv.toml` or this directory's `uv.toml` / `pyproject.toml` (`[tool.uv]`)."""
+    import tomllib
+
+    found: dict[str, str] = {}
+    if environ.get("UV_PREVIEW", "").lower() in ("1", "true", "yes", "on"):
+        found.update(dict.fromkeys(CACHE_PREVIEWS, "UV_PREVIEW"))
+    for name in environ.get("UV_PREVIEW_FEATURES", "").replace(",", " ").split():
+        if name in CACHE_PREVIEWS:
+            found[name] = "UV_PREVIEW_FEATURES"
+    config = environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    for path, section in (
+        (os.path.join(config, "uv", "uv.toml"), None),
+        ("uv.toml", None),
+        ("pyproject.toml", "tool.uv"),
+    ):
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError, RecursionError):
+            continue
+        for key in (section or "").split(".") if section else ():
+            data = data.get(key, {}) if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            continue
+        if data.get("preview") is True:
+            found.update({n: path for n in CACHE_PREVIEWS if n not in found})
+        names = data.get("preview-features", [])
+        for name in names if isinstance(names, list) else []:
+            if name in CACHE_PREVIEWS:
+                found.setdefault(name, path)
+    return found
+
+
+def check_preview(cache: Cache) -> Check:
+    """Which cache-related preview layouts are in effect (or already on disk)."""
+    found = preview_features()
+    on_disk = [n for n in os.listdir(cache.root) if n.startswith("files-v")]
+    parts = [f"{name} (from {where})" for name, where in sorted(found.items())]
+    parts += [f"{n} bucket present (content-addressed files)" for n in on_disk]
+    if not parts:
+        return Check("uv preview layouts", "ok", "none in effect")
+    unsupported = "content-addressed-cache" in found or on_disk
+    return Check(
+        "uv preview layouts",
+        "warn" if unsupported else "ok",
+        "; ".join(parts)
+        + (
+            "; uvrefs keeps content-addressed archives (their files are hard-linked from "
+            "files-v0) and frees nothing from them yet"
+            if unsupported
+            else ""
+        ),
+    )
 
 
 def check_link_mode(cache: Cache, store: RefsStore) -> Check:
