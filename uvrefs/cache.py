@@ -252,34 +252,69 @@ class SizeTally:
 
     directories: int = 0
     max_links: int = 1  # the highest link count of a regular file seen: >1 means linked elsewhere
-    _files: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    singles: int = 0  # files with one link: their own blocks, no inode to remember
+    _files: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # linked files
 
     def add_tree(self, path: Path) -> None:
         for st in _lstat_tree(path):
             self.add(st)
 
     def add(self, st: os.stat_result) -> None:
-        """Count one path (by its lstat) as deleted."""
+        """Count one path (by its lstat) as deleted. Only inodes with several links are
+        remembered (to count each once): memory grows with hard links, not with files."""
         if stat.S_ISDIR(st.st_mode):
             self.directories += st.st_blocks * 512
             return
+        if st.st_nlink == 1:
+            self.singles += st.st_blocks * 512
+            return
         if st.st_nlink > self.max_links and stat.S_ISREG(st.st_mode):
             self.max_links = st.st_nlink
-        seen = self._files.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512])
+        key = (st.st_dev, st.st_ino)
+        seen = self._files.get(key)
+        if seen is None:
+            seen = self._files[key] = [0, st.st_nlink, st.st_blocks * 512]
+            self._linked += st.st_blocks * 512
         seen[0] += 1
 
     @property
     def occupied(self) -> int:
         """Blocks the paths occupy, freed or not (what they free once their envs are gone)."""
-        return self.directories + sum(size for _, _, size in self._files.values())
+        return self.directories + self.singles + self._linked
 
     @property
     def freed(self) -> int:
         files = sum(size for count, nlink, size in self._files.values() if count >= nlink)
-        return self.directories + files
+        return self.directories + self.singles + files
+
+    _linked: int = 0  # blocks of the linked files, each inode once
 
 
-def _lstat_tree(path: Path) -> Iterator[os.stat_result]:
+def sizes_by_archive(cache: Cache) -> tuple[SizeTally, dict[str, int]]:
+    """One walk of the whole cache: its total as `uv cache size` counts it, and what each
+    archive occupies (a file linked from two archives counts in the first one walked)."""
+    total = SizeTally()
+    per_archive: dict[str, int] = {}
+    archive_dirs = {str(d) for d in cache.archive_dirs}
+    for st in _lstat_tree(cache.root, skip=archive_dirs):
+        total.add(st)
+    for bucket in cache.archive_dirs:
+        try:
+            total.add(os.lstat(bucket))
+            entries = list(os.scandir(bucket))
+        except OSError:
+            continue
+        for entry in entries:
+            before = total.occupied
+            for st in _lstat_tree(Path(entry.path)):
+                total.add(st)
+            per_archive[entry.name] = total.occupied - before
+    return total, per_archive
+
+
+def _lstat_tree(
+    path: Path, skip: frozenset[str] | set[str] = frozenset()
+) -> Iterator[os.stat_result]:
     try:
         st = os.lstat(path)
     except OSError:
@@ -296,6 +331,8 @@ def _lstat_tree(path: Path) -> Iterator[os.stat_result]:
             continue
         with it:
             for entry in it:
+                if entry.path in skip:
+                    continue
                 try:
                     est = entry.stat(follow_symlinks=False)
                 except OSError:

@@ -215,9 +215,12 @@ class Status:
 
 
 def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
+    """The split of the cache, from one walk of it (the total, and each archive's share)
+    and the same mark and plan as a dry run."""
+    from uvrefs.cache import sizes_by_archive
     from uvrefs.collect import Policy, plan_with_policy
 
-    survey = gather_facts(cache, store, progress)
+    survey = gather_facts(cache, store, progress, reuse=True)
     plan = plan_with_policy(cache, store, survey, Policy(), progress)
     facts = survey.facts
     dead = {d.entry for d in plan.free}
@@ -225,16 +228,11 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
     tracked = (set(facts.refs) | set(facts.corrupt)) & facts.archives
     held = tracked - live - dead - facts.uv_owned
     untracked = facts.archives - tracked - live - facts.uv_owned
-    shares = {}
-    for name, ids in (("live", live), ("dead", dead), ("held", held), ("untracked", untracked)):
-        tally = SizeTally()
-        for entry in ids:
-            path = cache.archive_path(entry)
-            if path is not None:
-                tally.add_tree(path)
-        shares[name] = Share(len(ids), tally.occupied)
-    total = SizeTally()
-    total.add_tree(cache.root)
+    total, per_archive = sizes_by_archive(cache)
+    shares = {
+        name: Share(len(ids), sum(per_archive.get(e, 0) for e in ids))
+        for name, ids in (("live", live), ("dead", dead), ("held", held), ("untracked", untracked))
+    }
     archived = sum(s.bytes for s in shares.values())
     return Status(
         str(cache.root),

@@ -103,8 +103,10 @@ def _read_store(
     other hosts are not roots (they cannot be scanned here); the planner keeps them.
     A recorded env inside the cache is one of uv's cached environments."""
 
+    inside = os.path.join(cache.root, "")
+
     def kind_of(path: str) -> RootKind:
-        return "uv-cached" if cache.contains(Path(path)) else kind
+        return "uv-cached" if path.startswith(inside) else kind
 
     if not own:
         os.listdir(store.dir)  # an unreadable peer store raises: nothing may be freed
