@@ -101,7 +101,8 @@ def gather_facts(
     pointers = cache.pointers()
     roots = find_roots(cache, store, pointers, host, discover_envs=discover)
     index = ArchiveIndex(cache)
-    marks = mark(roots.envs.values(), index, roots.refs, host, reuse=reuse, progress=progress)
+    trusted = store if reuse else None
+    marks = mark(roots.envs.values(), index, roots.refs, host, reuse=trusted, progress=progress)
     uv_owned = frozenset(
         i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps)
     )

@@ -200,14 +200,21 @@ def scan_env(
 
 
 def _readable(env: Path) -> None:
-    """Raise if the env, or its lib directories, exist but cannot be listed: then what it
-    uses is unknown (an unprivileged collector, a broken disk), not "nothing"."""
+    """Raise if the env, its lib directories or their `python*` directories exist but
+    cannot be listed: then what it uses is unknown (an unprivileged collector, a broken
+    disk), not "nothing" (`site_dirs` would just not find a site dir it cannot stat)."""
     os.listdir(env)
     for lib in ("lib", "lib64", "Lib"):
         try:
-            os.listdir(env / lib)
+            names = os.listdir(env / lib)
         except (FileNotFoundError, NotADirectoryError):
             continue
+        for name in names:
+            if name.startswith("python") or name == "site-packages":
+                try:
+                    os.listdir(env / lib / name)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
 
 
 def local_source(installed: Path) -> str | None:
@@ -241,10 +248,12 @@ def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:
     metadata = installed / "METADATA"
     try:
         lst = os.lstat(metadata)
-    except OSError:
-        return {}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}  # not an installed distribution; any other error makes the env unknown
     if stat.S_ISLNK(lst.st_mode):
-        target = Path(os.path.normpath(installed / os.readlink(metadata)))
+        # uv writes the cache path as it was given, which may run through a symlink (a
+        # `~/.cache` on another disk): compare resolved paths with the resolved buckets.
+        target = Path(os.path.realpath(installed / os.readlink(metadata)))
         for bucket in index.cache.archive_dirs:
             if target.is_relative_to(bucket):
                 return {target.relative_to(bucket).parts[0]: "symlink"}

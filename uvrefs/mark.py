@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, scan_env
-from uvrefs.refs import Refs
+from uvrefs.refs import Refs, RefsStore
 from uvrefs.roots import Root
 from uvrefs.stamps import read_stamp, stamp_path
 from uvrefs.targets import Target, fingerprint
@@ -53,12 +53,36 @@ def scan_root(root: Root, index: ArchiveIndex) -> EnvScan:
     )
 
 
-def scan_or_reuse(root: Root, index: ArchiveIndex, host: str, print_: str) -> EnvScan:
-    """A root whose fingerprint still matches the stamp of its last record uses what that
-    record says, so it is not scanned again (the sweep re-fingerprints every root under
-    uv's lock and re-scans what changed)."""
+def is_private(store: RefsStore) -> bool:
+    """Whether only we can write the store's records and stamps: owned by us and not
+    writable by group or others. Only then is a record trusted in place of a scan: a
+    fingerprint is made of world-readable facts, so anyone who can write a record and
+    its stamp could otherwise make a living env look as if it used nothing."""
+    try:
+        for path in (store.dir, store.envs_dir):
+            st = os.stat(path)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def scan_or_reuse(
+    root: Root, index: ArchiveIndex, host: str, print_: str, trusted: RefsStore | None
+) -> EnvScan:
+    """A root whose fingerprint still matches the stamp of its last record in `trusted`
+    (our own store, if private) uses what that record says, so it is not scanned again
+    (the sweep re-fingerprints every root under uv's lock and re-scans what changed).
+    Every other root (a peer store's, a record in a store others can write) is scanned."""
     record = root.record
-    if record is None or root.store is None or record.host != host:
+    if (
+        record is None
+        or trusted is None
+        or root.store is None
+        or root.store.dir != trusted.dir
+        or record.host != host
+    ):
         return scan_root(root, index)
     stamp = read_stamp(stamp_path(str(root.store.dir), root.path))
     if stamp != print_ or not os.path.isdir(root.path):
@@ -73,19 +97,20 @@ def mark(
     refs: Mapping[str, Refs],
     host: str,
     *,
-    reuse: bool,
+    reuse: RefsStore | None,
     progress: Progress | None = None,
 ) -> Marks:
-    """Scan (or, with `reuse`, trust unchanged records of) every root, then mark."""
+    """Scan (or, with `reuse`, trust unchanged records in that store of) every root."""
     marks = Marks()
     roots = list(roots)
+    trusted = reuse if reuse is not None and is_private(reuse) else None
     for number, root in enumerate(roots):
         if progress:
             progress("scanning environments", number, len(roots))
         print_ = fingerprint(root_target(root))
         marks.prints[root.path] = print_
         marks.fingerprints[root.path] = state_print(root, print_)
-        scan = scan_or_reuse(root, index, host, print_) if reuse else scan_root(root, index)
+        scan = scan_or_reuse(root, index, host, print_, trusted)
         marks.scans[root.path] = scan
     marks.live = live_set(roots, marks.scans, refs)
     note_moves(roots, marks.scans)

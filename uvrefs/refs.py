@@ -262,8 +262,11 @@ class RefsStore:
 
     def _ensure_dirs(self) -> None:
         try:
-            self.refs_dir.mkdir(parents=True, exist_ok=True)
-            self.envs_dir.mkdir(exist_ok=True)
+            # Private (0700): records in a store others can write are never trusted in
+            # place of a scan (uvrefs.mark.is_private), which would make collect slower.
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.refs_dir.mkdir(mode=0o700, exist_ok=True)
+            self.envs_dir.mkdir(mode=0o700, exist_ok=True)
             info = self.dir / "store.json"
             if not info.exists():
                 _write_json(info, {"format": FORMAT, "cache": str(self.cache_root)})

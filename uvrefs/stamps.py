@@ -70,7 +70,7 @@ def hold_recording(store: str) -> int | None:
     import fcntl
 
     try:
-        os.makedirs(store, exist_ok=True)
+        os.makedirs(store, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
         return None

@@ -184,17 +184,27 @@ def remark(
 ) -> tuple[dict[str, EnvScan], dict[str, tuple[str, ...]]]:
     """The scans and live set as they are now: roots unchanged since planning keep their
     scan (a reused record included: its stamp matched then), changed or new ones are
-    scanned again. New roots: records written since planning in any store, uv cached
-    environments made since."""
+    scanned again. New roots: records written since planning in any store (peer stores
+    made since included), uv cached environments made since. A store that cannot be read
+    now makes every candidate live (nothing it tracks can be ruled out)."""
     from uvrefs.envs import ArchiveIndex
     from uvrefs.roots import Root as RootT
+    from uvrefs.roots import peer_stores
 
     current = dict(roots)
     stores = {str(s.dir): s for s in [store, *(r.store for r in roots.values() if r.store)]}
+    for peer in peer_stores(cache, store):
+        stores.setdefault(str(peer.dir), peer)
+    unreadable: str | None = None
     for record_store in stores.values():
         try:
+            if record_store is not store:
+                os.listdir(record_store.dir)
             records = record_store.env_records()
-        except OSError:
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            unreadable = f"the refs store {record_store.dir} cannot be read ({exc.strerror})"
             continue
         for record in records:
             if record.host == facts.host and record.path not in current:
@@ -222,7 +232,10 @@ def remark(
             or state_print(root) != before
         ):
             scans[path] = scan_root(root, index)
-    return scans, live_set(current.values(), scans, facts.refs)
+    live = live_set(current.values(), scans, facts.refs)
+    if unreadable:
+        live.update({entry: (unreadable,) for entry in candidates})
+    return scans, live
 
 
 def recheck(
