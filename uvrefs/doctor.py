@@ -96,12 +96,15 @@ def check_link_mode(cache: Cache, store: RefsStore) -> Check:
 
 
 def _try_links(cache_root: Path, target: Path) -> tuple[bool, bool]:
+    """Whether a reflink and a hard link work from the cache to `target`'s filesystem.
+    Every probe file has an unpredictable name, is created exclusively (never through a
+    symlink someone planted beside an env) and is removed after."""
     can_clone = can_link = False
     try:
         with tempfile.NamedTemporaryFile(dir=cache_root, prefix=".uvrefs-doctor-") as src:
             src.write(b"x")
             src.flush()
-            dst = target / f".uvrefs-doctor-{os.getpid()}"
+            dst = target / f".uvrefs-doctor-{os.urandom(8).hex()}"
             try:
                 os.link(src.name, dst)
                 can_link = True
@@ -109,19 +112,27 @@ def _try_links(cache_root: Path, target: Path) -> tuple[bool, bool]:
             except OSError:
                 pass
             if sys.platform == "linux":
-                import fcntl
-
-                try:
-                    with open(dst, "wb") as out:
-                        fcntl.ioctl(out.fileno(), FICLONE, src.fileno())
-                    can_clone = True
-                except OSError:
-                    pass
-                finally:
-                    dst.unlink(missing_ok=True)
+                can_clone = _try_clone(src.fileno(), dst)
     except OSError:
         pass
     return can_clone, can_link
+
+
+def _try_clone(src: int, dst: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.ioctl(fd, FICLONE, src)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(dst)
 
 
 def check_lock(cache: Cache) -> Check:

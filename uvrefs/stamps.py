@@ -47,15 +47,22 @@ def write_stamp(path: str, fingerprint: str) -> None:
 
 def write_atomic(path: str, text: str) -> None:
     """Write beside the target, then rename over it: readers see old or new, never half.
-    The temp name is unique per process; writers in one store hold its lock."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    The temp file (`.<name>.<random>.tmp`) is created exclusively and never through a
+    symlink, and removed if anything fails; the rename replaces whatever is at `path`
+    (a planted symlink included) without following it."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.urandom(8).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o666)
     try:
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+        with open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.lexists(tmp):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise
 
 
