@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from uvrefs import __version__
-from uvrefs.errors import UvrefsError
+from uvrefs.errors import UvrefsError, from_os_error
 from uvrefs.fastcli import cache_and_store, settled
 from uvrefs.launch import fail
 from uvrefs.units import parse_duration
@@ -375,7 +375,8 @@ def _tracked(command: str, args: list[str] | None) -> None:
 
 
 class _errors:
-    """Turn user errors raised inside the block into one line and their exit code."""
+    """Turn user errors (and OS errors nothing closer handled) raised inside the block into
+    one line and their exit code."""
 
     def __enter__(self) -> None:
         return None
@@ -383,4 +384,6 @@ class _errors:
     def __exit__(self, kind: object, exc: object, tb: object) -> Literal[False]:
         if isinstance(exc, UvrefsError):
             fail(exc)
+        if isinstance(exc, OSError):
+            fail(from_os_error(exc))
         return False

@@ -132,7 +132,9 @@ def cache_and_store() -> tuple[Cache, RefsStore]:
     from uvrefs.refs import RefsStore
 
     cache = Cache.open(Path(uv.cache_dir()))
-    return cache, RefsStore(Path(stamps.default_state_dir()), cache.root)
+    store = RefsStore(Path(stamps.default_state_dir()), cache.root)
+    stamps.check_store(str(store.dir))
+    return cache, store
 
 
 def settled(store: RefsStore) -> None:
