@@ -339,3 +339,86 @@ def test_tracked_install_never_writes_through_a_symlinked_store_dir(
 ) -> None:
     outside = hostile_outcomes["store-dir-is-a-symlink"].outside
     assert outside["install"] == outside["adopt"]
+
+
+# ---------------------------------------------------------------- subprocesses
+
+
+def script(path: Path, body: str) -> Path:
+    """An executable Python script (whatever its name) running `body`."""
+    path.write_text(f"#!{sys.executable}\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def tiny_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An (empty) uv cache and a store, as uvrefs's environment variables name them."""
+    cache = tmp_path / "cache"
+    (cache / "archive-v0").mkdir(parents=True)
+    (cache / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55")
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    monkeypatch.setenv("UVREFS_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return cache
+
+
+def exit_and_stderr(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int | str | None, str]:
+    from uvrefs import launch
+
+    with pytest.raises(SystemExit) as exited:
+        launch.main(list(args))
+    return exited.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["collect", "--dry-run"], ["status"]])
+def test_a_uv_that_never_answers_is_an_error_not_a_hang(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from uvrefs import uv
+
+    silent = script(tmp_path / "uv", "import time; time.sleep(5); print('/nowhere')")
+    monkeypatch.setenv("UVREFS_UV", str(silent))
+    monkeypatch.delenv("UV_CACHE_DIR", raising=False)
+    monkeypatch.setattr(uv, "QUERY_TIMEOUT", 1.0, raising=False)
+    code, err = exit_and_stderr(capsys, *command)
+    assert code == 3 and err.count("\n") == 1, err
+    assert err.startswith("uvrefs: error: `uv cache dir` did not answer within 1s")
+
+
+def test_adopt_never_runs_an_executable_not_named_like_python(
+    tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = tmp_path / "ran"
+    foo = script(tmp_path / "foo", f"open({str(ran)!r}, 'w').close()")
+    code, err = exit_and_stderr(capsys, "adopt", str(foo))
+    assert code == 2 and err.count("\n") == 1 and "not named python*" in err, err
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("import sys; sys.exit('no sysconfig here')", "no sysconfig here"),
+        ("print('not a prefix')", "no sys.prefix"),
+        ("import time; time.sleep(5)", "did not answer within 1s"),
+    ],
+    ids=["fails", "says-nonsense", "hangs"],
+)
+def test_adopt_of_a_broken_interpreter_is_one_line(
+    body: str,
+    says: str,
+    tiny_cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from uvrefs import uv
+
+    monkeypatch.setattr(uv, "QUERY_TIMEOUT", 1.0, raising=False)
+    python = script(tmp_path / "python3.11", body)
+    code, err = exit_and_stderr(capsys, "adopt", str(python))
+    assert code == 2 and err.count("\n") == 1 and says in err, err

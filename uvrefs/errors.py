@@ -24,6 +24,12 @@ class UvNotFound(UvrefsError):
     exit_code = 127
 
 
+class UvTimeout(UvrefsError):
+    """uv did not answer a query in time."""
+
+    exit_code = 3
+
+
 class CacheRefused(UvrefsError):
     """The cache directory is not one uvrefs may delete from."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from uvrefs.errors import LockTimeout, UvNotFound, UvrefsError
+from uvrefs.errors import LockTimeout, UvNotFound, UvrefsError, UvTimeout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _CACHE_OPTIONS = ("--cache-dir", "--config-file", "--directory", "--project")
 _CACHE_FLAGS = ("--no-config",)
 DEFAULT_LOCK_TIMEOUT = 300.0  # seconds, uv's own default for UV_LOCK_TIMEOUT
+QUERY_TIMEOUT = 60.0  # seconds for uv (or an interpreter) to answer a question
 
 
 def find_uv(environ: Mapping[str, str] = os.environ) -> str:
@@ -63,17 +64,36 @@ def run_passthrough(uv: str, args: Sequence[str]) -> int:
 
 
 def query(uv: str, args: Sequence[str], cwd: str | None = None) -> str:
-    """Run a uv query command and return its stdout; uv's stderr becomes the error."""
+    """Run a uv query command and return its stdout; uv's stderr becomes the error. A uv
+    that does not answer within `QUERY_TIMEOUT` seconds is killed."""
     import subprocess
 
     try:
-        done = subprocess.run([uv, *args], cwd=cwd, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [uv, *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            check=False,
+            timeout=QUERY_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise UvTimeout(
+            f"`uv {' '.join(args)}` did not answer within {QUERY_TIMEOUT:g}s ({uv}); check "
+            "that UVREFS_UV or PATH names a working uv"
+        ) from None
     except OSError as exc:
         raise UvNotFound(f"cannot run {uv}: {exc.strerror}; check UVREFS_UV or PATH") from exc
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise UvrefsError(f"`uv {' '.join(args)}` failed: {last}")
+        raise UvrefsError(f"`uv {' '.join(args)}` failed: {last_line(done.stderr)}")
     return done.stdout.strip()
+
+
+def last_line(text: str) -> str:
+    """The last line of a command's stderr: what it says went wrong."""
+    return (text.strip().splitlines() or ["(no output)"])[-1]
 
 
 def option_value(args: Sequence[str], *names: str) -> str | None:
