@@ -422,3 +422,98 @@ def test_adopt_of_a_broken_interpreter_is_one_line(
     python = script(tmp_path / "python3.11", body)
     code, err = exit_and_stderr(capsys, "adopt", str(python))
     assert code == 2 and err.count("\n") == 1 and says in err, err
+
+
+# ---------------------------------------------------------------- options
+
+
+BAD_COLLECT_OPTIONS = [
+    ("--budget", "inf"),
+    ("--budget", "nan"),
+    ("--budget", "-1G"),
+    ("--max-freed", "1e400"),
+    ("--max-freed", "-5M"),
+    ("--min-age", "-1d"),
+    ("--min-age", "nan"),
+    ("--min-age", "infd"),
+    ("--min-age", ""),
+]
+
+
+@pytest.fixture
+def nothing_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail if a command gets as far as opening the cache and the store."""
+    from uvrefs import fastcli
+
+    def reached() -> None:
+        raise AssertionError("options were accepted: the cache was opened")
+
+    monkeypatch.setattr(fastcli, "cache_and_store", reached)
+
+
+@pytest.mark.parametrize(("option", "value"), BAD_COLLECT_OPTIONS)
+def test_bad_collect_options_are_refused_on_both_parsers(
+    option: str,
+    value: str,
+    nothing_done: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The fast parser (`uvrefs.fastcli`, `--opt=value`) and the typer command refuse
+    the same values, in one line naming the option, exit 2, before anything is opened."""
+    from typer.testing import CliRunner
+
+    from uvrefs import fastcli
+    from uvrefs.cli import app
+
+    assert fastcli.parse_collect([f"{option}={value}"]) is not None  # the fast path takes it
+    code, err = exit_and_stderr(capsys, "collect", f"{option}={value}")
+    assert code == 2 and ONE_ERROR_LINE.fullmatch(err), err
+    assert err.startswith(f"uvrefs: error: {option} {value!r}: use a ")
+    typer_run = CliRunner().invoke(app, ["collect", option, value])
+    assert typer_run.exit_code == 2 and typer_run.stderr == err, typer_run.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--every", "0"],
+        ["--every", "-1d"],
+        ["--every", "inf"],
+        ["--every", "0.5s"],
+        ["--min-age", "-1d"],
+    ],
+)
+def test_bad_schedule_options_are_refused(
+    args: list[str], tiny_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = exit_and_stderr(capsys, "schedule", "install", "--dry-run", *args)
+    assert code == 2 and ONE_ERROR_LINE.fullmatch(err), err
+    assert err.startswith(f"uvrefs: error: {args[0]} {args[1]!r}: use a ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cache-dir=", "status"],
+        ["--state-dir=", "status"],
+        ["--cache-dir", "", "status"],
+        ["--state-dir", " ", "collect"],
+        ["--state-dir"],
+    ],
+)
+def test_empty_directory_options_are_refused(
+    args: list[str], tiny_cache: Path, nothing_done: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = exit_and_stderr(capsys, *args)
+    assert code == 2 and ONE_ERROR_LINE.fullmatch(err), err
+    assert err.startswith(f"uvrefs: error: {args[0].rstrip('=')} needs a directory")
+
+
+def test_adopt_refuses_a_negative_depth(
+    tiny_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = exit_and_stderr(capsys, "adopt", "--discover", ".", "--depth", "-1")
+    assert (
+        code == 2
+        and err == "uvrefs: error: --depth -1: use 0 or more (levels below each --discover DIR)\n"
+    )

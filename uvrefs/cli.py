@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from uvrefs import __version__
-from uvrefs.errors import UvrefsError, from_os_error
+from uvrefs.errors import UsageError, UvrefsError, from_os_error
 from uvrefs.fastcli import cache_and_store, settled
 from uvrefs.launch import fail
 from uvrefs.units import parse_duration
@@ -214,6 +214,8 @@ def adopt(
     from uvrefs import inventory, report
 
     with _errors():
+        if depth < 0:
+            raise UsageError(f"--depth {depth}: use 0 or more (levels below each --discover DIR)")
         found = list(paths or []) + inventory.discover(discover or [], depth)
         found += inventory.uv_tool_envs() if tools else []
         if not found:
@@ -294,8 +296,12 @@ def _schedule_plan(every: str, min_age: str) -> Any:
     from uvrefs import schedule as core
     from uvrefs import stamps
 
+    seconds = parse_duration(every, "--every")
+    if seconds < 1:
+        raise UsageError(f"--every {every!r}: use a duration of at least 1s (e.g. 1d)")
+    parse_duration(min_age, "--min-age")
     log = Path(stamps.default_state_dir()) / "collect.log"
-    return core.plan_schedule(parse_duration(every), min_age, log), log
+    return core.plan_schedule(seconds, min_age, log), log
 
 
 Every = Annotated[str, typer.Option("--every", help="How often: 12h, 1d, 1w.")]
@@ -324,7 +330,6 @@ def schedule_install(
     from uvrefs import schedule as core
 
     with _errors():
-        parse_duration(min_age)
         plan, _ = _schedule_plan(every, min_age)
         if dry_run:
             for unit in plan.units:

@@ -79,11 +79,11 @@ def run_collect(
     from uvrefs.units import parse_duration, parse_size
 
     policy = core.Policy(
-        min_age=parse_duration(min_age) if min_age else 0.0,
-        max_freed=parse_size(max_freed) if max_freed else None,
+        min_age=parse_duration(min_age, "--min-age") if min_age is not None else 0.0,
+        max_freed=parse_size(max_freed, "--max-freed") if max_freed is not None else None,
         keep=frozenset(core.normal_name(k) for k in keep),
         untracked=untracked,
-        budget=parse_size(budget) if budget is not None else None,
+        budget=parse_size(budget, "--budget") if budget is not None else None,
     )
     cache, store = cache_and_store()
     if not no_wait:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from uvrefs.errors import UvrefsError, from_os_error
+from uvrefs.errors import UsageError, UvrefsError, from_os_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,13 +61,15 @@ def _apply_global_options(args: list[str]) -> list[str]:
     variables uv and uvrefs read, so every later step (and uv itself) agrees."""
     i = 0
     while i < len(args) and args[i].startswith("-"):
-        name, _, value = args[i].partition("=")
+        name, eq, value = args[i].partition("=")
         if name in GLOBAL_VALUE_OPTIONS:
-            if not value:
+            if not eq:
                 if i + 1 >= len(args):
-                    raise UvrefsError(f"{name} needs a value")
+                    raise UsageError(f"{name} needs a directory")
                 value = args[i + 1]
                 i += 1
+            if not value.strip():
+                raise UsageError(f"{name} needs a directory, not an empty value")
             os.environ[GLOBAL_VALUE_OPTIONS[name]] = os.path.abspath(os.path.expanduser(value))
         elif name in ("-v", "--verbose"):
             os.environ["UVREFS_VERBOSE"] = "1"
