@@ -517,3 +517,44 @@ def test_adopt_refuses_a_negative_depth(
         code == 2
         and err == "uvrefs: error: --depth -1: use 0 or more (levels below each --discover DIR)\n"
     )
+
+
+# ---------------------------------------------------------------- collect --log
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory", "fifo", "empty"])
+def test_a_log_that_cannot_be_written_is_refused_before_collecting(
+    world: World, where: str
+) -> None:
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    shutil.rmtree(env)
+    before = world.archives()
+    log = {
+        "missing-dir": world.root / "no-such-dir" / "collect.log",
+        "a-directory": world.root,
+        "fifo": world.root / "collect.fifo",
+        "empty": Path(""),
+    }[where]
+    if where == "fifo":
+        os.mkfifo(log)
+    arg = "--log=" if where == "empty" else f"--log={log}"
+    done = run_bounded([sys.executable, "-m", "uvrefs", "collect", arg], world.env, world.root)
+    assert done.quiet_failure() is None, done.quiet_failure()
+    assert done.code == 2 and ONE_ERROR_LINE.fullmatch(done.stderr), done.stderr
+    assert done.stderr.startswith("uvrefs: error: --log ")
+    assert world.archives() == before  # nothing collected
+    assert not (world.root / "no-such-dir").exists()
+
+
+def test_schedule_install_makes_the_jobs_log_directory(world: World) -> None:
+    """The job's `collect --log STATE/collect.log` would be refused if STATE did not exist
+    yet (no tracked install ran before the schedule was installed)."""
+    state = world.root / "fresh-state"
+    done = world.uvrefs(
+        "schedule",
+        "install",
+        "--no-activate",
+        extra_env={"UVREFS_DIR": str(state), "UVREFS_SCHEDULER": "cron"},
+    )
+    assert f"--log {state / 'collect.log'}" in done.stdout and state.is_dir()

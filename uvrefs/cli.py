@@ -330,7 +330,7 @@ def schedule_install(
     from uvrefs import schedule as core
 
     with _errors():
-        plan, _ = _schedule_plan(every, min_age)
+        plan, log = _schedule_plan(every, min_age)
         if dry_run:
             for unit in plan.units:
                 print(f"# {unit.path}\n{unit.text}")
@@ -339,6 +339,7 @@ def schedule_install(
             if plan.cron_line:
                 print(plan.cron_line)
             return
+        log.parent.mkdir(parents=True, exist_ok=True)  # the job's --log must be writable
         for line in core.install(plan, activate=not no_activate):
             print(line)
 
