@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -558,3 +561,85 @@ def test_schedule_install_makes_the_jobs_log_directory(world: World) -> None:
         extra_env={"UVREFS_DIR": str(state), "UVREFS_SCHEDULER": "cron"},
     )
     assert f"--log {state / 'collect.log'}" in done.stdout and state.is_dir()
+
+
+# ---------------------------------------------------------------- cwd and Ctrl-C
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["status"], 0, ""),
+        (["collect", "--dry-run"], 0, ""),
+        (["doctor"], 0, ""),
+        (["why", "alpha"], 0, ""),
+        (["adopt", "env"], 2, "uvrefs: error: the current directory no longer exists"),
+        (["install", "-q", "-p", "ENV", "alpha==1.0"], 1, "Current directory does not exist"),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, list) else None,
+)
+def test_a_deleted_working_directory(world: World, args: list[str], code: int, says: str) -> None:
+    """Commands that need no relative path work; the others say so in one line (the
+    tracked install passes on uv's own error and exit code)."""
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    gone = world.root / "gone"
+    gone.mkdir()
+    argv = " ".join(shlex.quote(a.replace("ENV", str(env))) for a in args)
+    shell = f"cd {gone} && rmdir {gone} && exec {sys.executable} -m uvrefs {argv}"
+    done = run_bounded(["sh", "-c", shell], world.env, world.root)
+    assert done.quiet_failure() is None, done.quiet_failure()
+    assert done.code == code, done.stderr
+    assert says in done.stderr and len(done.stderr.splitlines()) <= 1, done.stderr
+
+
+def test_ctrl_c_during_a_tracked_uv_run_reaches_uv_and_still_records(world: World) -> None:
+    """SIGINT to the foreground process group, as a terminal sends it, while `uvrefs uv
+    run` waits for the program uv runs: uv and the program get it, uvrefs waits for uv,
+    exits with its code and no traceback, and records the project env uv created. (The
+    program exits quietly on SIGINT so that a traceback could only be uvrefs's.)"""
+    project = world.root / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["alpha==1.0"]\n'
+    )
+    program = (
+        "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(130)); "
+        "print('ready', flush=True); time.sleep(30)"
+    )
+    env = {
+        **world.env,
+        "UV_NO_INDEX": "1",
+        "UV_FIND_LINKS": str(world.wheels),
+        "UV_PYTHON": sys.executable,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvrefs", "uv", "run", "python", "-c", program],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a job in a shell
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    venv = str(project / ".venv")
+    assert any(
+        r["env"] == venv for p in world.refs() for r in json.loads(p.read_text())["referrers"]
+    )
+
+
+def test_a_uv_killed_by_a_signal_exits_as_a_shell_reports_it(tmp_path: Path) -> None:
+    from uvrefs import uv
+
+    killed = script(tmp_path / "uv", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
+    assert uv.run_passthrough(str(killed), []) == 128 + signal.SIGTERM

@@ -79,9 +79,8 @@ def check_link_mode(cache: Cache, store: RefsStore) -> Check:
     (tried between the cache root and the directory of a tracked env, or the cwd)."""
     mode = os.environ.get("UV_LINK_MODE") or ("hardlink" if sys.platform == "win32" else "clone")
     records = store.env_records()
-    target = next(
-        (Path(r.path).parent for r in records if Path(r.path).parent.is_dir()), Path.cwd()
-    )
+    target = next((Path(r.path).parent for r in records if Path(r.path).parent.is_dir()), None)
+    target = target or _cwd_or_home()
     can_clone, can_link = _try_links(cache.root, target)
     effective = {
         "clone": "clone" if can_clone else ("hardlink (no reflinks here)" if can_link else "copy"),
@@ -93,6 +92,13 @@ def check_link_mode(cache: Cache, store: RefsStore) -> Check:
         status,
         f"{mode} requested, {effective} in effect between {cache.root} and {target}",
     )
+
+
+def _cwd_or_home() -> Path:
+    try:
+        return Path.cwd()
+    except OSError:  # run from a directory since deleted
+        return Path.home()
 
 
 def _try_links(cache_root: Path, target: Path) -> tuple[bool, bool]:

@@ -54,13 +54,27 @@ def run_passthrough(uv: str, args: Sequence[str]) -> int:
     argv = [uv, *args]
     try:
         if hasattr(os, "posix_spawn"):  # no `subprocess` import on the hot path
-            pid = os.posix_spawn(uv, argv, os.environ)
-            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            return _wait(os.posix_spawn(uv, argv, os.environ))
         import subprocess
 
         return subprocess.call(argv)
     except OSError as exc:
         raise UvNotFound(f"cannot run {uv}: {exc.strerror}; check UVREFS_UV or PATH") from exc
+
+
+def _wait(pid: int) -> int:
+    """uv's exit code. A Ctrl-C on the terminal signals uv as well (the whole foreground
+    group), and uv decides what it means, so uvrefs keeps waiting (like `system(3)`, without
+    importing `signal` on the hot path); a uv killed by signal N exits 128+N, as in a shell."""
+    while True:
+        try:
+            status = os.waitpid(pid, 0)[1]
+        except KeyboardInterrupt:
+            continue
+        except ChildProcessError:  # reaped just as the interrupt arrived: its code is lost
+            return 130
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
 
 
 def query(uv: str, args: Sequence[str], cwd: str | None = None) -> str:
