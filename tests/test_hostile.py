@@ -14,6 +14,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import UV, Bounded, World, make_world, plant, run_bounded
+from tests.conftest import NOBODY, UV, Bounded, World, make_world, plant, run_bounded
 from uvrefs import stamps
 from uvrefs.refs import CorruptRefs, RefsStore
 
@@ -643,3 +645,98 @@ def test_a_uv_killed_by_a_signal_exits_as_a_shell_reports_it(tmp_path: Path) -> 
 
     killed = script(tmp_path / "uv", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
     assert uv.run_passthrough(str(killed), []) == 128 + signal.SIGTERM
+
+
+# ---------------------------------------------------------------- read-only cache and store
+
+
+@pytest.fixture(scope="module")
+def read_only_world(wheelhouse: Path) -> Iterator[tuple[World, Path]]:
+    """A cache and a store written by root and only readable by others, with one live and
+    one dead env, in a directory an unprivileged user can reach (pytest's is root's own)."""
+    assert UV
+    root = Path(tempfile.mkdtemp(prefix="uvrefs-read-only-"))
+    root.chmod(0o755)
+    try:
+        world = make_world(root, wheelhouse, UV)
+        live, dead = world.venv("live"), world.venv("dead")
+        world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0")
+        world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0", "beta")
+        shutil.rmtree(dead)
+        world.uvrefs("collect", "--dry-run")
+        (world.cache / ".lock").chmod(0o644)  # uv makes it writable by all
+        yield world, live
+    finally:
+        shutil.rmtree(root)
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["status"], 0),
+        (["envs"], 0),
+        (["why", "alpha"], 0),
+        (["collect", "--dry-run"], 0),
+        (["doctor"], 1),  # which says the store cannot be written
+        (["collect"], 2),  # uv's lock cannot be taken to delete
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
+)
+def test_read_only_cache_and_store(
+    read_only_world: tuple[World, Path], args: list[str], code: int
+) -> None:
+    """Run as nobody: reading commands work; a collect, which must take uv's lock to
+    delete, is refused in one line; nothing changes either way."""
+    world, _ = read_only_world
+    before = snapshot(world.root)
+    done = run_bounded([*NOBODY, sys.executable, "-m", "uvrefs", *args], world.env, world.root)
+    assert done.quiet_failure() is None, done.quiet_failure()
+    assert done.code == code, done.stderr
+    if code == 2:
+        assert ONE_ERROR_LINE.fullmatch(done.stderr), done.stderr
+    if args == ["collect", "--dry-run"]:
+        assert "would free 2 entries" in done.stdout, done.stdout
+    assert snapshot(world.root) == before
+
+
+def test_tracked_install_with_a_read_only_store_keeps_uvs_exit_code(
+    read_only_world: tuple[World, Path],
+) -> None:
+    """nobody installs into their own env and cache; the store is root's: uv's exit code,
+    one warning, the package installed (existing behaviour, here with real permissions)."""
+    world, _ = read_only_world
+    python = next((p for p in PYTHONS if p and runs_as_nobody(p)), None)
+    if python is None:
+        pytest.skip("no Python interpreter the unprivileged user may run for uv")
+    mine = world.root / "nobody"
+    mine.mkdir()
+    wheels = shutil.copytree(world.wheels, mine / "wheels")
+    env = {**world.env, "UV_CACHE_DIR": str(mine / "cache")}
+    world.uv("venv", "-q", "--python", python, mine / "env", extra_env=env)
+    for path in [mine, *mine.rglob("*")]:
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+    before = snapshot(world.state)
+    install = ["install", "-q", "-p", str(mine / "env"), "--no-index", "--find-links"]
+    done = run_bounded(
+        [*NOBODY, sys.executable, "-m", "uvrefs", *install, str(wheels), "alpha==1.0"],
+        env,
+        world.root,
+    )
+    assert done.quiet_failure() is None, done.quiet_failure()
+    assert done.code == 0 and done.stderr.startswith("uvrefs: warning: environment not recorded")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert list((mine / "env").glob("lib/python*/site-packages/alpha"))
+    assert snapshot(world.state) == before
+
+
+# uv runs the env's interpreter itself: the test's own may sit where nobody can reach it.
+PYTHONS = [
+    sys.executable,
+    os.path.realpath(sys.executable),
+    shutil.which("python3", path="/usr/bin"),
+]
+
+
+def runs_as_nobody(python: str) -> bool:
+    shell = [*NOBODY, "sh", "-c", 'exec "$0" -c pass', python]
+    return subprocess.run(shell, capture_output=True, check=False).returncode == 0

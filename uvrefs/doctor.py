@@ -144,7 +144,14 @@ def _try_clone(src: int, dst: Path) -> bool:
 def check_lock(cache: Cache) -> Check:
     import fcntl
 
-    fd = os.open(cache.root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    path = cache.root / ".lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        try:  # a cache this user may only read: a read-only descriptor can still be locked
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            return Check("cache lock", "warn", f"{path}: cannot open ({exc.strerror})")
     try:
         for mode, verdict in ((fcntl.LOCK_EX, "free"), (fcntl.LOCK_SH, "in use by uv (shared)")):
             try:
