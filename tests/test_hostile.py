@@ -651,7 +651,7 @@ def test_a_uv_killed_by_a_signal_exits_as_a_shell_reports_it(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def read_only_world(wheelhouse: Path) -> Iterator[tuple[World, Path]]:
+def read_only_world(wheelhouse: Path) -> Iterator[World]:
     """A cache and a store written by root and only readable by others, with one live and
     one dead env, in a directory an unprivileged user can reach (pytest's is root's own)."""
     assert UV
@@ -665,7 +665,7 @@ def read_only_world(wheelhouse: Path) -> Iterator[tuple[World, Path]]:
         shutil.rmtree(dead)
         world.uvrefs("collect", "--dry-run")
         (world.cache / ".lock").chmod(0o644)  # uv makes it writable by all
-        yield world, live
+        yield world
     finally:
         shutil.rmtree(root)
 
@@ -682,12 +682,10 @@ def read_only_world(wheelhouse: Path) -> Iterator[tuple[World, Path]]:
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
 )
-def test_read_only_cache_and_store(
-    read_only_world: tuple[World, Path], args: list[str], code: int
-) -> None:
+def test_read_only_cache_and_store(read_only_world: World, args: list[str], code: int) -> None:
     """Run as nobody: reading commands work; a collect, which must take uv's lock to
     delete, is refused in one line; nothing changes either way."""
-    world, _ = read_only_world
+    world = read_only_world
     before = snapshot(world.root)
     done = run_bounded([*NOBODY, sys.executable, "-m", "uvrefs", *args], world.env, world.root)
     assert done.quiet_failure() is None, done.quiet_failure()
@@ -700,11 +698,11 @@ def test_read_only_cache_and_store(
 
 
 def test_tracked_install_with_a_read_only_store_keeps_uvs_exit_code(
-    read_only_world: tuple[World, Path],
+    read_only_world: World,
 ) -> None:
     """nobody installs into their own env and cache; the store is root's: uv's exit code,
     one warning, the package installed (existing behaviour, here with real permissions)."""
-    world, _ = read_only_world
+    world = read_only_world
     python = next((p for p in PYTHONS if p and runs_as_nobody(p)), None)
     if python is None:
         pytest.skip("no Python interpreter the unprivileged user may run for uv")
