@@ -227,3 +227,64 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.fsimage import summary
 
     terminalreporter.write_line(f"reflink suite: {summary(terminalreporter.stats)}")
+
+
+# ------------------------------------------------ hostile input (tests/test_hostile.py)
+
+BOUND = 60.0  # seconds: a command that has not finished by then is taken to hang
+
+
+@dataclass
+class Bounded:
+    """A command run with a time limit: `code` is None if it had to be killed."""
+
+    args: tuple[str, ...]
+    code: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def quiet_failure(self) -> str | None:
+        """What is wrong for any command, whatever its input: a hang or a traceback."""
+        if self.code is None:
+            return f"{self.args}: still running after {BOUND:g}s"
+        if "Traceback" in self.stderr:
+            return f"{self.args}: traceback\n{self.stderr}"
+        return None
+
+
+def run_bounded(args: list[str], env: dict[str, str], cwd: Path, timeout: float = BOUND) -> Bounded:
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        return Bounded(tuple(args), None, out, err, time.monotonic() - started)
+    return Bounded(
+        tuple(args), done.returncode, done.stdout, done.stderr, time.monotonic() - started
+    )
+
+
+def plant(path: Path, kind: str, outside: Path) -> None:
+    """Put hostile `kind` in place of the store file `path`: a FIFO, JSON nested too deep
+    to parse, NUL bytes (raw, or escaped inside a valid document), a sparse 8 GiB file, or
+    a symlink to `outside`."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "nested":
+        path.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    elif kind == "nul":
+        path.write_bytes(b'{"format": 1,\x00 "entry": "x"}')
+    elif kind == "huge":
+        with open(path, "wb") as f:
+            f.truncate(8 << 30)
+    elif kind == "symlink":
+        path.symlink_to(outside)
+    else:
+        raise AssertionError(kind)
+

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from uvrefs import __version__
-from uvrefs.errors import UvrefsError
+from uvrefs.errors import UsageError, UvrefsError, from_os_error
 from uvrefs.fastcli import cache_and_store, settled
 from uvrefs.launch import fail
 from uvrefs.units import parse_duration
@@ -219,6 +219,8 @@ def adopt(
     from uvrefs import inventory, report, roots
 
     with _errors():
+        if depth < 0:
+            raise UsageError(f"--depth {depth}: use 0 or more (levels below each --discover DIR)")
         found = list(paths or []) + roots.discover(discover or [], max_depth=depth)
         found += inventory.uv_tool_envs() if tools else []
         if not found:
@@ -299,8 +301,12 @@ def _schedule_plan(every: str, min_age: str) -> Any:
     from uvrefs import schedule as core
     from uvrefs import stamps
 
+    seconds = parse_duration(every, "--every")
+    if seconds < 1:
+        raise UsageError(f"--every {every!r}: use a duration of at least 1s (e.g. 1d)")
+    parse_duration(min_age, "--min-age")
     log = Path(stamps.default_state_dir()) / "collect.log"
-    return core.plan_schedule(parse_duration(every), min_age, log), log
+    return core.plan_schedule(seconds, min_age, log), log
 
 
 Every = Annotated[str, typer.Option("--every", help="How often: 12h, 1d, 1w.")]
@@ -329,8 +335,7 @@ def schedule_install(
     from uvrefs import schedule as core
 
     with _errors():
-        parse_duration(min_age)
-        plan, _ = _schedule_plan(every, min_age)
+        plan, log = _schedule_plan(every, min_age)
         if dry_run:
             for unit in plan.units:
                 print(f"# {unit.path}\n{unit.text}")
@@ -339,6 +344,7 @@ def schedule_install(
             if plan.cron_line:
                 print(plan.cron_line)
             return
+        log.parent.mkdir(parents=True, exist_ok=True)  # the job's --log must be writable
         for line in core.install(plan, activate=not no_activate):
             print(line)
 
@@ -423,7 +429,8 @@ def _tracked(command: str, args: list[str] | None) -> None:
 
 
 class _errors:
-    """Turn user errors raised inside the block into one line and their exit code."""
+    """Turn user errors (and OS errors nothing closer handled) raised inside the block into
+    one line and their exit code."""
 
     def __enter__(self) -> None:
         return None
@@ -431,4 +438,6 @@ class _errors:
     def __exit__(self, kind: object, exc: object, tb: object) -> Literal[False]:
         if isinstance(exc, UvrefsError):
             fail(exc)
+        if isinstance(exc, OSError):
+            fail(from_os_error(exc))
         return False

@@ -151,9 +151,8 @@ def check_link_mode(cache: Cache, store: RefsStore) -> Check:
     (tried between the cache root and the directory of a tracked env, or the cwd)."""
     mode = os.environ.get("UV_LINK_MODE") or ("hardlink" if sys.platform == "win32" else "clone")
     records = store.env_records()
-    target = next(
-        (Path(r.path).parent for r in records if Path(r.path).parent.is_dir()), Path.cwd()
-    )
+    target = next((Path(r.path).parent for r in records if Path(r.path).parent.is_dir()), None)
+    target = target or _cwd_or_home()
     can_clone, can_link = _try_links(cache.root, target)
     effective = {
         "clone": "clone" if can_clone else ("hardlink (no reflinks here)" if can_link else "copy"),
@@ -167,13 +166,23 @@ def check_link_mode(cache: Cache, store: RefsStore) -> Check:
     )
 
 
+def _cwd_or_home() -> Path:
+    try:
+        return Path.cwd()
+    except OSError:  # run from a directory since deleted
+        return Path.home()
+
+
 def _try_links(cache_root: Path, target: Path) -> tuple[bool, bool]:
+    """Whether a reflink and a hard link work from the cache to `target`'s filesystem.
+    Every probe file has an unpredictable name, is created exclusively (never through a
+    symlink someone planted beside an env) and is removed after."""
     can_clone = can_link = False
     try:
         with tempfile.NamedTemporaryFile(dir=cache_root, prefix=".uvrefs-doctor-") as src:
             src.write(b"x")
             src.flush()
-            dst = target / f".uvrefs-doctor-{os.getpid()}"
+            dst = target / f".uvrefs-doctor-{os.urandom(8).hex()}"
             try:
                 os.link(src.name, dst)
                 can_link = True
@@ -181,25 +190,40 @@ def _try_links(cache_root: Path, target: Path) -> tuple[bool, bool]:
             except OSError:
                 pass
             if sys.platform == "linux":
-                import fcntl
-
-                try:
-                    with open(dst, "wb") as out:
-                        fcntl.ioctl(out.fileno(), FICLONE, src.fileno())
-                    can_clone = True
-                except OSError:
-                    pass
-                finally:
-                    dst.unlink(missing_ok=True)
+                can_clone = _try_clone(src.fileno(), dst)
     except OSError:
         pass
     return can_clone, can_link
 
 
+def _try_clone(src: int, dst: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.ioctl(fd, FICLONE, src)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(dst)
+
+
 def check_lock(cache: Cache) -> Check:
     import fcntl
 
-    fd = os.open(cache.root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    path = cache.root / ".lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        try:  # a cache this user may only read: a read-only descriptor can still be locked
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            return Check("cache lock", "warn", f"{path}: cannot open ({exc.strerror})")
     try:
         for mode, verdict in ((fcntl.LOCK_EX, "free"), (fcntl.LOCK_SH, "in use by uv (shared)")):
             try:

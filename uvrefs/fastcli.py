@@ -8,9 +8,10 @@ the typer command."""
 
 from __future__ import annotations
 
+import os
 import sys
 
-from uvrefs.errors import LockTimeout
+from uvrefs.errors import LockTimeout, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,35 +80,39 @@ def run_collect(
     from uvrefs.units import parse_duration, parse_size
 
     policy = core.Policy(
-        min_age=parse_duration(min_age) if min_age else 0.0,
-        max_freed=parse_size(max_freed) if max_freed else None,
+        min_age=parse_duration(min_age, "--min-age") if min_age is not None else 0.0,
+        max_freed=parse_size(max_freed, "--max-freed") if max_freed is not None else None,
         keep=frozenset(core.normal_name(k) for k in keep),
         untracked=untracked,
-        budget=parse_size(budget) if budget is not None else None,
+        budget=parse_size(budget, "--budget") if budget is not None else None,
     )
-    cache, store = cache_and_store()
-    if not no_wait:
-        settled(store)
-    progress = report.ScanProgress()
+    log_fd = open_log(log)
     try:
-        result = core.collect(
-            cache,
-            store,
-            policy=policy,
-            progress=progress,
-            dry_run=dry_run,
-            timeout=0.0 if no_wait else uv.lock_timeout(),
-            on_wait=None if no_wait else say_waiting,
-        )
-    except LockTimeout:
+        cache, store = cache_and_store()
         if not no_wait:
-            raise
-        print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
-        log_line(log, f"cache in use, skipped ({cache.root})")
-        return 0
+            settled(store)
+        progress = report.ScanProgress()
+        try:
+            result = core.collect(
+                cache,
+                store,
+                policy=policy,
+                progress=progress,
+                dry_run=dry_run,
+                timeout=0.0 if no_wait else uv.lock_timeout(),
+                on_wait=None if no_wait else say_waiting,
+            )
+        except LockTimeout:
+            if not no_wait:
+                raise
+            print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
+            return 0 if log_line(log_fd, log, f"cache in use, skipped ({cache.root})") else 1
+        finally:
+            progress.close()
+        logged = log_line(log_fd, log, report.removal_summary(result))
     finally:
-        progress.close()
-    log_line(log, report.removal_summary(result))
+        if log_fd is not None:
+            os.close(log_fd)
     if as_json:
         report.print_json(report.removal_json(result))
     else:
@@ -120,7 +125,7 @@ def run_collect(
         )
     for warning in result.warnings:
         print(f"uvrefs: warning: {warning}", file=sys.stderr)
-    return 1 if result.errors or result.unreadable or result.warnings else 0
+    return 1 if result.errors or result.unreadable or result.warnings or not logged else 0
 
 
 def cache_and_store() -> tuple[Cache, RefsStore]:
@@ -132,7 +137,9 @@ def cache_and_store() -> tuple[Cache, RefsStore]:
     from uvrefs.refs import RefsStore
 
     cache = Cache.open(Path(uv.cache_dir()))
-    return cache, RefsStore(Path(stamps.default_state_dir()), cache.root)
+    store = RefsStore(Path(stamps.default_state_dir()), cache.root)
+    stamps.check_store(str(store.dir))
+    return cache, store
 
 
 def settled(store: RefsStore) -> None:
@@ -152,10 +159,37 @@ def say_waiting() -> None:
     print("uvrefs: cache is in use by uv, waiting for the lock...", file=sys.stderr)
 
 
-def log_line(log: str | None, text: str) -> None:
-    """Append one timestamped line to `log` (the scheduled job's record of its runs)."""
-    if log:
-        from datetime import datetime
+def open_log(log: str | None) -> int | None:
+    """`--log FILE` opened for appending before anything is collected, so that a path it
+    cannot be written to (a missing directory, a directory, a FIFO) is refused first."""
+    if log is None:
+        return None
+    import stat
 
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(f"{datetime.now().astimezone().isoformat(timespec='seconds')} {text}\n")
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        raise UsageError(
+            f"--log {log}: cannot append to it ({exc.strerror}); create its directory or "
+            "choose another file"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"--log {log}: not a regular file; choose another file")
+    return fd
+
+
+def log_line(fd: int | None, log: str | None, text: str) -> bool:
+    """Append one timestamped line to the log (the scheduled job's record of its runs);
+    False, after a warning, if it could not be written."""
+    if fd is None:
+        return True
+    from datetime import datetime
+
+    line = f"{datetime.now().astimezone().isoformat(timespec='seconds')} {text}\n"
+    try:
+        os.write(fd, line.encode("utf-8", "surrogateescape"))
+    except OSError as exc:
+        print(f"uvrefs: warning: cannot append to --log {log} ({exc.strerror})", file=sys.stderr)
+        return False
+    return True

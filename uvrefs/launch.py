@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from uvrefs.errors import UvrefsError
+from uvrefs.errors import UsageError, UvrefsError, from_os_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,37 +21,39 @@ GLOBAL_VALUE_OPTIONS = {"--cache-dir": "UV_CACHE_DIR", "--state-dir": "UVREFS_DI
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rest = _apply_global_options(args)
+        code = _fast_path(args)
     except UvrefsError as exc:
         fail(exc)
+    except OSError as exc:
+        fail(from_os_error(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)  # quietly, as a shell command interrupted by Ctrl-C
+    if code is not None:
+        sys.exit(code)
+    from uvrefs.cli import app
+
+    app(args=args, prog_name="uvrefs")
+
+
+def _fast_path(args: list[str]) -> int | None:
+    """Run tracked commands and `collect` without typer; None for everything else."""
+    rest = _apply_global_options(args)
     if rest[:1] == ["uv"]:
         from uvrefs import track
 
-        try:
-            sys.exit(track.run_uv(rest[1:]))
-        except UvrefsError as exc:
-            fail(exc)
+        return track.run_uv(rest[1:])
     command = _tracked_command(rest)
     if command is not None:
         from uvrefs import track
 
-        skip = len(command.split())
-        try:
-            sys.exit(track.run(command, rest[skip:]))
-        except UvrefsError as exc:
-            fail(exc)
+        return track.run(command, rest[len(command.split()) :])
     if rest[:1] == ["collect"]:
         from uvrefs import fastcli
 
         opts = fastcli.parse_collect(rest[1:])
         if opts is not None:
-            try:
-                sys.exit(fastcli.run_collect(**opts))
-            except UvrefsError as exc:
-                fail(exc)
-    from uvrefs.cli import app
-
-    app(args=args, prog_name="uvrefs")
+            return fastcli.run_collect(**opts)
+    return None
 
 
 def _apply_global_options(args: list[str]) -> list[str]:
@@ -59,13 +61,15 @@ def _apply_global_options(args: list[str]) -> list[str]:
     variables uv and uvrefs read, so every later step (and uv itself) agrees."""
     i = 0
     while i < len(args) and args[i].startswith("-"):
-        name, _, value = args[i].partition("=")
+        name, eq, value = args[i].partition("=")
         if name in GLOBAL_VALUE_OPTIONS:
-            if not value:
+            if not eq:
                 if i + 1 >= len(args):
-                    raise UvrefsError(f"{name} needs a value")
+                    raise UsageError(f"{name} needs a directory")
                 value = args[i + 1]
                 i += 1
+            if not value.strip():
+                raise UsageError(f"{name} needs a directory, not an empty value")
             os.environ[GLOBAL_VALUE_OPTIONS[name]] = os.path.abspath(os.path.expanduser(value))
         elif name in ("-v", "--verbose"):
             os.environ["UVREFS_VERBOSE"] = "1"

@@ -295,16 +295,9 @@ class RefsStore:
     def load(self, entry_id: str) -> Refs | None:
         """The refs of an entry, None if it has none; raises CorruptRefs if unreadable."""
         try:
-            with open(self.refs_path(entry_id), "rb") as f:
-                raw = f.read()
+            data = _read_store_json(self.refs_path(entry_id))
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise CorruptRefs(f"unreadable ({exc.strerror})") from None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise CorruptRefs("not valid JSON (truncated or garbage)") from None
         refs = fast_refs(data)
         if refs is None:
             refs = _validated_refs(data)
@@ -368,11 +361,9 @@ class RefsStore:
     def _read_raw(self, entry_id: str) -> dict[str, Any] | None:
         """A refs file as plain JSON, checked just enough to add a referrer safely."""
         try:
-            data = json.loads(self.refs_path(entry_id).read_bytes())
+            data = _read_store_json(self.refs_path(entry_id))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            raise CorruptRefs(str(exc)) from None
         if not (
             isinstance(data, dict)
             and data.get("format") == FORMAT
@@ -387,9 +378,11 @@ class RefsStore:
 
     def dead_since(self) -> dict[str, float]:
         try:
-            data = json.loads((self.dir / "dead-since.json").read_bytes())
+            data = _read_store_json(self.dir / "dead-since.json")
             return {k: float(v) for k, v in data["dead_since"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+        except (CorruptRefs, OverflowError):  # not a regular file, or a number out of range
             return {}
 
     def save_dead_since(self, dead: set[str], now: float) -> None:
@@ -404,7 +397,7 @@ class RefsStore:
         """entry -> (inode, mtime_ns, bytes, dist-infos) as measured earlier; empty if
         unreadable. A cache, never a safety fact: a wrong or missing figure costs a walk."""
         try:
-            data = json.loads((self.dir / "sizes.json").read_bytes())
+            data = _read_store_json(self.dir / "sizes.json", limit=512 << 20)
             if data.get("format") != FORMAT:
                 return {}
             return {
@@ -412,6 +405,8 @@ class RefsStore:
                 for k, v in data["archives"].items()
             }
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+            return {}
+        except (CorruptRefs, OverflowError):  # not a regular file, or a number out of range
             return {}
 
     def save_archive_sizes(self, sizes: Mapping[str, ArchiveSize]) -> None:
@@ -439,8 +434,8 @@ class RefsStore:
             return []
         for name in names:
             try:
-                data = json.loads((self.envs_dir / name).read_bytes())
-            except (OSError, ValueError):
+                data = _read_store_json(self.envs_dir / name)
+            except (OSError, CorruptRefs):
                 continue
             record = fast_env(data) or _validated_env(data)
             if record is not None:
@@ -519,15 +514,37 @@ class RefsStore:
 
     def _string_list(self, name: str, key: str) -> list[str]:
         try:
-            data = json.loads((self.dir / name).read_bytes())
+            data = _read_store_json(self.dir / name)
         except FileNotFoundError:
             return []
-        except (OSError, ValueError, RecursionError):
-            raise StoreError(f"{self.dir / name} is unreadable; fix or delete it") from None
+        except CorruptRefs as exc:
+            raise StoreError(f"{self.dir / name} is {exc}; fix or delete it") from None
         values = data.get(key) if isinstance(data, dict) else None
         if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
             raise StoreError(f"{self.dir / name} is not a uvrefs {name}; fix or delete it")
         return values
+
+
+def _read_store_json(path: Path, limit: int = 64 << 20) -> Any:
+    """A store file's JSON. Raises FileNotFoundError if it is missing and CorruptRefs if it
+    cannot be trusted: not a regular file (a FIFO would hang the reader, a symlink may
+    lead anywhere), over `limit` bytes, unreadable, not JSON, nested too deeply to parse,
+    or holding a NUL, raw or escaped (no path or name uvrefs writes has one; `os` refuses
+    them)."""
+    try:
+        raw = stamps.read_file(str(path), limit)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CorruptRefs(f"unreadable ({exc.strerror})") from None
+    if b"\0" in raw or b"\\u0000" in raw:
+        raise CorruptRefs("holds a NUL byte")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise CorruptRefs("nested too deeply") from None
+    except ValueError:
+        raise CorruptRefs("not valid JSON (truncated or garbage)") from None
 
 
 def _validated_refs(data: Any) -> Refs:

@@ -33,10 +33,81 @@ def stamp_path(store: str, env: str) -> str:
     return os.path.join(store, ENVS, env_key(env) + ".stamp")
 
 
+def check_store(store: str) -> None:
+    """Refuse a store uvrefs did not make, before reading or writing it: the state dir
+    (`UVREFS_DIR`, which may be a symlink) must be a directory, and the directories uvrefs
+    creates in it (`caches`, the store, its `refs` and `envs`) real directories, never
+    symlinks, which would lead every read and write elsewhere. Missing ones are fine."""
+    import stat
+
+    from uvrefs.errors import StoreError
+
+    caches = os.path.dirname(store)
+    state = os.path.dirname(caches)
+    if os.path.exists(state) and not os.path.isdir(state):
+        raise StoreError(
+            f"the state directory {state} is not a directory; set UVREFS_DIR (or --state-dir) "
+            "to a directory"
+        )
+    for path in (caches, store, os.path.join(store, "refs"), os.path.join(store, ENVS)):
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read the refs store at {path}: {exc.strerror}; set UVREFS_DIR to a "
+                "directory you can read"
+            ) from None
+        if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+            raise StoreError(
+                f"{path} is {what}, which uvrefs never made there; move it away (the store "
+                "is rebuilt as you install, or at once with `uvrefs adopt`)"
+            )
+
+
+# Opening a store file never waits (a FIFO planted in the store) nor follows a symlink.
+_NO_WAIT = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def read_file(path: str, limit: int) -> bytes:
+    """A store file's bytes, opened without blocking and without following a symlink (a
+    FIFO, or a link planted in the store, could hang a reader or lead it anywhere).
+    Raises FileNotFoundError if it is missing, and OSError if it is not a regular file
+    or holds more than `limit` bytes."""
+    import errno
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | _NO_WAIT)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise OSError(errno.ELOOP, "a symbolic link, not followed", path) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit and st.st_size <= limit:
+            chunk = os.read(fd, max(st.st_size + 1 - size, 1 << 16))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB", path)
+    finally:
+        os.close(fd)
+
+
+STAMP_LIMIT = 64 << 20  # bytes; a fingerprint is a few lines per site directory
+
+
 def read_stamp(path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
+        return read_file(path, STAMP_LIMIT).decode("utf-8", "surrogateescape")
     except OSError:
         return None
 
@@ -47,15 +118,22 @@ def write_stamp(path: str, fingerprint: str) -> None:
 
 def write_atomic(path: str, text: str) -> None:
     """Write beside the target, then rename over it: readers see old or new, never half.
-    The temp name is unique per process; writers in one store hold its lock."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    The temp file (`.<name>.<random>.tmp`) is created exclusively and never through a
+    symlink, and removed if anything fails; the rename replaces whatever is at `path`
+    (a planted symlink included) without following it."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.urandom(8).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o666)
     try:
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+        with open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.lexists(tmp):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise
 
 
@@ -71,7 +149,7 @@ def hold_recording(store: str) -> int | None:
 
     try:
         os.makedirs(store, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDWR | os.O_CREAT | _NO_WAIT, 0o666)
     except OSError:
         return None
     try:
@@ -89,7 +167,7 @@ def wait_for_recorders(store: str, timeout: float) -> bool:
     import time
 
     try:
-        fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDONLY)
+        fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDONLY | _NO_WAIT)
     except OSError:
         return True  # no recorder ever ran here
     deadline = time.monotonic() + timeout
@@ -102,6 +180,8 @@ def wait_for_recorders(store: str, timeout: float) -> bool:
                 if time.monotonic() >= deadline:
                     return False
                 time.sleep(0.02)
+            except OSError:
+                return True  # not a lock file uvrefs made: no recorder holds it
     finally:
         os.close(fd)
 

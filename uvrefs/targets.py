@@ -179,20 +179,57 @@ def _active_venv(cwd: str, environ: Mapping[str, str]) -> str | None:
 
 
 def target_of_interpreter(interpreter: str) -> Target:
-    """A venv's interpreter means its venv; any other means its own site-packages."""
+    """A venv's interpreter means its venv; any other means its own site-packages, asked
+    of it. Only an executable file named like an interpreter (`python`, `python3.11`,
+    `pypy3`, `python3.13t`, `graalpy`) is ever run, isolated (`-I`) and for at most
+    `uv.QUERY_TIMEOUT` seconds."""
     bindir = os.path.dirname(interpreter)
     for root in (os.path.dirname(bindir), bindir):
         if os.path.isfile(os.path.join(root, "pyvenv.cfg")):
             return Target(os.path.normpath(root))
+    if not (looks_like_python(interpreter) and os.path.isfile(interpreter)):
+        raise UsageError(
+            f"{interpreter} is not a Python environment or interpreter (no pyvenv.cfg, "
+            "site-packages or dist-info, and not named python*, pypy* or graalpy*)"
+        )
     import subprocess
 
     code = (
         "import sys, sysconfig as s; print(sys.prefix); "
         "print(s.get_path('purelib')); print(s.get_path('platlib'))"
     )
-    out = subprocess.run([interpreter, "-c", code], capture_output=True, text=True, check=True)
+    try:
+        out = subprocess.run(
+            [interpreter, "-I", "-c", code],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            check=True,
+            timeout=uv.QUERY_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise UsageError(
+            f"{interpreter} did not answer within {uv.QUERY_TIMEOUT:g}s; is it a Python "
+            "interpreter?"
+        ) from None
+    except (OSError, subprocess.CalledProcessError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else uv.last_line(exc.stderr)
+        raise UsageError(f"{interpreter} is not a working Python interpreter: {why}") from None
     prefix, *sites = out.stdout.split("\n")[:3]
+    if not os.path.isabs(prefix):
+        raise UsageError(f"{interpreter} is not a working Python interpreter: no sys.prefix")
     return Target(prefix, tuple(dict.fromkeys(s for s in sites if s)))
+
+
+def looks_like_python(path: str) -> bool:
+    """Named like a Python interpreter: python, python3, python3.11, python3.13t, pypy3,
+    graalpy (`.exe` on Windows)."""
+    name = os.path.basename(path).removesuffix(".exe")
+    for stem in ("python", "pypy", "graalpy"):
+        if name.startswith(stem):
+            return all(c in "0123456789." for c in name[len(stem) :].rstrip("dmtu"))
+    return False
 
 
 def site_dirs(env: str, extra: Iterable[str] = ()) -> list[str]:
@@ -236,8 +273,11 @@ def target_of_path(path: str) -> Target:
         return Target(path)
     if os.path.isfile(path) and os.access(path, os.X_OK):
         return target_of_interpreter(path)
-    if os.path.isdir(path) and any(n.endswith(".dist-info") for n in os.listdir(path)):
-        return Target(path, (path,))
+    try:
+        if os.path.isdir(path) and any(n.endswith(".dist-info") for n in os.listdir(path)):
+            return Target(path, (path,))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     raise UsageError(
         f"{path} is not a Python environment (no pyvenv.cfg, site-packages or dist-info)"
     )

@@ -114,15 +114,29 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
     pip, project, venv or tools); returns uv's exit code.
 
     Recording problems never change uv's exit code: they are reported on stderr, and an
-    env left unrecorded is only kept longer (untracked entries are never collected)."""
+    env left unrecorded is only kept longer (untracked entries are never collected). A
+    Ctrl-C reaches uv too (uvrefs waits for it and records what it did); another one
+    while recording stops it quietly, with uv's code (the store's writes are atomic)."""
     uvbin = uv.find_uv(environ)
     args = uv_args
     if uv.uses_no_cache(args, environ) or uv.has_flag(args, "--dry-run"):
         return uv.run_passthrough(uvbin, uv_args)
+    try:
+        os.getcwd()
+    except OSError:  # run from a deleted directory: uv says what it makes of that
+        code = uv.run_passthrough(uvbin, uv_args)
+        if code == 0:
+            print(
+                "uvrefs: warning: environment not recorded: the current directory no longer "
+                "exists; run the command again from one that does",
+                file=sys.stderr,
+            )
+        return code
     root = uv.cache_dir(args, environ)
     # Lock only a cache uv has initialised: never create a `.lock` anywhere else.
     initialised = os.path.isfile(os.path.join(root, "CACHEDIR.TAG"))
     lock = uv.CacheLock(root, exclusive=False, timeout=uv.lock_timeout(environ))
+    code = 130  # what a Ctrl-C before uv has finished exits with, as in a shell
     try:
         if initialised:
             lock.acquire()
@@ -144,6 +158,8 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
             if code == 0 and not quiet:
                 print(f"uvrefs: warning: environment not recorded: {exc}", file=sys.stderr)
             return code
+    except KeyboardInterrupt:
+        return code
     finally:
         lock.release()
     corrupt = sum(len(r.corrupt) for r in results)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from uvrefs.errors import LockTimeout, UvNotFound, UvrefsError
+from uvrefs.errors import LockTimeout, UvNotFound, UvrefsError, UvTimeout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _CACHE_OPTIONS = ("--cache-dir", "--config-file", "--directory", "--project")
 _CACHE_FLAGS = ("--no-config",)
 DEFAULT_LOCK_TIMEOUT = 300.0  # seconds, uv's own default for UV_LOCK_TIMEOUT
+QUERY_TIMEOUT = 60.0  # seconds for uv (or an interpreter) to answer a question
 
 
 def find_uv(environ: Mapping[str, str] = os.environ) -> str:
@@ -53,8 +54,7 @@ def run_passthrough(uv: str, args: Sequence[str]) -> int:
     argv = [uv, *args]
     try:
         if hasattr(os, "posix_spawn"):  # no `subprocess` import on the hot path
-            pid = os.posix_spawn(uv, argv, os.environ)
-            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            return _wait(os.posix_spawn(uv, argv, os.environ))
         import subprocess
 
         return subprocess.call(argv)
@@ -62,18 +62,52 @@ def run_passthrough(uv: str, args: Sequence[str]) -> int:
         raise UvNotFound(f"cannot run {uv}: {exc.strerror}; check UVREFS_UV or PATH") from exc
 
 
+def _wait(pid: int) -> int:
+    """uv's exit code. A Ctrl-C on the terminal signals uv as well (the whole foreground
+    group), and uv decides what it means, so uvrefs keeps waiting (like `system(3)`, without
+    importing `signal` on the hot path); a uv killed by signal N exits 128+N, as in a shell."""
+    while True:
+        try:
+            status = os.waitpid(pid, 0)[1]
+        except KeyboardInterrupt:
+            continue
+        except ChildProcessError:  # reaped just as the interrupt arrived: its code is lost
+            return 130
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+
+
 def query(uv: str, args: Sequence[str], cwd: str | None = None) -> str:
-    """Run a uv query command and return its stdout; uv's stderr becomes the error."""
+    """Run a uv query command and return its stdout; uv's stderr becomes the error. A uv
+    that does not answer within `QUERY_TIMEOUT` seconds is killed."""
     import subprocess
 
     try:
-        done = subprocess.run([uv, *args], cwd=cwd, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [uv, *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            check=False,
+            timeout=QUERY_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise UvTimeout(
+            f"`uv {' '.join(args)}` did not answer within {QUERY_TIMEOUT:g}s ({uv}); check "
+            "that UVREFS_UV or PATH names a working uv"
+        ) from None
     except OSError as exc:
         raise UvNotFound(f"cannot run {uv}: {exc.strerror}; check UVREFS_UV or PATH") from exc
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise UvrefsError(f"`uv {' '.join(args)}` failed: {last}")
+        raise UvrefsError(f"`uv {' '.join(args)}` failed: {last_line(done.stderr)}")
     return done.stdout.strip()
+
+
+def last_line(text: str) -> str:
+    """The last line of a command's stderr: what it says went wrong."""
+    return (text.strip().splitlines() or ["(no output)"])[-1]
 
 
 def option_value(args: Sequence[str], *names: str) -> str | None:
