@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -288,3 +290,26 @@ def plant(path: Path, kind: str, outside: Path) -> None:
     else:
         raise AssertionError(kind)
 
+
+# ------------------------------------------------ symlink-mode helpers (roots, attack tests)
+
+SYMLINK = {"UV_LINK_MODE": "symlink"}  # the mode in which a wrongly freed entry breaks an env
+
+
+def install(world: World, env: Path, *reqs: str | Path, tracked: bool = True, **kw: Any) -> None:
+    """`uvrefs install` (tracked) or plain `uv pip install`, offline, in symlink mode."""
+    args = ["-q", "-p", env, *world.offline(), *reqs]
+    extra = {**SYMLINK, **kw.pop("extra_env", {})}
+    if tracked:
+        world.uvrefs("install", *args, extra_env=extra, **kw)
+    else:
+        world.uv("pip", "install", *args, extra_env=extra, **kw)
+
+
+def collect_json(world: World, *args: str, **kw: Any) -> dict[str, Any]:
+    return json.loads(world.uvrefs("collect", "--json", *args, **kw).stdout)  # type: ignore[no-any-return]
+
+
+def freed(result: dict[str, Any]) -> set[str]:
+    """`dist version` of every entry a collect freed."""
+    return {f"{d['dist']} {d['version']}" for d in result["freed"]}

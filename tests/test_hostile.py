@@ -338,7 +338,6 @@ def test_hostile_store_input(case: str, hostile_outcomes: dict[str, Outcome]) ->
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="the tracked install's recording path is out of scope")
 def test_tracked_install_never_writes_through_a_symlinked_store_dir(
     hostile_outcomes: dict[str, Outcome],
 ) -> None:

@@ -15,31 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import World, as_nobody
-
-SYMLINK = {"UV_LINK_MODE": "symlink"}
-
-
-def install(world: World, env: Path, *reqs: str, tracked: bool = True, **kw: object) -> None:
-    """`uvrefs install` (tracked) or plain `uv pip install`, offline, in symlink mode."""
-    args = ["-q", "-p", env, *world.offline(), *reqs]
-    extra = {**SYMLINK, **kw.pop("extra_env", {})}  # type: ignore[dict-item]
-    if tracked:
-        world.uvrefs("install", *args, extra_env=extra, **kw)  # type: ignore[arg-type]
-    else:
-        world.uv("pip", "install", *args, extra_env=extra, **kw)  # type: ignore[arg-type]
+from tests.conftest import SYMLINK, World, as_nobody, freed, install
+from tests.conftest import collect_json as collect
 
 
 def imports(world: World, env: Path, *modules: str) -> None:
+    """The env works: no installed file is a dangling link (a package whose files dangle
+    still imports, as an empty namespace package), and its packages import."""
+    site = next(env.glob("lib/python*/site-packages"))
+    broken = [p for p in site.rglob("*") if p.is_symlink() and not p.exists()]
+    assert not broken, f"{env}: {broken[:3]}"
     world.run(env / "bin/python", "-c", f"import {', '.join(modules)}")
-
-
-def collect(world: World, *args: str, **kw: object) -> dict:  # type: ignore[type-arg]
-    return json.loads(world.uvrefs("collect", "--json", *args, **kw).stdout)  # type: ignore[arg-type]
-
-
-def freed(result: dict) -> set[str]:  # type: ignore[type-arg]
-    return {f"{d['dist']} {d['version']}" for d in result["freed"]}
 
 
 def reasons(result: dict) -> dict[str, str]:  # type: ignore[type-arg]
@@ -128,10 +114,14 @@ def test_an_env_the_collector_cannot_read_keeps_its_entries(open_world: World) -
     done = as_nobody(world, "collect", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert freed(result) == {"alpha 1.0"}
     why = reasons(result)
     assert "Permission denied" in why["alpha 2.0"] and "Permission denied" in why["beta 1.0"]
     assert "Permission denied" in why["alpha 3.0"]
+    # `private` cannot be listed, and it sits where environments are searched for: an env
+    # in it would be invisible, so nothing is freed, not even the deleted env's alpha 1.0.
+    assert freed(result) == set()
+    unlisted = f"{world.root / 'private'}, under a watched directory, cannot be listed"
+    assert unlisted in why["alpha 1.0"]
     imports(world, shut, "alpha", "beta")
     imports(world, hidden, "alpha")
 

@@ -115,7 +115,7 @@ def gather_facts(
         uv_owned,
         live=marks.live,
         own=frozenset(roots.own),
-        blocked=roots.blocked,
+        blocked=roots.blocked or marks.blocked,
     )
     return Survey(facts, pointers, index, roots, marks)
 
@@ -175,8 +175,11 @@ def _archive_size(entry: str, path: Path, remembered: dict[str, ArchiveSize]) ->
         return known[2], metadata_linked(path, known[3])
     walked = SizeTally()
     walked.add_tree(path)
-    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.occupied, read_dist_infos(str(path)))
-    return walked.occupied, walked.max_links > 1
+    infos = read_dist_infos(str(path))
+    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.occupied, infos)
+    # The same rule as the sweep's re-check: METADATA's links (uv links every file of an
+    # install alike; a deduplicating tool may link any other file, which is not a use).
+    return walked.occupied, metadata_linked(path, infos)
 
 
 def plan_with_policy(

@@ -73,6 +73,15 @@ class Watched(BaseModel):
     dirs: list[str] = Field(default_factory=list)
 
 
+class Holders(BaseModel):
+    """`holders.json`: directories that held tracked environments (searched two levels
+    deep at every collect), remembered while they exist, so an env renamed after its
+    record was dropped is still found where it was."""
+
+    format: Literal[1] = FORMAT
+    dirs: list[str] = Field(default_factory=list)
+
+
 class Peers(BaseModel):
     """`peers.json`: other refs stores seen tracking the same cache (from the registry in
     the cache, which `uv cache prune` deletes, so they are remembered here too)."""

@@ -27,6 +27,7 @@ class Marks:
     live: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)  # `state_print` at the scan
     prints: dict[str, str] = field(default_factory=dict)  # `fingerprint`, for stamps
+    blocked: str | None = None  # a root whose uses cannot be known: nothing may be freed
 
 
 def root_target(root: Root) -> Target:
@@ -41,7 +42,10 @@ def state_print(root: Root, print_: str | None = None) -> str:
 
 
 def scan_root(root: Root, index: ArchiveIndex) -> EnvScan:
-    """Scan a root now, with what its record adds (site dirs, mount, namespace)."""
+    """Scan a root now, with what its record adds (site dirs, mount, namespace). A root
+    whose record cannot be read is unknown unless it is there to scan."""
+    if root.unreadable and not os.path.lexists(root.path):
+        return EnvScan(Path(root.path), "unknown", root.unreadable)
     record = root.record
     extra = [Path(s) for s in record.site_dirs] if record else []
     return scan_env(
@@ -55,9 +59,9 @@ def scan_root(root: Root, index: ArchiveIndex) -> EnvScan:
 
 def is_private(store: RefsStore) -> bool:
     """Whether only we can write the store's records and stamps: owned by us and not
-    writable by group or others. Only then is a record trusted in place of a scan: a
-    fingerprint is made of world-readable facts, so anyone who can write a record and
-    its stamp could otherwise make a living env look as if it used nothing."""
+    writable by group or others (others may read it). Only then is a record trusted in
+    place of a scan: a fingerprint is made of world-readable facts, so anyone who can
+    write a record and its stamp could otherwise make a living env look unused."""
     try:
         for path in (store.dir, store.envs_dir):
             st = os.stat(path)
@@ -113,8 +117,21 @@ def mark(
         scan = scan_or_reuse(root, index, host, print_, trusted)
         marks.scans[root.path] = scan
     marks.live = live_set(roots, marks.scans, refs)
+    marks.blocked = unknowable(roots, marks.scans)
     note_moves(roots, marks.scans)
     return marks
+
+
+def unknowable(roots: Iterable[Root], scans: Mapping[str, EnvScan]) -> str | None:
+    """Why nothing may be freed: a root that exists but cannot be read, with no record of
+    what it used (an env found under a watched directory, say). A root with a record keeps
+    what it was recorded using instead (`live_set`)."""
+    for root in roots:
+        scan = scans.get(root.path)
+        if scan is not None and scan.state == "unknown" and root.record is None:
+            if root.kind not in ("tracked", "peer"):  # those keep through their referrers
+                return f"{root.path} {scan.detail}: what it uses cannot be known"
+    return None
 
 
 def live_set(
@@ -128,6 +145,9 @@ def live_set(
     builders = []
     for root in roots:
         scan = scans.get(root.path)
+        if scan is not None and scan.state == "unknown" and root.record is not None:
+            for entry in root.record.entries:  # what it last used, as far as anyone knows
+                live.setdefault(entry, []).append(f"{root.label} ({scan.detail})")
         if scan is None or scan.state != "alive":
             continue
         for entry in scan.uses:

@@ -262,11 +262,8 @@ class RefsStore:
 
     def _ensure_dirs(self) -> None:
         try:
-            # Private (0700): records in a store others can write are never trusted in
-            # place of a scan (uvrefs.mark.is_private), which would make collect slower.
-            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.refs_dir.mkdir(mode=0o700, exist_ok=True)
-            self.envs_dir.mkdir(mode=0o700, exist_ok=True)
+            self.refs_dir.mkdir(parents=True, exist_ok=True)
+            self.envs_dir.mkdir(exist_ok=True)
             info = self.dir / "store.json"
             if not info.exists():
                 _write_json(info, {"format": FORMAT, "cache": str(self.cache_root)})
@@ -425,22 +422,35 @@ class RefsStore:
         return stamps.stamp_path(str(self.dir), env)
 
     def env_records(self) -> list[KnownEnv]:
-        """Every readable env record (an unreadable one is skipped: its env's entries are
-        still held by their refs)."""
-        records = []
+        """Every readable env record (see `checked_env_records` for the rest)."""
+        return self.checked_env_records()[0]
+
+    def checked_env_records(self) -> tuple[list[KnownEnv], list[tuple[str | None, str]]]:
+        """Every readable env record, and `(path or None, why)` for each record that
+        cannot be read or validated (a newer format, garbage): its env's mount point and
+        namespace are then unknown, so it must never be judged gone from its path alone."""
+        records: list[KnownEnv] = []
+        problems: list[tuple[str | None, str]] = []
         try:
             names = sorted(n for n in os.listdir(self.envs_dir) if n.endswith(".json"))
         except FileNotFoundError:
-            return []
+            return [], []
         for name in names:
             try:
                 data = _read_store_json(self.envs_dir / name)
-            except (OSError, CorruptRefs):
+            except FileNotFoundError:
+                continue
+            except (OSError, CorruptRefs) as exc:
+                problems.append((None, f"{self.envs_dir / name}: {exc}"))
                 continue
             record = fast_env(data) or _validated_env(data)
             if record is not None:
                 records.append(record)
-        return records
+            else:
+                path = data.get("path") if isinstance(data, dict) else None
+                why = f"its record {self.envs_dir / name} cannot be read by this uvrefs"
+                problems.append((path if isinstance(path, str) else None, why))
+        return records, problems
 
     def save_env(
         self,
@@ -504,6 +514,13 @@ class RefsStore:
     def save_watched(self, dirs: list[str]) -> None:
         self._ensure_dirs()
         _write_json(self.dir / "watch.json", {"format": FORMAT, "dirs": sorted(set(dirs))})
+
+    def remembered_holders(self) -> list[str]:
+        return self._string_list("holders.json", "dirs")
+
+    def save_holders(self, dirs: list[str]) -> None:
+        self._ensure_dirs()
+        _write_json(self.dir / "holders.json", {"format": FORMAT, "dirs": sorted(set(dirs))})
 
     def remembered_peers(self) -> list[str]:
         return self._string_list("peers.json", "stores")

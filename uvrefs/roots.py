@@ -32,6 +32,7 @@ class Root:
     kind: RootKind
     record: KnownEnv | None = None
     store: RefsStore | None = None  # the store holding its record and stamp
+    unreadable: str | None = None  # why its record cannot be read (then it is never gone)
 
     @property
     def label(self) -> str:
@@ -50,7 +51,7 @@ class Roots:
     own: set[str] = field(default_factory=set)  # entries our store tracks
     corrupt: dict[str, str] = field(default_factory=dict)
     peers: list[RefsStore] = field(default_factory=list)
-    watched: list[str] = field(default_factory=list)
+    watched: list[tuple[str, int]] = field(default_factory=list)
     blocked: str | None = None
 
     def add(self, root: Root) -> None:
@@ -88,11 +89,17 @@ def find_roots(
             if path is not None and os.path.isfile(path / "pyvenv.cfg"):
                 roots.add(Root(str(path), "uv-cached"))
     if discover_envs:
-        roots.watched = watched_dirs(store, roots, cache)
-        for env in discover(roots.watched, cache.root):
+        roots.watched = watched_dirs(store, roots)
+        unlistable: list[str] = []
+        for env in discover(roots.watched, cache.root, unlistable=unlistable):
             roots.add(Root(env, "discovered"))
-        for env in discover([tool_dir()], cache.root, max_depth=1):
+        for env in discover([(tool_dir(), 1)], cache.root, unlistable=unlistable):
             roots.add(Root(env, "tool"))
+        if unlistable:
+            roots.blocked = roots.blocked or (
+                f"{unlistable[0]}, under a watched directory, cannot be listed: an environment "
+                "there could not be seen (fix its permissions, or `uvrefs watch remove`)"
+            )
     return roots
 
 
@@ -127,12 +134,20 @@ def _read_store(
             roots.refs[entry] = loaded
         else:
             roots.refs[entry] = known._replace(referrers=known.referrers + loaded.referrers)
+        # A relative path means nothing here (it would be judged from the collector's
+        # working directory): not scanned, so its referrers stay uncertain and keep.
         for r in loaded.referrers:
-            if r.host == host:
+            if r.host == host and os.path.isabs(r.env):
                 roots.add(Root(r.env, kind_of(r.env), store=store))
-    for record in store.env_records():
-        if record.host == host:
+    records, problems = store.checked_env_records()
+    for record in records:
+        if record.host == host and os.path.isabs(record.path):
             roots.add(Root(record.path, kind_of(record.path), record, store))
+    for path, why in problems:
+        if path is not None and os.path.isabs(path):
+            roots.envs[path] = Root(path, kind_of(path), None, store, unreadable=why)
+        else:
+            roots.blocked = roots.blocked or f"an env record cannot be read ({why})"
 
 
 # ---------------------------------------------------------------- peer stores
@@ -154,14 +169,24 @@ def register_store(cache_root: Path, store_dir: Path) -> None:
     try:
         try:
             registry.mkdir()
-            os.chmod(registry, 0o1777)  # sticky: every user registers, none replaces another
+            made = True
         except FileExistsError:
-            pass
-        if registry.is_symlink():
-            return
-        from uvrefs.stamps import write_atomic
+            made = False
+        # Through a descriptor opened without following links: a link planted under the
+        # registry's name (its parent is the cache root) is never chmod-ed or written into.
+        fd = os.open(registry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            if made and st.st_uid == os.geteuid():
+                os.fchmod(fd, 0o1777)  # sticky: every user registers, none replaces another
+            from uvrefs.stamps import write_atomic
 
-        write_atomic(str(name), os.fsdecode(os.path.realpath(store_dir)))
+            write_atomic(
+                f"/proc/self/fd/{fd}/{name.name}" if os.path.isdir("/proc/self/fd") else str(name),
+                os.fsdecode(os.path.realpath(store_dir)),
+            )
+        finally:
+            os.close(fd)
     except OSError:
         pass
 
@@ -252,30 +277,53 @@ def _homes() -> list[str]:
 # ---------------------------------------------------------------- watched directories
 
 
+PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
 def holders(records: Iterable[Root]) -> list[str]:
-    """The directories that hold tracked environments: a project's `.venv` is held by the
-    directory holding the project (so renaming the project is followed), any other env by
-    its parent. Never `/`."""
+    """The directories that hold tracked environments: a project's env (`proj/.venv`, or
+    any env in a directory with a pyproject.toml, setup.py or .git) is held by the
+    directory holding the project, so renaming the project is followed whatever its env is
+    called (a vanished parent counts as a project); any other env by its parent (`venvs/a`
+    renamed `venvs/b` is followed). Never `/`."""
     found = set()
     for root in records:
-        if root.kind != "tracked":
+        if root.kind != "tracked" or not os.path.isabs(root.path):
             continue
         path = Path(root.path)
-        holder = path.parent.parent if path.name == ".venv" else path.parent
+        # A vanished parent may have been a renamed project: search where it was held.
+        in_project = (
+            path.name == ".venv"
+            or not os.path.lexists(path.parent)
+            or any(os.path.lexists(path.parent / marker) for marker in PROJECT_MARKERS)
+        )
+        holder = path.parent.parent if in_project else path.parent
         if holder != Path(holder.anchor):
             found.add(str(holder))
     return sorted(found)
 
 
-def watched_dirs(store: RefsStore, roots: Roots, cache: Cache) -> list[str]:
-    """Holders of tracked envs (searched 2 levels deep) and the user's watched directories
-    (4 levels): returned as `dir` and `dir::depth` for discover."""
+def watched_dirs(store: RefsStore, roots: Roots) -> list[tuple[str, int]]:
+    """Holders of tracked envs, now and remembered (searched 2 levels deep), and the
+    user's watched directories (4 levels). Holders are remembered in the store, so an env
+    renamed after its record was dropped is still searched for where it was."""
     try:
         user = store.watched()
     except StoreError:
         user = []
-    dirs = [f"{d}::{HOLDER_DEPTH}" for d in holders(roots.envs.values())]
-    return dirs + [f"{d}::{WATCH_DEPTH}" for d in user]
+    now = holders(roots.envs.values())
+    try:
+        known = store.remembered_holders()
+    except StoreError:
+        known = []
+    kept = sorted({h for h in [*known, *now] if os.path.isdir(h)})
+    if kept != sorted(known):
+        try:
+            with store.locked():
+                store.save_holders(kept)
+        except (OSError, StoreError):
+            pass  # searched this time all the same
+    return [(d, HOLDER_DEPTH) for d in kept] + [(d, WATCH_DEPTH) for d in user]
 
 
 def tool_dir(environ: Mapping[str, str] = os.environ) -> str:
@@ -286,19 +334,26 @@ def tool_dir(environ: Mapping[str, str] = os.environ) -> str:
     return os.path.join(data, "uv", "tools")
 
 
-def discover(dirs: Iterable[str], cache_root: Path | None = None, max_depth: int = 4) -> list[str]:
-    """Virtual environments (directories with `pyvenv.cfg`) under `dirs` (each optionally
-    `dir::depth`), not descending into an env, VCS metadata, node_modules or the cache."""
+def discover(
+    dirs: Iterable[str | tuple[str, int]],
+    cache_root: Path | None = None,
+    max_depth: int = 4,
+    unlistable: list[str] | None = None,
+) -> list[str]:
+    """Virtual environments (directories with `pyvenv.cfg`) under `dirs` (each a path, or
+    a path and how deep to look), not descending into an env, VCS metadata, node_modules
+    or the cache. Directories below the top that exist but cannot be listed (where an env
+    could hide) are added to `unlistable`."""
     skip = os.path.realpath(cache_root) if cache_root else None
     found: list[str] = []
     for spec in dirs:
-        top, _, depth = spec.rpartition("::") if "::" in spec else (spec, "", "")
+        top, depth = spec if isinstance(spec, tuple) else (spec, max_depth)
         top = os.path.abspath(os.path.expanduser(top))
-        found += _walk_for_venvs(top, int(depth) if depth else max_depth, skip)
+        found += _walk_for_venvs(top, depth, skip, unlistable if unlistable is not None else [])
     return sorted(dict.fromkeys(found))
 
 
-def _walk_for_venvs(top: str, depth: int, skip: str | None) -> Iterator[str]:
+def _walk_for_venvs(top: str, depth: int, skip: str | None, unlistable: list[str]) -> Iterator[str]:
     """One `scandir` per directory, as `find` reads it: an env is a directory whose
     listing holds `pyvenv.cfg` (no stat of a name that is not there)."""
     stack = [(top, depth)]
@@ -309,6 +364,10 @@ def _walk_for_venvs(top: str, depth: int, skip: str | None) -> Iterator[str]:
         try:
             with os.scandir(current) as it:
                 entries = list(it)
+        except PermissionError:
+            if current != top:
+                unlistable.append(current)
+            continue
         except OSError:
             continue
         if any(e.name == "pyvenv.cfg" for e in entries):

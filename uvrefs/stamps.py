@@ -148,7 +148,7 @@ def hold_recording(store: str) -> int | None:
     import fcntl
 
     try:
-        os.makedirs(store, mode=0o700, exist_ok=True)
+        os.makedirs(store, exist_ok=True)
         fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDWR | os.O_CREAT | _NO_WAIT, 0o666)
     except OSError:
         return None

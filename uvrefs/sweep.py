@@ -30,7 +30,7 @@ from uvrefs.cache import (
 )
 from uvrefs.envs import EnvScan, mount_table
 from uvrefs.errors import StoreError
-from uvrefs.mark import Marks, live_set, scan_root, state_print
+from uvrefs.mark import Marks, live_set, scan_root, state_print, unknowable
 from uvrefs.plan import Decision, Facts, Plan, plan_collection
 from uvrefs.refs import CorruptRefs, RefsStore
 from uvrefs.roots import Root
@@ -233,6 +233,7 @@ def remark(
         ):
             scans[path] = scan_root(root, index)
     live = live_set(current.values(), scans, facts.refs)
+    unreadable = unreadable or unknowable(current.values(), scans)
     if unreadable:
         live.update({entry: (unreadable,) for entry in candidates})
     return scans, live

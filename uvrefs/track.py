@@ -303,6 +303,7 @@ def record_if_changed(
     from uvrefs.cache import Cache
     from uvrefs.refs import RefsStore
 
+    stamps.check_store(stamps.store_dir(state_dir, root))  # never record through a link
     cache = Cache.open(Path(root))
     try:
         result = record_env(cache, RefsStore(Path(state_dir), cache.root), target, command, new_ids)
