@@ -42,6 +42,7 @@ def test_collect_json_contract(isolated: Path) -> None:
         "freed",
         "kept",
         "untracked",
+        "live_untracked",
         "bytes_freed",
         "errors",
         "unreadable_refs",

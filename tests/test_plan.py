@@ -111,7 +111,13 @@ def test_frees_exactly_tracked_entries_with_no_holding_or_uncertain_referrer(f: 
             expected.add(entry)
     assert {d.entry for d in plan.free} == expected
     assert not {d.entry for d in plan.free} & {d.entry for d in plan.keep}
-    assert plan.untracked == len([e for e in f.archives if e not in f.refs and e not in f.corrupt])
+    no_refs = [e for e in f.archives if e not in f.refs and e not in f.corrupt]
+    assert plan.uv_own == len([e for e in no_refs if e in f.uv_owned])
+    assert plan.live_untracked == len([e for e in no_refs if e in f.live and e not in f.uv_owned])
+    assert plan.untracked + plan.live_untracked + plan.uv_own == len(no_refs)
+    states = {d.entry: d.state for d in plan.keep}
+    assert all(states[e] == "live" for e in states if e in f.live and e not in f.uv_owned)
+    assert all(d.state == "dead" for d in plan.free)
     assert set(plan.stale) == {e for e in set(f.refs) - f.archives if f.is_own(e)}
 
 

@@ -63,7 +63,14 @@ class Removal:
     unreadable: tuple[str, ...] = ()  # "<refs file>: why" for refs that could not be read
     warnings: tuple[str, ...] = ()  # problems that did not stop the collection
     note: str | None = None  # what a policy could not do (a budget out of reach)
-    deleting: float = 0.0  # of lock_held: deleting the trash (the rest is checks and renames)
+    deleting: float = 0.0  # deleting the trash, after uv's lock was released
+    live_untracked: int = 0  # no refs, a root uses them
+    uv_own: int = 0  # no refs, uv's cached environments themselves
+
+    def count(self, state: str) -> int:
+        """Kept entries in `state` (live, held, uv's own), the untracked ones included."""
+        extra = {"live": self.live_untracked, "uv's own": self.uv_own}.get(state, 0)
+        return sum(d.state == state for d in self.kept) + extra
 
     @property
     def bytes_freed(self) -> int:
@@ -290,6 +297,8 @@ def collect(
         one_store_warning(warnings, store),
         plan.note,
         swept.deleting,
+        plan.live_untracked,
+        plan.uv_own,
     )
 
 
@@ -344,6 +353,8 @@ def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
         plan.untracked,
         unreadable=unreadable(survey, store),
         note=plan.note,
+        live_untracked=plan.live_untracked,
+        uv_own=plan.uv_own,
     )
 
 

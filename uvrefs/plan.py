@@ -23,6 +23,7 @@ class Decision:
     reason: str
     bytes: int = 0
     untracked: bool = False  # freed under --untracked/--budget: no refs to re-read
+    state: str = ""  # dead, live, held or uv's own: the words `status` and `why` use
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,12 @@ class Facts:
 class Plan:
     free: tuple[Decision, ...]
     keep: tuple[Decision, ...]
-    untracked: int
+    untracked: int  # no store tracks them and no root uses them
     stale: tuple[str, ...]  # refs of entries no longer in the cache
     note: str | None = None  # e.g. a budget that cannot be met
     dead: frozenset[str] = frozenset()  # every entry judged dead, before any policy
+    live_untracked: int = 0  # no store tracks them, a root uses them (uv's own apart)
+    uv_own: int = 0  # untracked entries that are uv's cached environments themselves
 
 
 Verdict = tuple[str, str]  # ("holds" | "dead" | "unsure", why)
@@ -119,20 +122,34 @@ def plan_collection(facts: Facts) -> Plan:
     own, or still hard-linked from elsewhere."""
     free: list[Decision] = []
     keep: list[Decision] = []
-    untracked = 0
+    untracked = live_untracked = uv_own = 0
     for entry in sorted(facts.archives):
         refs = facts.refs.get(entry)
         if entry in facts.corrupt:
-            keep.append(
-                Decision(entry, None, None, (), False, f"refs unreadable: {facts.corrupt[entry]}")
-            )
+            if entry in facts.live:
+                why, state = used_by(facts.live[entry]), "live"
+            else:
+                why, state = f"refs unreadable: {facts.corrupt[entry]}", "held"
+            keep.append(Decision(entry, None, None, (), False, why, state=state))
             continue
         if refs is None:
-            untracked += 1
+            if entry in facts.uv_owned:
+                uv_own += 1
+            elif entry in facts.live:
+                live_untracked += 1
+            else:
+                untracked += 1
             continue
 
         def decide(is_free: bool, reason: str, refs: Refs = refs) -> Decision:
-            return Decision(refs.entry, refs.dist, refs.version, tuple(refs.tags), is_free, reason)
+            state = "dead" if is_free else "held"
+            if reason.startswith(("used by", "built for")):
+                state = "live"
+            elif reason.startswith("uv's own"):
+                state = "uv's own"
+            return Decision(
+                refs.entry, refs.dist, refs.version, tuple(refs.tags), is_free, reason, state=state
+            )
 
         verdicts = [referrer_verdict(r, entry, facts) for r in refs.referrers]
         holding = [why for verdict, why in verdicts if verdict == "holds"]
@@ -156,7 +173,9 @@ def plan_collection(facts: Facts) -> Plan:
             dead = [why for verdict, why in verdicts if verdict == "dead"]
             free.append(decide(True, dead[0] if dead else "no environment uses it any more"))
     stale = tuple(sorted(e for e in set(facts.refs) - facts.archives if facts.is_own(e)))
-    return Plan(tuple(free), tuple(keep), untracked, stale)
+    return Plan(
+        tuple(free), tuple(keep), untracked, stale, live_untracked=live_untracked, uv_own=uv_own
+    )
 
 
 def untracked_ids(facts: Facts) -> list[str]:
@@ -180,7 +199,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
     note = None
 
     def held(d: Decision, why: str) -> None:
-        keep.append(replace(d, free=False, bytes=0, reason=why))
+        keep.append(replace(d, free=False, bytes=0, reason=why, state="held"))
 
     def age(seconds: float) -> str:
         return f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds / 3600:.1f} h"

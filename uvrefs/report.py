@@ -34,6 +34,7 @@ def _decision(d: Decision) -> dict[str, Any]:
         "tags": list(d.tags),
         "bytes": d.bytes,
         "reason": d.reason,
+        "state": d.state,
     }
 
 
@@ -46,6 +47,7 @@ def removal_json(r: Removal) -> dict[str, Any]:
         "freed": [_decision(d) for d in r.freed],
         "kept": [_decision(d) for d in r.kept],
         "untracked": r.untracked,
+        "live_untracked": r.live_untracked,
         "bytes_freed": r.bytes_freed,
         "errors": list(r.errors),
         "unreadable_refs": list(r.unreadable),
@@ -99,9 +101,12 @@ def _label(d: Decision) -> str:
 
 def removal_summary(r: Removal) -> str:
     verb = "would free" if r.dry_run else "freed"
+    uv_own = r.count("uv's own")
+    own = f", {uv_own} uv's own" if uv_own else ""
     return (
-        f"{verb} {len(r.freed)} entries, {human(r.bytes_freed)}; kept {len(r.kept)} tracked "
-        f"and {r.untracked} untracked entries" + (f"; {len(r.errors)} errors" if r.errors else "")
+        f"{verb} {len(r.freed)} entries, {human(r.bytes_freed)}; kept {r.count('live')} live, "
+        f"{r.count('held')} held{own} and {r.untracked} untracked entries"
+        + (f"; {len(r.errors)} errors" if r.errors else "")
     )
 
 

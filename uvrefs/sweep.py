@@ -109,7 +109,10 @@ def sweep(
             for decision in plan.free:
                 why_keep = recheck(decision, cache, store, facts, scans, live)
                 if why_keep:
-                    kept.append(replace(decision, free=False, bytes=0, reason=why_keep))
+                    state = "live" if decision.entry in live else "held"
+                    kept.append(
+                        replace(decision, free=False, bytes=0, reason=why_keep, state=state)
+                    )
                 else:
                     going.append(decision)
             going_ids = {d.entry for d in going}
