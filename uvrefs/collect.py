@@ -100,14 +100,13 @@ def gather_facts(
     *,
     reuse: bool = False,
     discover: bool = True,
-    remember: bool = False,
 ) -> Survey:
     """Find every root (our store's envs, every peer store's, uv's cached and tool envs,
     environments under watched directories) and mark from them. With `reuse`, roots
     unchanged since their last record are not scanned again."""
     host = host_id()
     pointers = cache.pointers()
-    roots = find_roots(cache, store, pointers, host, discover_envs=discover, remember=remember)
+    roots = find_roots(cache, store, pointers, host, discover_envs=discover)
     index = ArchiveIndex(cache)
     trusted = store if reuse else None
     marks = mark(roots.envs.values(), index, roots.refs, host, reuse=trusted, progress=progress)
@@ -251,7 +250,7 @@ def collect(
 ) -> Removal:
     """Mark, plan, measure, then sweep (or, for a dry run, report the plan)."""
     policy = policy or Policy()
-    survey = gather_facts(cache, store, progress, reuse=True, remember=not dry_run)
+    survey = gather_facts(cache, store, progress, reuse=True)
     plan = plan_with_policy(
         cache, store, survey, policy, progress, sized=dry_run or policy.needs_sizes
     )

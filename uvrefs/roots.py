@@ -67,13 +67,11 @@ def find_roots(
     host: str,
     *,
     discover_envs: bool = True,
-    remember: bool = False,
 ) -> Roots:
-    """Read every store of this cache and list every root. With `remember` (a collect
-    that frees, not a dry run or a report), the peers and holders found are saved."""
+    """Read every store of this cache and list every root."""
     roots = Roots()
     _read_store(store, roots, host, "tracked", cache, own=True)
-    for peer in peer_stores(cache, store, remember=remember):
+    for peer in peer_stores(cache, store):
         try:
             _read_store(peer, roots, host, "peer", cache, own=False)
             roots.peers.append(peer)
@@ -91,7 +89,7 @@ def find_roots(
             if path is not None and os.path.isfile(path / "pyvenv.cfg"):
                 roots.add(Root(str(path), "uv-cached"))
     if discover_envs:
-        roots.watched = watched_dirs(store, roots, remember=remember)
+        roots.watched = watched_dirs(store, roots)
         unlistable: list[str] = []
         for env in discover(roots.watched, cache.root, unlistable=unlistable):
             roots.add(Root(env, "discovered"))
@@ -193,7 +191,7 @@ def register_store(cache_root: Path, store_dir: Path) -> None:
         pass
 
 
-def peer_stores(cache: Cache, store: RefsStore, *, remember: bool = False) -> list[RefsStore]:
+def peer_stores(cache: Cache, store: RefsStore) -> list[RefsStore]:
     """Every other store of this cache: registered in the cache, remembered by ours, or at
     the default location of a local user's state directory. Remembers what it found."""
     from uvrefs import stamps
@@ -226,7 +224,7 @@ def peer_stores(cache: Cache, store: RefsStore, *, remember: bool = False) -> li
         if os.path.realpath(p) != mine
         and (os.path.lexists(os.path.join(p, "store.json")) or _unreadable_dir(p))
     )
-    if remember and sorted(remembered) != peers:
+    if sorted(remembered) != peers:
         try:
             with store.locked():
                 store.save_peers(peers)
@@ -305,9 +303,7 @@ def holders(records: Iterable[Root]) -> list[str]:
     return sorted(found)
 
 
-def watched_dirs(
-    store: RefsStore, roots: Roots, *, remember: bool = False
-) -> list[tuple[str, int]]:
+def watched_dirs(store: RefsStore, roots: Roots) -> list[tuple[str, int]]:
     """Holders of tracked envs, now and remembered (searched 2 levels deep), and the
     user's watched directories (4 levels). Holders are remembered in the store, so an env
     renamed after its record was dropped is still searched for where it was."""
@@ -321,7 +317,7 @@ def watched_dirs(
     except StoreError:
         known = []
     kept = sorted({h for h in [*known, *now] if os.path.isdir(h)})
-    if remember and kept != sorted(known):
+    if kept != sorted(known):
         try:
             with store.locked():
                 store.save_holders(kept)

@@ -196,7 +196,7 @@ def remark(
 
     current = dict(roots)
     stores = {str(s.dir): s for s in [store, *(r.store for r in roots.values() if r.store)]}
-    for peer in peer_stores(cache, store, remember=True):
+    for peer in peer_stores(cache, store):
         stores.setdefault(str(peer.dir), peer)
     unreadable: str | None = None
     for record_store in stores.values():
