@@ -129,7 +129,8 @@ class World:
 
     def dangling_pointers(self) -> list[Path]:
         """Links in uv's buckets whose target is gone: what breaks local-wheel installs."""
-        return [p for p in self.cache.glob("*-v*/**/*") if p.is_symlink() and not p.exists()]
+        buckets = [b for b in self.cache.glob("[a-z]*-v[0-9]*") if b.is_dir()]  # not .uvrefs-*
+        return [p for b in buckets for p in b.glob("**/*") if p.is_symlink() and not p.exists()]
 
     def refs(self) -> list[Path]:
         return sorted(self.state.glob("caches/*/refs/*.refs"))

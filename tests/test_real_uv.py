@@ -96,13 +96,15 @@ def test_dry_run_changes_nothing(world: World) -> None:
     shutil.rmtree(env)
 
     def snapshot():
-        """uv's cache, and every file of the refs store but `sizes.json`: a cache of
-        archive sizes that any run may add to (derived data, see docs/design.md)."""
+        """uv's cache, and every file of the refs store but what any run may add to:
+        `sizes.json` (archive sizes, derived data) and `holders.json`/`peers.json` (where
+        to look for environments and other stores: what any run learns of them is kept,
+        so a later `uv cache prune` cannot make a collect forget them; docs/design.md)."""
         cache = {str(p): p.lstat().st_mtime_ns for p in world.cache.rglob("*")}
         state = {
             str(p): p.lstat().st_mtime_ns
             for p in world.state.rglob("*")
-            if p.is_file() and p.name != "sizes.json"
+            if p.is_file() and p.name not in ("sizes.json", "holders.json", "peers.json")
         }
         return cache | state
 
