@@ -8,7 +8,6 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -101,9 +100,9 @@ def env_state(
             return "unknown", f"{ancestor} unreadable ({exc.strerror})"
 
 
-@cache
 def mount_namespace() -> str | None:
-    """This process's mount namespace (`mnt:[4026531841]`), None where there is none."""
+    """This process's mount namespace (`mnt:[4026531841]`), None where there is none.
+    Not cached: a process can move to another one (unshare, setns)."""
     try:
         return os.readlink("/proc/self/ns/mnt")
     except OSError:
