@@ -314,3 +314,19 @@ def collect_json(world: World, *args: str, **kw: Any) -> dict[str, Any]:
 def freed(result: dict[str, Any]) -> set[str]:
     """`dist version` of every entry a collect freed."""
     return {f"{d['dist']} {d['version']}" for d in result["freed"]}
+
+
+def tracked_env_on_unmounted_bind_mount(world: World) -> Path:
+    """A tracked symlink-mode env (alpha 1.0) made on a bind mount of a directory on the
+    same filesystem, which is then unmounted (skips where bind mounts are not allowed)."""
+    real, mnt = world.root / "real", world.root / "mnt"
+    real.mkdir()
+    mnt.mkdir()
+    if subprocess.run(["mount", "--bind", str(real), str(mnt)], check=False).returncode:
+        pytest.skip("bind mounts are not allowed here")
+    try:
+        env = world.venv("mnt/env")
+        install(world, env, "alpha==1.0")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    return env

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import World, as_nobody, freed, install
+from tests.conftest import World, as_nobody, freed, install, tracked_env_on_unmounted_bind_mount
 from tests.conftest import collect_json as collect
 
 SYMLINK = {"UV_LINK_MODE": "symlink"}
@@ -616,16 +616,8 @@ def test_an_env_record_this_uvrefs_cannot_read_does_not_make_its_env_gone(world:
     referrers alone, judged with no mount or namespace, so "gone", and its entries are
     freed; remounted, the env is broken. (Refs of a newer format are kept; records are
     not.)"""
+    env = tracked_env_on_unmounted_bind_mount(world)
     real, mnt = world.root / "real", world.root / "mnt"
-    real.mkdir()
-    mnt.mkdir()
-    if subprocess.run(["mount", "--bind", str(real), str(mnt)], check=False).returncode:
-        pytest.skip("bind mounts are not allowed here")
-    try:
-        env = world.venv("mnt/env")
-        install(world, env, "alpha==1.0")
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
     (record,) = store_dir(world).glob("envs/*.json")
     data = json.loads(record.read_text())
     data["format"] = 2  # written by a newer uvrefs

@@ -9,13 +9,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SYMLINK, World, as_nobody, freed, install
+from tests.conftest import (
+    SYMLINK,
+    World,
+    as_nobody,
+    freed,
+    install,
+    tracked_env_on_unmounted_bind_mount,
+)
 from tests.conftest import collect_json as collect
 
 
@@ -129,16 +135,8 @@ def test_an_env_the_collector_cannot_read_keeps_its_entries(open_world: World) -
 def test_an_unmounted_bind_mount_on_the_same_filesystem_keeps(world: World) -> None:
     """`st_dev` cannot tell a bind mount of a directory on the same filesystem; the mount
     table can. Unmounted, the env is unknown, not gone."""
-    real, mnt = world.root / "real", world.root / "mnt"
-    real.mkdir()
-    mnt.mkdir()
-    if subprocess.run(["mount", "--bind", str(real), str(mnt)], check=False).returncode:
-        pytest.skip("bind mounts are not allowed here")
-    try:
-        env = world.venv("mnt/env")
-        install(world, env, "alpha==1.0")
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+    tracked_env_on_unmounted_bind_mount(world)
+    mnt = world.root / "mnt"
     result = collect(world)
     assert freed(result) == set()
     assert f"its filesystem {mnt} is not mounted" in reasons(result)["alpha 1.0"]
