@@ -12,7 +12,7 @@ from uvrefs import uv
 from uvrefs.cache import Cache, SizeTally
 from uvrefs.collect import Progress, Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
-from uvrefs.plan import Facts, plan_collection, referrer_verdict, used_by
+from uvrefs.plan import entry_states, plan_collection, referrer_verdict
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
@@ -139,22 +139,6 @@ class EntryView:
     reason: str = ""
 
 
-def entry_state(
-    entry: str, facts: Facts, dead: dict[str, str], kept: dict[str, str]
-) -> tuple[str, str]:
-    """(state, why) of one entry, from the plan and the live set: one vocabulary for
-    status, why and collect."""
-    if entry in facts.uv_owned:
-        return "uv's own", "a cached environment of uv's"
-    if entry in facts.live:
-        return "live", used_by(facts.live[entry])
-    if entry in dead:
-        return "dead", f"the next collect frees it ({dead[entry]})"
-    if entry in kept:
-        return "held", kept[entry]
-    return "untracked", "no environment uvrefs knows uses it, and none ever did; kept"
-
-
 def why(
     cache: Cache, store: RefsStore, query: str, progress: Progress | None = None
 ) -> list[EntryView]:
@@ -162,9 +146,7 @@ def why(
     state and each referrer's verdict, as `collect` would judge it now."""
     survey: Survey = gather_facts(cache, store, progress)
     facts = survey.facts
-    plan = plan_collection(facts)
-    dead = {d.entry: d.reason for d in plan.free}
-    kept = {d.entry: d.reason for d in plan.keep}
+    states = entry_states(plan_collection(facts), facts)
     wanted = _normalize(query)
     views = []
     for archive in sorted(survey.index.cache.archives(), key=lambda a: a.id):
@@ -177,7 +159,9 @@ def why(
             Keeper(r.env, *referrer_verdict(r, archive.id, facts))
             for r in (refs.referrers if refs else [])
         )
-        state, reason = entry_state(archive.id, facts, dead, kept)
+        state, reason = states[archive.id]
+        if state == "dead":
+            reason = f"the next collect frees it ({reason})"
         views.append(
             EntryView(
                 archive.id, dist, version, tuple(tags), refs is not None, keepers, state, reason
@@ -222,16 +206,14 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
 
     survey = gather_facts(cache, store, progress, reuse=True)
     plan = plan_with_policy(cache, store, survey, Policy(), progress)
-    facts = survey.facts
-    dead = {d.entry for d in plan.free}
-    live = set(facts.live) & facts.archives - facts.uv_owned
-    tracked = (set(facts.refs) | set(facts.corrupt)) & facts.archives
-    held = tracked - live - dead - facts.uv_owned
-    untracked = facts.archives - tracked - live - facts.uv_owned
+    by_state: dict[str, list[str]] = {}
+    for entry, (state, _) in entry_states(plan, survey.facts).items():
+        by_state.setdefault(state, []).append(entry)
     total, per_archive = sizes_by_archive(cache)
     shares = {
         name: Share(len(ids), sum(per_archive.get(e, 0) for e in ids))
-        for name, ids in (("live", live), ("dead", dead), ("held", held), ("untracked", untracked))
+        for name in ("live", "dead", "held", "untracked")
+        for ids in [by_state.get(name, [])]
     }
     archived = sum(s.bytes for s in shares.values())
     return Status(

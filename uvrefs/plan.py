@@ -133,49 +133,67 @@ def plan_collection(facts: Facts) -> Plan:
             keep.append(Decision(entry, None, None, (), False, why, state=state))
             continue
         if refs is None:
-            if entry in facts.uv_owned:
-                uv_own += 1
-            elif entry in facts.live:
-                live_untracked += 1
-            else:
-                untracked += 1
+            state = untracked_state(entry, facts)[0]
+            uv_own += state == "uv's own"
+            live_untracked += state == "live"
+            untracked += state == "untracked"
             continue
 
-        def decide(is_free: bool, reason: str, refs: Refs = refs) -> Decision:
-            state = "dead" if is_free else "held"
-            if reason.startswith(("used by", "built for")):
-                state = "live"
-            elif reason.startswith("uv's own"):
-                state = "uv's own"
+        def decide(state: str, reason: str, refs: Refs = refs) -> Decision:
             return Decision(
-                refs.entry, refs.dist, refs.version, tuple(refs.tags), is_free, reason, state=state
+                refs.entry,
+                refs.dist,
+                refs.version,
+                tuple(refs.tags),
+                state == "dead",
+                reason,
+                state=state,
             )
 
         verdicts = [referrer_verdict(r, entry, facts) for r in refs.referrers]
         holding = [why for verdict, why in verdicts if verdict == "holds"]
         unsure = [why for verdict, why in verdicts if verdict == "unsure"]
         if entry in facts.uv_owned:
-            keep.append(decide(False, "uv's own: a cached environment"))
+            keep.append(decide("uv's own", "uv's own: a cached environment"))
         elif entry in facts.live:
-            keep.append(decide(False, used_by(facts.live[entry])))
+            keep.append(decide("live", used_by(facts.live[entry])))
         elif holding:
             more = f" (+{len(holding) - 1} more)" if len(holding) > 1 else ""
-            keep.append(decide(False, holding[0] + more))
+            keep.append(decide("live", holding[0] + more))
         elif unsure:
-            keep.append(decide(False, "uncertain: " + unsure[0]))
+            keep.append(decide("held", "uncertain: " + unsure[0]))
         elif not facts.is_own(entry):
-            keep.append(decide(False, "tracked only by another refs store (its collect decides)"))
+            keep.append(decide("held", "tracked only by another refs store (its collect decides)"))
         elif facts.blocked:
-            keep.append(decide(False, "uncertain: " + facts.blocked))
+            keep.append(decide("held", "uncertain: " + facts.blocked))
         elif entry in facts.linked_elsewhere:
-            keep.append(decide(False, "files still hard-linked elsewhere (an untracked env?)"))
+            keep.append(decide("held", "files still hard-linked elsewhere (an untracked env?)"))
         else:
             dead = [why for verdict, why in verdicts if verdict == "dead"]
-            free.append(decide(True, dead[0] if dead else "no environment uses it any more"))
+            free.append(decide("dead", dead[0] if dead else "no environment uses it any more"))
     stale = tuple(sorted(e for e in set(facts.refs) - facts.archives if facts.is_own(e)))
     return Plan(
         tuple(free), tuple(keep), untracked, stale, live_untracked=live_untracked, uv_own=uv_own
     )
+
+
+def untracked_state(entry: str, facts: Facts) -> tuple[str, str]:
+    """(state, why) of an entry no store tracks: uv's own, live, or untracked."""
+    if entry in facts.uv_owned:
+        return "uv's own", "a cached environment of uv's"
+    if entry in facts.live:
+        return "live", used_by(facts.live[entry])
+    return "untracked", "no environment uvrefs knows uses it, and none ever did; kept"
+
+
+def entry_states(plan: Plan, facts: Facts) -> dict[str, tuple[str, str]]:
+    """entry -> (state, why) for every archive, in the words status, why and collect
+    share: dead (the plan frees it), live, held, uv's own, untracked."""
+    states = {d.entry: (d.state, d.reason) for d in (*plan.keep, *plan.free)}
+    for entry in facts.archives:
+        if entry not in states:
+            states[entry] = untracked_state(entry, facts)
+    return states
 
 
 def untracked_ids(facts: Facts) -> list[str]:
