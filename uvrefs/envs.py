@@ -177,8 +177,8 @@ def scan_env(
     dists: list[str] = []
     sources: list[str] = []
     try:
-        _readable(path)
-        for site in site_dirs(str(path), [str(d) for d in extra_site_dirs]):
+        os.listdir(path)  # an env that cannot be read is unknown, not empty
+        for site in site_dirs(str(path), [str(d) for d in extra_site_dirs], strict=True):
             with os.scandir(site) as it:
                 names = [e.name for e in it if e.name.endswith(".dist-info")]
             for name in sorted(names):
@@ -196,24 +196,6 @@ def scan_env(
     if path.name == ".venv" and project.is_file():
         sources.append(str(path.parent))
     return EnvScan(path, "alive", "", uses, tuple(dists), sources=tuple(sorted(set(sources))))
-
-
-def _readable(env: Path) -> None:
-    """Raise if the env, its lib directories or their `python*` directories exist but
-    cannot be listed: then what it uses is unknown (an unprivileged collector, a broken
-    disk), not "nothing" (`site_dirs` would just not find a site dir it cannot stat)."""
-    os.listdir(env)
-    for lib in ("lib", "lib64", "Lib"):
-        try:
-            names = os.listdir(env / lib)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for name in names:
-            if name.startswith("python") or name == "site-packages":
-                try:
-                    os.listdir(env / lib / name)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
 
 
 def local_source(installed: Path) -> str | None:

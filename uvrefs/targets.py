@@ -5,6 +5,7 @@ fingerprint of what is installed there. Runs before every tracked install, so it
 from __future__ import annotations
 
 import os
+import stat
 
 from uvrefs import uv
 from uvrefs.errors import UsageError
@@ -232,14 +233,21 @@ def looks_like_python(path: str) -> bool:
     return False
 
 
-def site_dirs(env: str, extra: Iterable[str] = ()) -> list[str]:
+def site_dirs(env: str, extra: Iterable[str] = (), *, strict: bool = False) -> list[str]:
     """The directories of an env that hold `.dist-info`s: POSIX (`lib*/python*/`) and
-    Windows (`Lib/`) layouts, which also covers `--prefix` trees, plus `extra`."""
+    Windows (`Lib/`) layouts, which also covers `--prefix` trees, plus `extra`. With
+    `strict`, a directory on the way that exists but cannot be read raises (then what the
+    env uses is unknown, not "nothing"); otherwise it is skipped."""
+    missing = (FileNotFoundError, NotADirectoryError)
     found: list[str] = []
     for lib in ("lib", "lib64"):
         try:
             names = sorted(os.listdir(os.path.join(env, lib)))
+        except missing:
+            continue
         except OSError:
+            if strict:
+                raise
             continue
         found += [
             os.path.join(env, lib, n, "site-packages") for n in names if n.startswith("python")
@@ -247,7 +255,15 @@ def site_dirs(env: str, extra: Iterable[str] = ()) -> list[str]:
     found += [os.path.join(env, "Lib", "site-packages"), *extra]
     unique: dict[str, str] = {}
     for path in found:
-        if os.path.isdir(path):
+        try:
+            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+        except missing:
+            continue
+        except OSError:
+            if strict:
+                raise
+            continue
+        if is_dir:
             unique.setdefault(os.path.realpath(path), path)
     return list(unique.values())
 
