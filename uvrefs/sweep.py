@@ -9,9 +9,7 @@ import errno
 import fcntl
 import os
 import re
-import signal
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -66,6 +64,8 @@ class CrashHook:
         if kill_at:
             cls.steps += 1
             if cls.steps == int(kill_at):
+                import signal
+
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -475,6 +475,8 @@ class Trash:
     def __init__(self, root: Path, root_fd: int) -> None:
         self.root_fd = root_fd
         self.device = os.fstat(root_fd).st_dev
+        import tempfile  # ~15 ms to import: only a sweep that frees something pays it
+
         path = tempfile.mkdtemp(prefix=TRASH_PREFIX + "-", dir=root)
         self.name = os.path.basename(path)
         self.fd = os.open(self.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
