@@ -21,32 +21,12 @@ from uvrefs.plan import (
     Plan,
     Policy,
     apply_policy,
-    normal_name,
     plan_collection,
-    referrer_verdict,
     untracked_ids,
 )
 from uvrefs.refs import ArchiveSize, RefsStore, host_id
-from uvrefs.roots import Root, Roots, find_roots, register_store
+from uvrefs.roots import Roots, find_roots, register_store
 from uvrefs.sweep import entry_paths, linked_elsewhere, metadata_linked, store_warning, sweep
-
-__all__ = [
-    "Decision",
-    "Facts",
-    "Plan",
-    "Policy",
-    "Progress",
-    "Removal",
-    "Survey",
-    "apply_policy",
-    "collect",
-    "gather_facts",
-    "normal_name",
-    "plan_collection",
-    "plan_with_policy",
-    "referrer_verdict",
-    "untracked_ids",
-]
 
 
 @dataclass(frozen=True)
@@ -88,9 +68,6 @@ class Survey:
     roots: Roots
     marks: Marks
 
-    @property
-    def records(self) -> dict[str, Root]:
-        return {path: root for path, root in self.roots.envs.items() if root.record is not None}
 
 
 def gather_facts(

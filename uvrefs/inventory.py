@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from uvrefs import uv
 from uvrefs.cache import Cache, SizeTally
-from uvrefs.collect import Progress, Survey, gather_facts
+from uvrefs.collect import Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
+from uvrefs.mark import Progress
 from uvrefs.plan import entry_states, plan_collection, referrer_verdict
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
@@ -202,7 +203,8 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
     """The split of the cache, from one walk of it (the total, and each archive's share)
     and the same mark and plan as a dry run."""
     from uvrefs.cache import sizes_by_archive
-    from uvrefs.collect import Policy, plan_with_policy
+    from uvrefs.collect import plan_with_policy
+    from uvrefs.plan import Policy
 
     survey = gather_facts(cache, store, progress, reuse=True)
     plan = plan_with_policy(cache, store, survey, Policy(), progress)

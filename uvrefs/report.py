@@ -10,9 +10,10 @@ from typing import Any
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and inventory's imports
-    from uvrefs.collect import Decision, Removal
+    from uvrefs.collect import Removal
     from uvrefs.doctor import Check, Repair
     from uvrefs.inventory import Adopted, EntryView, EnvView, Status
+    from uvrefs.plan import Decision
 
 JSON_FORMAT = 1
 

@@ -50,8 +50,6 @@ class Roots:
     refs: dict[str, Refs] = field(default_factory=dict)  # ours and every peer's, merged
     own: set[str] = field(default_factory=set)  # entries our store tracks
     corrupt: dict[str, str] = field(default_factory=dict)
-    peers: list[RefsStore] = field(default_factory=list)
-    watched: list[tuple[str, int]] = field(default_factory=list)
     blocked: str | None = None
 
     def add(self, root: Root) -> None:
@@ -74,7 +72,6 @@ def find_roots(
     for peer in peer_stores(cache, store):
         try:
             _read_store(peer, roots, host, "peer", cache, own=False)
-            roots.peers.append(peer)
         except FileNotFoundError:
             continue  # deleted since it was found: it tracks nothing any more
         except (OSError, StoreError) as exc:
@@ -89,9 +86,8 @@ def find_roots(
             if path is not None and os.path.isfile(path / "pyvenv.cfg"):
                 roots.add(Root(str(path), "uv-cached"))
     if discover_envs:
-        roots.watched = watched_dirs(store, roots)
         unlistable: list[str] = []
-        for env in discover(roots.watched, cache.root, unlistable=unlistable):
+        for env in discover(watched_dirs(store, roots), cache.root, unlistable=unlistable):
             roots.add(Root(env, "discovered"))
         for env in discover([(tool_dir(), 1)], cache.root, unlistable=unlistable):
             roots.add(Root(env, "tool"))
