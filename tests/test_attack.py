@@ -1,6 +1,7 @@
 """Adversarial tests: each tries to make `uvrefs collect` free an entry a living env uses,
-touch something outside the cache, hang, or crash with a traceback. All but the last
-section failed on the first mark-from-roots code (docs/reliability.md lists each).
+touch something outside the cache, hang, or crash with a traceback. 26 of these 34 cases
+failed on the first mark-from-roots code; the section "defended from the start" passed
+then too (docs/reliability.md lists each).
 
 Envs use uv's symlink link mode wherever a wrong free must show: the env's files are links
 into the cache, so a freed entry breaks it. `import pkg` alone is not proof (a package dir
