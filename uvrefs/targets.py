@@ -12,7 +12,10 @@ from uvrefs.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
 class Target:
@@ -238,34 +241,33 @@ def site_dirs(env: str, extra: Iterable[str] = (), *, strict: bool = False) -> l
     Windows (`Lib/`) layouts, which also covers `--prefix` trees, plus `extra`. With
     `strict`, a directory on the way that exists but cannot be read raises (then what the
     env uses is unknown, not "nothing"); otherwise it is skipped."""
-    missing = (FileNotFoundError, NotADirectoryError)
     found: list[str] = []
     for lib in ("lib", "lib64"):
-        try:
-            names = sorted(os.listdir(os.path.join(env, lib)))
-        except missing:
-            continue
-        except OSError:
-            if strict:
-                raise
-            continue
+        names = _checked(os.listdir, os.path.join(env, lib), strict) or []
         found += [
-            os.path.join(env, lib, n, "site-packages") for n in names if n.startswith("python")
+            os.path.join(env, lib, n, "site-packages")
+            for n in sorted(names)
+            if n.startswith("python")
         ]
     found += [os.path.join(env, "Lib", "site-packages"), *extra]
     unique: dict[str, str] = {}
     for path in found:
-        try:
-            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
-        except missing:
-            continue
-        except OSError:
-            if strict:
-                raise
-            continue
-        if is_dir:
+        st = _checked(os.stat, path, strict)
+        if st is not None and stat.S_ISDIR(st.st_mode):
             unique.setdefault(os.path.realpath(path), path)
     return list(unique.values())
+
+
+def _checked(call: Callable[[str], T], path: str, strict: bool) -> T | None:
+    """`call(path)`, None if the path is missing; another error raises if `strict`."""
+    try:
+        return call(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        if strict:
+            raise
+        return None
 
 
 def fingerprint(target: Target) -> str:
