@@ -44,6 +44,8 @@ def test_collect_json_contract(isolated: Path) -> None:
         "untracked",
         "live_untracked",
         "bytes_freed",
+        "content_blobs",
+        "project_envs",
         "errors",
         "unreadable_refs",
         "warnings",

@@ -37,7 +37,7 @@ def test_doctor_names_the_cache_preview_features_in_effect(world: World) -> None
     done = world.uvrefs("doctor", "--json", check=False, extra_env=extra)
     checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
     preview = checks["uv preview layouts"]
-    assert preview["status"] == "warn"
+    assert preview["status"] == "ok"
     assert "content-addressed-cache (from UV_PREVIEW_FEATURES)" in preview["detail"]
     assert "centralized-project-envs (from " in preview["detail"]
     assert "python-upgrade" not in preview["detail"]

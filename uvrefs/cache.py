@@ -10,7 +10,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,6 +286,21 @@ class SizeTally:
     def freed(self) -> int:
         files = sum(size for count, nlink, size in self._files.values() if count >= nlink)
         return self.directories + self.singles + files
+
+    def freed_with(self, also_going: Callable[[int, int], int]) -> int:
+        """What the paths free when `also_going(dev, ino)` more links of each file go too
+        (a content-addressed blob that goes with its last archive, a dead env's link)."""
+        files = sum(
+            size
+            for (dev, ino), (count, nlink, size) in self._files.items()
+            if count + also_going(dev, ino) >= nlink
+        )
+        return self.directories + self.singles + files
+
+    def linked_files(self) -> Iterator[tuple[int, int, int, int]]:
+        """(dev, ino, links among the paths, links in all) of each file with several."""
+        for (dev, ino), (count, nlink, _size) in self._files.items():
+            yield dev, ino, count, nlink
 
     _linked: int = 0  # blocks of the linked files, each inode once
 

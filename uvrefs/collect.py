@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from uvrefs.blobs import Blobs
 from uvrefs.cache import Cache, Pointer, SizeTally, read_dist_infos, split_dist_info
 from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import StoreError
@@ -46,6 +47,9 @@ class Removal:
     deleting: float = 0.0  # deleting the trash, after uv's lock was released
     live_untracked: int = 0  # no refs, a root uses them
     uv_own: int = 0  # no refs, uv's cached environments themselves
+    blobs: int = 0  # content blobs no archive links, freed apart from any entry
+    blob_bytes: int = 0
+    envs: tuple[tuple[str, str, int], ...] = ()  # project envs of dead projects: path, why, bytes
 
     def count(self, state: str) -> int:
         """Kept entries in `state` (live, held, uv's own), the untracked ones included."""
@@ -54,7 +58,7 @@ class Removal:
 
     @property
     def bytes_freed(self) -> int:
-        return sum(d.bytes for d in self.freed)
+        return sum(d.bytes for d in self.freed) + self.blob_bytes + sum(e[2] for e in self.envs)
 
 
 @dataclass
@@ -67,7 +71,7 @@ class Survey:
     index: ArchiveIndex
     roots: Roots
     marks: Marks
-
+    blobs: Blobs
 
 
 def gather_facts(
@@ -101,7 +105,15 @@ def gather_facts(
         own=frozenset(roots.own),
         blocked=roots.blocked or marks.blocked,
     )
-    return Survey(facts, pointers, index, roots, marks)
+    dead_envs = sorted(
+        path
+        for path, root in roots.envs.items()
+        if root.kind == "uv-project" and marks.scans[path].state == "gone"
+    )
+    blobs = Blobs.load(cache)
+    blobs.count_going(dead_envs)
+    facts = replace(facts, dead_project_envs=frozenset(dead_envs))
+    return Survey(facts, pointers, index, roots, marks, blobs)
 
 
 def measure(
@@ -131,7 +143,9 @@ def measure(
         archive_bytes, archive_linked = 0, False
         for doomed in entry_paths(cache, entry, survey.pointers, going):
             if doomed.kind == "tree" and doomed.path.parent in cache.archive_dirs:
-                archive_bytes, archive_linked = _archive_size(entry, doomed.path, remembered)
+                archive_bytes, archive_linked = _archive_size(
+                    entry, doomed.path, remembered, survey.blobs
+                )
             else:
                 tally.add_tree(doomed.path)
         if tally.max_links > 1 or archive_linked:
@@ -147,23 +161,32 @@ def measure(
     return sizes, frozenset(linked)
 
 
-def _archive_size(entry: str, path: Path, remembered: dict[str, ArchiveSize]) -> tuple[int, bool]:
+def _archive_size(
+    entry: str, path: Path, remembered: dict[str, ArchiveSize], blobs: Blobs
+) -> tuple[int, bool]:
     """An archive tree's size and whether a file in it has a link outside: remembered
-    (then its METADATA link counts stand for the files'), or walked now."""
+    (then its METADATA link counts stand for the files'), or walked now. In a
+    content-addressed cache what an archive frees depends on which other archives share
+    its blobs now, so it is walked every time; a blob goes with its last archive."""
     try:
         st = os.lstat(path)
     except OSError:
         return 0, False
+    if blobs.where:
+        tally = SizeTally()
+        tally.add_tree(path)
+        linked = metadata_linked(path, read_dist_infos(str(path)), blobs)
+        return tally.freed_with(blobs.also_going), linked
     known = remembered.get(entry)
     if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
-        return known[2], metadata_linked(path, known[3])
+        return known[2], metadata_linked(path, known[3], blobs)
     walked = SizeTally()
     walked.add_tree(path)
     infos = read_dist_infos(str(path))
     remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.occupied, infos)
     # The same rule as the sweep's re-check: METADATA's links (uv links every file of an
     # install alike; a deduplicating tool may link any other file, which is not a use).
-    return walked.occupied, metadata_linked(path, infos)
+    return walked.occupied, metadata_linked(path, infos, blobs)
 
 
 def plan_with_policy(
@@ -187,7 +210,7 @@ def plan_with_policy(
         sizes, linked = measure(cache, survey, store, candidates, set(candidates), progress)
     else:
         sizes = {}
-        linked = frozenset(e for e in candidates if linked_elsewhere(cache, e))
+        linked = frozenset(e for e in candidates if linked_elsewhere(cache, e, survey.blobs))
     names: dict[str, tuple[str | None, str | None]] = {}
     unpacked: dict[str, float] = {}
     for archive in survey.index.cache.archives() if wants_untracked else []:
@@ -255,6 +278,7 @@ def collect(
         survey.pointers,
         timeout=timeout,
         on_wait=on_wait,
+        blobs=survey.blobs,
     )
     warnings = list(swept.warnings)
     try:
@@ -275,7 +299,15 @@ def collect(
         swept.deleting,
         plan.live_untracked,
         plan.uv_own,
+        len(swept.blobs),
+        sum(b.bytes for b in swept.blobs),
+        tuple((env, _why_dead(survey, env), size) for env, size in swept.envs),
     )
+
+
+def _why_dead(survey: Survey, env: str) -> str:
+    scan = survey.marks.scans.get(env)
+    return scan.detail if scan is not None else ""
 
 
 def tidy_refs(
@@ -302,6 +334,7 @@ def tidy_refs(
                 mntns=mount_namespace(),
                 identity=identity(Path(path)),
                 sources=list(scan.sources),
+                projects=list(root.links),
             )
             store.record(Path(path), scan.uses, "collect", cache.describe)
             if scan is survey.marks.scans.get(path) and path in survey.marks.prints:
@@ -321,6 +354,7 @@ def one_store_warning(warnings: list[str], store: RefsStore) -> tuple[str, ...]:
 
 
 def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
+    orphans = survey.blobs.orphans()  # those the planned entries free are in their sizes
     return Removal(
         survey.index.cache.root,
         True,
@@ -331,7 +365,18 @@ def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
         note=plan.note,
         live_untracked=plan.live_untracked,
         uv_own=plan.uv_own,
+        blobs=len(orphans),
+        blob_bytes=sum(b.bytes for b in orphans),
+        envs=tuple((env, _why_dead(survey, env), _env_bytes(env)) for env in plan.free_envs),
     )
+
+
+def _env_bytes(env: str) -> int:
+    """What removing a project env alone frees now (its files' blocks whose only link it
+    holds; files linked from archives free with those)."""
+    tally = SizeTally()
+    tally.add_tree(Path(env))
+    return tally.freed
 
 
 def unreadable(survey: Survey, store: RefsStore) -> tuple[str, ...]:

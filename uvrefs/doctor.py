@@ -125,24 +125,24 @@ def preview_features(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 
 def check_preview(cache: Cache) -> Check:
-    """Which cache-related preview layouts are in effect (or already on disk)."""
+    """Which cache-related preview layouts are in effect, and the buckets of them found."""
+    from uvrefs.blobs import content_buckets
+    from uvrefs.roots import project_envs
+
     found = preview_features()
-    on_disk = [n for n in os.listdir(cache.root) if n.startswith("files-v")]
     parts = [f"{name} (from {where})" for name, where in sorted(found.items())]
-    parts += [f"{n} bucket present (content-addressed files)" for n in on_disk]
+    parts += [f"{n} bucket (content-addressed files)" for n in content_buckets(cache)]
+    centralized = project_envs(cache)
+    if centralized:
+        buckets = sorted({os.path.basename(os.path.dirname(p)) for p in centralized})
+        parts.append(f"{len(centralized)} project environments in {', '.join(buckets)}")
     if not parts:
         return Check("uv preview layouts", "ok", "none in effect")
-    unsupported = "content-addressed-cache" in found or on_disk
     return Check(
         "uv preview layouts",
-        "warn" if unsupported else "ok",
-        "; ".join(parts)
-        + (
-            "; uvrefs keeps content-addressed archives (their files are hard-linked from "
-            "files-v0) and frees nothing from them yet"
-            if unsupported
-            else ""
-        ),
+        "ok",
+        "; ".join(parts) + "; uvrefs supports content-addressed-cache, "
+        "centralized-project-envs, venv-redirect-files and relocatable-envs-default",
     )
 
 

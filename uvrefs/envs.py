@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from uvrefs.cache import Archive, Cache
-from uvrefs.targets import site_dirs
+from uvrefs.targets import follow_redirect, site_dirs
 
 EnvState = Literal["alive", "gone", "unknown"]
 # How a use was proven: the installed file is a symlink into the archive, shares its inode,
@@ -98,6 +98,35 @@ def env_state(
             ancestor = ancestor.parent
         except OSError as exc:
             return "unknown", f"{ancestor} unreadable ({exc.strerror})"
+
+
+def project_state(
+    env: str, links: Iterable[tuple[str, str | None]], mntns: str | None = None
+) -> tuple[EnvState, str]:
+    """Whether a project environment kept in uv's cache (`centralized-project-envs`) still
+    has a project: alive if one of the `.venv` links (or redirect files) known to have led
+    to it still does; gone if each is gone (as `env_state` judges a path) or now leads
+    elsewhere; unknown if none is known or one cannot be read (unknown keeps)."""
+    gone: list[str] = []
+    for link, mount in links:
+        project = os.path.dirname(link)
+        try:
+            os.lstat(link)
+        except FileNotFoundError:
+            state, why = env_state(Path(link), mount, mntns)
+            if state != "gone":
+                return "unknown", f"its project {project}: {why}"
+            gone.append(f"its project {project} no longer exists")
+            continue
+        except OSError as exc:
+            return "unknown", f"its project {project} is unreadable ({exc.strerror})"
+        now = os.path.realpath(follow_redirect(link))
+        if now == env:
+            return "alive", ""
+        gone.append(f"its project {project} now uses {now}")
+    if not gone:
+        return "unknown", "its project is not known (`uvrefs watch add` the directory above it)"
+    return "gone", gone[0]
 
 
 def mount_namespace() -> str | None:

@@ -48,9 +48,12 @@ class EnvRecord(BaseModel):
     mount point and mount namespace it was recorded in (so an unmounted disk or another
     container's env is not mistaken for a deleted one), its directory's `[st_dev, st_ino]`
     (the same env after a rename), the local source trees it was built from (whose build
-    backends stay live with it) and the entries it used at the last record. (Its
-    fingerprint lives beside it in a plain `.stamp` file.) The last three fields came after
-    format 1 was first written; files without them read as empty."""
+    backends stay live with it), the entries it used at the last record, and, for a
+    project environment kept in uv's cache (preview `centralized-project-envs`), the
+    project `.venv` links (or redirect files) seen leading to it, each with its mount point:
+    the environment lives while one of them does. (Its fingerprint lives beside it in a
+    plain `.stamp` file.) The last four fields came after format 1 was first written;
+    files without them read as empty."""
 
     format: Literal[1] = FORMAT
     path: str
@@ -63,6 +66,7 @@ class EnvRecord(BaseModel):
     mntns: str | None = None
     identity: tuple[int, int] | None = None
     sources: list[str] = Field(default_factory=list)
+    projects: list[tuple[str, str | None]] = Field(default_factory=list)
 
 
 class Watched(BaseModel):

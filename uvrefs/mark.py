@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, scan_env
+from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, project_state, scan_env
 from uvrefs.refs import Refs, RefsStore
 from uvrefs.roots import Root
 from uvrefs.stamps import read_stamp, stamp_path
@@ -36,9 +36,16 @@ def root_target(root: Root) -> Target:
 
 def state_print(root: Root, print_: str | None = None) -> str:
     """What must not change between planning and the sweep for a root's scan to stand:
-    whether it exists, and its fingerprint."""
+    whether it exists (for a project env in uv's cache: whether its project does), and its
+    fingerprint."""
     exists = "1" if os.path.isdir(root.path) else "0"
+    if root.kind == "uv-project":
+        exists += ":" + project_of(root)[0]
     return exists + "\n" + (fingerprint(root_target(root)) if print_ is None else print_)
+
+
+def project_of(root: Root) -> tuple[str, str]:
+    return project_state(root.path, root.links, root.record.mntns if root.record else None)
 
 
 def scan_root(root: Root, index: ArchiveIndex) -> EnvScan:
@@ -46,6 +53,10 @@ def scan_root(root: Root, index: ArchiveIndex) -> EnvScan:
     whose record cannot be read is unknown unless it is there to scan."""
     if root.unreadable and not os.path.lexists(root.path):
         return EnvScan(Path(root.path), "unknown", root.unreadable)
+    if root.kind == "uv-project":  # it lives while its project does (unknown keeps)
+        state, why = project_of(root)
+        if state == "gone":
+            return EnvScan(Path(root.path), "gone", why)
     record = root.record
     extra = [Path(s) for s in record.site_dirs] if record else []
     return scan_env(
@@ -82,6 +93,7 @@ def scan_or_reuse(
     record = root.record
     if (
         record is None
+        or root.kind == "uv-project"  # its project is checked every time
         or trusted is None
         or root.store is None
         or root.store.dir != trusted.dir

@@ -73,6 +73,8 @@ class Facts:
     sizes: Mapping[str, int] = field(default_factory=dict)
     names: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
     total: int = 0
+    # Project environments in uv's cache whose project is gone (`centralized-project-envs`).
+    dead_project_envs: frozenset[str] = frozenset()
 
     def is_own(self, entry: str) -> bool:
         return entry in self.refs if self.own is None else entry in self.own
@@ -88,6 +90,7 @@ class Plan:
     dead: frozenset[str] = frozenset()  # every entry judged dead, before any policy
     live_untracked: int = 0  # no store tracks them, a root uses them (uv's own apart)
     uv_own: int = 0  # untracked entries that are uv's cached environments themselves
+    free_envs: tuple[str, ...] = ()  # project envs in uv's cache whose project is gone
 
 
 Verdict = tuple[str, str]  # ("holds" | "dead" | "unsure", why)
@@ -173,7 +176,13 @@ def plan_collection(facts: Facts) -> Plan:
             free.append(decide("dead", dead[0] if dead else "no environment uses it any more"))
     stale = tuple(sorted(e for e in set(facts.refs) - facts.archives if facts.is_own(e)))
     return Plan(
-        tuple(free), tuple(keep), untracked, stale, live_untracked=live_untracked, uv_own=uv_own
+        tuple(free),
+        tuple(keep),
+        untracked,
+        stale,
+        live_untracked=live_untracked,
+        uv_own=uv_own,
+        free_envs=() if facts.blocked else tuple(sorted(facts.dead_project_envs)),
     )
 
 

@@ -95,6 +95,7 @@ class KnownEnv(NamedTuple):
     mntns: str | None = None
     identity: tuple[int, int] | None = None
     sources: tuple[str, ...] = ()
+    projects: tuple[tuple[str, str | None], ...] = ()  # (`.venv` link, its mount point)
 
 
 ArchiveSize = tuple[int, int, int, tuple[str, ...]]  # inode, mtime_ns, bytes, dist-infos
@@ -164,6 +165,7 @@ def fast_env(data: object) -> KnownEnv | None:
         return None
     site_dirs, entries = data.get("site_dirs", []), data.get("entries", [])
     sources, ident = data.get("sources", []), data.get("identity")
+    projects = data.get("projects", [])
     if not (
         isinstance(data.get("path"), str)
         and isinstance(data.get("host"), str)
@@ -174,6 +176,8 @@ def fast_env(data: object) -> KnownEnv | None:
         and _strs(entries)
         and _strs(sources)
         and (ident is None or _ints2(ident))
+        and isinstance(projects, list)
+        and all(_project_link(p) for p in projects)
         and _is_time(data.get("recorded_at"))
     ):
         return None
@@ -188,15 +192,21 @@ def fast_env(data: object) -> KnownEnv | None:
         data.get("mntns"),
         (ident[0], ident[1]) if ident is not None else None,
         tuple(sources),
+        tuple((p[0], p[1]) for p in projects),
+    )
+
+
+def _project_link(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and _opt_str(value[1])
     )
 
 
 def _ints2(value: object) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(type(v) is int for v in value)
-    )
+    return isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
 
 
 def refs_from_model(model: EntryRefs) -> Refs:
@@ -218,6 +228,7 @@ def env_from_model(model: EnvRecord) -> KnownEnv:
         model.mntns,
         model.identity,
         tuple(model.sources),
+        tuple(model.projects),
     )
 
 
@@ -421,6 +432,15 @@ class RefsStore:
         """The env's fingerprint at its last record (written by the install path)."""
         return stamps.stamp_path(str(self.dir), env)
 
+    def env_record(self, env: str) -> KnownEnv | None:
+        """The record of one env, if there is a readable one."""
+        try:
+            data = _read_store_json(self.env_path(Path(env)))
+        except (OSError, CorruptRefs):
+            return None
+        record = fast_env(data) or _validated_env(data)
+        return record if record is not None and record.path == env else None
+
     def env_records(self) -> list[KnownEnv]:
         """Every readable env record (see `checked_env_records` for the rest)."""
         return self.checked_env_records()[0]
@@ -463,6 +483,7 @@ class RefsStore:
         mntns: str | None = None,
         identity: tuple[int, int] | None = None,
         sources: list[str] | None = None,
+        projects: list[tuple[str, str | None]] | None = None,
     ) -> None:
         """Write an env record (formats.EnvRecord, field for field)."""
         _write_json(
@@ -479,6 +500,7 @@ class RefsStore:
                 "mntns": mntns,
                 "identity": list(identity) if identity else None,
                 "sources": sources or [],
+                "projects": [list(p) for p in projects or []],
             },
         )
 

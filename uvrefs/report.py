@@ -4,6 +4,7 @@ The only module that prints results (rich honours NO_COLOR by itself)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -50,6 +51,8 @@ def removal_json(r: Removal) -> dict[str, Any]:
         "untracked": r.untracked,
         "live_untracked": r.live_untracked,
         "bytes_freed": r.bytes_freed,
+        "content_blobs": {"count": r.blobs, "bytes": r.blob_bytes},
+        "project_envs": [{"path": p, "reason": why, "bytes": b} for p, why, b in r.envs],
         "errors": list(r.errors),
         "unreadable_refs": list(r.unreadable),
         "warnings": list(r.warnings),
@@ -104,10 +107,12 @@ def removal_summary(r: Removal) -> str:
     verb = "would free" if r.dry_run else "freed"
     uv_own = r.count("uv's own")
     own = f", {uv_own} uv's own" if uv_own else ""
+    blobs = f", {len(r.envs)} project environments" if r.envs else ""
+    blobs += f" and {r.blobs} unlinked content blobs" if r.blobs else ""
     return (
-        f"{verb} {len(r.freed)} entries, {human(r.bytes_freed)}; kept {r.count('live')} live, "
-        f"{r.count('held')} held{own} and {r.untracked} untracked entries"
-        + (f"; {len(r.errors)} errors" if r.errors else "")
+        f"{verb} {len(r.freed)} entries{blobs}, {human(r.bytes_freed)}; "
+        f"kept {r.count('live')} live, {r.count('held')} held{own} "
+        f"and {r.untracked} untracked entries" + (f"; {len(r.errors)} errors" if r.errors else "")
     )
 
 
@@ -137,6 +142,8 @@ def print_removal(r: Removal) -> None:
             print(f"{verb} {_label(d)} [{','.join(d.tags)}] {human(d.bytes)} {d.entry}: {d.reason}")
         for d in r.kept:
             print(f"kept {_label(d)} {d.entry}: {d.reason}")
+    for path, why, size in r.envs:
+        print(f"{verb} uv's project environment {os.path.basename(path)} {human(size)}: {why}")
     for error in r.errors:
         print(f"error {error}")
     if r.note:

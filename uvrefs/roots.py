@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,7 @@ from uvrefs.cache import Cache, Pointer
 from uvrefs.errors import StoreError
 from uvrefs.refs import CorruptRefs, KnownEnv, Refs, RefsStore
 
-RootKind = Literal["tracked", "peer", "uv-cached", "tool", "discovered"]
+RootKind = Literal["tracked", "peer", "uv-cached", "uv-project", "tool", "discovered"]
 REGISTRY = ".uvrefs-stores"  # in the cache root: one file per refs store tracking it
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
 HOLDER_DEPTH = 2  # a tracked env's holder: <holder>/<project>/.venv, <holder>/<venv>
@@ -33,11 +34,17 @@ class Root:
     record: KnownEnv | None = None
     store: RefsStore | None = None  # the store holding its record and stamp
     unreadable: str | None = None  # why its record cannot be read (then it is never gone)
+    # A project env in uv's cache: the `.venv` links (or redirect files) known to have led
+    # to it, each with its mount point (recorded, and found by discovery now).
+    links: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def label(self) -> str:
         if self.kind == "uv-cached":
             return f"uv's cached environment {Path(self.path).name}"
+        if self.kind == "uv-project":
+            owner = f" of {os.path.dirname(self.links[0][0])}" if self.links else ""
+            return f"uv's project environment {Path(self.path).name}{owner}"
         return self.path if self.kind in ("tracked", "peer") else f"{self.path} ({self.kind})"
 
 
@@ -56,6 +63,15 @@ class Roots:
         known = self.envs.get(root.path)
         if known is None or (known.record is None and root.record is not None):
             self.envs[root.path] = root
+
+    def add_links(self, env: str, links: Iterable[tuple[str, str | None]]) -> None:
+        """More `.venv` links known to lead to a project env of uv's cache."""
+        root = self.envs.get(env)
+        if root is not None:
+            merged = dict(root.links)
+            for link, mount in links:
+                merged.setdefault(link, mount)
+            self.envs[env] = replace(root, links=tuple(sorted(merged.items())))
 
 
 def find_roots(
@@ -85,10 +101,19 @@ def find_roots(
             path = cache.archive_path(archive_id)
             if path is not None and os.path.isfile(path / "pyvenv.cfg"):
                 roots.add(Root(str(path), "uv-cached"))
+    for env in project_envs(cache):
+        roots.add(Root(env, "uv-project"))
+        known = roots.envs[env]
+        if known.record is not None:
+            roots.add_links(env, known.record.projects)
     if discover_envs:
         unlistable: list[str] = []
-        for env in discover(watched_dirs(store, roots), cache.root, unlistable=unlistable):
+        links: dict[str, list[tuple[str, str | None]]] = {}
+        found = discover(watched_dirs(store, roots), cache.root, unlistable=unlistable, links=links)
+        for env in found:
             roots.add(Root(env, "discovered"))
+        for env, env_links in links.items():
+            roots.add_links(env, env_links)
         for env in discover([(tool_dir(), 1)], cache.root, unlistable=unlistable):
             roots.add(Root(env, "tool"))
         if unlistable:
@@ -107,8 +132,11 @@ def _read_store(
     A recorded env inside the cache is one of uv's cached environments."""
 
     inside = os.path.join(cache.root, "")
+    centralized = set(project_envs(cache))
 
     def kind_of(path: str) -> RootKind:
+        if path in centralized:
+            return "uv-project"
         return "uv-cached" if path.startswith(inside) else kind
 
     if not own:
@@ -284,6 +312,10 @@ def holders(records: Iterable[Root]) -> list[str]:
     renamed `venvs/b` is followed). Never `/`."""
     found = set()
     for root in records:
+        for link, _mount in root.links:  # a project env in uv's cache: its project's holder
+            holder = Path(link).parent.parent
+            if os.path.isabs(link) and holder != Path(holder.anchor):
+                found.add(str(holder))
         if root.kind != "tracked" or not os.path.isabs(root.path):
             continue
         path = Path(root.path)
@@ -330,28 +362,67 @@ def tool_dir(environ: Mapping[str, str] = os.environ) -> str:
     return os.path.join(data, "uv", "tools")
 
 
+def project_envs(cache: Cache) -> list[str]:
+    """Project environments uv keeps in its cache (preview `centralized-project-envs`):
+    real directories holding `pyvenv.cfg` directly in an `environments-v*` bucket (uv's
+    other cached environments there are links to archives)."""
+    found = []
+    for bucket in cache.pointer_dirs:
+        if not bucket.name.startswith("environments-"):
+            continue
+        try:
+            with os.scandir(bucket) as it:
+                entries = [e for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if stat.S_ISREG(os.lstat(os.path.join(entry.path, "pyvenv.cfg")).st_mode):
+                    found.append(entry.path)
+            except OSError:
+                continue
+    return sorted(found)
+
+
 def discover(
     dirs: Iterable[str | tuple[str, int]],
     cache_root: Path | None = None,
     max_depth: int = 4,
     unlistable: list[str] | None = None,
+    links: dict[str, list[tuple[str, str | None]]] | None = None,
 ) -> list[str]:
     """Virtual environments (directories with `pyvenv.cfg`) under `dirs` (each a path, or
     a path and how deep to look), not descending into an env, VCS metadata, node_modules
     or the cache. Directories below the top that exist but cannot be listed (where an env
-    could hide) are added to `unlistable`."""
+    could hide) are added to `unlistable`; `.venv` links and redirect files leading into
+    the cache (its project environments) are added to `links` (env -> [(link, mount)])."""
     skip = os.path.realpath(cache_root) if cache_root else None
     found: list[str] = []
+    seen_links: list[str] = []
     for spec in dirs:
         top, depth = spec if isinstance(spec, tuple) else (spec, max_depth)
         top = os.path.abspath(os.path.expanduser(top))
-        found += _walk_for_venvs(top, depth, skip, unlistable if unlistable is not None else [])
+        found += _walk_for_venvs(
+            top, depth, skip, unlistable if unlistable is not None else [], seen_links
+        )
+    if links is not None and skip is not None:
+        from uvrefs.envs import mount_point
+        from uvrefs.targets import follow_redirect
+
+        inside = os.path.join(skip, "")
+        for link in dict.fromkeys(seen_links):
+            env = os.path.realpath(follow_redirect(link))
+            if env.startswith(inside):
+                links.setdefault(env, []).append((link, mount_point(Path(link))))
     return sorted(dict.fromkeys(found))
 
 
-def _walk_for_venvs(top: str, depth: int, skip: str | None, unlistable: list[str]) -> Iterator[str]:
+def _walk_for_venvs(
+    top: str, depth: int, skip: str | None, unlistable: list[str], links: list[str]
+) -> Iterator[str]:
     """One `scandir` per directory, as `find` reads it: an env is a directory whose
-    listing holds `pyvenv.cfg` (no stat of a name that is not there)."""
+    listing holds `pyvenv.cfg` (no stat of a name that is not there). A `.venv` that is a
+    link or a file (a redirect) is added to `links`."""
     stack = [(top, depth)]
     while stack:
         current, left = stack.pop()
@@ -369,6 +440,9 @@ def _walk_for_venvs(top: str, depth: int, skip: str | None, unlistable: list[str
         if any(e.name == "pyvenv.cfg" for e in entries):
             yield os.path.realpath(current)
             continue
+        links += [
+            e.path for e in entries if e.name == ".venv" and not e.is_dir(follow_symlinks=False)
+        ]
         if left > 0:
             stack.extend(
                 (e.path, left - 1)

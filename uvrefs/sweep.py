@@ -11,12 +11,14 @@ import os
 import re
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from uvrefs import uv
+from uvrefs.blobs import Blob, Blobs, remove_orphans
 from uvrefs.cache import (
     POINTER_SIDECARS,
     Cache,
@@ -27,7 +29,7 @@ from uvrefs.cache import (
     read_dist_infos,
 )
 from uvrefs.envs import EnvScan, mount_table
-from uvrefs.errors import StoreError
+from uvrefs.errors import LockTimeout, StoreError
 from uvrefs.mark import Marks, live_set, scan_root, state_print, unknowable
 from uvrefs.plan import Decision, Facts, Plan, plan_collection
 from uvrefs.refs import CorruptRefs, RefsStore
@@ -50,6 +52,8 @@ class Swept:
     lock_held: float  # uv's lock held exclusively: re-checks, unlinks and renames
     deleting: float  # deleting the trash, after uv's lock was released
     rescans: Mapping[str, EnvScan]
+    blobs: tuple[Blob, ...] = ()  # content blobs freed that no entry of this sweep owned
+    envs: tuple[tuple[str, int], ...] = ()  # project envs in uv's cache freed, with bytes
 
 
 class CrashHook:
@@ -80,6 +84,7 @@ def sweep(
     *,
     timeout: float,
     on_wait: Callable[[], None] | None = None,
+    blobs: Blobs | None = None,
 ) -> Swept:
     """Free the planned entries: take them out of uv's sight under uv's exclusive cache
     lock, then delete them with the lock released.
@@ -105,9 +110,16 @@ def sweep(
             warnings += empty_leftover_trash(cache.root, root_fd)
             candidates = [d.entry for d in plan.free]
             scans, live = remark(cache, store, facts, roots, marks, candidates)
+            envs_going = [
+                env
+                for env in plan.free_envs
+                if env in scans and scans[env].state == "gone" and cache.contains(Path(env))
+            ]
+            if blobs is not None:  # their links go with them: not a use of any archive
+                blobs.count_going(envs_going)
             going: list[Decision] = []
             for decision in plan.free:
-                why_keep = recheck(decision, cache, store, facts, scans, live)
+                why_keep = recheck(decision, cache, store, facts, scans, live, blobs)
                 if why_keep:
                     state = "live" if decision.entry in live else "held"
                     kept.append(
@@ -116,7 +128,7 @@ def sweep(
                 else:
                     going.append(decision)
             going_ids = {d.entry for d in going}
-            trash = Trash(cache.root, root_fd) if going else None
+            trash = Trash(cache.root, root_fd) if going or envs_going else None
             mounts = mount_table() or set()
             for decision in going:
                 assert trash is not None
@@ -125,6 +137,14 @@ def sweep(
                     moved.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
                 except OSError as exc:
                     errors.append(f"{decision.entry}: {_why(exc)}")
+            envs_moved: list[tuple[str, Moved]] = []
+            for env in envs_going:  # after its archives: a crash leaves it whole or gone
+                assert trash is not None
+                try:
+                    doomed = [Doomed(Path(env), "tree")]
+                    envs_moved.append((env, unlink_entry(cache, root_fd, doomed, trash, mounts)))
+                except OSError as exc:
+                    errors.append(f"{env}: {_why(exc)}")
             freeing = {d.entry for d, _ in moved}
             warnings += forget_gone(store, facts, scans, roots, freeing)
             held = time.monotonic() - started
@@ -138,8 +158,14 @@ def sweep(
             except OSError as exc:
                 warnings.append(store_warning(store, exc))
         deleting = time.monotonic()
-        failures = delete_moved(trash, [m for _, m in moved]) if trash else []
+        failures = delete_moved(trash, [m for _, m in moved + envs_moved]) if trash else []
         deleting = time.monotonic() - deleting
+        envs_freed = []
+        for (env, env_moved), failure in zip(envs_moved, failures[len(moved) :], strict=True):
+            if failure is not None:
+                errors.append(f"{env}: {_why(failure)}")
+            envs_freed.append((env, env_moved.tally.freed))
+        failures = failures[: len(moved)]
         for (decision, entry_moved), failure in zip(moved, failures, strict=True):
             if failure is not None:  # a later run retries what is left in the trash
                 errors.append(f"{decision.entry}: {_why(failure)}")
@@ -147,6 +173,12 @@ def sweep(
         if trash is not None:
             warnings += trash.remove()
             trash = None
+        blobs_freed: list[Blob] = []
+        if blobs:
+            freed, blobs_freed, held_again = sweep_blobs(
+                cache, root_fd, blobs, freed, [m for _, m in moved], timeout, warnings
+            )
+            held += held_again
     finally:
         if trash is not None:
             trash.close()
@@ -159,7 +191,58 @@ def sweep(
         held,
         deleting,
         scans,
+        tuple(blobs_freed),
+        tuple(envs_freed),
     )
+
+
+def sweep_blobs(
+    cache: Cache,
+    root_fd: int,
+    blobs: Blobs,
+    freed: list[Decision],
+    moved: list[Moved],
+    timeout: float,
+    warnings: list[str],
+) -> tuple[list[Decision], list[Blob], float]:
+    """Content-addressed cache: with the archives deleted, remove the blobs no archive
+    links any more, under uv's exclusive lock again (uv links an existing blob into each
+    new archive, so none may go while uv runs). The bytes of a blob whose last archive
+    this sweep deleted count for that entry; other unlinked blobs (a killed collect's,
+    `uv cache clean <pkg>`'s) are reported apart. Returns the entries with their bytes,
+    the other blobs removed, and how long uv's lock was held."""
+    owner: dict[int, int] = {}  # blob -> the first entry that linked it
+    links: dict[int, int] = {}  # blob -> its links before this sweep (the first unlink saw)
+    deleted: Counter[int] = Counter()
+    for number, item in enumerate(moved):
+        for dev, ino, count, nlink in item.tally.linked_files():
+            if blobs.device_ino(dev, ino):
+                owner.setdefault(ino, number)
+                links[ino] = max(links.get(ino, 0), nlink)
+                deleted[ino] += count
+    owner = {ino: n for ino, n in owner.items() if links[ino] - deleted[ino] == 1}
+    candidates = blobs.orphans()
+    if not candidates:
+        return freed, [], 0.0
+    try:
+        with uv.CacheLock(cache.root, exclusive=True, timeout=timeout):
+            started = time.monotonic()
+            removed = remove_orphans(root_fd, candidates)
+            held = time.monotonic() - started
+    except LockTimeout:
+        warnings.append(
+            f"{len(candidates)} content blobs no archive links are left for the next "
+            "collect (uv was busy)"
+        )
+        return freed, [], 0.0
+    extra = [0] * len(freed)
+    others = []
+    for blob in removed:
+        if blob.ino in owner and owner[blob.ino] < len(freed):
+            extra[owner[blob.ino]] += blob.bytes
+        else:
+            others.append(blob)
+    return [replace(d, bytes=d.bytes + e) for d, e in zip(freed, extra, strict=True)], others, held
 
 
 def _why(exc: OSError) -> str:
@@ -249,6 +332,7 @@ def recheck(
     facts: Facts,
     scans: Mapping[str, EnvScan],
     live: Mapping[str, tuple[str, ...]],
+    blobs: Blobs | None = None,
 ) -> str | None:
     """Why the entry must now be kept, or None if it is still dead: the planner again, on
     this one entry, with its refs read afresh (an install that finished after planning
@@ -281,26 +365,28 @@ def recheck(
         return plan.keep[0].reason
     if entry in live:
         return f"used by {live[entry][0]}"
-    return linked_elsewhere(cache, entry)
+    return linked_elsewhere(cache, entry, blobs)
 
 
-def linked_elsewhere(cache: Cache, entry: str) -> str | None:
+def linked_elsewhere(cache: Cache, entry: str, blobs: Blobs | None = None) -> str | None:
     """Under the lock, a cheap re-check of outside links (see `metadata_linked`)."""
     path = cache.archive_path(entry)
-    if path is not None and metadata_linked(path, read_dist_infos(str(path))):
+    if path is not None and metadata_linked(path, read_dist_infos(str(path)), blobs):
         return "files still hard-linked elsewhere (an untracked env?)"
     return None
 
 
-def metadata_linked(archive: Path, dist_infos: tuple[str, ...]) -> bool:
+def metadata_linked(archive: Path, dist_infos: tuple[str, ...], blobs: Blobs | None = None) -> bool:
     """uv links METADATA in every hard-linked install, so its link count stands for the
-    archive's."""
+    archive's. In a content-addressed cache the blob's link and other archives' are the
+    cache's own, not uses (`Blobs.outside_links`)."""
     for info in dist_infos:
         try:
-            if os.lstat(archive / info / "METADATA").st_nlink > 1:
-                return True
+            st = os.lstat(archive / info / "METADATA")
         except OSError:
             continue
+        if (blobs.outside_links(st) if blobs else st.st_nlink - 1) > 0:
+            return True
     return False
 
 

@@ -299,3 +299,28 @@ def target_of_path(path: str) -> Target:
     raise UsageError(
         f"{path} is not a Python environment (no pyvenv.cfg, site-packages or dist-info)"
     )
+
+
+REDIRECT_MAX = 4096  # a `.venv` redirect file holds one path
+
+
+def follow_redirect(path: str) -> str:
+    """The environment a `.venv` redirect file (PEP 832; uv's preview `venv-redirect-files`)
+    names, relative to the file's directory; any other path as it is. Read as a small
+    regular file only, never through a link or from a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return path
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > REDIRECT_MAX:
+            return path
+        text = os.read(fd, REDIRECT_MAX).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return path
+    finally:
+        os.close(fd)
+    if not text or "\n" in text or "\0" in text:
+        return path
+    return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(text)))

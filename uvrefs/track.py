@@ -13,7 +13,14 @@ import sys
 
 from uvrefs import stamps, uv
 from uvrefs.errors import StoreError, UvrefsError
-from uvrefs.targets import Target, fingerprint, pip_target, project_target, venv_target
+from uvrefs.targets import (
+    Target,
+    fingerprint,
+    follow_redirect,
+    pip_target,
+    project_target,
+    venv_target,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -292,8 +299,10 @@ def record_if_changed(
     """Skip when the env's fingerprint matches its stamp and uv added no entries; else
     record (loading the scanner and the store only now)."""
     state_dir = stamps.default_state_dir(environ)
-    # An env is known by its real path: one reached through a symlink is the same env.
-    target = Target(os.path.realpath(target.path), target.site_dirs)
+    # An env is known by its real path: one reached through a symlink (or a `.venv`
+    # redirect file) is the same env. The way in is kept: a project's link to its env.
+    link = os.path.abspath(target.path)
+    target = Target(os.path.realpath(follow_redirect(target.path)), target.site_dirs)
     stamp = stamps.stamp_path(stamps.store_dir(state_dir, root), target.path)
     print_ = fingerprint(target)
     if not new_ids and stamps.read_stamp(stamp) == print_:
@@ -306,7 +315,8 @@ def record_if_changed(
     stamps.check_store(stamps.store_dir(state_dir, root))  # never record through a link
     cache = Cache.open(Path(root))
     try:
-        result = record_env(cache, RefsStore(Path(state_dir), cache.root), target, command, new_ids)
+        store = RefsStore(Path(state_dir), cache.root)
+        result = record_env(cache, store, target, command, new_ids, link=link)
         stamps.write_stamp(stamp, print_)
     except OSError as exc:  # a full or read-only disk: nothing recorded, so nothing freed
         raise StoreError(
@@ -323,21 +333,34 @@ def record_env(
     command: str,
     new_ids: set[str] | frozenset[str] = frozenset(),
     index: ArchiveIndex | None = None,
+    link: str | None = None,
 ) -> Recorded:
     """Record every entry `target` uses, plus `new_ids` (entries uv created while working
     on it that it does not contain: build dependencies), as referenced by it."""
     from pathlib import Path
 
-    from uvrefs.envs import ArchiveIndex, How, identity, mount_namespace, mount_point, scan_env
-    from uvrefs.roots import register_store
+    from uvrefs.envs import (
+        ArchiveIndex,
+        How,
+        identity,
+        mount_namespace,
+        mount_point,
+        scan_env,
+    )
+    from uvrefs.roots import project_envs, register_store
 
-    env = Path(os.path.realpath(target.path))
+    env = Path(os.path.realpath(follow_redirect(target.path)))
     scan = scan_env(env, index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs])
     if scan.state != "alive":
         raise UvrefsError(f"{target.path} {scan.detail or 'is not an environment'}")
     uses: dict[str, How] = dict(scan.uses)
     for entry_id in build_dependencies(cache, new_ids, uses.keys()):
         uses[entry_id] = "build"
+    projects: list[tuple[str, str | None]] = []
+    if str(env) in project_envs(cache):  # reached through the project's `.venv` link
+        link = os.path.abspath(link or target.path)
+        known = store.env_record(str(env))
+        projects = sorted({*(known.projects if known else ()), (link, mount_point(Path(link)))})
     with store.locked():
         # The record first: killed before the refs are written, the env is still a root.
         store.save_env(
@@ -349,6 +372,7 @@ def record_env(
             mntns=mount_namespace(),
             identity=identity(env),
             sources=list(scan.sources),
+            projects=projects,
         )
         changed, corrupt = store.record(env, uses, command, cache.describe)
     register_store(cache.root, store.dir)

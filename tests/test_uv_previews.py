@@ -1,0 +1,318 @@
+"""uv's next cache layouts (uv 0.13.9 preview features), each alone and all together: the
+seed, upgrade, local-wheel and project scenarios in symlink mode (where a wrong free
+breaks an env), with bytes freed checked against `uv cache size`, the living envs
+reinstalled `--offline`, and `uv cache prune` afterwards finding nothing we left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import World, collect_json
+
+FEATURES = [
+    "content-addressed-cache",
+    "centralized-project-envs",
+    "venv-redirect-files",
+    "relocatable-envs-default",
+    "content-addressed-cache,centralized-project-envs,venv-redirect-files,relocatable-envs-default",
+]
+IDS = ["cac", "centralized", "redirect", "relocatable", "all"]
+
+
+def preview(world: World, features: str, mode: str = "symlink") -> dict[str, str]:
+    """Every uv and uvrefs command of the test runs with these features on."""
+    world.env.update(UV_PREVIEW_FEATURES=features, UV_LINK_MODE=mode)
+    return {}
+
+
+def cache_size(world: World) -> int:
+    out = world.uv("cache", "size", "--preview-features", "cache-size").stdout
+    return int(out.split()[0])
+
+
+def other_python(world: World) -> str:
+    """A second interpreter (another minor version: uv's or pyenv's) if there is one,
+    else this one."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    for version in ("3.12", "3.11", "3.10", "3.13", "3.9"):
+        if version == here:
+            continue
+        found = world.uv("python", "find", "--no-python-downloads", version, check=False)
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.strip()
+        for python in sorted(pyenv.glob(f"{version}.*/bin/python{version}")):
+            return str(python)
+    return sys.executable
+
+
+def venv(world: World, name: str, python: str = sys.executable) -> Path:
+    path = world.root / name
+    world.uv("venv", "-q", "--python", python, path)
+    return path
+
+
+def project(world: World, name: str, *deps: str) -> Path:
+    path = world.root / name
+    path.mkdir()
+    quoted = ", ".join(f'"{d}"' for d in deps)
+    (path / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\nversion = "0.1"\nrequires-python = ">=3.8"\n'
+        f"dependencies = [{quoted}]\n[tool.uv]\npackage = false\n"
+    )
+    return path
+
+
+def sync(world: World, proj: Path, tracked: bool) -> None:
+    args = ["sync", "-q", "-p", sys.executable, *world.offline()]
+    if tracked:
+        world.uvrefs("uv", *args, cwd=proj)
+    else:
+        world.uv(*args, cwd=proj)
+
+
+def env_of(proj: Path) -> Path:
+    return Path(os.path.realpath(proj / ".venv"))
+
+
+def imports(world: World, env: Path, code: str) -> None:
+    world.run(env / "bin" / "python", "-c", code)
+
+
+def collect_measured(world: World) -> dict[str, Any]:
+    """A collect, with what it says it freed checked against `uv cache size`."""
+    before = cache_size(world)
+    done = collect_json(world)
+    assert done["errors"] == [], done["errors"]
+    assert done["bytes_freed"] == before - cache_size(world), done
+    return done
+
+
+def nothing_for_prune(world: World) -> None:
+    """`uv cache prune` finds no archive or blob we left unreferenced: it removes none
+    (uv's own cached environments and our store registry apart, which it always removes)."""
+    blobs = sorted(str(p) for p in world.cache.glob("files-v*/*/*"))
+    archives = world.archives()
+    pruned = world.uv("cache", "prune", "-v")
+    removed = [
+        line
+        for line in pruned.stderr.splitlines()
+        if "Removing" in line and "cached environment" not in line and ".uvrefs-stores" not in line
+    ]
+    assert removed == []
+    assert world.archives() == archives
+    assert sorted(str(p) for p in world.cache.glob("files-v*/*/*")) == blobs
+
+
+@pytest.mark.parametrize("features", FEATURES, ids=IDS)
+def test_seed_two_pythons_delete_one_env(world: World, features: str) -> None:
+    preview(world, features)
+    live, dead = venv(world, "live"), venv(world, "dead", other_python(world))
+    world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0", "beta", "plat")
+    dead_only = world.archive_of("alpha", "1.0") | world.archive_of("plat", "1.0")
+    keep = world.archive_of("alpha", "2.0") | world.archive_of("beta", "1.0")
+    shutil.rmtree(dead)
+
+    done = collect_measured(world)
+
+    assert {d["entry"] for d in done["freed"]} == dead_only
+    assert world.archives() == keep
+    imports(world, live, "import alpha, beta; assert alpha.__version__ == '2.0'")
+    world.reinstalls_offline(live, "alpha==2.0", "beta")
+    imports(world, live, "import alpha, beta")
+    nothing_for_prune(world)
+
+
+@pytest.mark.parametrize("features", FEATURES, ids=IDS)
+def test_upgrade_frees_the_old_version(world: World, features: str) -> None:
+    preview(world, features)
+    env = venv(world, "env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0", "beta")
+    old = world.archive_of("alpha", "1.0")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==2.0")
+
+    done = collect_measured(world)
+
+    assert {d["entry"] for d in done["freed"]} == old
+    imports(world, env, "import alpha, beta; assert alpha.__version__ == '2.0'")
+    world.reinstalls_offline(env, "alpha==2.0", "beta")
+    nothing_for_prune(world)
+
+
+@pytest.mark.parametrize("features", FEATURES, ids=IDS)
+def test_local_wheel_goes_with_its_pointers(world: World, features: str) -> None:
+    """uv cannot reinstall a local wheel whose archive went without its pointer: the
+    pointer goes first, then the archive; a new env installs the same wheel again."""
+    preview(world, features)
+    wheel = next(world.wheels.glob("tooly-1.0-*.whl"))
+    keep, dead = venv(world, "keep"), venv(world, "dead")
+    world.uvrefs("install", "-q", "-p", keep, *world.offline(), "beta")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), wheel)
+    shutil.rmtree(dead)
+
+    done = collect_measured(world)
+
+    assert {d["dist"] for d in done["freed"]} == {"tooly"}
+    assert world.dangling_pointers() == []
+    again = venv(world, "again")
+    world.uvrefs("install", "-q", "-p", again, *world.offline(), "--offline", wheel)
+    imports(world, again, "import tooly")
+    imports(world, keep, "import beta")
+    nothing_for_prune(world)
+
+
+@pytest.mark.parametrize("features", FEATURES, ids=IDS)
+def test_a_deleted_project_frees_its_environment(world: World, features: str) -> None:
+    """Project A synced through uvrefs, project B with plain uv (never seen by uvrefs).
+    Deleting A frees its environment (in uv's cache, under centralized-project-envs) and
+    what only it used; B keeps working whatever the layout."""
+    preview(world, features)
+    a = project(world, "proj-a", "alpha==3.0", "beta")
+    b = project(world, "proj-b", "alpha==1.0", "beta")
+    sync(world, a, tracked=True)
+    sync(world, b, tracked=False)
+    a_env, b_env = env_of(a), env_of(b)
+    centralized = "centralized" in features
+    assert world.cache in a_env.parents if centralized else a_env == a / ".venv"
+    only_a = world.archive_of("alpha", "3.0")
+    shutil.rmtree(a)
+
+    done = collect_measured(world)
+
+    assert {d["entry"] for d in done["freed"]} == only_a
+    assert not a_env.exists()
+    if centralized:
+        assert [e["path"] for e in done["project_envs"]] == [str(a_env)]
+        assert "proj-a no longer exists" in done["project_envs"][0]["reason"]
+    imports(world, b_env, "import alpha, beta; assert alpha.__version__ == '1.0'")
+    world.uv("sync", "-q", "--offline", "-p", sys.executable, *world.offline(), cwd=b)
+    imports(world, b_env, "import alpha, beta")
+    nothing_for_prune(world)
+
+
+def test_a_project_synced_again_with_another_python_frees_its_old_environment(
+    world: World,
+) -> None:
+    """centralized-project-envs: one environment per project and interpreter; when the
+    project's `.venv` now leads to another one, the old one is dead."""
+    preview(world, "centralized-project-envs")
+    proj = project(world, "proj", "alpha==2.0")
+    sync(world, proj, tracked=True)
+    first = env_of(proj)
+    other = other_python(world)
+    if os.path.realpath(other) == os.path.realpath(sys.executable):
+        pytest.skip("a second interpreter is needed")
+    world.uvrefs("uv", "sync", "-q", "-p", other, *world.offline(), cwd=proj)
+    assert env_of(proj) != first
+
+    done = collect_measured(world)
+
+    assert [e["path"] for e in done["project_envs"]] == [str(first)]
+    assert "now uses" in done["project_envs"][0]["reason"]
+    assert not first.exists()
+    imports(world, env_of(proj), "import alpha")
+
+
+def test_a_centralized_env_of_a_project_never_seen_is_a_root(world: World) -> None:
+    """A project synced with plain uv: its environment in the cache is a root (uvrefs did
+    not see it made and knows no project of it), so nothing it uses is freed."""
+    preview(world, "centralized-project-envs")
+    gone = venv(world, "gone")
+    world.uvrefs("install", "-q", "-p", gone, *world.offline(), "alpha==1.0", "beta")
+    proj = project(world, "proj", "alpha==1.0", "beta")
+    sync(world, proj, tracked=False)
+    shutil.rmtree(gone)
+
+    done = collect_json(world)
+
+    assert done["freed"] == [] and done["project_envs"] == []
+    states = {d["dist"]: d["state"] for d in done["kept"]}
+    assert states == {"alpha": "live", "beta": "live"}
+    imports(world, env_of(proj), "import alpha, beta")
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "symlink"])
+def test_content_addressed_cache_in_each_link_mode(world: World, mode: str) -> None:
+    """A blob's link and other archives' links are the cache's own, not uses: dead
+    archives go (with the blobs only they linked), and in hardlink mode an env plain uv
+    made and uvrefs cannot see still holds what it links."""
+    preview(world, "content-addressed-cache", mode)
+    # Deeper than the holders of tracked envs are searched: uvrefs cannot see it.
+    live, dead, hidden = venv(world, "live"), venv(world, "dead"), world.root / "a/b/c/hidden"
+    hidden.parent.mkdir(parents=True)
+    world.uv("venv", "-q", "--python", sys.executable, hidden)
+    world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0", "beta", "plat")
+    world.uv("pip", "install", "-q", "-p", hidden, *world.offline(), "plat")
+    assert list(world.cache.glob("files-v*/*/*")), "uv wrote no content-addressed blobs"
+    shutil.rmtree(dead)
+
+    done = collect_measured(world)
+
+    freed = {d["dist"] for d in done["freed"]}
+    kept = {d["dist"]: d for d in done["kept"]}
+    if mode == "hardlink":  # plat's files are hard-linked from the hidden env
+        assert freed == {"alpha"} and kept["plat"]["state"] == "held"
+    else:
+        assert freed == {"alpha", "plat"}
+    assert not [p for p in world.cache.glob("files-v*/*/*") if p.stat().st_nlink == 1]
+    imports(world, live, "import alpha, beta")
+    nothing_for_prune(world)
+
+
+def test_unlinked_blobs_left_by_a_killed_collect_are_freed_next_time(world: World) -> None:
+    """Killed after deleting its trash and before removing the blobs, a collect leaves
+    blobs no archive links: the next collect removes them under uv's lock and says so."""
+    preview(world, "content-addressed-cache")
+    env = venv(world, "env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0", "beta")
+    archive = world.cache / "archive-v0" / next(iter(world.archive_of("alpha", "1.0")))
+    orphaned = [p for p in archive.rglob("*") if p.is_file() and p.stat().st_nlink == 2]
+    assert orphaned
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==2.0")
+    # What a killed collect leaves: the archive and its pointer gone, its blobs not.
+    for pointer in world.cache.glob("wheels-v*/**/1.0-py3-none-any*"):
+        if "alpha" in str(pointer):
+            pointer.unlink()
+    shutil.rmtree(archive)
+    lonely = [p for p in world.cache.glob("files-v*/*/*") if p.stat().st_nlink == 1]
+    assert lonely
+
+    done = collect_measured(world)
+
+    assert done["content_blobs"]["count"] == len(lonely)
+    assert not [p for p in world.cache.glob("files-v*/*/*") if p.stat().st_nlink == 1]
+    imports(world, env, "import alpha, beta")
+
+
+def test_a_redirect_file_is_followed_when_recording(world: World) -> None:
+    """venv-redirect-files: a project's `.venv` may be a file naming the env; the env it
+    names is recorded (it was 'not recorded: Not a directory')."""
+    preview(world, "venv-redirect-files")
+    target = venv(world, "elsewhere")
+    proj = project(world, "proj", "alpha==1.0")
+    (proj / ".venv").write_text(str(target) + "\n")
+    done = world.uvrefs("uv", "sync", "-q", "-p", sys.executable, *world.offline(), cwd=proj)
+    assert "not recorded" not in done.stderr
+    envs = world.uvrefs("envs", "--json").stdout
+    assert str(target) in {e["path"] for e in json.loads(envs)["envs"]}
+
+
+def test_doctor_names_buckets_of_the_new_layouts(world: World) -> None:
+    preview(world, "content-addressed-cache,centralized-project-envs")
+    env = venv(world, "env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "beta")
+    proj = project(world, "proj", "beta")
+    sync(world, proj, tracked=False)
+    checks = json.loads(world.uvrefs("doctor", "--json", check=False).stdout)["checks"]
+    detail = {c["name"]: c for c in checks}["uv preview layouts"]["detail"]
+    assert "files-v0" in detail and "environments-v2" in detail
+    assert "frees nothing" not in detail

@@ -1,0 +1,196 @@
+"""uv's content-addressed files (preview `content-addressed-cache`, uv 0.13.9): every file
+of an archive is a hard link to a blob in `files-v*/<2 chars>/<name>`. A blob's link is
+the cache's own, not a use; a blob no archive links any more (one link left) is garbage,
+which `uv cache prune` would remove and a collect removes under uv's lock."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uvrefs.cache import Cache, open_dir
+
+CONTENT_BUCKET = re.compile(r"files-v\d+")
+
+
+@dataclass
+class Blobs:
+    """The blobs of a cache by inode (read with one listing per fan-out directory, no
+    stat), and what is needed to tell the cache's own links of a file from a user's."""
+
+    cache: Cache
+    device: int
+    where: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # ino -> path parts
+    _archive_links: Counter[int] | None = None
+    # Links that go with this collect: the METADATA files of dead project envs in the cache
+    # (their hard links are not a use once the env goes with them).
+    going: Counter[tuple[int, int]] = field(default_factory=Counter)
+
+    @classmethod
+    def load(cls, cache: Cache) -> Blobs:
+        device = os.lstat(cache.root).st_dev
+        blobs = cls(cache, device)
+        for bucket in content_buckets(cache):
+            for fan in _subdirs(cache.root / bucket):
+                for name, ino in _files(cache.root / bucket / fan):
+                    blobs.where[ino] = (bucket, fan, name)
+        return blobs
+
+    def __bool__(self) -> bool:
+        return bool(self.where) or bool(self.going)
+
+    def count_going(self, envs: list[str]) -> None:
+        """Count the METADATA links of environments this collect removes."""
+        from uvrefs.targets import site_dirs
+
+        self.going.clear()
+        for env in envs:
+            for site in site_dirs(env):
+                try:
+                    with os.scandir(site) as it:
+                        infos = [e.path for e in it if e.name.endswith(".dist-info")]
+                except OSError:
+                    continue
+                for info in infos:
+                    try:
+                        st = os.lstat(os.path.join(info, "METADATA"))
+                    except OSError:
+                        continue
+                    if st.st_nlink > 1:
+                        self.going[st.st_dev, st.st_ino] += 1
+
+    def is_blob(self, st: os.stat_result) -> bool:
+        return self.device_ino(st.st_dev, st.st_ino)
+
+    def device_ino(self, dev: int, ino: int) -> bool:
+        return dev == self.device and ino in self.where
+
+    def also_going(self, dev: int, ino: int) -> int:
+        """Links of a file beyond the paths deleted that go too: its blob, dead envs'."""
+        return self.device_ino(dev, ino) + self.going.get((dev, ino), 0)
+
+    def outside_links(self, st: os.stat_result) -> int:
+        """Links of an archive file beyond its own, its blob's and other archives': what
+        envs (or anything else outside uv's bookkeeping) hold."""
+        extra = st.st_nlink - 1 - self.going.get((st.st_dev, st.st_ino), 0)
+        if not self.is_blob(st):
+            return max(extra, 0)
+        extra -= 1
+        if extra > 0:  # rare (the same file in two archives): count the archives' links
+            extra -= self.archive_links()[st.st_ino] - 1
+        return max(extra, 0)
+
+    def archive_links(self) -> Counter[int]:
+        """How many archives link each METADATA blob (read once, when first needed)."""
+        if self._archive_links is None:
+            counts: Counter[int] = Counter()
+            for archive in self.cache.archives():
+                for info in archive.dist_infos:
+                    try:
+                        st = os.lstat(archive.path / info / "METADATA")
+                    except OSError:
+                        continue
+                    if self.is_blob(st):
+                        counts[st.st_ino] += 1
+            self._archive_links = counts
+        return self._archive_links
+
+    def orphans(self) -> list[Blob]:
+        """Blobs no archive links (one link left) as they are now: candidates only, each
+        re-checked under the lock before it goes."""
+        found = []
+        for ino, parts in self.where.items():
+            try:
+                st = os.lstat(self.cache.root.joinpath(*parts))
+            except OSError:
+                continue
+            if st.st_ino == ino and st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
+                found.append(Blob(parts, ino, st.st_blocks * 512))
+        return found
+
+
+@dataclass(frozen=True)
+class Blob:
+    parts: tuple[str, str, str]  # bucket, fan-out directory, name
+    ino: int
+    bytes: int
+
+
+def content_buckets(cache: Cache) -> list[str]:
+    """The content buckets (`files-v*`) of a cache: real directories on its filesystem."""
+    device = os.lstat(cache.root).st_dev
+    found = []
+    for name in _names(cache.root):
+        if CONTENT_BUCKET.fullmatch(name):
+            try:
+                st = os.lstat(cache.root / name)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
+                found.append(name)
+    return sorted(found)
+
+
+def remove_orphans(root_fd: int, candidates: list[Blob]) -> list[Blob]:
+    """Under uv's exclusive lock: unlink each candidate blob that still has one link, is the
+    same regular file, and lies in a real directory of the cache (opened component by
+    component without following links). Returns the blobs removed, as measured then."""
+    removed = []
+    dirs: dict[tuple[str, str], int] = {}
+    try:
+        for blob in candidates:
+            bucket, fan, name = blob.parts
+            if (bucket, fan) not in dirs:
+                try:
+                    dirs[bucket, fan] = open_dir(root_fd, (bucket, fan))
+                except OSError:
+                    dirs[bucket, fan] = -1
+            fd = dirs[bucket, fan]
+            if fd < 0:
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if st.st_ino != blob.ino or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
+                    continue
+                os.unlink(name, dir_fd=fd)
+            except OSError:
+                continue  # gone, or not removable: the next collect looks again
+            removed.append(Blob(blob.parts, blob.ino, st.st_blocks * 512))
+    finally:
+        for fd in dirs.values():
+            if fd >= 0:
+                os.close(fd)
+    return removed
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _subdirs(path: Path) -> Iterator[str]:
+    for entry in _scan(path):
+        if entry.is_dir(follow_symlinks=False):
+            yield entry.name
+
+
+def _files(path: Path) -> Iterator[tuple[str, int]]:
+    """Regular files and their inodes, from the listing alone (d_type, d_ino)."""
+    for entry in _scan(path):
+        if entry.is_file(follow_symlinks=False):
+            yield entry.name, entry.inode()
+
+
+def _scan(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError:
+        return []
