@@ -316,3 +316,59 @@ def test_doctor_names_buckets_of_the_new_layouts(world: World) -> None:
     detail = {c["name"]: c for c in checks}["uv preview layouts"]["detail"]
     assert "files-v0" in detail and "environments-v2" in detail
     assert "frees nothing" not in detail
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "symlink"])
+def test_a_project_synced_with_plain_uv_and_seen_once_is_freed_when_deleted(
+    world: World, mode: str
+) -> None:
+    """centralized-project-envs: a project uvrefs never saw synced (plain uv), next to a
+    tracked env so its directory is watched. A collect finds its `.venv` link and records
+    it; once the project is deleted, its environment and what only it used are freed, and
+    the dry run says beforehand exactly what the collect then frees."""
+    preview(world, "centralized-project-envs", mode)
+    live = venv(world, "live")
+    world.uvrefs("install", "-q", "-p", live, *world.offline(), "beta")
+    proj = project(world, "plain", "alpha==3.0", "beta")
+    sync(world, proj, tracked=False)
+    env = env_of(proj)
+    assert world.cache in env.parents
+    first = collect_json(world)
+    assert first["freed"] == [] and first["project_envs"] == []
+    only_it = world.archive_of("alpha", "3.0")
+    shutil.rmtree(proj)
+
+    dry = collect_json(world, "--dry-run")
+    done = collect_measured(world)
+
+    assert [e["path"] for e in done["project_envs"]] == [str(env)]
+    assert {d["entry"] for d in done["freed"]} == only_it
+    assert not env.exists()
+    assert dry["bytes_freed"] == done["bytes_freed"], (dry, done)
+    imports(world, live, "import beta")
+    world.reinstalls_offline(live, "beta")
+    nothing_for_prune(world)
+
+
+def test_a_project_env_killed_mid_sweep_is_never_left_broken(world: World) -> None:
+    """Killed at every step of a sweep that frees a dead project's environment in uv's
+    cache (symlink mode): no environment is ever left in place linking an archive that
+    went, and the next collect finishes the job."""
+    preview(world, "centralized-project-envs")
+    steps = 0
+    while True:
+        steps += 1
+        proj = project(world, f"p{steps}", "alpha==3.0")
+        sync(world, proj, tracked=True)
+        env = env_of(proj)
+        shutil.rmtree(proj)
+        killed = world.uvrefs("collect", check=False, extra_env={"UVREFS_TEST_KILL_AT": str(steps)})
+        if killed.returncode == 0:  # ran to the end: no more kill points
+            break
+        if env.exists():  # whole: every file it links is still there
+            dangling = [p for p in env.rglob("*") if p.is_symlink() and not p.exists()]
+            assert dangling == [], f"killed at step {steps}: {dangling[:3]}"
+        assert world.dangling_pointers() == []
+        world.uvrefs("collect")
+        assert not env.exists()
+    assert steps > 2

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uvrefs.cache import Cache, open_dir
+from uvrefs.cache import Cache, SizeTally, open_dir
 
 CONTENT_BUCKET = re.compile(r"files-v\d+")
 
@@ -27,8 +27,8 @@ class Blobs:
     device: int
     where: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # ino -> path parts
     _archive_links: Counter[int] | None = None
-    # Links that go with this collect: the METADATA files of dead project envs in the cache
-    # (their hard links are not a use once the env goes with them).
+    # Links that go with this collect: the files of dead project envs in the cache (their
+    # hard links are not a use once the env goes with them).
     going: Counter[tuple[int, int]] = field(default_factory=Counter)
 
     @classmethod
@@ -45,24 +45,14 @@ class Blobs:
         return bool(self.where) or bool(self.going)
 
     def count_going(self, envs: list[str]) -> None:
-        """Count the METADATA links of environments this collect removes."""
-        from uvrefs.targets import site_dirs
-
+        """Count the links of every file in the environments this collect removes (their
+        links to archive files are not uses, and go with them)."""
         self.going.clear()
         for env in envs:
-            for site in site_dirs(env):
-                try:
-                    with os.scandir(site) as it:
-                        infos = [e.path for e in it if e.name.endswith(".dist-info")]
-                except OSError:
-                    continue
-                for info in infos:
-                    try:
-                        st = os.lstat(os.path.join(info, "METADATA"))
-                    except OSError:
-                        continue
-                    if st.st_nlink > 1:
-                        self.going[st.st_dev, st.st_ino] += 1
+            tally = SizeTally()
+            tally.add_tree(Path(env))
+            for dev, ino, count, _nlink in tally.linked_files():
+                self.going[dev, ino] += count
 
     def is_blob(self, st: os.stat_result) -> bool:
         return self.device_ino(st.st_dev, st.st_ino)

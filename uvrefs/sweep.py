@@ -130,6 +130,14 @@ def sweep(
             going_ids = {d.entry for d in going}
             trash = Trash(cache.root, root_fd) if going or envs_going else None
             mounts = mount_table() or set()
+            envs_moved: list[tuple[str, Moved]] = []
+            for env in envs_going:  # before its archives: killed in between, no env is left
+                assert trash is not None  # in place linking what went (uv could reuse it)
+                try:
+                    doomed = [Doomed(Path(env), "tree")]
+                    envs_moved.append((env, unlink_entry(cache, root_fd, doomed, trash, mounts)))
+                except OSError as exc:
+                    errors.append(f"{env}: {_why(exc)}")
             for decision in going:
                 assert trash is not None
                 try:
@@ -137,14 +145,6 @@ def sweep(
                     moved.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
                 except OSError as exc:
                     errors.append(f"{decision.entry}: {_why(exc)}")
-            envs_moved: list[tuple[str, Moved]] = []
-            for env in envs_going:  # after its archives: a crash leaves it whole or gone
-                assert trash is not None
-                try:
-                    doomed = [Doomed(Path(env), "tree")]
-                    envs_moved.append((env, unlink_entry(cache, root_fd, doomed, trash, mounts)))
-                except OSError as exc:
-                    errors.append(f"{env}: {_why(exc)}")
             freeing = {d.entry for d, _ in moved}
             warnings += forget_gone(store, facts, scans, roots, freeing)
             held = time.monotonic() - started
@@ -158,14 +158,16 @@ def sweep(
             except OSError as exc:
                 warnings.append(store_warning(store, exc))
         deleting = time.monotonic()
-        failures = delete_moved(trash, [m for _, m in moved + envs_moved]) if trash else []
+        # Environments first: a file they share with an archive is then counted, whole,
+        # by the archive that holds its last link (deleting both at once could miss it).
+        env_failures = delete_moved(trash, [m for _, m in envs_moved]) if trash else []
+        failures = delete_moved(trash, [m for _, m in moved]) if trash else []
         deleting = time.monotonic() - deleting
         envs_freed = []
-        for (env, env_moved), failure in zip(envs_moved, failures[len(moved) :], strict=True):
+        for (env, env_moved), failure in zip(envs_moved, env_failures, strict=True):
             if failure is not None:
                 errors.append(f"{env}: {_why(failure)}")
             envs_freed.append((env, env_moved.tally.freed))
-        failures = failures[: len(moved)]
         for (decision, entry_moved), failure in zip(moved, failures, strict=True):
             if failure is not None:  # a later run retries what is left in the trash
                 errors.append(f"{decision.entry}: {_why(failure)}")
