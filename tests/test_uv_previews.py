@@ -372,3 +372,25 @@ def test_a_project_env_killed_mid_sweep_is_never_left_broken(world: World) -> No
         world.uvrefs("collect")
         assert not env.exists()
     assert steps > 2
+
+
+@pytest.mark.parametrize("features", ["content-addressed-cache", FEATURES[-1]], ids=["cac", "all"])
+def test_status_splits_a_content_addressed_cache_by_archive(world: World, features: str) -> None:
+    """status under content-addressed-cache: an archive's blobs are its bytes (they were all
+    uv's own), the parts add up to `uv cache size`, and dead is what the collect frees."""
+    preview(world, features)
+    live, dead = venv(world, "live"), venv(world, "dead")
+    world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "big", "gamma")
+    shutil.rmtree(dead)
+
+    out = json.loads(world.uvrefs("status", "--json").stdout)
+
+    assert out["total_bytes"] == cache_size(world)
+    parts = ("live", "dead", "held", "untracked")
+    assert sum(out[p]["bytes"] for p in parts) + out["uv_own_bytes"] == out["total_bytes"]
+    assert out["live"]["entries"] == 2 and out["live"]["bytes"] > 0
+    assert out["dead"]["entries"] == 3 and out["dead"]["bytes"] > 2**20
+    assert out["uv_own_bytes"] < out["dead"]["bytes"]
+    freed = collect_measured(world)["bytes_freed"]
+    assert freed == out["dead"]["frees_bytes"]

@@ -6,16 +6,13 @@ which `uv cache prune` would remove and a collect removes under uv's lock."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uvrefs.cache import Cache, SizeTally, open_dir
-
-CONTENT_BUCKET = re.compile(r"files-v\d+")
+from uvrefs.cache import CONTENT_BUCKET, Cache, SizeTally, open_dir
 
 
 @dataclass

@@ -18,6 +18,7 @@ from uvrefs.errors import CacheRefused
 
 ARCHIVE_BUCKET = re.compile(r"archive-v\d+")
 POINTER_BUCKET = re.compile(r"(wheels|sdists|environments)-v\d+")
+CONTENT_BUCKET = re.compile(r"files-v\d+")  # content-addressed blobs (uv 0.13.9 preview)
 # uv's archive ids: nanoid-style, 16 characters now, 21 in older caches; may start with "-".
 ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Files uv keeps beside a wheel pointer `<key>` in the wheels bucket.
@@ -307,11 +308,13 @@ class SizeTally:
 
 def sizes_by_archive(cache: Cache) -> tuple[SizeTally, dict[str, int]]:
     """One walk of the whole cache: its total as `uv cache size` counts it, and what each
-    archive occupies (a file linked from two archives counts in the first one walked)."""
+    archive occupies (a file linked from two archives counts in the first one walked).
+    Content blobs (`files-v*`) are walked last: a blob an archive links is that archive's."""
     total = SizeTally()
     per_archive: dict[str, int] = {}
     archive_dirs = {str(d) for d in cache.archive_dirs}
-    for st in _lstat_tree(cache.root, skip=archive_dirs):
+    content = {str(cache.root / n) for n in os.listdir(cache.root) if CONTENT_BUCKET.fullmatch(n)}
+    for st in _lstat_tree(cache.root, skip=archive_dirs | content):
         total.add(st)
     for bucket in cache.archive_dirs:
         try:
@@ -324,6 +327,9 @@ def sizes_by_archive(cache: Cache) -> tuple[SizeTally, dict[str, int]]:
             for st in _lstat_tree(Path(entry.path)):
                 total.add(st)
             per_archive[entry.name] = total.occupied - before
+    for bucket_path in sorted(content):
+        for st in _lstat_tree(Path(bucket_path)):
+            total.add(st)
     return total, per_archive
 
 
