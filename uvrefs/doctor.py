@@ -135,7 +135,8 @@ def check_preview(cache: Cache) -> Check:
     centralized = project_envs(cache)
     if centralized:
         buckets = sorted({os.path.basename(os.path.dirname(p)) for p in centralized})
-        parts.append(f"{len(centralized)} project environments in {', '.join(buckets)}")
+        plural = "s" * (len(centralized) != 1)
+        parts.append(f"{len(centralized)} project environment{plural} in {', '.join(buckets)}")
     if not parts:
         return Check("uv preview layouts", "ok", "none in effect")
     return Check(

@@ -115,17 +115,17 @@ def project_state(
         except FileNotFoundError:
             state, why = env_state(Path(link), mount, mntns)
             if state != "gone":
-                return "unknown", f"its project {project}: {why}"
-            gone.append(f"its project {project} no longer exists")
+                return "unknown", f"whose project {project} cannot be judged ({why})"
+            gone.append(f"whose project {project} no longer exists")
             continue
         except OSError as exc:
-            return "unknown", f"its project {project} is unreadable ({exc.strerror})"
+            return "unknown", f"whose project {project} is unreadable ({exc.strerror})"
         now = os.path.realpath(follow_redirect(link))
         if now == env:
             return "alive", ""
-        gone.append(f"its project {project} now uses {now}")
+        gone.append(f"whose project {project} now uses {now}")
     if not gone:
-        return "unknown", "its project is not known (`uvrefs watch add` the directory above it)"
+        return "unknown", "whose project is not known (`uvrefs watch add` the directory above it)"
     return "gone", gone[0]
 
 

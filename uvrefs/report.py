@@ -107,7 +107,7 @@ def removal_summary(r: Removal) -> str:
     verb = "would free" if r.dry_run else "freed"
     uv_own = r.count("uv's own")
     own = f", {uv_own} uv's own" if uv_own else ""
-    blobs = f", {len(r.envs)} project environments" if r.envs else ""
+    blobs = f", {len(r.envs)} project environment{'s' * (len(r.envs) != 1)}" if r.envs else ""
     blobs += f" and {r.blobs} unlinked content blobs" if r.blobs else ""
     return (
         f"{verb} {len(r.freed)} entries{blobs}, {human(r.bytes_freed)}; "
@@ -143,7 +143,7 @@ def print_removal(r: Removal) -> None:
         for d in r.kept:
             print(f"kept {_label(d)} {d.entry}: {d.reason}")
     for path, why, size in r.envs:
-        print(f"{verb} uv's project environment {os.path.basename(path)} {human(size)}: {why}")
+        print(f"{verb} uv's project environment {os.path.basename(path)} ({human(size)}), {why}")
     for error in r.errors:
         print(f"error {error}")
     if r.note:
