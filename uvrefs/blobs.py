@@ -1,7 +1,7 @@
 """uv's content-addressed files (preview `content-addressed-cache`, uv 0.13.9): every file
 of an archive is a hard link to a blob in `files-v*/<2 chars>/<name>`. A blob's link is
 the cache's own, not a use; a blob no archive links any more (one link left) is garbage,
-which `uv cache prune` would remove and a collect removes under uv's lock."""
+which `uv cache prune` would remove and a collect's sweep removes under uv's lock."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uvrefs.cache import CONTENT_BUCKET, Cache, SizeTally, open_dir
+from uvrefs.cache import CONTENT_BUCKET, Cache, SizeTally
 
 
 @dataclass
@@ -121,38 +121,6 @@ def content_buckets(cache: Cache) -> list[str]:
             if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
                 found.append(name)
     return sorted(found)
-
-
-def remove_orphans(root_fd: int, candidates: list[Blob]) -> list[Blob]:
-    """Under uv's exclusive lock: unlink each candidate blob that still has one link, is the
-    same regular file, and lies in a real directory of the cache (opened component by
-    component without following links). Returns the blobs removed, as measured then."""
-    removed = []
-    dirs: dict[tuple[str, str], int] = {}
-    try:
-        for blob in candidates:
-            bucket, fan, name = blob.parts
-            if (bucket, fan) not in dirs:
-                try:
-                    dirs[bucket, fan] = open_dir(root_fd, (bucket, fan))
-                except OSError:
-                    dirs[bucket, fan] = -1
-            fd = dirs[bucket, fan]
-            if fd < 0:
-                continue
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if st.st_ino != blob.ino or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
-                    continue
-                os.unlink(name, dir_fd=fd)
-            except OSError:
-                continue  # gone, or not removable: the next collect looks again
-            removed.append(Blob(blob.parts, blob.ino, st.st_blocks * 512))
-    finally:
-        for fd in dirs.values():
-            if fd >= 0:
-                os.close(fd)
-    return removed
 
 
 def _names(path: Path) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from uvrefs import uv
-from uvrefs.blobs import Blob, Blobs, remove_orphans
+from uvrefs.blobs import Blob, Blobs
 from uvrefs.cache import (
     POINTER_SIDECARS,
     Cache,
@@ -245,6 +245,38 @@ def sweep_blobs(
         else:
             others.append(blob)
     return [replace(d, bytes=d.bytes + e) for d, e in zip(freed, extra, strict=True)], others, held
+
+
+def remove_orphans(root_fd: int, candidates: list[Blob]) -> list[Blob]:
+    """Under uv's exclusive lock: unlink each candidate blob that still has one link, is the
+    same regular file, and lies in a real directory of the cache (opened component by
+    component without following links). Returns the blobs removed, as measured then."""
+    removed = []
+    dirs: dict[tuple[str, str], int] = {}
+    try:
+        for blob in candidates:
+            bucket, fan, name = blob.parts
+            if (bucket, fan) not in dirs:
+                try:
+                    dirs[bucket, fan] = open_dir(root_fd, (bucket, fan))
+                except OSError:
+                    dirs[bucket, fan] = -1
+            fd = dirs[bucket, fan]
+            if fd < 0:
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if st.st_ino != blob.ino or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
+                    continue
+                os.unlink(name, dir_fd=fd)
+            except OSError:
+                continue  # gone, or not removable: the next collect looks again
+            removed.append(Blob(blob.parts, blob.ino, st.st_blocks * 512))
+    finally:
+        for fd in dirs.values():
+            if fd >= 0:
+                os.close(fd)
+    return removed
 
 
 def _why(exc: OSError) -> str:
