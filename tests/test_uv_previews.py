@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import World, collect_json
+from tests.conftest import World, collect_json, make_world
+from tests.test_uv_versions import FOUND as RELEASES
 
 FEATURES = [
     "content-addressed-cache",
@@ -394,3 +395,37 @@ def test_status_splits_a_content_addressed_cache_by_archive(world: World, featur
     assert out["uv_own_bytes"] < out["dead"]["bytes"]
     freed = collect_measured(world)["bytes_freed"]
     assert freed == out["dead"]["frees_bytes"]
+
+
+@pytest.mark.skipif(not RELEASES, reason="no uv releases fetched (make test fetches them)")
+@pytest.mark.parametrize("uv_bin", RELEASES, ids=[p.parent.name for p in RELEASES])
+def test_every_preview_on_uv_release(uv_bin: Path, tmp_path: Path, wheelhouse: Path) -> None:
+    """The version matrix: a dead venv and a deleted project with every cache preview the
+    release knows on (0.11.33 and 0.13.8 know all four; 0.9.30 refuses all but
+    relocatable-envs-default)."""
+    world = make_world(tmp_path, wheelhouse, str(uv_bin))
+    known = [
+        f
+        for f in FEATURES[-1].split(",")
+        if world.run(uv_bin, "--preview-features", f, "--version", check=False).returncode == 0
+    ]
+    preview(world, ",".join(known))  # 0.9.30 knows only relocatable-envs-default
+    live, dead = venv(world, "live"), venv(world, "dead")
+    world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0", "plat")
+    a = project(world, "proj-a", "alpha==3.0", "beta")
+    sync(world, a, tracked=True)
+    a_env = env_of(a)
+    assert (world.cache in a_env.parents) == ("centralized-project-envs" in known)
+    gone = world.archive_of("alpha", "1.0") | world.archive_of("plat", "1.0")
+    gone |= world.archive_of("alpha", "3.0")
+    shutil.rmtree(dead)
+    shutil.rmtree(a)
+
+    done = collect_measured(world)
+
+    assert {d["entry"] for d in done["freed"]} == gone
+    assert not a_env.exists()
+    imports(world, live, "import alpha, beta; assert alpha.__version__ == '2.0'")
+    world.reinstalls_offline(live, "alpha==2.0", "beta")
+    nothing_for_prune(world)
