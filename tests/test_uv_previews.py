@@ -429,3 +429,19 @@ def test_every_preview_on_uv_release(uv_bin: Path, tmp_path: Path, wheelhouse: P
     imports(world, live, "import alpha, beta; assert alpha.__version__ == '2.0'")
     world.reinstalls_offline(live, "alpha==2.0", "beta")
     nothing_for_prune(world)
+
+
+def test_a_project_env_named_directly_is_not_its_own_project(world: World) -> None:
+    """`uvrefs install -p <the env in uv's cache>` records no project link (the env itself
+    would then be its own project, alive forever): deleting the project still frees it."""
+    preview(world, "centralized-project-envs")
+    proj = project(world, "proj", "alpha==3.0")
+    sync(world, proj, tracked=True)
+    env = env_of(proj)
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "beta")
+    shutil.rmtree(proj)
+
+    done = collect_json(world)
+
+    assert [e["path"] for e in done["project_envs"]] == [str(env)]
+    assert not env.exists()

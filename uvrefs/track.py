@@ -359,8 +359,12 @@ def record_env(
     projects: list[tuple[str, str | None]] = []
     if str(env) in project_envs(cache):  # reached through the project's `.venv` link
         link = os.path.abspath(link or target.path)
-        known = store.env_record(str(env))
-        projects = sorted({*(known.projects if known else ()), (link, mount_point(Path(link)))})
+        record = store.env_record(str(env))
+        known = list(record.projects) if record else []
+        # The env named directly (by any path) is no project's link.
+        if not cache.contains(Path(os.path.realpath(os.path.dirname(link)))):
+            known.append((link, mount_point(Path(link))))
+        projects = sorted(set(known))
     with store.locked():
         # The record first: killed before the refs are written, the env is still a root.
         store.save_env(
