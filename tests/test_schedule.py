@@ -78,3 +78,19 @@ def test_auto_collect_runs_at_most_once_per_interval(world: World) -> None:
     world.uvrefs("install", "-q", "-p", other, *world.offline(), "alpha==2.0", extra_env=daily)
     time.sleep(1)
     assert len(log.read_text().splitlines()) == 1  # stamped less than a day ago: no second run
+
+
+def test_collect_log_records_a_failure_with_its_exit_code(world: World) -> None:
+    """Every run that could open its log leaves a line there, failures included."""
+    log = world.root / "collect.log"
+    bad_age = world.uvrefs("collect", "--log", log, "--min-age", "soon", check=False)
+    not_a_cache = world.root / "not-a-cache"
+    not_a_cache.mkdir()
+    bad_cache = world.uvrefs(
+        "collect", "--log", log, check=False, extra_env={"UV_CACHE_DIR": str(not_a_cache)}
+    )
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2, lines
+    for done, line in zip((bad_age, bad_cache), lines, strict=True):
+        said = done.stderr.strip().removeprefix("uvrefs: error: ")
+        assert done.returncode == 2 and line.endswith(f" failed (exit 2): {said}"), (line, said)
