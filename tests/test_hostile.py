@@ -484,7 +484,12 @@ def test_bad_collect_options_are_refused_on_both_parsers(
         ["--every", "-1d"],
         ["--every", "inf"],
         ["--every", "0.5s"],
+        ["--every", "400d"],
+        ["--every", "nan"],
+        ["--every", "soon"],
         ["--min-age", "-1d"],
+        ["--min-age", "inf"],
+        ["--min-age", "soon"],
     ],
 )
 def test_bad_schedule_options_are_refused(
