@@ -203,6 +203,15 @@ def test_the_scheduled_job_frees_a_dead_env_in_its_schedulers_environment(
         extra_env={"UVREFS_SCHEDULER": kind},
     )  # fmt: skip
     job = scheduled_job(kind, world.root / "home", done.stdout)
+    if kind == "systemd" and shutil.which("systemd-analyze"):  # systemd's own parser agrees
+        service = next((world.root / "home").rglob("uvrefs-collect.service"))
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(service)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert verify.returncode == 0 and not verify.stderr, verify.stderr
     ran = job.run(user)
     assert ran.returncode == 0, ran.stderr
     assert not user.archive_of("alpha", "1.0") and user.archive_of("alpha", "2.0")
