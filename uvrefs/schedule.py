@@ -117,7 +117,10 @@ def resolve_job(min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None) 
     )
     for word in (*argv, *(v for _, v in env)):
         if "\n" in word or "\r" in word or "\0" in word:
-            raise UsageError(f"{word!r} has a line break; a scheduled job cannot name it")
+            raise UsageError(
+                f"{word!r} has a line break, which no scheduler can run; move it to a path "
+                "without one"
+            )
     return Job(argv, env, log)
 
 
