@@ -484,7 +484,12 @@ def test_bad_collect_options_are_refused_on_both_parsers(
         ["--every", "-1d"],
         ["--every", "inf"],
         ["--every", "0.5s"],
+        ["--every", "400d"],
+        ["--every", "nan"],
+        ["--every", "soon"],
         ["--min-age", "-1d"],
+        ["--min-age", "inf"],
+        ["--min-age", "soon"],
     ],
 )
 def test_bad_schedule_options_are_refused(
@@ -637,6 +642,59 @@ def test_ctrl_c_during_a_tracked_uv_run_reaches_uv_and_still_records(world: Worl
     assert any(
         r["env"] == venv for p in world.refs() for r in json.loads(p.read_text())["referrers"]
     )
+
+
+def interrupted_uv_run(world: World, name: str, *launcher: str) -> tuple[int, str]:
+    """`LAUNCHER run python -c PROGRAM` (uv, or uvrefs uv) in a new project with one
+    dependency, in its own process group (a shell job); SIGINT to the group, as Ctrl-C
+    sends it, once the program runs. The program has no handler: Python prints its own
+    KeyboardInterrupt."""
+    project = world.root / name
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\nversion = "0"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["alpha==1.0"]\n'
+    )
+    env = {
+        **world.env,
+        "UV_NO_INDEX": "1",
+        "UV_FIND_LINKS": str(world.wheels),
+        "UV_PYTHON": sys.executable,
+        "UV_LINK_MODE": "symlink",
+    }
+    program = "import time; print('ready', flush=True); time.sleep(30)"
+    proc = subprocess.Popen(
+        [*launcher, "run", "python", "-c", program],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, err
+
+
+def test_ctrl_c_in_uvrefs_uv_run_ends_like_uv_and_records_the_env(world: World) -> None:
+    """Ctrl-C in `uvrefs uv run python ...` ends as in plain `uv run`: exit 130 and the
+    program's own KeyboardInterrupt, nothing from uvrefs; the project env is recorded."""
+    uv_code, uv_err = interrupted_uv_run(world, "plain", world.uv_bin)
+    code, err = interrupted_uv_run(world, "tracked", sys.executable, "-m", "uvrefs", "uv")
+    assert uv_code == code == 130, (uv_code, code, err)
+    assert err.count("Traceback") == uv_err.count("Traceback") == 1, err
+    assert err[err.index("Traceback") :] == uv_err[uv_err.index("Traceback") :], err
+    assert "uvrefs" not in err.replace(str(world.root), ""), err
+    listed = json.loads(world.uvrefs("envs", "--json").stdout)["envs"]
+    tracked = [e for e in listed if e["path"] == str(world.root / "tracked" / ".venv")]
+    assert tracked and tracked[0]["state"] == "alive" and tracked[0]["entries"] == 1, listed
 
 
 def test_a_uv_killed_by_a_signal_exits_as_a_shell_reports_it(tmp_path: Path) -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import plistlib
+import re
+import shlex
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import World
+from tests.conftest import World, install
 
 
 @pytest.mark.parametrize("kind", ["systemd", "launchd", "cron"])
@@ -29,7 +38,7 @@ def test_schedule_writes_the_job_for_each_scheduler(world: World, kind: str) -> 
         service = next(home.rglob("uvrefs-collect.service")).read_text()
         assert (
             "OnUnitActiveSec=43200s" in timer
-            and f"Environment=UV_CACHE_DIR={world.cache}" in service
+            and f'Environment="UV_CACHE_DIR={world.cache}"' in service
         )
     elif kind == "launchd":
         assert written == ["io.github.uvrefs.collect.plist"]
@@ -55,7 +64,7 @@ def test_collect_log_appends_one_line_per_run(world: World) -> None:
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and "freed 1 entries" in lines[0] and "freed 0 entries" in lines[1]
     status = world.uvrefs("schedule", "status", extra_env={"UVREFS_SCHEDULER": "cron"})
-    assert "cron line:" in status.stdout
+    assert "last run: never ran" in status.stdout and "next run: " in status.stdout
     assert json.loads(world.uvrefs("collect", "--json", "--dry-run").stdout)["freed"] == []
 
 
@@ -78,3 +87,292 @@ def test_auto_collect_runs_at_most_once_per_interval(world: World) -> None:
     world.uvrefs("install", "-q", "-p", other, *world.offline(), "alpha==2.0", extra_env=daily)
     time.sleep(1)
     assert len(log.read_text().splitlines()) == 1  # stamped less than a day ago: no second run
+
+
+# ------------------------------------------------ the job as each scheduler runs it
+
+# What each scheduler gives a job besides HOME and the user's name (and nothing from the
+# user's shell profile): cron(8), systemd's user manager, launchd's agent defaults.
+SCHEDULER_ENV = {
+    "cron": {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"},
+    "systemd": {"PATH": "/usr/local/bin:/usr/bin:/bin", "SHELL": "/bin/sh"},
+    "launchd": {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+}
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+    def run(self, world: World) -> subprocess.CompletedProcess[str]:
+        """Run the job exactly as its scheduler would: this argv, this environment only."""
+        pairs = [f"{k}={v}" for k, v in self.env.items()]
+        return subprocess.run(
+            ["env", "-i", *pairs, *self.argv],
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
+def cron_command(field: str) -> str:
+    """cron's reading of a command field: `\\%` is `%`, an unescaped `%` ends the command
+    (the rest becomes stdin; uvrefs never writes one)."""
+    out, escaped = [], False
+    for ch in field:
+        if escaped and ch == "%":
+            out[-1] = "%"
+        elif ch == "%":
+            raise AssertionError(f"unescaped % in the cron line: {field}")
+        else:
+            out.append(ch)
+        escaped = ch == "\\" and not escaped
+    return "".join(out)
+
+
+def systemd_words(value: str, env: dict[str, str]) -> list[str]:
+    """systemd's reading of an ExecStart=/Environment= value: `%%` is `%` (other
+    specifiers are refused here), words split and unquoted, then `$$` is `$` and `$VAR`
+    or `${VAR}` the unit's Environment= value."""
+    assert "%" not in value.replace("%%", ""), value
+    words = shlex.split(value.replace("%%", "%"))
+
+    def expand(m: re.Match[str]) -> str:
+        return "$" if m.group() == "$$" else env.get(m.group(1) or m.group(2), "")
+
+    return [re.sub(r"\$\$|\$\{(\w+)\}|\$(\w+)", expand, w) for w in words]
+
+
+def scheduled_job(kind: str, home: Path, installed: str) -> ScheduledJob:
+    """The command and environment the scheduler would run, read from what `schedule
+    install --no-activate` wrote (the unit files) or printed (the cron line)."""
+    base = {**SCHEDULER_ENV[kind], "HOME": str(home), "LOGNAME": "tester", "USER": "tester"}
+    if kind == "cron":
+        line = next(ln for ln in installed.splitlines() if " collect --no-wait " in ln)
+        fields = line.split(maxsplit=5)
+        return ScheduledJob(["/bin/sh", "-c", cron_command(fields[5])], base, home)
+    if kind == "systemd":
+        service = next(home.rglob("uvrefs-collect.service")).read_text().splitlines()
+        env: dict[str, str] = {}
+        for line in service:
+            if line.startswith("Environment="):
+                for word in systemd_words(line.removeprefix("Environment="), {}):
+                    key, _, value = word.partition("=")
+                    env[key] = value
+        exec_start = next(ln for ln in service if ln.startswith("ExecStart="))
+        argv = systemd_words(exec_start.removeprefix("ExecStart="), env)
+        return ScheduledJob(argv, {**base, **env}, home)
+    agent = plistlib.loads(next(home.rglob("*.plist")).read_bytes())
+    return ScheduledJob(
+        agent["ProgramArguments"], {**base, **agent["EnvironmentVariables"]}, Path("/")
+    )
+
+
+def a_users_world(world: World) -> World:
+    """The world as a user's login shell has it: uv on a PATH schedulers do not use, the
+    cache and state dirs from XDG variables set in a profile schedulers do not read, and
+    no UV_CACHE_DIR, UVREFS_DIR or UVREFS_UV."""
+    env = {k: v for k, v in world.env.items() if k not in ("UV_CACHE_DIR", "UVREFS_DIR")}
+    del env["UVREFS_UV"]
+    env.update(XDG_CACHE_HOME=str(world.root / "xdg-cache"))
+    env.update(XDG_STATE_HOME=str(world.root / "xdg-state"))
+    assert not any(Path(d, "uv").exists() for d in SCHEDULER_ENV["cron"]["PATH"].split(":"))
+    cache, state = world.root / "xdg-cache/uv", world.root / "xdg-state/uvrefs"
+    return dataclasses.replace(world, cache=cache, state=state, env=env)
+
+
+@pytest.mark.parametrize("kind", ["cron", "systemd", "launchd"])
+def test_the_scheduled_job_frees_a_dead_env_in_its_schedulers_environment(
+    world: World, kind: str
+) -> None:
+    """Installed from a user's shell, run with only what the scheduler gives: it finds
+    uvrefs, uv, the cache and the store, frees what only the deleted env used (symlink
+    mode: a wrong free would break the living env's import) and logs one line."""
+    user = a_users_world(world)
+    live, dead = user.venv("live"), user.venv("dead")
+    install(user, live, "alpha==2.0")
+    install(user, dead, "alpha==1.0", "beta")
+    shutil.rmtree(dead)
+    assert user.archive_of("alpha", "1.0")
+    done = user.uvrefs(
+        "schedule", "install", "--every", "12h", "--min-age", "0s", "--no-activate",
+        extra_env={"UVREFS_SCHEDULER": kind},
+    )  # fmt: skip
+    job = scheduled_job(kind, world.root / "home", done.stdout)
+    if kind == "systemd" and shutil.which("systemd-analyze"):  # systemd's own parser agrees
+        service = next((world.root / "home").rglob("uvrefs-collect.service"))
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(service)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert verify.returncode == 0 and not verify.stderr, verify.stderr
+    ran = job.run(user)
+    assert ran.returncode == 0, ran.stderr
+    assert not user.archive_of("alpha", "1.0") and user.archive_of("alpha", "2.0")
+    assert len(user.archives()) == 1  # beta went with alpha 1.0
+    imported = subprocess.run(
+        ["env", "-i", str(live / "bin/python"), "-c", "import alpha"],
+        capture_output=True,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    lines = (user.state / "collect.log").read_text().splitlines()
+    assert len(lines) == 1 and "freed 2 entries" in lines[0], lines
+    status = user.uvrefs("schedule", "status", extra_env={"UVREFS_SCHEDULER": kind})
+    assert f"last run: {lines[0]}" in status.stdout, status.stdout
+
+
+def test_a_failing_job_logs_its_exit_code_and_message(world: World) -> None:
+    """uvrefs fails (the cache it was installed for is gone): the log says so, with the
+    exit code and uvrefs's own message, in one line."""
+    user = a_users_world(world)
+    install(user, user.venv("env"), "alpha==1.0")
+    done = user.uvrefs(
+        "schedule", "install", "--every", "12h", "--no-activate",
+        extra_env={"UVREFS_SCHEDULER": "cron"},
+    )  # fmt: skip
+    shutil.rmtree(user.cache)
+    ran = scheduled_job("cron", world.root / "home", done.stdout).run(user)
+    assert ran.returncode == 2
+    lines = (user.state / "collect.log").read_text().splitlines()
+    said = ran.stderr.strip().removeprefix("uvrefs: error: ")
+    assert len(lines) == 1 and lines[0].endswith(f" failed (exit 2): {said}"), (lines, said)
+
+
+def test_a_job_whose_uvrefs_cannot_start_still_logs_one_line(world: World) -> None:
+    """Installed from a console script that is later removed (uvrefs uninstalled or moved):
+    the shell wrapper logs the failure, once."""
+    user = a_users_world(world)
+    bindir = world.root / "bin"
+    bindir.mkdir()
+    script = bindir / "uvrefs"
+    shutil.copy2(Path(sys.executable).parent / "uvrefs", script)
+    done = user.run(
+        script, "schedule", "install", "--every", "12h", "--no-activate",
+        extra_env={"UVREFS_SCHEDULER": "cron"},
+    )  # fmt: skip
+    job = scheduled_job("cron", world.root / "home", done.stdout)
+    assert str(script) in job.argv[-1]
+    script.unlink()
+    ran = job.run(user)
+    assert ran.returncode == 127
+    lines = (user.state / "collect.log").read_text().splitlines()
+    assert len(lines) == 1 and f"failed (exit 127): {script} did not run" in lines[0], lines
+
+
+def test_collect_log_records_a_failure_with_its_exit_code(world: World) -> None:
+    """Every run that could open its log leaves a line there, failures included."""
+    log = world.root / "collect.log"
+    bad_age = world.uvrefs("collect", "--log", log, "--min-age", "soon", check=False)
+    not_a_cache = world.root / "not-a-cache"
+    not_a_cache.mkdir()
+    bad_cache = world.uvrefs(
+        "collect", "--log", log, check=False, extra_env={"UV_CACHE_DIR": str(not_a_cache)}
+    )
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2, lines
+    for done, line in zip((bad_age, bad_cache), lines, strict=True):
+        said = done.stderr.strip().removeprefix("uvrefs: error: ")
+        assert done.returncode == 2 and line.endswith(f" failed (exit 2): {said}"), (line, said)
+
+
+# ------------------------------------------------ systemctl, launchctl and crontab
+
+FAKE_SCHEDULER = """#!/bin/sh
+echo "$0 $*" >>"$FAKE_CALLS"
+if [ -n "$FAKE_FAIL" ]; then echo "$FAKE_FAIL" >&2; exit 1; fi
+case "$0 $1" in
+  *systemctl*) case "$*" in *show*)
+    printf 'ActiveState=active\\nNextElapseUSecRealtime=Thu 2026-12-03 03:17:00 UTC\\n';;
+  esac;;
+  *"crontab -l") [ -f "$FAKE_CRONTAB" ] || { echo "no crontab for tester" >&2; exit 1; }
+    cat "$FAKE_CRONTAB";;
+  *"crontab -") cat >"$FAKE_CRONTAB";;
+esac
+"""
+
+
+def fake_schedulers(world: World, fail: str = "") -> dict[str, str]:
+    """systemctl, launchctl and crontab that log their calls (crontab keeps a file), or
+    fail with `fail` on stderr; returns the environment that puts them first on PATH."""
+    bindir = world.root / "fakebin"
+    bindir.mkdir(exist_ok=True)
+    for name in ("systemctl", "launchctl", "crontab"):
+        (bindir / name).write_text(FAKE_SCHEDULER)
+        (bindir / name).chmod(0o755)
+    return {
+        "PATH": f"{bindir}:{world.env['PATH']}",
+        "FAKE_CALLS": str(world.root / "calls"),
+        "FAKE_CRONTAB": str(world.root / "crontab"),
+        "FAKE_FAIL": fail,
+    }
+
+
+@pytest.mark.parametrize("kind", ["systemd", "launchd", "cron"])
+@pytest.mark.parametrize("command", ["install", "remove"])
+def test_a_failing_scheduler_command_is_a_one_line_error(
+    world: World, kind: str, command: str
+) -> None:
+    fakes = fake_schedulers(world, fail="Failed to connect to bus: No medium found")
+    env = {**fakes, "UVREFS_SCHEDULER": kind}
+    if command == "remove":  # something to remove
+        world.uvrefs("schedule", "install", "--no-activate", extra_env=env)
+    done = world.uvrefs("schedule", command, check=False, extra_env=env)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert re.fullmatch(
+        r"uvrefs: error: `(systemctl|launchctl|crontab) [^`]+` failed \(exit 1\): Failed to "
+        rf"connect to bus: No medium found; fix that and run `uvrefs schedule {command}` "
+        r"again[^\n]*\n",
+        done.stderr,
+    ), done.stderr
+    missing = world.uvrefs(
+        "schedule", command, check=False,
+        extra_env={"UVREFS_SCHEDULER": kind, "PATH": str(world.root / "no-bin")},
+    )  # fmt: skip
+    assert missing.returncode == 1 and " not found on PATH" in missing.stderr, missing.stderr
+    assert len(missing.stderr.splitlines()) == 1, missing.stderr
+
+
+def test_schedule_status_asks_systemd_when_the_job_runs_next(world: World) -> None:
+    env = {**fake_schedulers(world), "UVREFS_SCHEDULER": "systemd"}
+    done = world.uvrefs("schedule", "install", "--every", "12h", extra_env=env)
+    assert "ran `systemctl --user enable --now uvrefs-collect.timer`" in done.stdout
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    assert "timer: active" in status and "last run: never ran" in status, status
+    assert "next run: Thu 2026-12-03 03:17:00 UTC (from systemd)" in status, status
+
+
+@pytest.mark.parametrize("kind", ["cron", "launchd"])
+def test_schedule_status_computes_the_next_run_from_the_last(world: World, kind: str) -> None:
+    """cron and launchd cannot say when a job runs next: status adds the interval to the
+    last run (the log's time) and says it computed it. A cron install edits the crontab
+    (keeping the user's own lines, and one uvrefs line however often it is installed)."""
+    env = {**fake_schedulers(world), "UVREFS_SCHEDULER": kind}
+    crontab = world.root / "crontab"
+    crontab.write_text("0 0 * * * echo mine\n")
+    for _ in range(2):
+        world.uvrefs("schedule", "install", "--every", "12h", extra_env=env)
+    if kind == "cron":
+        lines = crontab.read_text().splitlines()
+        assert lines[0] == "0 0 * * * echo mine" and len(lines) == 2, lines
+        assert lines[1].startswith("17 */12 * * * ") and " collect --no-wait " in lines[1]
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    assert "next run: within 12h of installing (computed)" in status, status
+    log = world.state / "collect.log"
+    world.uvrefs("collect", "--log", log, check=False)  # no cache yet: a failure, logged
+    last = log.stat().st_mtime
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    due = datetime.fromtimestamp(last + 43200).astimezone().isoformat(timespec="seconds")
+    assert f"next run: {due} (computed: last run + 12h)" in status, status
+    assert f"last run: {log.read_text().splitlines()[-1]}" in status, status
+    world.uvrefs("schedule", "remove", extra_env=env)
+    if kind == "cron":
+        assert crontab.read_text() == "0 0 * * * echo mine\n"
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    assert "next run: none (not installed; run uvrefs schedule install)" in status, status

@@ -295,18 +295,21 @@ def why(
         raise typer.Exit(1)
 
 
-def _schedule_plan(every: str, min_age: str) -> Any:
+def _schedule_plan(every: str, min_age: str, resolve: bool = True) -> Any:
+    """The schedule for this machine; `resolve` finds uv, the cache and this uvrefs, which
+    only `install` needs (remove and status work with uv gone)."""
     from pathlib import Path
 
     from uvrefs import schedule as core
     from uvrefs import stamps
 
     seconds = parse_duration(every, "--every")
-    if seconds < 1:
-        raise UsageError(f"--every {every!r}: use a duration of at least 1s (e.g. 1d)")
+    if not 1 <= seconds <= core.MAX_EVERY:
+        raise UsageError(f"--every {every!r}: use a duration from 1s to 366d (e.g. 1d)")
     parse_duration(min_age, "--min-age")
     log = Path(stamps.default_state_dir()) / "collect.log"
-    return core.plan_schedule(seconds, min_age, log), log
+    job = core.resolve_job(min_age, log) if resolve else core.Job((), (), log)
+    return core.plan_schedule(seconds, job), log
 
 
 Every = Annotated[str, typer.Option("--every", help="How often: 12h, 1d, 1w.")]
@@ -355,7 +358,7 @@ def schedule_remove(dry_run: DryRun = False, no_activate: NoActivate = False) ->
     from uvrefs import schedule as core
 
     with _errors():
-        plan, _ = _schedule_plan("1d", "1d")
+        plan, _ = _schedule_plan("1d", "1d", resolve=False)
         if dry_run:
             for command in plan.deactivate:
                 print("$ " + " ".join(command))
@@ -368,11 +371,11 @@ def schedule_remove(dry_run: DryRun = False, no_activate: NoActivate = False) ->
 
 @schedule.command("status")
 def schedule_status() -> None:
-    """Show whether the job is installed and its last run."""
+    """Show whether the job is installed, its last outcome and when it runs next."""
     from uvrefs import schedule as core
 
     with _errors():
-        plan, log = _schedule_plan("1d", "1d")
+        plan, log = _schedule_plan("1d", "1d", resolve=False)
         for line in core.status(plan, log):
             print(line)
 

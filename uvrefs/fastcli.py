@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from uvrefs.errors import LockTimeout, UsageError
+from uvrefs.errors import LockTimeout, UsageError, UvrefsError, from_os_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,7 +74,53 @@ def run_collect(
     no_wait: bool = False,
 ) -> int:
     """Plan (and unless a dry run, sweep), report, and return the exit code. Raises
-    `UvrefsError` for the caller to turn into one line."""
+    `UvrefsError` for the caller to turn into one line. With `log`, every run that could
+    open it appends one line: the outcome, or the exit code and message of a failure."""
+    log_fd = open_log(log)
+    try:
+        return _collect(
+            log_fd,
+            log,
+            dry_run=dry_run,
+            as_json=as_json,
+            min_age=min_age,
+            max_freed=max_freed,
+            keep=keep,
+            untracked=untracked,
+            budget=budget,
+            no_wait=no_wait,
+        )
+    except UvrefsError as exc:
+        log_line(log_fd, log, f"failed (exit {exc.exit_code}): {exc}")
+        raise
+    except OSError as exc:
+        error = from_os_error(exc)
+        log_line(log_fd, log, f"failed (exit {error.exit_code}): {error}")
+        raise error from exc
+    except KeyboardInterrupt:
+        log_line(log_fd, log, "interrupted (exit 130)")
+        raise
+    except Exception as exc:  # a bug: logged, and its traceback shown
+        log_line(log_fd, log, f"failed (exit 1): internal error {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if log_fd is not None:
+            os.close(log_fd)
+
+
+def _collect(
+    log_fd: int | None,
+    log: str | None,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    min_age: str | None,
+    max_freed: str | None,
+    keep: Sequence[str],
+    untracked: bool,
+    budget: str | None,
+    no_wait: bool,
+) -> int:
     from uvrefs import collect as core
     from uvrefs import report, uv
     from uvrefs.plan import Policy, normal_name
@@ -87,46 +133,43 @@ def run_collect(
         untracked=untracked,
         budget=parse_size(budget, "--budget") if budget is not None else None,
     )
-    log_fd = open_log(log)
+    cache, store = cache_and_store()
+    if not no_wait:
+        settled(store)
+    progress = report.ScanProgress()
     try:
-        cache, store = cache_and_store()
+        result = core.collect(
+            cache,
+            store,
+            policy=policy,
+            progress=progress,
+            dry_run=dry_run,
+            timeout=0.0 if no_wait else uv.lock_timeout(),
+            on_wait=None if no_wait else say_waiting,
+        )
+    except LockTimeout:
         if not no_wait:
-            settled(store)
-        progress = report.ScanProgress()
-        try:
-            result = core.collect(
-                cache,
-                store,
-                policy=policy,
-                progress=progress,
-                dry_run=dry_run,
-                timeout=0.0 if no_wait else uv.lock_timeout(),
-                on_wait=None if no_wait else say_waiting,
-            )
-        except LockTimeout:
-            if not no_wait:
-                raise
-            print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
-            return 0 if log_line(log_fd, log, f"cache in use, skipped ({cache.root})") else 1
-        finally:
-            progress.close()
-        logged = log_line(log_fd, log, report.removal_summary(result))
+            raise
+        print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
+        return 0 if log_line(log_fd, log, f"cache in use, skipped ({cache.root})") else 1
     finally:
-        if log_fd is not None:
-            os.close(log_fd)
+        progress.close()
+    unreadable = [
+        f"{len(result.unreadable)} refs file(s) unreadable, their entries kept (first: "
+        f"{result.unreadable[0]}); fix or delete them"
+        for _ in result.unreadable[:1]
+    ]
+    errors = [f"first error: {e}" for e in result.errors[:1]]
+    problems = [*errors, *unreadable, *result.warnings]
+    failed = f"; failed (exit 1): {problems[0]}" if problems else ""
+    logged = log_line(log_fd, log, report.removal_summary(result) + failed)
     if as_json:
         report.print_json(report.removal_json(result))
     else:
         report.print_removal(result)
-    if result.unreadable:
-        print(
-            f"uvrefs: warning: {len(result.unreadable)} refs file(s) unreadable, their entries "
-            f"kept (first: {result.unreadable[0]}); fix or delete them",
-            file=sys.stderr,
-        )
-    for warning in result.warnings:
+    for warning in [*unreadable, *result.warnings]:
         print(f"uvrefs: warning: {warning}", file=sys.stderr)
-    return 1 if result.errors or result.unreadable or result.warnings or not logged else 0
+    return 1 if problems or not logged else 0
 
 
 def cache_and_store() -> tuple[Cache, RefsStore]:

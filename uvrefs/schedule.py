@@ -1,21 +1,49 @@
 """Periodic collection in one command: a systemd user timer on Linux, a launchd agent on
-macOS, otherwise a cron line to add by hand. The job runs `uvrefs collect --no-wait`
-(skipping quietly while uv is busy) and appends one line per run to a log."""
+macOS, otherwise a line in the user's crontab. Schedulers run jobs with almost no
+environment (cron: PATH=/usr/bin:/bin), so the job names everything by absolute path,
+resolved at install time: uvrefs, uv, the cache and the store.
+
+The job runs `uvrefs collect --no-wait --log LOG`, which appends one line per run with its
+outcome, failures included. A small `sh` wrapper adds that line when uvrefs could not run
+at all (moved, uninstalled, its interpreter gone): it appends only if uvrefs failed and the
+log did not grow, so every run leaves exactly one line."""
 
 from __future__ import annotations
 
 import os
+import plistlib
 import shlex
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from uvrefs.errors import UsageError
+from uvrefs.errors import UsageError, UvrefsError
 
 NAME = "uvrefs-collect"
 LABEL = "io.github.uvrefs.collect"
+CRON_MARK = f"# {NAME}"  # ends the crontab line uvrefs owns
+MAX_EVERY = 366 * 86400.0  # seconds: launchd's StartInterval and cron cannot go much further
+
+# `sh -c` script: $1 is the log, the rest is the uvrefs command line. If uvrefs fails and
+# the log did not grow, uvrefs never got to log: say so in the log. (No `%` or `\`, which
+# cron and systemd would rewrite; `$` is escaped for systemd where it is written.)
+WRAPPER = (
+    'log="$1"; shift; before=$(wc -c 2>/dev/null <"$log"); "$@"; code=$?; '
+    'after=$(wc -c 2>/dev/null <"$log"); '
+    '[ "$code" -eq 0 ] || [ $((${after:-0})) -ne $((${before:-0})) ] || '
+    'echo "$(date -u +%Y-%m-%dT%H:%M:%S+00:00) failed (exit $code): $1 did not run or was '
+    'killed; check that it runs, then run uvrefs schedule install again" >>"$log"; '
+    'exit "$code"'
+)
+
+
+class SchedulerFailed(UvrefsError):
+    """systemctl, launchctl or crontab failed or could not be run."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -27,8 +55,19 @@ class Unit:
 
 
 @dataclass(frozen=True)
+class Job:
+    """What the scheduler runs, every path absolute: the command and its environment."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    log: Path
+
+
+@dataclass(frozen=True)
 class Schedule:
     kind: str  # systemd | launchd | cron
+    job: Job
+    every: float
     units: tuple[Unit, ...]
     activate: tuple[tuple[str, ...], ...]
     deactivate: tuple[tuple[str, ...], ...]
@@ -46,20 +85,54 @@ def scheduler_kind() -> str:
     return "cron"
 
 
-def plan_schedule(every: float, min_age: str, log: Path, uvrefs: str | None = None) -> Schedule:
-    """What `schedule install` writes for this machine: pure apart from reading env vars."""
-    exe = uvrefs or shutil.which("uvrefs") or f"{sys.executable} -m uvrefs"
-    command = (
-        f"{exe} collect --no-wait --min-age {shlex.quote(min_age)} --log {shlex.quote(str(log))}"
+def uvrefs_command() -> tuple[str, ...]:
+    """How to start this uvrefs again from anywhere: the console script it was started
+    as, else this interpreter with `-m uvrefs` (`-P`: not from the job's working dir)."""
+    script = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(script)
+    if name.startswith("uvrefs") and not name.endswith(".py") and os.access(script, os.X_OK):
+        return (os.path.abspath(script),)
+    return (os.path.abspath(sys.executable), "-P", "-m", "uvrefs")
+
+
+def resolve_job(min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None) -> Job:
+    """The job for this user now: uv as uvrefs finds it (`UVREFS_UV`, else PATH), the
+    cache uv uses here and the store uvrefs uses, all pinned as absolute paths."""
+    from uvrefs import stamps, uv
+
+    uvbin = os.path.abspath(uv.find_uv())
+    env = (
+        ("UV_CACHE_DIR", os.path.abspath(uv.cache_dir())),
+        ("UVREFS_DIR", stamps.default_state_dir()),
+        ("UVREFS_UV", uvbin),
     )
-    env = {
-        k: os.environ[k] for k in ("UV_CACHE_DIR", "UVREFS_DIR", "UVREFS_UV") if os.environ.get(k)
-    }
+    argv = (
+        *(uvrefs or uvrefs_command()),
+        "collect",
+        "--no-wait",
+        "--min-age",
+        min_age,
+        "--log",
+        str(log),
+    )
+    for word in (*argv, *(v for _, v in env)):
+        if "\n" in word or "\r" in word or "\0" in word:
+            raise UsageError(
+                f"{word!r} has a line break, which no scheduler can run; move it to a path "
+                "without one"
+            )
+    return Job(argv, env, log)
+
+
+def plan_schedule(every: float, job: Job) -> Schedule:
+    """What `schedule install` writes for this machine: pure apart from reading env vars."""
+    argv = ("/bin/sh", "-c", WRAPPER, NAME, str(job.log), *job.argv)
     home = Path.home()
     kind = scheduler_kind()
     if kind == "systemd":
         unit_dir = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "systemd/user"
-        environment = "".join(f"Environment={k}={shlex.quote(v)}\n" for k, v in env.items())
+        environment = "".join(f"Environment={_systemd_word(f'{k}={v}')}\n" for k, v in job.env)
+        command = " ".join(_systemd_word(a).replace("$", "$$") for a in argv)
         service = Unit(
             unit_dir / f"{NAME}.service",
             (
@@ -77,6 +150,8 @@ def plan_schedule(every: float, min_age: str, log: Path, uvrefs: str | None = No
         )
         return Schedule(
             kind,
+            job,
+            every,
             (service, timer),
             (
                 ("systemctl", "--user", "daemon-reload"),
@@ -85,83 +160,242 @@ def plan_schedule(every: float, min_age: str, log: Path, uvrefs: str | None = No
             (("systemctl", "--user", "disable", "--now", f"{NAME}.timer"),),
         )
     if kind == "launchd":
-        args = "".join(f"    <string>{a}</string>\n" for a in shlex.split(command))
-        envs = "".join(f"    <key>{k}</key><string>{v}</string>\n" for k, v in env.items())
+        agent = {
+            "Label": LABEL,
+            "ProgramArguments": list(argv),
+            "EnvironmentVariables": dict(job.env),
+            "StartInterval": int(every),
+        }
         plist = Unit(
-            home / "Library/LaunchAgents" / f"{LABEL}.plist",
-            (
-                '<?xml version="1.0" encoding="UTF-8"?>\n'
-                '<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" '
-                '"http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0"><dict>\n'
-                f"  <key>Label</key><string>{LABEL}</string>\n"
-                f"  <key>ProgramArguments</key><array>\n{args}  </array>\n"
-                f"  <key>EnvironmentVariables</key><dict>\n{envs}  </dict>\n"
-                f"  <key>StartInterval</key><integer>{int(every)}</integer>\n</dict></plist>\n"
-            ),
+            home / "Library/LaunchAgents" / f"{LABEL}.plist", plistlib.dumps(agent).decode()
         )
         path = str(plist.path)
         return Schedule(
             kind,
+            job,
+            every,
             (plist,),
             (("launchctl", "load", "-w", path),),
             (("launchctl", "unload", "-w", path),),
         )
     if kind != "cron":
         raise UsageError(f"UVREFS_SCHEDULER={kind!r}: use systemd, launchd or cron")
-    hours = max(1, round(every / 3600))
-    when = "17 3 * * *" if hours >= 24 else f"17 */{hours} * * *"
-    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in env.items())
-    return Schedule(kind, (), (), (), cron_line=f"{when} {prefix}{command}")
+    when, every = cron_times(every)
+    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in job.env)
+    # cron turns an unescaped % into a line break; it reads \% as %
+    command = f"{prefix}{shlex.join(argv)}".replace("%", "\\%")
+    line = f"{when} {command} {CRON_MARK} every {int(every)}s"
+    return Schedule(kind, job, every, (), (), (), cron_line=line)
+
+
+def cron_times(every: float) -> tuple[str, float]:
+    """The cron times nearest to every `every` seconds, and the interval they give:
+    hours that divide a day, then every N days of the month, weekly, or monthly."""
+    hours = every / 3600
+    if hours < 24:
+        step = min((1, 2, 3, 4, 6, 8, 12), key=lambda h: abs(h - hours))
+        return ("17 * * * *" if step == 1 else f"17 */{step} * * *"), step * 3600.0
+    days = round(hours / 24)
+    if days <= 1:
+        return "17 3 * * *", 86400.0
+    if days < 7:
+        return f"17 3 */{days} * *", days * 86400.0
+    if days < 28:
+        return "17 3 * * 0", 7 * 86400.0
+    return "17 3 1 * *", 30 * 86400.0
+
+
+def _systemd_word(word: str) -> str:
+    """One word of a unit file's command line or assignment, quoted as systemd reads it
+    (`%` starts a specifier; `\\` and `"` are escaped inside double quotes)."""
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
 
 
 def install(schedule: Schedule, activate: bool = True) -> list[str]:
-    """Write the units and activate them; returns what it did, one line each."""
+    """Write the units and activate them; returns what it did, one line each. Raises
+    `SchedulerFailed` if the scheduler's command fails (the files stay written)."""
+    from uvrefs.stamps import write_atomic
+
     done = []
     for unit in schedule.units:
         unit.path.parent.mkdir(parents=True, exist_ok=True)
-        unit.path.write_text(unit.text)
+        write_atomic(str(unit.path), unit.text)
         done.append(f"wrote {unit.path}")
-    done += _run_all(schedule.activate) if activate else []
-    if schedule.cron_line:
-        done.append(f"add this line to your crontab (crontab -e):\n{schedule.cron_line}")
-    return done
+    if schedule.cron_line is not None and not activate:
+        return [*done, f"add this line to your crontab (crontab -e):\n{schedule.cron_line}"]
+    if not activate:
+        return done
+    try:
+        if schedule.cron_line is None:
+            return done + [_run(command) for command in schedule.activate]
+        kept = [line for line in _crontab() if not _is_ours(line)]
+        _write_crontab([*kept, schedule.cron_line])
+    except SchedulerFailed as exc:
+        written = " (the files are written)" if schedule.units else ""
+        raise SchedulerFailed(
+            f"{exc}; fix that and run `uvrefs schedule install` again{written}, or use "
+            "--no-activate and set the job up yourself"
+        ) from None
+    return [*done, f"added to your crontab:\n{schedule.cron_line}"]
 
 
 def remove(schedule: Schedule, activate: bool = True) -> list[str]:
-    done = _run_all(schedule.deactivate) if activate else []
+    """Deactivate the job and remove its files; returns what it did, one line each."""
+    try:
+        return _remove(schedule, activate)
+    except SchedulerFailed as exc:
+        raise SchedulerFailed(
+            f"{exc}; fix that and run `uvrefs schedule remove` again, or use --no-activate "
+            "to remove only the files"
+        ) from None
+
+
+def _remove(schedule: Schedule, activate: bool) -> list[str]:
+    if schedule.units and not any(unit.path.exists() for unit in schedule.units):
+        return ["no uvrefs job installed: nothing to remove"]
+    done = []
+    if activate and schedule.cron_line is not None:
+        lines = _crontab()
+        kept = [line for line in lines if not _is_ours(line)]
+        if len(kept) == len(lines):
+            done.append("no uvrefs line in your crontab")
+        else:
+            _write_crontab(kept)
+            done.append("removed the uvrefs line from your crontab")
+    elif schedule.cron_line is not None:
+        done.append("remove the uvrefs line from your crontab (crontab -e)")
+    done += [_run(command) for command in schedule.deactivate] if activate else []
     for unit in schedule.units:
         if unit.path.exists():
             unit.path.unlink()
             done.append(f"removed {unit.path}")
-    if schedule.cron_line:
-        done.append("remove the uvrefs line from your crontab (crontab -e)")
     return done
 
 
 def status(schedule: Schedule, log: Path) -> list[str]:
+    """Whether the job is installed, its last outcome (the log's last line) and when it
+    runs next: systemd's answer, else computed from the last run and the interval."""
     lines = [f"{u.path}: {'present' if u.path.exists() else 'absent'}" for u in schedule.units]
-    if schedule.kind == "systemd" and shutil.which("systemctl"):
-        state = subprocess.run(
-            ["systemctl", "--user", "is-active", f"{NAME}.timer"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        lines.append(f"timer: {state or 'unknown'}")
-    if schedule.cron_line:
-        lines.append(f"cron line: {schedule.cron_line}")
-    last = log.read_text().splitlines()[-1] if log.exists() and log.stat().st_size else "never ran"
-    lines.append(f"last run: {last}")
+    last_run = _last_line(log)
+    lines.append(f"last run: {last_run[1] if last_run else f'never ran (no lines in {log})'}")
+    if schedule.kind == "systemd":
+        lines += _systemd_timer()
+        return lines
+    try:
+        every = _installed_interval(schedule)
+    except SchedulerFailed as exc:
+        return [*lines, f"next run: unknown ({exc})"]
+    if every is None:
+        lines.append("next run: none (not installed; run uvrefs schedule install)")
+    elif last_run is None:
+        lines.append(f"next run: within {_duration(every)} of installing (computed)")
+    else:
+        due = datetime.fromtimestamp(last_run[0] + every).astimezone()
+        lines.append(
+            f"next run: {due.isoformat(timespec='seconds')} (computed: last run + "
+            f"{_duration(every)})"
+        )
     return lines
 
 
-def _run_all(commands: tuple[tuple[str, ...], ...]) -> list[str]:
-    done = []
-    for command in commands:
-        if shutil.which(command[0]) is None:
-            done.append(f"skipped `{' '.join(command)}`: {command[0]} not found")
-            continue
-        result = subprocess.run(list(command), capture_output=True, text=True, check=False)
-        outcome = "ok" if result.returncode == 0 else f"failed: {result.stderr.strip()[-200:]}"
-        done.append(f"ran `{' '.join(command)}`: {outcome}")
-    return done
+def _installed_interval(schedule: Schedule) -> float | None:
+    """The interval of the installed job (None if it is not installed); raises
+    `SchedulerFailed` if `crontab -l` cannot say."""
+    if schedule.kind == "launchd":
+        try:
+            agent = plistlib.loads(schedule.units[0].path.read_bytes())
+            return float(agent["StartInterval"])
+        except (OSError, ValueError, KeyError, TypeError, plistlib.InvalidFileException):
+            return None
+    for line in _crontab():
+        if _is_ours(line):
+            try:
+                return float(line.rsplit(" ", 1)[-1].removesuffix("s"))
+            except ValueError:
+                return None
+    return None
+
+
+def _is_ours(line: str) -> bool:
+    """Whether a crontab line is the one uvrefs wrote (it ends `# uvrefs-collect every Ns`)."""
+    return f" {CRON_MARK} every " in line
+
+
+def _systemd_timer() -> list[str]:
+    command = (
+        "systemctl",
+        "--user",
+        "show",
+        f"{NAME}.timer",
+        "--property=ActiveState,NextElapseUSecRealtime,LastTriggerUSec",
+    )
+    try:
+        done = _call(command)
+    except SchedulerFailed as exc:
+        return [f"next run: unknown ({exc})"]
+    props = dict(line.partition("=")[::2] for line in done.splitlines())
+    return [
+        f"timer: {props.get('ActiveState') or 'unknown'}",
+        f"next run: {props.get('NextElapseUSecRealtime') or 'not scheduled'} (from systemd)",
+    ]
+
+
+def _last_line(log: Path) -> tuple[float, str] | None:
+    """When the log was last written and its last line, or None if it has none."""
+    try:
+        with open(log, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+            return (os.fstat(f.fileno()).st_mtime, lines[-1]) if lines else None
+    except OSError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _crontab() -> list[str]:
+    """The user's crontab lines (none if the user has no crontab yet)."""
+    return _call(("crontab", "-l"), no_crontab_ok=True).splitlines()
+
+
+def _write_crontab(lines: list[str]) -> None:
+    _call(("crontab", "-"), stdin="".join(f"{line}\n" for line in lines))
+
+
+def _run(command: tuple[str, ...]) -> str:
+    _call(command)
+    return f"ran `{' '.join(command)}`"
+
+
+def _call(command: tuple[str, ...], stdin: str | None = None, no_crontab_ok: bool = False) -> str:
+    """Run a scheduler command and return its stdout; a failure is `SchedulerFailed`."""
+    shown = " ".join(command)
+    if shutil.which(command[0]) is None:
+        raise SchedulerFailed(f"{command[0]} not found on PATH; `{shown}` must run for this job")
+    try:
+        done = subprocess.run(
+            list(command),
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        raise SchedulerFailed(f"`{shown}` did not finish within 60s; retry") from None
+    except OSError as exc:
+        raise SchedulerFailed(f"cannot run `{shown}`: {exc.strerror}") from None
+    if done.returncode != 0:
+        if no_crontab_ok and "no crontab" in done.stderr.lower():
+            return ""
+        said = (done.stderr.strip() or done.stdout.strip() or "(no output)").splitlines()[-1]
+        raise SchedulerFailed(f"`{shown}` failed (exit {done.returncode}): {said}")
+    return done.stdout
