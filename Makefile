@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench bench-previews lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,12 @@ demo: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/run.py
 
+bench-previews: $(BIN)/.installed
+	$(BIN)/python benchmarks/previews.py
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check uvrefs tests scripts benchmarks
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache
+	rm -rf $(VENV) .demo .bench .bench-previews .pytest_cache
