@@ -13,7 +13,7 @@ from uvrefs.cache import Cache, SizeTally
 from uvrefs.collect import Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.mark import Progress
-from uvrefs.plan import entry_states, plan_collection, referrer_verdict
+from uvrefs.plan import entry_states, referrer_verdict
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
@@ -145,9 +145,14 @@ def why(
 ) -> list[EntryView]:
     """Every entry of a package (any version or build), or the entry with that id, its
     state and each referrer's verdict, as `collect` would judge it now."""
+    from uvrefs.collect import plan_with_policy
+    from uvrefs.plan import Policy
+
     survey: Survey = gather_facts(cache, store, progress)
+    # the plan collect makes (outside hard links read), so `why` says what status counts
+    plan = plan_with_policy(cache, store, survey, Policy(), progress, sized=False)
     facts = survey.facts
-    states = entry_states(plan_collection(facts), facts)
+    states = entry_states(plan, facts)
     wanted = _normalize(query)
     views = []
     for archive in sorted(survey.index.cache.archives(), key=lambda a: a.id):
