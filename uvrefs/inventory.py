@@ -27,14 +27,18 @@ class Adopted:
     refs_written: int
 
 
-def adopt(cache: Cache, store: RefsStore, paths: Iterable[str]) -> list[Adopted]:
+def adopt(
+    cache: Cache, store: RefsStore, paths: Iterable[str], progress: Progress | None = None
+) -> list[Adopted]:
     """Record existing environments as referrers, without installing anything. Holds uv's
     lock shared, like a tracked install; adopting an env twice writes nothing new."""
     targets = [target_of_path(p) for p in paths]
     adopted = []
     with uv.CacheLock(cache.root, exclusive=False, timeout=uv.lock_timeout()):
         index = ArchiveIndex(cache)
-        for target in targets:
+        for number, target in enumerate(targets):
+            if progress:
+                progress("adopting environments", number, len(targets))
             result = record_env(cache, store, target, "adopt", index=index)
             adopted.append(Adopted(target.path, result.entries, result.changed))
     return adopted

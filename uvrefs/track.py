@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "install": ("pip", "install"),
     "pip install": ("pip", "install"),
     "pip sync": ("pip", "sync"),
+    "pip uninstall": ("pip", "uninstall"),
     "sync": ("sync",),
 }
 # uv subcommands that change an environment, and how to find it (for `uvrefs uv ARGS`).
