@@ -75,15 +75,16 @@ def test_version_without_loading_typer(flag: str) -> None:
 def test_shell_completion(tmp_path: Path) -> None:
     import os
 
-    env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"}
+    # typer detects the user's shell from the parent process; a test names it instead
+    env = {**os.environ, "HOME": str(tmp_path), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     complete = {**env, "_UVREFS_COMPLETE": "complete_bash", "COMP_CWORD": "1"}
     done = _launch(env={**complete, "COMP_WORDS": "uvrefs col"})
     assert (done.returncode, done.stdout.split()) == (0, ["collect"])
     done = _launch(env={**complete, "COMP_WORDS": "uvrefs pip un", "COMP_CWORD": "2"})
     assert done.stdout.split() == ["uninstall"]
-    shown = _launch("--show-completion", env=env)
+    shown = _launch("--show-completion", "bash", env=env)
     assert shown.returncode == 0 and "_UVREFS_COMPLETE=complete_bash" in shown.stdout
-    installed = _launch("--install-completion", env=env)
+    installed = _launch("--install-completion", "bash", env=env)
     assert installed.returncode == 0, installed.stderr
     assert "uvrefs" in (tmp_path / ".bashrc").read_text()
 
