@@ -71,6 +71,7 @@ def scenario(tmp_path: Path, wheelhouse: Path) -> World:
     work = tmp_path / "work"
     work.mkdir()
     world = make_world(work, wheelhouse, UV)
+    world.env["UV_LINK_MODE"] = "hardlink"  # as shown, whatever uv's default does here
     web, old, scratch = (world.venv(f"{n}/.venv") for n in ("web", "old", "scratch"))
     world.uvrefs("install", "-q", "-p", web, *world.offline(), "alpha==2.0", "beta")
     world.uvrefs("install", "-q", "-p", old, *world.offline(), "alpha==1.0", "big", "gamma")
