@@ -73,11 +73,14 @@ def test_collect_counts_untracked_entries_as_status_does(world: World) -> None:
 
 
 def test_entries_kept_by_hard_links_are_held_not_live(world: World) -> None:
+    hardlink = {"UV_LINK_MODE": "hardlink"}
     gone = world.venv("gone")
-    world.uvrefs("install", "-q", "-p", gone, *world.offline(), "alpha==1.0")
+    world.uvrefs("install", "-q", "-p", gone, *world.offline(), "alpha==1.0", extra_env=hardlink)
     # a copy uvrefs cannot find (deeper than it looks around tracked envs) links its files
     plain = world.venv("deep/er/plain")
-    world.uv("pip", "install", "-q", "-p", plain, *world.offline(), "alpha==1.0")
+    world.uv(
+        "pip", "install", "-q", "-p", plain, *world.offline(), "alpha==1.0", extra_env=hardlink
+    )
     shutil.rmtree(gone)
     status = _status(world)
     assert status["live"]["entries"] == 0 and status["held"]["entries"] == 1
