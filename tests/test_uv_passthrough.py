@@ -89,3 +89,43 @@ def test_shell_init(world: World) -> None:
     assert world.uvrefs("shell-init", "bash").stdout.strip() == "alias uv='uvrefs uv'"
     assert "uvrefs uv $argv" in world.uvrefs("shell-init", "fish").stdout
     assert world.uvrefs("shell-init", "tcsh", check=False).returncode == 2
+
+
+# ------------------------------------------------ each warning only when true (issue 13)
+
+
+@pytest.mark.parametrize(
+    "args", [("install", "--help"), ("sync", "-h"), ("uv", "pip", "install", "--help")]
+)
+def test_help_is_not_an_unrecorded_environment(world: World, args: tuple[str, ...]) -> None:
+    done = world.uvrefs(*args)
+    assert "Usage" in done.stdout
+    assert "uvrefs:" not in done.stderr
+
+
+def test_script_environments_are_recorded_without_a_warning(world: World) -> None:
+    script = world.root / "s.py"
+    script.write_text(
+        '# /// script\n# requires-python = ">=3.8"\n# dependencies = ["alpha==1.0"]\n# ///\n'
+    )
+    offline = ["--python", sys.executable, *world.offline()]
+    synced = world.uvrefs("uv", "sync", "-q", "--script", script, *offline)
+    added = world.uvrefs("uv", "add", "-q", "--script", script, *offline, "beta")
+    world.uvrefs("uv", "sync", "-q", "--script", script, *offline)
+    assert "warning" not in synced.stderr + added.stderr
+    # uv's own answer: the interpreter of the script's env, in its cache
+    env = world.uv("python", "find", "--script", script).stdout.strip().rsplit("/bin/", 1)[0]
+    assert env.startswith(str(world.cache))
+    views = json.loads(world.uvrefs("envs", "--json").stdout)
+    recorded = [v for v in views["envs"] if v["path"] == env]
+    assert recorded and recorded[0]["entries"] == 2
+
+
+def test_install_from_inside_a_venv_records_that_venv(world: World) -> None:
+    env = world.venv("env")
+    done = world.uvrefs("install", "-q", *world.offline(), "alpha==1.0", cwd=env)
+    assert done.stderr == ""
+    # uv installed into the venv it was run inside (its own discovery), and that is recorded
+    site = next(env.glob("lib/python*/site-packages"))
+    assert (site / "alpha-1.0.dist-info").is_dir()
+    assert world.archive_of("alpha", "1.0") and len(world.refs()) == 1

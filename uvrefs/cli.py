@@ -5,6 +5,8 @@ usually arrive through `uvrefs.launch`, which skips this module and its imports.
 from typing import Annotated, Any, Literal
 
 import typer
+from typer import _click as click
+from typer.core import TyperCommand
 
 from uvrefs import __version__
 from uvrefs.errors import UsageError, UvrefsError, from_os_error
@@ -12,27 +14,58 @@ from uvrefs.fastcli import cache_and_store, settled
 from uvrefs.launch import fail
 from uvrefs.units import parse_duration
 
+
+class _Command(TyperCommand):
+    """Help in click's plain shape: a flag shows no `<bool>`, a value option its metavar
+    (`--min-age DUR`), an argument its metavar (`why QUERY`, not typer's `{query}`)."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            is_arg = param.param_type_name == "argument" and param.metavar
+            pieces += [str(param.metavar)] if is_arg else param.get_usage_pieces(ctx)
+        return pieces
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append((str(param.metavar or param.name), getattr(param, "help", "") or ""))
+            else:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+PLAIN: dict[str, Any] = {"rich_markup_mode": None, "no_args_is_help": True}
 app = typer.Typer(
     help="Keep exactly what living environments use in uv's cache; free the rest.",
-    no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    **PLAIN,
 )
-pip = typer.Typer(help="Tracked `uv pip install` and `uv pip sync`.", no_args_is_help=True)
+pip = typer.Typer(help="Tracked `uv pip install`, `uv pip sync` and `uv pip uninstall`.", **PLAIN)
 app.add_typer(pip, name="pip")
 schedule = typer.Typer(
     help="Run `uvrefs collect` periodically (systemd timer, launchd agent or cron).",
-    no_args_is_help=True,
+    **PLAIN,
 )
 app.add_typer(schedule, name="schedule")
 watch = typer.Typer(
     help="Directories searched for environments at every collect (roots, tracked once found).",
-    no_args_is_help=True,
+    **PLAIN,
 )
 app.add_typer(watch, name="watch")
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
-UvArgs = Annotated[list[str] | None, typer.Argument(help="Passed to uv verbatim.")]
+UvArgs = Annotated[
+    list[str] | None, typer.Argument(metavar="[UV_ARGS]...", help="Passed to uv verbatim.")
+]
 
 
 def _show_version(value: bool) -> None:
@@ -45,47 +78,62 @@ def _show_version(value: bool) -> None:
 def _root(
     cache_dir: Annotated[
         str | None,
-        typer.Option("--cache-dir", help="uv's cache (default: the one uv uses; UV_CACHE_DIR)."),
+        typer.Option(
+            "--cache-dir",
+            metavar="DIR",
+            help="uv's cache (default: the one uv uses; UV_CACHE_DIR).",
+        ),
     ] = None,
     state_dir: Annotated[
-        str | None, typer.Option("--state-dir", help="Where uvrefs keeps its refs (UVREFS_DIR).")
+        str | None,
+        typer.Option(
+            "--state-dir", metavar="DIR", help="Where uvrefs keeps its refs (UVREFS_DIR)."
+        ),
     ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Say more; show tracebacks.")
     ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", "-V", callback=_show_version, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """uvrefs's own options go before the subcommand (uvrefs.launch has applied them)."""
 
 
-@app.command(context_settings=PASSTHROUGH)
+@app.command(cls=_Command, context_settings=PASSTHROUGH)
 def install(args: UvArgs = None) -> None:
     """Run `uv pip install ARGS`, then record what the environment uses."""
     _tracked("install", args)
 
 
-@app.command(context_settings=PASSTHROUGH)
+@app.command(cls=_Command, context_settings=PASSTHROUGH)
 def sync(args: UvArgs = None) -> None:
     """Run `uv sync ARGS`, then record what the project environment uses."""
     _tracked("sync", args)
 
 
-@pip.command("install", context_settings=PASSTHROUGH)
+@pip.command("install", cls=_Command, context_settings=PASSTHROUGH)
 def pip_install(args: UvArgs = None) -> None:
     """Run `uv pip install ARGS`, then record what the environment uses."""
     _tracked("pip install", args)
 
 
-@pip.command("sync", context_settings=PASSTHROUGH)
+@pip.command("sync", cls=_Command, context_settings=PASSTHROUGH)
 def pip_sync(args: UvArgs = None) -> None:
     """Run `uv pip sync ARGS`, then record what the environment uses."""
     _tracked("pip sync", args)
 
 
-@app.command(name="uv", context_settings=PASSTHROUGH)
+@pip.command("uninstall", cls=_Command, context_settings=PASSTHROUGH)
+def pip_uninstall(args: UvArgs = None) -> None:
+    """Run `uv pip uninstall ARGS`, then record what the environment uses."""
+    _tracked("pip uninstall", args)
+
+
+@app.command(cls=_Command, name="uv", context_settings=PASSTHROUGH)
 def uv_command(args: UvArgs = None) -> None:
     """Run any uv command; record the environment after those that change one."""
     from uvrefs import track
@@ -95,9 +143,9 @@ def uv_command(args: UvArgs = None) -> None:
     raise typer.Exit(code)
 
 
-@app.command(name="shell-init")
+@app.command(cls=_Command, name="shell-init")
 def shell_init(
-    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")] = "bash",
+    shell: Annotated[str, typer.Argument(metavar="[SHELL]", help="bash, zsh or fish.")] = "bash",
 ) -> None:
     """Print the line that makes `uv` mean `uvrefs uv` (add it to your shell's rc file)."""
     lines = {
@@ -110,7 +158,7 @@ def shell_init(
     print(lines[shell])
 
 
-@app.command()
+@app.command(cls=_Command)
 def collect(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="Show what would be freed; change nothing.")
@@ -120,14 +168,17 @@ def collect(
         str | None,
         typer.Option(
             "--min-age",
+            metavar="DUR",
             help="Free only entries dead (untracked: unpacked) this long at least: 12h, 7d.",
         ),
     ] = None,
     max_freed: Annotated[
-        str | None, typer.Option("--max-freed", help="Free at most this much: 500M, 2G.")
+        str | None,
+        typer.Option("--max-freed", metavar="SIZE", help="Free at most this much: 500M, 2G."),
     ] = None,
     keep: Annotated[
-        list[str] | None, typer.Option("--keep", help="Never free this package (repeatable).")
+        list[str] | None,
+        typer.Option("--keep", metavar="PKG", help="Never free this package (repeatable)."),
     ] = None,
     untracked: Annotated[
         bool,
@@ -136,11 +187,16 @@ def collect(
     budget: Annotated[
         str | None,
         typer.Option(
-            "--budget", help="Bring the cache under this size: dead entries first, then untracked."
+            "--budget",
+            metavar="SIZE",
+            help="Bring the cache under this size: dead entries first, then untracked.",
         ),
     ] = None,
     log: Annotated[
-        str | None, typer.Option("--log", help="Append a one-line summary of this run to FILE.")
+        str | None,
+        typer.Option(
+            "--log", metavar="FILE", help="Append a one-line summary of this run to FILE."
+        ),
     ] = None,
     no_wait: Annotated[
         bool,
@@ -167,7 +223,7 @@ def collect(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=_Command)
 def doctor(
     repair: Annotated[
         bool,
@@ -197,19 +253,25 @@ def doctor(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def adopt(
     paths: Annotated[
         list[str] | None,
-        typer.Argument(help="Environments: venv roots, interpreters or --target dirs."),
+        typer.Argument(
+            metavar="[PATH]...", help="Environments: venv roots, interpreters or --target dirs."
+        ),
     ] = None,
     discover: Annotated[
         list[str] | None,
         typer.Option(
-            "--discover", help="Also adopt every venv found under this directory (repeatable)."
+            "--discover",
+            metavar="DIR",
+            help="Also adopt every venv found under this directory (repeatable).",
         ),
     ] = None,
-    depth: Annotated[int, typer.Option("--depth", help="How deep --discover looks.")] = 4,
+    depth: Annotated[
+        int, typer.Option("--depth", metavar="N", help="How deep --discover looks.")
+    ] = 4,
     tools: Annotated[
         bool, typer.Option("--tools", help="Also adopt uv's tool environments (`uv tool dir`).")
     ] = False,
@@ -221,19 +283,26 @@ def adopt(
     with _errors():
         if depth < 0:
             raise UsageError(f"--depth {depth}: use 0 or more (levels below each --discover DIR)")
-        found = list(paths or []) + roots.discover(discover or [], max_depth=depth)
-        found += inventory.uv_tool_envs() if tools else []
-        if not found:
-            raise UvrefsError("nothing to adopt: give environment paths, --discover DIR or --tools")
-        cache, store = cache_and_store()
-        adopted = inventory.adopt(cache, store, dict.fromkeys(found))
+        progress = report.ScanProgress()
+        try:
+            found = list(paths or [])
+            found += roots.discover(discover or [], max_depth=depth, progress=progress)
+            found += inventory.uv_tool_envs() if tools else []
+            if not found:
+                raise UvrefsError(
+                    "nothing to adopt: give environment paths, --discover DIR or --tools"
+                )
+            cache, store = cache_and_store()
+            adopted = inventory.adopt(cache, store, dict.fromkeys(found), progress)
+        finally:
+            progress.close()
     if as_json:
         report.print_json(report.adopted_json(adopted))
     else:
         report.print_adopted(adopted)
 
 
-@app.command()
+@app.command(cls=_Command)
 def envs(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -252,7 +321,7 @@ def envs(
         report.print_envs(views)
 
 
-@app.command()
+@app.command(cls=_Command)
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -271,10 +340,13 @@ def status(
         report.print_status(result)
 
 
-@app.command()
+@app.command(cls=_Command)
 def why(
     query: Annotated[
-        str, typer.Argument(help="A package name (every version and build) or an entry id.")
+        str,
+        typer.Argument(
+            metavar="QUERY", help="A package name (every version and build) or an entry id."
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -312,9 +384,12 @@ def _schedule_plan(every: str, min_age: str, resolve: bool = True) -> Any:
     return core.plan_schedule(seconds, job), log
 
 
-Every = Annotated[str, typer.Option("--every", help="How often: 12h, 1d, 1w.")]
+Every = Annotated[str, typer.Option("--every", metavar="DUR", help="How often: 12h, 1d, 1w.")]
 MinAge = Annotated[
-    str, typer.Option("--min-age", help="Passed to collect: free only entries dead this long.")
+    str,
+    typer.Option(
+        "--min-age", metavar="DUR", help="Passed to collect: free only entries dead this long."
+    ),
 ]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Show the files and commands; change nothing.")
@@ -327,7 +402,7 @@ NoActivate = Annotated[
 ]
 
 
-@schedule.command("install")
+@schedule.command("install", cls=_Command)
 def schedule_install(
     every: Every = "1d",
     min_age: MinAge = "1d",
@@ -352,7 +427,7 @@ def schedule_install(
             print(line)
 
 
-@schedule.command("remove")
+@schedule.command("remove", cls=_Command)
 def schedule_remove(dry_run: DryRun = False, no_activate: NoActivate = False) -> None:
     """Remove the periodic job."""
     from uvrefs import schedule as core
@@ -369,7 +444,7 @@ def schedule_remove(dry_run: DryRun = False, no_activate: NoActivate = False) ->
             print(line)
 
 
-@schedule.command("status")
+@schedule.command("status", cls=_Command)
 def schedule_status() -> None:
     """Show whether the job is installed, its last outcome and when it runs next."""
     from uvrefs import schedule as core
@@ -380,10 +455,12 @@ def schedule_status() -> None:
             print(line)
 
 
-WatchDir = Annotated[str, typer.Argument(help="A directory holding projects or environments.")]
+WatchDir = Annotated[
+    str, typer.Argument(metavar="DIR", help="A directory holding projects or environments.")
+]
 
 
-@watch.command("add")
+@watch.command("add", cls=_Command)
 def watch_add(directory: WatchDir) -> None:
     """Watch DIR: every environment under it (4 levels deep) is a root."""
     import os
@@ -398,7 +475,7 @@ def watch_add(directory: WatchDir) -> None:
     print(f"watching {path}")
 
 
-@watch.command("remove")
+@watch.command("remove", cls=_Command)
 def watch_remove(directory: WatchDir) -> None:
     """Stop watching DIR (environments found there stay tracked)."""
     import os
@@ -414,7 +491,7 @@ def watch_remove(directory: WatchDir) -> None:
     print(f"no longer watching {path}")
 
 
-@watch.command("list")
+@watch.command("list", cls=_Command)
 def watch_list() -> None:
     """The watched directories (those holding tracked envs are searched too, 2 levels)."""
     with _errors():

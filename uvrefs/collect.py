@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -290,7 +290,7 @@ def collect(
         False,
         swept.freed,
         plan.keep + swept.kept,
-        plan.untracked,
+        kept_untracked(plan, (*swept.freed, *swept.kept)),
         swept.errors,
         swept.lock_held,
         unreadable(survey, store),
@@ -303,6 +303,13 @@ def collect(
         sum(b.bytes for b in swept.blobs),
         tuple((env, _why_dead(survey, env), size) for env, size in swept.envs),
     )
+
+
+def kept_untracked(plan: Plan, decided: Iterable[Decision]) -> int:
+    """Untracked entries (`entry_states`' word) left in the cache: an untracked entry this
+    run frees, or kept under another state after a re-check, is counted there instead, so
+    each entry is counted once, as `status` counts it."""
+    return plan.untracked - sum(d.untracked for d in decided)
 
 
 def _why_dead(survey: Survey, env: str) -> str:
@@ -360,7 +367,7 @@ def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
         True,
         plan.free,
         plan.keep,
-        plan.untracked,
+        kept_untracked(plan, plan.free),
         unreadable=unreadable(survey, store),
         note=plan.note,
         live_untracked=plan.live_untracked,

@@ -257,7 +257,7 @@ def check_store(cache: Cache, store: RefsStore) -> list[Check]:
     states: dict[str, int] = {}
     for record in records:
         state = (
-            env_state(Path(record.path), record.mount)[0]
+            env_state(Path(record.path), record.mount, record.mntns)[0]
             if record.host == host_id()
             else "other host"
         )

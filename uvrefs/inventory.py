@@ -13,7 +13,7 @@ from uvrefs.cache import Cache, SizeTally
 from uvrefs.collect import Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.mark import Progress
-from uvrefs.plan import entry_states, plan_collection, referrer_verdict
+from uvrefs.plan import entry_states, referrer_verdict
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
@@ -27,14 +27,18 @@ class Adopted:
     refs_written: int
 
 
-def adopt(cache: Cache, store: RefsStore, paths: Iterable[str]) -> list[Adopted]:
+def adopt(
+    cache: Cache, store: RefsStore, paths: Iterable[str], progress: Progress | None = None
+) -> list[Adopted]:
     """Record existing environments as referrers, without installing anything. Holds uv's
     lock shared, like a tracked install; adopting an env twice writes nothing new."""
     targets = [target_of_path(p) for p in paths]
     adopted = []
     with uv.CacheLock(cache.root, exclusive=False, timeout=uv.lock_timeout()):
         index = ArchiveIndex(cache)
-        for target in targets:
+        for number, target in enumerate(targets):
+            if progress:
+                progress("adopting environments", number, len(targets))
             result = record_env(cache, store, target, "adopt", index=index)
             adopted.append(Adopted(target.path, result.entries, result.changed))
     return adopted
@@ -145,9 +149,14 @@ def why(
 ) -> list[EntryView]:
     """Every entry of a package (any version or build), or the entry with that id, its
     state and each referrer's verdict, as `collect` would judge it now."""
+    from uvrefs.collect import plan_with_policy
+    from uvrefs.plan import Policy
+
     survey: Survey = gather_facts(cache, store, progress)
+    # the plan collect makes (outside hard links read), so `why` says what status counts
+    plan = plan_with_policy(cache, store, survey, Policy(), progress, sized=False)
     facts = survey.facts
-    states = entry_states(plan_collection(facts), facts)
+    states = entry_states(plan, facts)
     wanted = _normalize(query)
     views = []
     for archive in sorted(survey.index.cache.archives(), key=lambda a: a.id):

@@ -1,7 +1,7 @@
-"""The entry point. Tracked uv commands (`install`, `pip install|sync`, `sync`) run on a
-fast path that loads neither typer nor pydantic unless refs must be written, and `collect`
-on one without typer (`uvrefs.fastcli`); everything else goes to the typer app in
-`uvrefs.cli`."""
+"""The entry point. Tracked uv commands (`install`, `pip install|sync|uninstall`, `sync`)
+run on a fast path that loads neither typer nor pydantic unless refs must be written,
+`collect` on one without typer (`uvrefs.fastcli`), and `-V`/`--version` at once;
+everything else (help, shell completion) goes to the typer app in `uvrefs.cli`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _fast_path(args: list[str]) -> int | None:
     """Run tracked commands and `collect` without typer; None for everything else."""
     rest = _apply_global_options(args)
+    if rest in (["-V"], ["--version"]):  # as typer's --version would, without loading it
+        from uvrefs import __version__
+
+        print(f"uvrefs {__version__}")
+        return 0
     if rest[:1] == ["uv"]:
         from uvrefs import track
 
@@ -84,7 +89,7 @@ def _tracked_command(rest: list[str]) -> str | None:
         return None
     if rest[0] in ("install", "sync"):
         return rest[0]
-    if rest[0] == "pip" and len(rest) > 1 and rest[1] in ("install", "sync"):
+    if rest[0] == "pip" and len(rest) > 1 and rest[1] in ("install", "sync", "uninstall"):
         return f"pip {rest[1]}"
     return None
 

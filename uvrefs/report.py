@@ -64,7 +64,8 @@ def removal_json(r: Removal) -> dict[str, Any]:
 
 class ScanProgress:
     """A progress bar on stderr for scans that run longer than about a second; silent when
-    stderr is not a terminal (so pipes, logs and `--json` stay clean)."""
+    stderr is not a terminal (so pipes, logs and `--json` stay clean). A total of 0 means
+    not known ahead (a search): the bar then only counts."""
 
     def __init__(self, after: float = 1.0) -> None:
         import time
@@ -86,7 +87,7 @@ class ScanProgress:
             self._bar = Progress(console=Console(stderr=True), transient=True)
             self._bar.start()
         if what != self._label:
-            self._task = self._bar.add_task(what, total=total)
+            self._task = self._bar.add_task(what, total=total or None)  # 0: not known
             self._label = what
         self._bar.update(self._task, completed=done)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -390,21 +390,26 @@ def discover(
     max_depth: int = 4,
     unlistable: list[str] | None = None,
     links: dict[str, list[tuple[str, str | None]]] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[str]:
     """Virtual environments (directories with `pyvenv.cfg`) under `dirs` (each a path, or
     a path and how deep to look), not descending into an env, VCS metadata, node_modules
     or the cache. Directories below the top that exist but cannot be listed (where an env
     could hide) are added to `unlistable`; `.venv` links and redirect files leading into
-    the cache (its project environments) are added to `links` (env -> [(link, mount)])."""
+    the cache (its project environments) are added to `links` (env -> [(link, mount)]).
+    `progress` hears of each environment found (how many there are is not known ahead)."""
     skip = os.path.realpath(cache_root) if cache_root else None
     found: list[str] = []
     seen_links: list[str] = []
     for spec in dirs:
         top, depth = spec if isinstance(spec, tuple) else (spec, max_depth)
         top = os.path.abspath(os.path.expanduser(top))
-        found += _walk_for_venvs(
+        for env in _walk_for_venvs(
             top, depth, skip, unlistable if unlistable is not None else [], seen_links
-        )
+        ):
+            found.append(env)
+            if progress:
+                progress("finding environments", len(found), 0)
     if links is not None and skip is not None:
         from uvrefs.envs import mount_point
         from uvrefs.targets import follow_redirect

@@ -8,7 +8,7 @@ import os
 import stat
 
 from uvrefs import uv
-from uvrefs.errors import UsageError
+from uvrefs.errors import UsageError, UvrefsError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ class Target:
 def pip_target(uvbin: str, args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Target:
     """The environment `uv pip install|sync ARGS` installs into: `--target`, `--prefix`,
     `--python`/`--system` (asked of `uv python find` unless it names a venv), else
-    `VIRTUAL_ENV`, `CONDA_PREFIX`, or a `.venv` in the working directory or above."""
+    `VIRTUAL_ENV`, `CONDA_PREFIX`, or the venv the working directory is in or has a `.venv`
+    (there or above)."""
     cwd = _command_cwd(args)
     target = uv.option_value(args, "--target", "-t")
     if target:
@@ -61,6 +62,25 @@ def pip_target(uvbin: str, args: Sequence[str], environ: Mapping[str, str] = os.
     ):
         return Target(_abs(request, cwd))
     return target_of_interpreter(uv.python_find(uvbin, request, system, cwd))
+
+
+def script_target(uvbin: str, args: Sequence[str], cache_root: str) -> Target | None:
+    """The environment of `uv sync|add|remove --script S`: uv keeps it in its cache
+    (`environments-v*/`) and names its interpreter in `uv python find --script S`. None
+    when uv names no environment there (it made none, or it would use another Python)."""
+    script = uv.option_value(args, "--script")
+    if not script:
+        return None
+    cwd = _command_cwd(args)
+    try:
+        interpreter = uv.query(uvbin, ["python", "find", "--script", _abs(script, cwd)], cwd=cwd)
+    except UvrefsError:
+        return None
+    env = os.path.realpath(os.path.dirname(os.path.dirname(interpreter)))  # not the link's base
+    inside = os.path.join(os.path.realpath(cache_root), "")
+    if not env.startswith(inside) or not os.path.isfile(os.path.join(env, "pyvenv.cfg")):
+        return None
+    return Target(env)
 
 
 def project_target(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Target:
@@ -173,10 +193,14 @@ def _abs(path: str, base: str) -> str:
 
 
 def _active_venv(cwd: str, environ: Mapping[str, str]) -> str | None:
+    """As uv finds it: `VIRTUAL_ENV`, `CONDA_PREFIX`, then walking up from `cwd`, a
+    directory that is itself a venv (uv run from inside one) or that holds a `.venv`."""
     for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         if environ.get(var):
             return _abs(environ[var], cwd)
     for directory in _ancestors(cwd):
+        if os.path.isfile(os.path.join(directory, "pyvenv.cfg")):
+            return directory
         if os.path.isfile(os.path.join(directory, ".venv", "pyvenv.cfg")):
             return os.path.join(directory, ".venv")
     return None

@@ -19,6 +19,7 @@ from uvrefs.targets import (
     follow_redirect,
     pip_target,
     project_target,
+    script_target,
     venv_target,
 )
 
@@ -35,6 +36,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "install": ("pip", "install"),
     "pip install": ("pip", "install"),
     "pip sync": ("pip", "sync"),
+    "pip uninstall": ("pip", "uninstall"),
     "sync": ("sync",),
 }
 # uv subcommands that change an environment, and how to find it (for `uvrefs uv ARGS`).
@@ -126,7 +128,11 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
     while recording stops it quietly, with uv's code (the store's writes are atomic)."""
     uvbin = uv.find_uv(environ)
     args = uv_args
-    if uv.uses_no_cache(args, environ) or uv.has_flag(args, "--dry-run"):
+    if (
+        uv.uses_no_cache(args, environ)
+        or uv.has_flag(args, "--dry-run")
+        or uv.has_flag(args, "-h", "--help")  # uv prints help and changes nothing
+    ):
         return uv.run_passthrough(uvbin, uv_args)
     try:
         os.getcwd()
@@ -157,7 +163,7 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
             if _fork_recorder():
                 os._exit(code)  # the recorder now holds uv's lock until the refs are written
         try:
-            targets = _targets(kind, uvbin, args, environ)
+            targets = _targets(kind, uvbin, args, environ, root)
             new_ids = _archive_names(root) - before
             results = [record_if_changed(root, t, command, new_ids, environ) for t in targets]
         except UvrefsError as exc:
@@ -258,10 +264,13 @@ def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> Non
 
 
 def _targets(
-    kind: str, uvbin: str, args: Sequence[str], environ: Mapping[str, str]
+    kind: str, uvbin: str, args: Sequence[str], environ: Mapping[str, str], root: str
 ) -> list[Target]:
     if kind == "pip":
         return [pip_target(uvbin, args, environ)]
+    if kind == "project" and uv.option_value(args, "--script"):
+        script = script_target(uvbin, args, root)  # no project: the script's cached env
+        return [script] if script is not None else []
     if kind == "project":
         return [project_target(args, environ)]
     if kind == "venv":

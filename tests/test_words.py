@@ -1,0 +1,88 @@
+"""Each command says the true state, in the one vocabulary (`plan.entry_states`): envs and
+doctor agree on an env's state; collect and status count untracked entries alike."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+from tests.conftest import World
+
+
+def _envs(world: World) -> dict[str, str]:
+    views = json.loads(world.uvrefs("envs", "--json").stdout)["envs"]
+    return {v["path"]: v["state"] for v in views}
+
+
+def _doctor_envs(world: World) -> str:
+    checks = json.loads(world.uvrefs("doctor", "--json").stdout)["checks"]
+    return next(c["detail"] for c in checks if c["name"] == "environments")
+
+
+def _status(world: World) -> dict[str, Any]:
+    return json.loads(world.uvrefs("status", "--json").stdout)  # type: ignore[no-any-return]
+
+
+def test_envs_and_doctor_agree_on_envs_that_use_nothing(world: World) -> None:
+    empty = world.venv("empty")
+    world.uvrefs("adopt", empty)
+    failed = world.venv("failed")
+    world.uvrefs("install", "-q", "-p", failed, *world.offline(), "nonexistent", check=False)
+    tools = {"UV_TOOL_DIR": str(world.root / "tools"), "UV_TOOL_BIN_DIR": str(world.root / "b")}
+    world.uvrefs("uv", "tool", "install", "-q", *world.offline(), "tooly", extra_env=tools)
+    world.uvrefs("uv", "tool", "uninstall", "tooly", extra_env=tools)
+    assert _envs(world) == {
+        str(empty): "alive",
+        str(failed): "alive",
+        str(world.root / "tools" / "tooly"): "gone",
+    }
+    assert _doctor_envs(world) == "2 alive, 1 gone"
+    shutil.rmtree(empty)
+    shutil.rmtree(failed)
+    assert set(_envs(world).values()) == {"gone"}
+    assert _doctor_envs(world) == "3 gone"
+
+
+def test_envs_and_doctor_agree_on_an_env_of_another_mount_namespace(world: World) -> None:
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    (record,) = world.state.glob("caches/*/envs/*.json")
+    doc = json.loads(record.read_text())
+    record.write_text(json.dumps({**doc, "mntns": "mnt:[1]"}))
+    shutil.rmtree(env)
+    assert _envs(world) == {str(env): "unknown"}  # unknown keeps: it may live elsewhere
+    assert _doctor_envs(world) == "1 unknown"
+
+
+def test_collect_counts_untracked_entries_as_status_does(world: World) -> None:
+    tracked = world.venv("tracked")
+    world.uvrefs("install", "-q", "-p", tracked, *world.offline(), "alpha==1.0")
+    plain = world.venv("plain")
+    world.uv("pip", "install", "-q", "-p", plain, *world.offline(), "beta", "alpha==2.0")
+    shutil.rmtree(plain)
+    untracked = _status(world)["untracked"]["entries"]
+    assert untracked == 2
+    plain_run = json.loads(world.uvrefs("collect", "--json", "--dry-run").stdout)
+    assert plain_run["untracked"] == untracked
+    freeing = json.loads(world.uvrefs("collect", "--json", "--dry-run", "--untracked").stdout)
+    assert len(freeing["freed"]) == 2 and freeing["untracked"] == 0
+    line = world.uvrefs("collect", "--untracked").stdout.splitlines()[-1]
+    assert line.endswith("kept 1 live, 0 held and 0 untracked entries"), line
+    assert _status(world)["untracked"]["entries"] == 0
+
+
+def test_entries_kept_by_hard_links_are_held_not_live(world: World) -> None:
+    hardlink = {"UV_LINK_MODE": "hardlink"}
+    gone = world.venv("gone")
+    world.uvrefs("install", "-q", "-p", gone, *world.offline(), "alpha==1.0", extra_env=hardlink)
+    # a copy uvrefs cannot find (deeper than it looks around tracked envs) links its files
+    plain = world.venv("deep/er/plain")
+    world.uv(
+        "pip", "install", "-q", "-p", plain, *world.offline(), "alpha==1.0", extra_env=hardlink
+    )
+    shutil.rmtree(gone)
+    status = _status(world)
+    assert status["live"]["entries"] == 0 and status["held"]["entries"] == 1
+    why = world.uvrefs("why", "alpha").stdout
+    assert "held" in why and "hard-linked" in why
