@@ -445,3 +445,26 @@ def test_a_project_env_named_directly_is_not_its_own_project(world: World) -> No
 
     assert [e["path"] for e in done["project_envs"]] == [str(env)]
     assert not env.exists()
+
+
+def test_a_script_env_in_uv_cache_is_a_cached_env_not_a_project_env(world: World) -> None:
+    """uv keeps a script's environment as a real directory in `environments-v2`, named
+    `<script>-<digest>` (no Python version, unlike a project's): a root while it exists,
+    called uv's cached environment, never 'whose project is not known'."""
+    preview(world, "centralized-project-envs")
+    gone = venv(world, "gone")
+    world.uvrefs("install", "-q", "-p", gone, *world.offline(), "alpha==1.0")
+    script = world.root / "s.py"
+    script.write_text('# /// script\n# dependencies = ["alpha==1.0"]\n# ///\nimport alpha\n')
+    world.uv("run", "-q", *world.offline(), "-p", sys.executable, "--script", script)
+    [env] = [p for p in world.cache.glob("environments-v*/*") if (p / "pyvenv.cfg").is_file()]
+    shutil.rmtree(gone)
+
+    done = collect_json(world)
+
+    assert done["freed"] == [] and done["project_envs"] == []
+    [kept] = [d for d in done["kept"] if d["dist"] == "alpha"]
+    assert kept["state"] == "live" and "uv's cached environment" in kept["reason"], kept
+    envs = {e["path"]: e for e in json.loads(world.uvrefs("envs", "--json").stdout)["envs"]}
+    assert envs[str(env)]["kind"] == "uv-cached", envs[str(env)]
+    world.run(env / "bin" / "python", "-c", "import alpha")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -101,7 +102,11 @@ def find_roots(
             path = cache.archive_path(archive_id)
             if path is not None and os.path.isfile(path / "pyvenv.cfg"):
                 roots.add(Root(str(path), "uv-cached"))
-    for env in project_envs(cache):
+    projects = set(project_envs(cache))
+    for env in env_dirs(cache):
+        if env not in projects:  # a script's: a root while it exists, as uv's cached envs
+            roots.add(Root(env, "uv-cached"))
+            continue
         roots.add(Root(env, "uv-project"))
         known = roots.envs[env]
         if known.record is not None:
@@ -362,10 +367,21 @@ def tool_dir(environ: Mapping[str, str] = os.environ) -> str:
     return os.path.join(data, "uv", "tools")
 
 
+# uv names a centralized project environment `[<name>-]<implementation><version>-<digest>`
+# (`centralized_environment_root`); a script's (`<name>-<digest>`) has no version in it.
+PROJECT_ENV = re.compile(r"(?:[a-z0-9-]+-)?[a-z]+\d+\.\d+[0-9a-z.+]*-[0-9a-f]{16}")
+
+
 def project_envs(cache: Cache) -> list[str]:
-    """Project environments uv keeps in its cache (preview `centralized-project-envs`):
-    real directories holding `pyvenv.cfg` directly in an `environments-v*` bucket (uv's
-    other cached environments there are links to archives)."""
+    """Project environments uv keeps in its cache (preview `centralized-project-envs`),
+    named as uv names them, among `env_dirs`."""
+    return [env for env in env_dirs(cache) if PROJECT_ENV.fullmatch(os.path.basename(env))]
+
+
+def env_dirs(cache: Cache) -> list[str]:
+    """Environments that are real directories directly in an `environments-v*` bucket
+    (holding `pyvenv.cfg`): centralized project envs and scripts' envs. uv's other cached
+    environments there are links to archives."""
     found = []
     for bucket in cache.pointer_dirs:
         if not bucket.name.startswith("environments-"):
