@@ -389,3 +389,29 @@ def test_readers_wait_for_a_background_recorder(world: World) -> None:
     (view,) = json.loads(world.uvrefs("why", "alpha", "--json").stdout)["entries"]
     assert time.monotonic() - started >= 1.5
     assert [r["env"] for r in view["referrers"]] == [str(env)]
+
+
+@pytest.mark.parametrize("variable", ["UV_PROJECT", "UV_WORKING_DIR"])
+def test_a_project_named_by_uv_environment_variable_is_tracked(world: World, variable: str) -> None:
+    """`UV_PROJECT=P uvrefs uv sync` (or `UV_WORKING_DIR`) run from elsewhere syncs P, as
+    uv does: its env is recorded, so a dead env's collect keeps what P uses (symlink mode:
+    a wrong free would break P's imports). It used to record nothing."""
+    world.env["UV_LINK_MODE"] = "symlink"
+    proj = world.root / "deep" / "down" / "proj"  # deeper than holders are searched
+    proj.mkdir(parents=True)
+    (proj / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.8"\n'
+        'dependencies = ["alpha==1.0"]\n[tool.uv]\npackage = false\n'
+    )
+    dead = world.venv("dead")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0")
+    elsewhere = world.root / "elsewhere"
+    elsewhere.mkdir()
+    args = ["uv", "sync", "-q", "-p", sys.executable, *world.offline()]
+    world.uvrefs(*args, cwd=elsewhere, extra_env={variable: str(proj)})
+    shutil.rmtree(dead)
+
+    world.uvrefs("collect")
+
+    assert world.archive_of("alpha", "1.0")
+    world.run(proj / ".venv" / "bin" / "python", "-c", "import alpha")

@@ -37,7 +37,7 @@ def pip_target(uvbin: str, args: Sequence[str], environ: Mapping[str, str] = os.
     `--python`/`--system` (asked of `uv python find` unless it names a venv), else
     `VIRTUAL_ENV`, `CONDA_PREFIX`, or the venv the working directory is in or has a `.venv`
     (there or above)."""
-    cwd = _command_cwd(args)
+    cwd = _command_cwd(args, environ)
     target = uv.option_value(args, "--target", "-t")
     if target:
         path = _abs(target, cwd)
@@ -85,8 +85,10 @@ def script_target(uvbin: str, args: Sequence[str], cache_root: str) -> Target | 
 
 def project_target(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Target:
     """The environment `uv sync ARGS` syncs: `UV_PROJECT_ENVIRONMENT` (relative to the
-    workspace root) or the workspace root's `.venv`."""
-    start = _abs(uv.option_value(args, "--project") or ".", _command_cwd(args))
+    workspace root) or the workspace root's `.venv`; the project is `--project` or
+    `UV_PROJECT`, relative to where uv runs."""
+    project = uv.option_value(args, "--project") or environ.get("UV_PROJECT") or "."
+    start = _abs(project, _command_cwd(args, environ))
     root = workspace_root(start)
     configured = environ.get("UV_PROJECT_ENVIRONMENT")
     return Target(_abs(configured, root) if configured else os.path.join(root, ".venv"))
@@ -183,8 +185,14 @@ def _matches(project: str, root: str, patterns: Iterable[str]) -> bool:
     )
 
 
-def _command_cwd(args: Sequence[str]) -> str:
-    directory = uv.option_value(args, "--directory")
+def _command_cwd(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> str:
+    """Where uv runs the command: `--directory`, else `UV_WORKING_DIR` (or the older
+    `UV_WORKING_DIRECTORY`), else here."""
+    directory = (
+        uv.option_value(args, "--directory")
+        or environ.get("UV_WORKING_DIR")
+        or environ.get("UV_WORKING_DIRECTORY")
+    )
     return _abs(directory, os.getcwd()) if directory else os.getcwd()
 
 
