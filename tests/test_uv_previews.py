@@ -60,12 +60,13 @@ def venv(world: World, name: str, python: str = sys.executable) -> Path:
     return path
 
 
-def project(world: World, name: str, *deps: str) -> Path:
-    path = world.root / name
-    path.mkdir()
+def project(world: World, where: str, *deps: str) -> Path:
+    """A project at `where` (below the test's root), named after its directory."""
+    path = world.root / where
+    path.mkdir(parents=True)
     quoted = ", ".join(f'"{d}"' for d in deps)
     (path / "pyproject.toml").write_text(
-        f'[project]\nname = "{name}"\nversion = "0.1"\nrequires-python = ">=3.8"\n'
+        f'[project]\nname = "{path.name}"\nversion = "0.1"\nrequires-python = ">=3.8"\n'
         f"dependencies = [{quoted}]\n[tool.uv]\npackage = false\n"
     )
     return path
@@ -468,3 +469,56 @@ def test_a_script_env_in_uv_cache_is_a_cached_env_not_a_project_env(world: World
     envs = {e["path"]: e for e in json.loads(world.uvrefs("envs", "--json").stdout)["envs"]}
     assert envs[str(env)]["kind"] == "uv-cached", envs[str(env)]
     world.run(env / "bin" / "python", "-c", "import alpha")
+
+
+def test_a_project_reached_through_a_symlinked_directory_keeps_its_env(world: World) -> None:
+    """Synced through a symlinked directory that is later removed: the project is where it
+    really is, and its environment stays (it was freed as 'no longer exists')."""
+    preview(world, "centralized-project-envs")
+    proj = project(world, "real/proj", "alpha==1.0")
+    (world.root / "lnk").symlink_to(proj.parent)
+    via = world.root / "lnk" / "proj"
+    world.uvrefs("uv", "sync", "-q", "--project", via, "-p", sys.executable, *world.offline())
+    env = env_of(proj)
+    (world.root / "lnk").unlink()
+
+    done = collect_json(world)
+
+    assert done["project_envs"] == [] and done["freed"] == []
+    imports(world, env, "import alpha")
+    world.run(proj / ".venv" / "bin" / "python", "-c", "import alpha")
+
+
+def test_an_alias_of_a_project_env_is_not_its_project(world: World) -> None:
+    """A symlink to a project's environment used with a tracked command is no project of
+    it: removing the alias frees nothing (the env, made by plain uv in a directory nobody
+    watches, stays a root)."""
+    preview(world, "centralized-project-envs")
+    proj = project(world, "x/y/z/proj", "alpha==1.0")
+    sync(world, proj, tracked=False)
+    env = env_of(proj)
+    aliases = world.root / "aliases"
+    aliases.mkdir()
+    (aliases / "myenv").symlink_to(env)
+    world.uvrefs("uv", "pip", "install", "-q", "-p", aliases / "myenv", *world.offline(), "gamma")
+    (aliases / "myenv").unlink()
+
+    done = collect_json(world)
+
+    assert done["project_envs"] == [] and done["freed"] == []
+    imports(world, env, "import alpha, gamma")
+
+
+def test_a_redirect_file_is_read_as_uv_reads_it(world: World) -> None:
+    """venv-redirect-files: uv takes the text as the path (no `~` expansion), relative to
+    the project; uvrefs records the environment uv used, not `$HOME/...`."""
+    preview(world, "venv-redirect-files")
+    proj = project(world, "proj", "alpha==1.0")
+    literal = venv(world, "proj/~/tenv")
+    home = Path(world.env["HOME"]) / "tenv"
+    world.uv("venv", "-q", "--python", sys.executable, home)
+    (proj / ".venv").write_text("~/tenv\n")
+    world.uvrefs("uv", "sync", "-q", "-p", sys.executable, *world.offline(), cwd=proj)
+    assert (literal / "bin").is_dir()
+    envs = {e["path"] for e in json.loads(world.uvrefs("envs", "--json").stdout)["envs"]}
+    assert str(literal) in envs and str(home) not in envs

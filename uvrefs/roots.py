@@ -428,12 +428,13 @@ def discover(
                 progress("finding environments", len(found), 0)
     if links is not None and skip is not None:
         from uvrefs.envs import mount_point
-        from uvrefs.targets import follow_redirect
+        from uvrefs.targets import follow_redirect, project_link
 
         inside = os.path.join(skip, "")
-        for link in dict.fromkeys(seen_links):
-            env = os.path.realpath(follow_redirect(link))
-            if env.startswith(inside):
+        for seen in dict.fromkeys(seen_links):
+            link = project_link(seen)
+            env = os.path.realpath(follow_redirect(seen))
+            if link is not None and env.startswith(inside):
                 links.setdefault(env, []).append((link, mount_point(Path(link))))
     return sorted(dict.fromkeys(found))
 

@@ -348,11 +348,27 @@ def follow_redirect(path: str) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > REDIRECT_MAX:
             return path
-        text = os.read(fd, REDIRECT_MAX).decode("utf-8", errors="replace").strip()
+        text = os.read(fd, REDIRECT_MAX).decode("utf-8", errors="replace")
     except OSError:
         return path
     finally:
         os.close(fd)
+    # As uv reads it: the text is the path, one line ending dropped; no `~`, no trimming.
+    text = text.removesuffix("\n").removesuffix("\r")
     if not text or "\n" in text or "\0" in text:
         return path
-    return os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(text)))
+    return os.path.normpath(os.path.join(os.path.dirname(path), text))
+
+
+def project_link(path: str) -> str | None:
+    """A project's `.venv` link (or redirect file) as uvrefs records it: its directory's
+    real path (a project reached through a symlinked directory is the same project) and
+    `.venv`. None for any other path: uv links only a workspace root's `.venv`, beside
+    its `pyproject.toml`; another link to an environment is no project of it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    if name != ".venv":
+        return None
+    real = os.path.realpath(directory)
+    if not os.path.isfile(os.path.join(real, "pyproject.toml")):
+        return None
+    return os.path.join(real, name)

@@ -18,6 +18,7 @@ from uvrefs.targets import (
     fingerprint,
     follow_redirect,
     pip_target,
+    project_link,
     project_target,
     script_target,
     venv_target,
@@ -370,9 +371,9 @@ def record_env(
         link = os.path.abspath(link or target.path)
         record = store.env_record(str(env))
         known = list(record.projects) if record else []
-        # The env named directly (by any path) is no project's link.
-        if not cache.contains(Path(os.path.realpath(os.path.dirname(link)))):
-            known.append((link, mount_point(Path(link))))
+        found = project_link(link)  # the env named directly, or an alias, is no project's
+        if found is not None:
+            known.append((found, mount_point(Path(found))))
         projects = sorted(set(known))
     with store.locked():
         # The record first: killed before the refs are written, the env is still a root.
