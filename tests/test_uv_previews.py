@@ -522,3 +522,24 @@ def test_a_redirect_file_is_read_as_uv_reads_it(world: World) -> None:
     assert (literal / "bin").is_dir()
     envs = {e["path"] for e in json.loads(world.uvrefs("envs", "--json").stdout)["envs"]}
     assert str(literal) in envs and str(home) not in envs
+
+
+def test_a_project_env_made_while_collect_plans_is_a_root(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """centralized-project-envs: a project synced with plain uv between planning and the
+    sweep (while collect waits for uv's lock) makes an environment in uv's cache that
+    links a candidate: the sweep marks it as a root and keeps the candidate (symlink mode,
+    so a wrong free breaks the import). Found by an attack."""
+    from tests.test_attack import in_process_collect
+
+    preview(world, "centralized-project-envs")
+    dead = venv(world, "dead")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0")
+    shutil.rmtree(dead)
+    proj = project(world, "far/away/p3", "alpha==1.0")
+
+    result = in_process_collect(world, monkeypatch, lambda: sync(world, proj, tracked=False))
+
+    assert "alpha" not in {d.dist for d in result.freed}  # type: ignore[attr-defined]
+    imports(world, env_of(proj), "import alpha")

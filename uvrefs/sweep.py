@@ -29,7 +29,7 @@ from uvrefs.cache import (
     read_dist_infos,
 )
 from uvrefs.envs import EnvScan, mount_table
-from uvrefs.errors import LockTimeout, StoreError
+from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.mark import Marks, live_set, scan_root, state_print, unknowable
 from uvrefs.plan import Decision, Facts, Plan, plan_collection
 from uvrefs.refs import CorruptRefs, RefsStore
@@ -305,13 +305,18 @@ def remark(
     """The scans and live set as they are now: roots unchanged since planning keep their
     scan (a reused record included: its stamp matched then), changed or new ones are
     scanned again. New roots: records written since planning in any store (peer stores
-    made since included), uv cached environments made since. A store that cannot be read
-    now makes every candidate live (nothing it tracks can be ruled out)."""
+    made since included), uv cached environments and project environments made since (in
+    buckets made since, too). A store that cannot be read now makes every candidate live
+    (nothing it tracks can be ruled out)."""
     from uvrefs.envs import ArchiveIndex
     from uvrefs.roots import Root as RootT
-    from uvrefs.roots import peer_stores
+    from uvrefs.roots import env_dirs, peer_stores, project_envs
 
     current = dict(roots)
+    try:  # buckets made since planning too (the first `environments-v*`)
+        cache = Cache.open(cache.root)
+    except UvrefsError:
+        pass
     stores = {str(s.dir): s for s in [store, *(r.store for r in roots.values() if r.store)]}
     for peer in peer_stores(cache, store):
         stores.setdefault(str(peer.dir), peer)
@@ -333,6 +338,9 @@ def remark(
         archive = cache.archive_path(archive_id)
         if archive is not None and (archive / "pyvenv.cfg").is_file():
             current.setdefault(str(archive), RootT(str(archive), "uv-cached"))
+    projects = set(project_envs(cache))  # made since planning: no project known, a root
+    for env in env_dirs(cache):
+        current.setdefault(env, RootT(env, "uv-project" if env in projects else "uv-cached"))
     # A record trusted at planning (unchanged fingerprint) is not trusted here for the
     # candidates it once used: a record that lies may add a candidate, never lose one.
     referrers = {
