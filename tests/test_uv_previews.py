@@ -543,3 +543,19 @@ def test_a_project_env_made_while_collect_plans_is_a_root(
 
     assert "alpha" not in {d.dist for d in result.freed}  # type: ignore[attr-defined]
     imports(world, env_of(proj), "import alpha")
+
+
+def test_a_fifo_planted_in_a_cache_env_hangs_nothing(world: World) -> None:
+    """A FIFO as `direct_url.json` in a project environment in uv's cache: collect, its
+    dry run and status read it without waiting (they hung; found by an attack)."""
+    from tests.conftest import run_bounded
+
+    preview(world, "centralized-project-envs")
+    proj = project(world, "proj", "alpha==1.0")
+    sync(world, proj, tracked=True)
+    [info] = env_of(proj).glob("lib/python*/site-packages/alpha-1.0.dist-info")
+    os.mkfifo(info / "direct_url.json")
+    for args in (["collect", "--dry-run"], ["status"], ["collect"]):
+        done = run_bounded([sys.executable, "-m", "uvrefs", *args], world.env, world.root, 60)
+        assert done.quiet_failure() is None and done.code == 0, done
+    imports(world, env_of(proj), "import alpha")

@@ -231,12 +231,14 @@ def local_source(installed: Path) -> str | None:
     """The local directory an installed distribution was built from (PEP 610
     `direct_url.json` with a `file:` URL and `dir_info`: a path or editable install), which
     uv may build again: its build backend is needed while the env lives."""
-    try:
-        with open(installed / "direct_url.json", "rb") as f:
-            raw = f.read(65536)
+    import json
+
+    from uvrefs.stamps import read_file
+
+    try:  # never through a link, never waiting on a FIFO planted there
+        raw = read_file(str(installed / "direct_url.json"), 65536)
     except OSError:
         return None
-    import json
 
     try:
         data = json.loads(raw)

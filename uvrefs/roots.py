@@ -274,20 +274,12 @@ def _unreadable_dir(path: str) -> bool:
 
 def _read_small(path: Path, limit: int = 4096) -> str | None:
     """A registry file's text: a regular file, not a link, not a FIFO, a few bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        import stat
+    from uvrefs.stamps import read_file
 
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        raw = os.read(fd, limit)
+    try:
+        raw = read_file(str(path), limit)
     except OSError:
         return None
-    finally:
-        os.close(fd)
     return os.fsdecode(raw).strip() or None
 
 

@@ -340,19 +340,12 @@ def follow_redirect(path: str) -> str:
     """The environment a `.venv` redirect file (PEP 832; uv's preview `venv-redirect-files`)
     names, relative to the file's directory; any other path as it is. Read as a small
     regular file only, never through a link or from a FIFO."""
+    from uvrefs.stamps import read_file
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        text = read_file(path, REDIRECT_MAX).decode("utf-8", errors="replace")
     except OSError:
         return path
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > REDIRECT_MAX:
-            return path
-        text = os.read(fd, REDIRECT_MAX).decode("utf-8", errors="replace")
-    except OSError:
-        return path
-    finally:
-        os.close(fd)
     # As uv reads it: the text is the path, one line ending dropped; no `~`, no trimming.
     text = text.removesuffix("\n").removesuffix("\r")
     if not text or "\n" in text or "\0" in text:
