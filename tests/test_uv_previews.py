@@ -559,3 +559,31 @@ def test_a_fifo_planted_in_a_cache_env_hangs_nothing(world: World) -> None:
         done = run_bounded([sys.executable, "-m", "uvrefs", *args], world.env, world.root, 60)
         assert done.quiet_failure() is None and done.code == 0, done
     imports(world, env_of(proj), "import alpha")
+
+
+def test_a_dry_run_counts_blobs_that_only_going_archives_share(
+    world: World, tmp_path: Path
+) -> None:
+    """content-addressed-cache: three dead packages share one 20 KB file (one blob, linked
+    from three archives). No archive frees it alone, all three together do: the dry run
+    says what the collect then frees (it said 20 KB less; found by an attack)."""
+    from tests.wheels import build_wheel
+
+    preview(world, "content-addressed-cache")
+    shared = os.urandom(20_000)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for name in ("sharea", "shareb", "sharec"):
+        build_wheel(extra, name, "1.0", files={f"{name}/common.bin": shared})
+    dead = venv(world, "dead")
+    links = ["--find-links", str(extra)]
+    world.uvrefs(
+        "install", "-q", "-p", dead, *world.offline(), *links, "sharea", "shareb", "sharec"
+    )
+    shutil.rmtree(dead)
+
+    dry = collect_json(world, "--dry-run")
+    done = collect_measured(world)
+
+    assert {d["dist"] for d in done["freed"]} == {"sharea", "shareb", "sharec"}
+    assert dry["bytes_freed"] == done["bytes_freed"], (dry["bytes_freed"], done["bytes_freed"])

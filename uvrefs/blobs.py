@@ -48,7 +48,7 @@ class Blobs:
         for env in envs:
             tally = SizeTally()
             tally.add_tree(Path(env))
-            for dev, ino, count, _nlink in tally.linked_files():
+            for dev, ino, count, _nlink, _size in tally.linked_files():
                 self.going[dev, ino] += count
 
     def is_blob(self, st: os.stat_result) -> bool:

@@ -298,10 +298,11 @@ class SizeTally:
         )
         return self.directories + self.singles + files
 
-    def linked_files(self) -> Iterator[tuple[int, int, int, int]]:
-        """(dev, ino, links among the paths, links in all) of each file with several."""
-        for (dev, ino), (count, nlink, _size) in self._files.items():
-            yield dev, ino, count, nlink
+    def linked_files(self) -> Iterator[tuple[int, int, int, int, int]]:
+        """(dev, ino, links among the paths, links in all, blocks) of each file with
+        several links."""
+        for (dev, ino), (count, nlink, size) in self._files.items():
+            yield dev, ino, count, nlink, size
 
     _linked: int = 0  # blocks of the linked files, each inode once
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from uvrefs.blobs import Blobs
 from uvrefs.cache import Cache, Pointer, SizeTally, read_dist_infos, split_dist_info
@@ -136,6 +137,7 @@ def measure(
     remembered = dict(known)
     sizes: dict[str, int] = {}
     linked = set()
+    shared: dict[tuple[int, int], list[Any]] = {}  # content blobs several going archives link
     for number, entry in enumerate(entries):
         if progress:
             progress("sizing entries", number, len(entries))
@@ -144,13 +146,19 @@ def measure(
         for doomed in entry_paths(cache, entry, survey.pointers, going):
             if doomed.kind == "tree" and doomed.path.parent in cache.archive_dirs:
                 archive_bytes, archive_linked = _archive_size(
-                    entry, doomed.path, remembered, survey.blobs
+                    entry, doomed.path, remembered, survey.blobs, shared if entry in going else None
                 )
             else:
                 tally.add_tree(doomed.path)
         if tally.max_links > 1 or archive_linked:
             linked.add(entry)
         sizes[entry] = tally.freed + archive_bytes
+    # A blob every link of which goes (its own, and several going archives') is freed,
+    # though no one archive frees it alone: it counts for the first of them.
+    also = survey.blobs.also_going
+    for (dev, ino), (first, total, most, nlink, size) in shared.items():
+        if total + also(dev, ino) >= nlink > most + also(dev, ino):
+            sizes[first] += size
     if remembered != known:
         try:
             store.save_archive_sizes(
@@ -162,7 +170,11 @@ def measure(
 
 
 def _archive_size(
-    entry: str, path: Path, remembered: dict[str, ArchiveSize], blobs: Blobs
+    entry: str,
+    path: Path,
+    remembered: dict[str, ArchiveSize],
+    blobs: Blobs,
+    shared: dict[tuple[int, int], list[Any]] | None = None,
 ) -> tuple[int, bool]:
     """An archive tree's size and whether a file in it has a link outside: remembered
     (then its METADATA link counts stand for the files'), or walked now. In a
@@ -176,6 +188,11 @@ def _archive_size(
         tally = SizeTally()
         tally.add_tree(path)
         linked = metadata_linked(path, read_dist_infos(str(path)), blobs)
+        if shared is not None:
+            for dev, ino, count, nlink, size in tally.linked_files():
+                seen = shared.setdefault((dev, ino), [entry, 0, 0, nlink, size])
+                seen[1] += count
+                seen[2] = max(seen[2], count)
         return tally.freed_with(blobs.also_going), linked
     known = remembered.get(entry)
     if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):

@@ -217,7 +217,7 @@ def sweep_blobs(
     links: dict[int, int] = {}  # blob -> its links before this sweep (the first unlink saw)
     deleted: Counter[int] = Counter()
     for number, item in enumerate(moved):
-        for dev, ino, count, nlink in item.tally.linked_files():
+        for dev, ino, count, nlink, _size in item.tally.linked_files():
             if blobs.device_ino(dev, ino):
                 owner.setdefault(ino, number)
                 links[ino] = max(links.get(ino, 0), nlink)
