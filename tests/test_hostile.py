@@ -604,51 +604,29 @@ def test_ctrl_c_during_a_tracked_uv_run_reaches_uv_and_still_records(world: Worl
     run` waits for the program uv runs: uv and the program get it, uvrefs waits for uv,
     exits with its code and no traceback, and records the project env uv created. (The
     program exits quietly on SIGINT so that a traceback could only be uvrefs's.)"""
-    project = world.root / "proj"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        '[project]\nname = "proj"\nversion = "0"\nrequires-python = ">=3.11"\n'
-        'dependencies = ["alpha==1.0"]\n'
-    )
     program = (
         "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(130)); "
         "print('ready', flush=True); time.sleep(30)"
     )
-    env = {
-        **world.env,
-        "UV_NO_INDEX": "1",
-        "UV_FIND_LINKS": str(world.wheels),
-        "UV_PYTHON": sys.executable,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvrefs", "uv", "run", "python", "-c", program],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, like a job in a shell
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130 and "Traceback" not in err, err
-    venv = str(project / ".venv")
+    launcher = (sys.executable, "-m", "uvrefs", "uv")
+    code, err = interrupted_uv_run(world, "proj", *launcher, program=program)
+    assert code == 130 and "Traceback" not in err, err
+    venv = str(world.root / "proj" / ".venv")
     assert any(
         r["env"] == venv for p in world.refs() for r in json.loads(p.read_text())["referrers"]
     )
 
 
-def interrupted_uv_run(world: World, name: str, *launcher: str) -> tuple[int, str]:
+NO_HANDLER = "import time; print('ready', flush=True); time.sleep(30)"
+
+
+def interrupted_uv_run(
+    world: World, name: str, *launcher: str, program: str = NO_HANDLER
+) -> tuple[int, str]:
     """`LAUNCHER run python -c PROGRAM` (uv, or uvrefs uv) in a new project with one
     dependency, in its own process group (a shell job); SIGINT to the group, as Ctrl-C
-    sends it, once the program runs. The program has no handler: Python prints its own
-    KeyboardInterrupt."""
+    sends it, once the program runs. By default the program has no handler: Python prints
+    its own KeyboardInterrupt."""
     project = world.root / name
     project.mkdir()
     (project / "pyproject.toml").write_text(
@@ -662,7 +640,6 @@ def interrupted_uv_run(world: World, name: str, *launcher: str) -> tuple[int, st
         "UV_PYTHON": sys.executable,
         "UV_LINK_MODE": "symlink",
     }
-    program = "import time; print('ready', flush=True); time.sleep(30)"
     proc = subprocess.Popen(
         [*launcher, "run", "python", "-c", program],
         cwd=project,
