@@ -7,14 +7,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from uvrefs import uv
-from uvrefs.cache import Cache, SizeTally
+from uvrefs.cache import Cache, Remembered, SizeTally, read_dist_infos
 from uvrefs.collect import Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
+from uvrefs.errors import StoreError
 from uvrefs.mark import Progress
 from uvrefs.plan import entry_states, plan_collection, referrer_verdict
-from uvrefs.refs import RefsStore
+from uvrefs.refs import ArchiveSize, RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
 from uvrefs.track import record_env
@@ -197,11 +199,14 @@ class Status:
     untracked: Share
     uv_own: int  # index metadata, interpreters, cached environments, builds, pointers
     held: Share = Share(0, 0)
+    remembered: int = 0  # archives whose size came from an earlier walk (unchanged since)
+    archives: int = 0
 
 
 def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
     """The split of the cache, from one walk of it (the total, and each archive's share)
-    and the same mark and plan as a dry run."""
+    and the same mark and plan as a dry run. An archive measured before (by a status, an
+    envs or a dry run) and unchanged since is not walked again: uv never changes one."""
     from uvrefs.cache import sizes_by_archive
     from uvrefs.collect import plan_with_policy
     from uvrefs.plan import Policy
@@ -211,7 +216,12 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
     by_state: dict[str, list[str]] = {}
     for entry, (state, _) in entry_states(plan, survey.facts).items():
         by_state.setdefault(state, []).append(entry)
-    total, per_archive = sizes_by_archive(cache)
+    known = store.archive_sizes()
+    walk = must_walk(cache, survey)
+    total, per_archive, walked, remembered = sizes_by_archive(
+        cache, None if walk is None else {e: v[:3] for e, v in known.items()}, walk or frozenset()
+    )
+    remember(cache, store, {e: v for e, v in known.items() if e in per_archive}, walked)
     shares = {
         name: Share(len(ids), sum(per_archive.get(e, 0) for e in ids))
         for name in ("live", "dead", "held", "untracked")
@@ -220,11 +230,53 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
     archived = sum(s.bytes for s in shares.values())
     return Status(
         str(cache.root),
-        total.occupied,
+        total,
         shares["live"],
         shares["dead"],
         sum(d.bytes for d in plan.free),
         shares["untracked"],
-        total.occupied - archived,
+        total - archived,
         shares["held"],
+        remembered,
+        len(per_archive),
     )
+
+
+def must_walk(cache: Cache, survey: Survey) -> frozenset[str] | None:
+    """Archives whose size is walked even if remembered (None: every one): those an
+    environment inside the cache (uv's cached envs, project envs) uses or is, since its
+    files may be links to theirs and the total counts each inode once; every archive in a
+    content-addressed cache (archives share blobs) or when such an env cannot be read."""
+    if survey.blobs.where:
+        return None
+    ids = set(survey.facts.uv_owned)
+    buckets = {str(d) for d in cache.archive_dirs}
+    for path, scan in survey.facts.envs.items():
+        if not cache.contains(Path(path)):
+            continue
+        if scan.state == "unknown":
+            return None
+        ids.update(scan.uses)
+        if os.path.dirname(path) in buckets:
+            ids.add(os.path.basename(path))
+    return frozenset(ids)
+
+
+def remember(
+    cache: Cache, store: RefsStore, known: dict[str, ArchiveSize], walked: dict[str, Remembered]
+) -> None:
+    """Add what a walk measured to the remembered archive sizes (only a cache: a failure
+    to write costs the next run a walk)."""
+    new = {
+        e: (*v, read_dist_infos(str(path)))
+        for e, v in walked.items()
+        if known.get(e, (0, 0, 0))[:3] != v
+        for path in [cache.archive_path(e)]
+        if path is not None
+    }
+    if not new:
+        return
+    try:
+        store.save_archive_sizes({**known, **new})
+    except (OSError, StoreError):
+        pass

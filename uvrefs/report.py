@@ -261,6 +261,7 @@ def status_json(s: Status) -> dict[str, Any]:
         "held": {"entries": s.held.entries, "bytes": s.held.bytes},
         "untracked": {"entries": s.untracked.entries, "bytes": s.untracked.bytes},
         "uv_own_bytes": s.uv_own,
+        "archives_sized_from_memory": s.remembered,
     }
 
 
@@ -304,7 +305,12 @@ def print_status(s: Status) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
-        return
-    print(title)
-    for name, count, size, note in rows:
-        print(f"  {name:<10} {count:>14} {size:>11}  {note}")
+    else:
+        print(title)
+        for name, count, size, note in rows:
+            print(f"  {name:<10} {count:>14} {size:>11}  {note}")
+    if s.remembered:
+        print(
+            f"sizes of {s.remembered} of {s.archives} archives from memory: measured when "
+            "first seen, unchanged since (uv never changes an archive)"
+        )
