@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uvrefs import uv
-from uvrefs.cache import Cache, Remembered, SizeTally, read_dist_infos
+from uvrefs.cache import Cache, Occupancy, Remembered, read_dist_infos
 from uvrefs.collect import Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import StoreError
@@ -61,6 +61,7 @@ class EnvView:
     entries: int
     sole_bytes: int  # bytes only this env keeps alive: freed once it goes
     kind: str = "tracked"  # tracked, peer, uv-cached, tool, discovered, other host
+    sizes_from_memory: int = 0  # of the archives in sole_bytes (measured before, unchanged)
 
 
 def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) -> list[EnvView]:
@@ -78,6 +79,11 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
             if referrer_verdict(ref, entry, facts)[0] == "unsure":
                 holders.setdefault(entry, set()).add(ref.env)
     others = {r.env for refs in facts.refs.values() for r in refs.referrers if r.host != facts.host}
+    sole: dict[str, list[str]] = {}
+    for entry, who in holders.items():
+        if len(who) == 1 and entry in facts.archives:
+            sole.setdefault(next(iter(who)), []).append(entry)
+    sizes = ArchiveSizes(cache, store)
     views = []
     for env in sorted(set(survey.roots.envs) | others):
         scan = facts.envs.get(env)
@@ -86,13 +92,9 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
             state, detail = "unknown", "recorded on another host"
         else:
             state, detail = scan.state, scan.detail
-        sole = [e for e, who in holders.items() if who == {env} and e in facts.archives]
-        tally = SizeTally()
-        for entry in sole:
-            path = cache.archive_path(entry)
-            if path is not None:
-                tally.add_tree(path)
         modes = tuple(sorted(set(scan.uses.values()))) if scan and not scan.reused else ()
+        before = sizes.remembered
+        sole_bytes = sum(sizes.of(entry) for entry in sole.get(env, ()))
         views.append(
             EnvView(
                 env,
@@ -101,11 +103,45 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
                 _python_of(env),
                 modes,
                 len(scan.uses) if scan else 0,
-                tally.occupied,
+                sole_bytes,
                 root.kind if root else "other host",
+                sizes.remembered - before,
             )
         )
+    sizes.save()
     return views
+
+
+class ArchiveSizes:
+    """What archives occupy: remembered (keyed by the archive's inode and mtime: uv never
+    changes an archive) or walked now and remembered for next time. `remembered` counts
+    the figures that came from memory."""
+
+    def __init__(self, cache: Cache, store: RefsStore) -> None:
+        self.cache, self.store = cache, store
+        self.known = store.archive_sizes()
+        self.walked: dict[str, Remembered] = {}
+        self.remembered = 0
+
+    def of(self, entry: str) -> int:
+        path = self.cache.archive_path(entry)
+        if path is None:
+            return 0
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return 0
+        known = self.known.get(entry)
+        if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
+            self.remembered += 1
+            return known[2]
+        walked = Occupancy()
+        walked.add_tree(str(path))
+        self.walked[entry] = (st.st_ino, st.st_mtime_ns, walked.bytes)
+        return walked.bytes
+
+    def save(self) -> None:
+        remember(self.cache, self.store, self.known, self.walked)
 
 
 def _python_of(env: str) -> str | None:

@@ -235,6 +235,12 @@ def print_envs(views: list[EnvView]) -> None:
         for row in rows:
             print("\t".join(row))
     print(f"{len(views)} environments, {sum(v.state == 'alive' for v in views)} alive")
+    remembered = sum(v.sizes_from_memory for v in views)
+    if remembered:
+        print(
+            f"sizes of {remembered} archives from memory: measured when first seen, "
+            "unchanged since (uv never changes an archive)"
+        )
 
 
 def why_json(views: list[EntryView]) -> dict[str, Any]:
