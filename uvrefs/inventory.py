@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uvrefs import uv
-from uvrefs.cache import Cache, Occupancy, Remembered, read_dist_infos
+from uvrefs.cache import ENTRY_ID, Archive, Cache, Occupancy, Remembered, read_dist_infos
 from uvrefs.collect import Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import StoreError
@@ -183,12 +183,13 @@ def why(
 ) -> list[EntryView]:
     """Every entry of a package (any version or build), or the entry with that id, its
     state and each referrer's verdict, as `collect` would judge it now."""
-    survey: Survey = gather_facts(cache, store, progress)
+    survey: Survey = gather_facts(cache, store, progress, reuse=True)  # as collect judges
     facts = survey.facts
     states = entry_states(plan_collection(facts), facts)
     wanted = _normalize(query)
+    known = store.archive_sizes()
     views = []
-    for archive in sorted(survey.index.cache.archives(), key=lambda a: a.id):
+    for archive in sorted(_archives(cache, known), key=lambda a: a.id):
         names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
         if archive.id != query and wanted not in {_normalize(n) for n in names}:
             continue
@@ -207,6 +208,30 @@ def why(
             )
         )
     return views
+
+
+def _archives(cache: Cache, known: dict[str, ArchiveSize]) -> Iterable[Archive]:
+    """Every archive with its dist-infos, as `Cache.archives` lists them, those of an
+    archive measured before and unchanged since (same inode and mtime) from memory."""
+    for bucket in cache.archive_dirs:
+        try:
+            it = os.scandir(bucket)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                if not ENTRY_ID.fullmatch(entry.name):
+                    continue
+                remembered = known.get(entry.name)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if remembered is not None and remembered[:2] == (st.st_ino, st.st_mtime_ns):
+                    infos = remembered[3]
+                else:
+                    infos = read_dist_infos(entry.path)
+                yield Archive(entry.name, Path(entry.path), infos)
 
 
 def _normalize(name: str) -> str:
