@@ -12,7 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from uvrefs.blobs import Blobs
-from uvrefs.cache import Cache, Pointer, SizeTally, read_dist_infos, split_dist_info
+from uvrefs.cache import (
+    Cache,
+    Occupancy,
+    Pointer,
+    SizeTally,
+    read_dist_infos,
+    split_dist_info,
+)
 from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import StoreError
 from uvrefs.mark import Marks, Progress, mark
@@ -180,13 +187,13 @@ def _archive_size(
     known = remembered.get(entry)
     if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
         return known[2], metadata_linked(path, known[3], blobs)
-    walked = SizeTally()
-    walked.add_tree(path)
+    walked = Occupancy()  # what it occupies: `SizeTally.occupied`, in a tighter loop
+    walked.add_tree(str(path))
     infos = read_dist_infos(str(path))
-    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.occupied, infos)
+    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.bytes, infos)
     # The same rule as the sweep's re-check: METADATA's links (uv links every file of an
     # install alike; a deduplicating tool may link any other file, which is not a use).
-    return walked.occupied, metadata_linked(path, infos, blobs)
+    return walked.bytes, metadata_linked(path, infos, blobs)
 
 
 def plan_with_policy(
