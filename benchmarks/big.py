@@ -1,7 +1,7 @@
 """`make bench-big`: issue 14's million-file cache (`benchmarks/synthetic.py`: 10,000
 entries x 100 files, 100 envs, half of them deleted), uvrefs side by side with `du -s`,
-`rm -rf` and `uv cache size`, interleaved, with each child's peak memory (ru_maxrss from
-wait4) and the load average at each row. Writes its section of docs/benchmarks.md (between
+`rm -rf` and `uv cache size`, interleaved, with each child's peak memory (GNU time's %M)
+and the load average at each row. Writes its section of docs/benchmarks.md (between
 the `bench-big` markers; `make bench` keeps it). Apart from `make bench`: building, copying
 and restoring a million files takes most of its ~15 minutes.
 
@@ -34,18 +34,24 @@ MEMORY_TARGET = 100.0  # MB
 
 
 def run(args: list[str | Path], env: dict[str, str]) -> tuple[float, float, str]:
-    """Seconds, the child's peak memory (MB) and its stdout."""
-    with tempfile.TemporaryFile() as out:
+    """Seconds, the child's peak memory (MB, GNU time's %M) and its stdout. Through
+    /usr/bin/time: the rusage `wait4` gives a child counts the memory of this process it
+    was forked from (Linux keeps the high-water mark across exec)."""
+    with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
-        child = subprocess.Popen([str(a) for a in args], env=env, stdout=out)
-        _, status, usage = os.wait4(child.pid, 0)
+        code = subprocess.run(
+            ["/usr/bin/time", "-q", "-f", "%M", "-o", peak.name, *map(str, args)],
+            env=env,
+            stdout=out,
+            check=False,
+        ).returncode
         seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read().decode()
-    if child.returncode not in (0, 1):  # why/collect may exit 1 with a warning
-        raise SystemExit(f"{args} exited {child.returncode}")
-    return seconds, usage.ru_maxrss / 1024, text
+        kilobytes = int(peak.read().split()[-1])
+    if code not in (0, 1):  # why/collect may exit 1 with a warning
+        raise SystemExit(f"{args} exited {code}")
+    return seconds, kilobytes / 1024, text
 
 
 class Series:
@@ -280,7 +286,7 @@ Issue 14's cache, built by `benchmarks/synthetic.py`: {big.entries} entries x 10
 envs hard-linking their files, half deleted. Measured by `make bench-big`
 (`benchmarks/big.py`, {minutes:.1f} minutes) on {machine()}. Each command is a fresh
 process; times are medians of interleaved runs, memory the child's peak resident size
-(`ru_maxrss` from `wait4`), load the 1-minute load average before the runs (the machine is
+(`/usr/bin/time -f %M`), load the 1-minute load average before the runs (the machine is
 shared: compare the ratios, measured side by side, rather than the times). `status`'s total
 is checked against `uv cache size` to the byte on every run.
 
