@@ -34,7 +34,14 @@ from uvrefs.plan import (
 )
 from uvrefs.refs import ArchiveSize, RefsStore, host_id
 from uvrefs.roots import Roots, find_roots, register_store
-from uvrefs.sweep import entry_paths, linked_elsewhere, metadata_linked, store_warning, sweep
+from uvrefs.sweep import (
+    by_directory,
+    entry_paths,
+    linked_elsewhere,
+    metadata_linked,
+    store_warning,
+    sweep,
+)
 
 
 @dataclass(frozen=True)
@@ -143,12 +150,13 @@ def measure(
     remembered = dict(known)
     sizes: dict[str, int] = {}
     linked = set()
+    directories = by_directory(survey.pointers)
     for number, entry in enumerate(entries):
         if progress:
             progress("sizing entries", number, len(entries))
         tally = SizeTally()
         archive_bytes, archive_linked = 0, False
-        for doomed in entry_paths(cache, entry, survey.pointers, going):
+        for doomed in entry_paths(cache, entry, survey.pointers, going, directories):
             if doomed.kind == "tree" and doomed.path.parent in cache.archive_dirs:
                 archive_bytes, archive_linked = _archive_size(
                     entry, doomed.path, remembered, survey.blobs

@@ -128,12 +128,13 @@ def sweep(
                 else:
                     going.append(decision)
             going_ids = {d.entry for d in going}
+            directories = by_directory(pointers)
             trash = Trash(cache.root, root_fd) if going or envs_going else None
             mounts = mounts_under(cache.root)
             for decision in going:
                 assert trash is not None
                 try:
-                    doomed = entry_paths(cache, decision.entry, pointers, going_ids)
+                    doomed = entry_paths(cache, decision.entry, pointers, going_ids, directories)
                     moved.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
                 except OSError as exc:
                     errors.append(f"{decision.entry}: {_why(exc)}")
@@ -433,23 +434,38 @@ class Doomed:
     kind: Literal["file", "link", "tree"]
 
 
+def by_directory(pointers: Mapping[str, list[Pointer]]) -> dict[Path, set[str]]:
+    """directory -> the ids its pointers name (for an sdist revision: every wheel built
+    there), so that `entry_paths` need not look through every pointer for each sdist."""
+    found: dict[Path, set[str]] = {}
+    for ps in pointers.values():
+        for pointer in ps:
+            found.setdefault(pointer.path.parent, set()).add(pointer.archive_id)
+    return found
+
+
 def entry_paths(
-    cache: Cache, entry: str, pointers: Mapping[str, list[Pointer]], going: set[str]
+    cache: Cache,
+    entry: str,
+    pointers: Mapping[str, list[Pointer]],
+    going: set[str],
+    directories: Mapping[Path, set[str]] | None = None,
 ) -> list[Doomed]:
     """Everything that goes with an entry, in crash-safe order. Per pointer, its sidecars
     first and the link last: a leftover link alone is a cache miss for uv, while a leftover
     `.rev`/`.http` names the archive and would be trusted. A built wheel takes its sdist
     revision (source tree, `.whl`, metadata) when every wheel built there goes, else just
-    its own `.whl`. The archive comes last, so no pointer ever outlives it."""
+    its own `.whl`. The archive comes last, so no pointer ever outlives it. `directories`:
+    `by_directory(pointers)`, made once by a caller that asks for many entries."""
     doomed: list[Doomed] = []
     for pointer in pointers.get(entry, []):
         if not cache.contains(pointer.path):
             continue
         if pointer.bucket == "sdists":
             revision = pointer.path.parent
-            built_here = {
-                p.archive_id for ps in pointers.values() for p in ps if p.path.parent == revision
-            }
+            if directories is None:
+                directories = by_directory(pointers)
+            built_here = directories.get(revision, set())
             if built_here <= going:
                 doomed.append(Doomed(revision, "tree"))
                 continue
