@@ -108,8 +108,8 @@ def case(uvrefs: str, entries: int, envs: int, destructive: int) -> Case:
     subprocess.run(["cp", "-a", str(root), str(pristine)], check=True)
     subprocess.run(["sync"], check=True)
     env = {**ENV, "UV_CACHE_DIR": str(world.cache), "UVREFS_DIR": str(world.state)}
-    sizes = next(world.state.glob("*/sizes.json"), None)
-    assert sizes is None, "a fresh store remembers no sizes"
+    remembered = list(world.state.glob("caches/*/sizes.json"))  # the refs store's
+    assert remembered == [], "a fresh store remembers no sizes"
     s: dict[str, Series] = {
         name: Series()
         for name in (
@@ -135,8 +135,9 @@ def case(uvrefs: str, entries: int, envs: int, destructive: int) -> Case:
     # it has not measured); then the store is put back and the dry run goes first.
     s["status_first"].add(run([*uvr, "status", "--json"], env))
     s["size_first"].add(run(size, env))
-    for path in world.state.glob("*/sizes.json"):
-        path.unlink()
+    remembered = list(world.state.glob("caches/*/sizes.json"))
+    assert len(remembered) == 1, remembered  # status remembered what it walked: forgotten
+    remembered[0].unlink()
     s["dry_first"].add(run([*uvr, "collect", "--dry-run", "--json"], env))
     s["du_first"].add(run(du, env))
     total = 0
