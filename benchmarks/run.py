@@ -411,7 +411,7 @@ rounds use the sizes it remembered (archives never change), which is the median 
 
 From `collect --json` (`lock_held_seconds`, `deleting_seconds`), same runs as above. uv's
 lock is held exclusively only while collect changes what uv can see (marking again,
-unlinking pointers, renaming archives into its trash); the trash is deleted after.
+renaming pointers and archives into its trash); the trash is deleted after.
 
 | cache | uv's lock held exclusively | deleting the trash, lock released | target: exclusive <= 1 s |
 |---|---|---|---|
@@ -453,6 +453,11 @@ above); the 1x row is mostly the fixed cost of starting (see below).
             frameworks=floor["frameworks"] - floor["start"],
         )
     )
+    old = (HERE / "docs/benchmarks.md").read_text()
+    start, end = "<!-- bench-big -->", "<!-- /bench-big -->"
+    if start in old and end in old:  # `make bench-big`'s section (benchmarks/big.py) stays
+        big = old[old.index(start) : old.index(end) + len(end)] + "\n"
+        doc = doc.replace("\n## Reading the tables", "\n" + big + "\n## Reading the tables")
     (HERE / "docs/benchmarks.md").write_text(doc)
     print(f"wrote docs/benchmarks.md ({minutes:.1f} min)")
 
@@ -481,8 +486,8 @@ READING = """
   referencing env's fingerprint (an env unchanged since it was recorded is not re-scanned)
   and sizes the dead entries from remembered archive sizes; `du` walks every file.
 - `collect` marks again under uv's lock (every root re-fingerprinted, what changed
-  re-scanned, refs of each candidate re-read), unlinks the pointers and renames each
-  archive into its own trash directory, releases the lock, then deletes the trash with 4
+  re-scanned, refs of each candidate re-read), renames the pointers and each archive
+  into its own trash directory, releases the lock, then deletes the trash with 4
   threads, measuring each file as it unlinks it (the figure it reports). Unlinking is the whole cost of a sweep, and the kernel overlaps it across
   threads; `rm -rf` unlinks one file at a time. `uv cache prune` frees nothing here: every
   archive is still linked from the wheels bucket.

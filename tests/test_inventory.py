@@ -104,5 +104,26 @@ def test_status_agrees_with_uv_cache_size_and_splits_the_cache(world: World) -> 
         + out["uv_own_bytes"]
     )
     assert parts == out["total_bytes"]
+    # Measured once, remembered after (uv never changes an archive): the same figures, said so.
+    again = json.loads(world.uvrefs("status", "--json").stdout)
+    assert out["archives_sized_from_memory"] < again["archives_sized_from_memory"] == 6
+    assert {**again, "archives_sized_from_memory": 0} == {**out, "archives_sized_from_memory": 0}
+    assert "from memory" in world.uvrefs("status").stdout
     freed = json.loads(world.uvrefs("collect", "--json").stdout)["bytes_freed"]
     assert freed == out["dead"]["frees_bytes"] > 2**20
+
+
+def test_status_from_memory_counts_a_cached_envs_links_once(world: World) -> None:
+    """A uv cached env (in the cache) hard-links its packages' files from their archives:
+    those archives are walked every time, so remembered sizes never count a file twice."""
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0", "big")
+    run = ["run", "-q", "--no-project", "--python", sys.executable, *world.offline()]
+    world.uv(*run, "--with", "alpha==1.0", "--with", "beta", "python", "-c", "import beta")
+    size = int(
+        world.uv("cache", "size", "--preview-features", "cache-size").stdout.strip().split()[-1]
+    )
+    for _ in range(3):  # walked, then (partly) from memory
+        out = json.loads(world.uvrefs("status", "--json").stdout)
+        assert out["total_bytes"] == size
+    assert out["archives_sized_from_memory"] >= 1  # big: no cached env uses it

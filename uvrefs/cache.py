@@ -10,7 +10,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,16 +307,110 @@ class SizeTally:
     _linked: int = 0  # blocks of the linked files, each inode once
 
 
-def sizes_by_archive(cache: Cache) -> tuple[SizeTally, dict[str, int]]:
-    """One walk of the whole cache: its total as `uv cache size` counts it, and what each
-    archive occupies (a file linked from two archives counts in the first one walked).
-    Content blobs (`files-v*`) are walked last: a blob an archive links is that archive's."""
-    total = SizeTally()
+class Occupancy:
+    """Blocks occupied by the paths added, each inode once, as `uv cache size` and `du`
+    count (`st_blocks * 512`): the whole-cache count. Lighter than `SizeTally`, which also
+    knows what a deletion frees: only the inode numbers of files with several links are
+    remembered (a set of ints, ~60 bytes each), so memory grows with hard-linked files."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._seen: dict[int, set[int]] = {}  # st_dev -> inodes with several links
+        self.linked = 0  # paths that are files with several links
+
+    def add(self, st: os.stat_result) -> int:
+        """Count one path; the bytes it adds (0 for an inode already counted)."""
+        size: int = st.st_blocks * 512
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            seen = self._seen.get(st.st_dev)
+            if seen is None:
+                seen = self._seen[st.st_dev] = set()
+            self.linked += 1
+            if st.st_ino in seen:
+                return 0
+            seen.add(st.st_ino)
+        self.bytes += size
+        return size
+
+    def add_tree(
+        self,
+        path: str,
+        skip: frozenset[str] | set[str] = frozenset(),
+        also: Occupancy | None = None,
+    ) -> int:
+        """Count a tree (not following symlinks, skipping the paths in `skip`), in `also`
+        too if given; the bytes it adds here. Own loop rather than `_lstat_tree`: a
+        million files pass through here."""
+        before = self.bytes
+        try:
+            top = os.lstat(path)
+        except OSError:
+            return 0
+        self.add(top)
+        if also is not None:
+            also.add(top)
+        if not stat.S_ISDIR(top.st_mode):
+            return self.bytes - before
+        isdir, stack, add = stat.S_ISDIR, [path], self.add
+        if also is not None:
+
+            def add(st: os.stat_result, add_here: Callable[[os.stat_result], int] = add) -> int:
+                also.add(st)
+                return add_here(st)
+
+        while stack:
+            current = stack.pop()
+            try:
+                it = os.scandir(current)
+            except OSError:
+                continue
+            with it:
+                for entry in it:
+                    if skip and entry.path in skip:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    add(st)
+                    if isdir(st.st_mode):
+                        stack.append(entry.path)
+        return self.bytes - before
+
+
+Remembered = tuple[int, int, int]  # an archive's inode, mtime_ns and bytes when walked
+
+
+def sizes_by_archive(
+    cache: Cache,
+    remembered: Mapping[str, Remembered] | None = None,
+    walk: frozenset[str] | set[str] = frozenset(),
+) -> tuple[int, dict[str, int], dict[str, Remembered], int]:
+    """One walk of the cache: its total as `uv cache size` counts it, what each archive
+    occupies (a file linked from two walked archives counts in the first one walked),
+    what each walked archive occupies alone (to remember), and how many archives'
+    figures came from `remembered` instead of a walk.
+
+    uv never changes an archive once written, so a remembered figure whose archive still
+    has the same inode and mtime is what a walk would find, and stands for it unless the
+    archive is in `walk`. The total is exact as long as no archive outside `walk` shares an
+    inode with any other path of the cache: the caller puts in `walk` the archives the
+    cache's own environments link (see `inventory.status`), and only the inodes of those
+    and of the paths outside the archives are remembered while counting (a million-file
+    cache's live archives, linked from envs outside it, would otherwise take 40 MB). With
+    `remembered` None, or when a file outside the archives has several links, nothing is
+    assumed: every archive is walked and every linked inode counted once."""
+    total = Occupancy()
     per_archive: dict[str, int] = {}
+    walked: dict[str, Remembered] = {}
+    from_memory = 0
     archive_dirs = {str(d) for d in cache.archive_dirs}
+    # Content blobs (`files-v*`, preview) are counted last: a blob an archive links is that
+    # archive's. Every archive shares inodes with them, so every archive is walked.
     content = {str(cache.root / n) for n in os.listdir(cache.root) if CONTENT_BUCKET.fullmatch(n)}
-    for st in _lstat_tree(cache.root, skip=archive_dirs | content):
-        total.add(st)
+    total.add_tree(str(cache.root), skip=archive_dirs | content)
+    if total.linked or content:  # a file outside the archives linked elsewhere: maybe
+        remembered = None  # from one of them
     for bucket in cache.archive_dirs:
         try:
             total.add(os.lstat(bucket))
@@ -324,14 +418,33 @@ def sizes_by_archive(cache: Cache) -> tuple[SizeTally, dict[str, int]]:
         except OSError:
             continue
         for entry in entries:
-            before = total.occupied
-            for st in _lstat_tree(Path(entry.path)):
-                total.add(st)
-            per_archive[entry.name] = total.occupied - before
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            known = remembered.get(entry.name) if remembered is not None else None
+            if (
+                known is not None
+                and entry.name not in walk
+                and known[:2] == (st.st_ino, st.st_mtime_ns)
+                and stat.S_ISDIR(st.st_mode)
+            ):
+                per_archive[entry.name] = known[2]
+                total.bytes += known[2]
+                from_memory += 1
+                continue
+            alone = Occupancy()
+            if remembered is None or entry.name in walk:
+                per_archive[entry.name] = total.add_tree(entry.path, also=alone)
+            else:  # shares no inode with another archive (as above): its own count will do
+                alone.add_tree(entry.path)
+                per_archive[entry.name] = alone.bytes
+                total.bytes += alone.bytes
+            if stat.S_ISDIR(st.st_mode) and ENTRY_ID.fullmatch(entry.name):
+                walked[entry.name] = (st.st_ino, st.st_mtime_ns, alone.bytes)
     for bucket_path in sorted(content):
-        for st in _lstat_tree(Path(bucket_path)):
-            total.add(st)
-    return total, per_archive
+        total.add_tree(bucket_path)
+    return total.bytes, per_archive, walked, from_memory
 
 
 def _lstat_tree(

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from uvrefs.blobs import Blobs
-from uvrefs.cache import Cache, Pointer, SizeTally, read_dist_infos, split_dist_info
+from uvrefs.cache import (
+    Cache,
+    Occupancy,
+    Pointer,
+    SizeTally,
+    read_dist_infos,
+    split_dist_info,
+)
 from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import StoreError
 from uvrefs.mark import Marks, Progress, mark
@@ -28,7 +35,14 @@ from uvrefs.plan import (
 )
 from uvrefs.refs import ArchiveSize, RefsStore, host_id
 from uvrefs.roots import Roots, find_roots, register_store
-from uvrefs.sweep import entry_paths, linked_elsewhere, metadata_linked, store_warning, sweep
+from uvrefs.sweep import (
+    by_directory,
+    entry_paths,
+    linked_elsewhere,
+    metadata_linked,
+    store_warning,
+    sweep,
+)
 
 
 @dataclass(frozen=True)
@@ -138,12 +152,13 @@ def measure(
     sizes: dict[str, int] = {}
     linked = set()
     shared: dict[tuple[int, int], list[Any]] = {}  # content blobs several going archives link
+    directories = by_directory(survey.pointers)
     for number, entry in enumerate(entries):
         if progress:
             progress("sizing entries", number, len(entries))
         tally = SizeTally()
         archive_bytes, archive_linked = 0, False
-        for doomed in entry_paths(cache, entry, survey.pointers, going):
+        for doomed in entry_paths(cache, entry, survey.pointers, going, directories):
             if doomed.kind == "tree" and doomed.path.parent in cache.archive_dirs:
                 archive_bytes, archive_linked = _archive_size(
                     entry, doomed.path, remembered, survey.blobs, shared if entry in going else None
@@ -197,13 +212,13 @@ def _archive_size(
     known = remembered.get(entry)
     if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
         return known[2], metadata_linked(path, known[3], blobs)
-    walked = SizeTally()
-    walked.add_tree(path)
+    walked = Occupancy()  # what it occupies: `SizeTally.occupied`, in a tighter loop
+    walked.add_tree(str(path))
     infos = read_dist_infos(str(path))
-    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.occupied, infos)
+    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.bytes, infos)
     # The same rule as the sweep's re-check: METADATA's links (uv links every file of an
     # install alike; a deduplicating tool may link any other file, which is not a use).
-    return walked.occupied, metadata_linked(path, infos, blobs)
+    return walked.bytes, metadata_linked(path, infos, blobs)
 
 
 def plan_with_policy(

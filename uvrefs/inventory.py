@@ -7,14 +7,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from uvrefs import uv
-from uvrefs.cache import Cache, SizeTally
+from uvrefs.cache import ENTRY_ID, Archive, Cache, Occupancy, Remembered, read_dist_infos
 from uvrefs.collect import Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
+from uvrefs.errors import StoreError
 from uvrefs.mark import Progress
 from uvrefs.plan import entry_states, referrer_verdict
-from uvrefs.refs import RefsStore
+from uvrefs.refs import ArchiveSize, RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
 from uvrefs.track import record_env
@@ -63,6 +65,7 @@ class EnvView:
     entries: int
     sole_bytes: int  # bytes only this env keeps alive: freed once it goes
     kind: str = "tracked"  # tracked, peer, uv-cached, tool, discovered, other host
+    sizes_from_memory: int = 0  # of the archives in sole_bytes (measured before, unchanged)
 
 
 def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) -> list[EnvView]:
@@ -80,6 +83,11 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
             if referrer_verdict(ref, entry, facts)[0] == "unsure":
                 holders.setdefault(entry, set()).add(ref.env)
     others = {r.env for refs in facts.refs.values() for r in refs.referrers if r.host != facts.host}
+    sole: dict[str, list[str]] = {}
+    for entry, who in holders.items():
+        if len(who) == 1 and entry in facts.archives:
+            sole.setdefault(next(iter(who)), []).append(entry)
+    sizes = ArchiveSizes(cache, store)
     views = []
     for env in sorted(set(survey.roots.envs) | others):
         scan = facts.envs.get(env)
@@ -88,13 +96,9 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
             state, detail = "unknown", "recorded on another host"
         else:
             state, detail = scan.state, scan.detail
-        sole = [e for e, who in holders.items() if who == {env} and e in facts.archives]
-        tally = SizeTally()
-        for entry in sole:
-            path = cache.archive_path(entry)
-            if path is not None:
-                tally.add_tree(path)
         modes = tuple(sorted(set(scan.uses.values()))) if scan and not scan.reused else ()
+        before = sizes.remembered
+        sole_bytes = sum(sizes.of(entry) for entry in sole.get(env, ()))
         views.append(
             EnvView(
                 env,
@@ -103,11 +107,45 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
                 _python_of(env),
                 modes,
                 len(scan.uses) if scan else 0,
-                tally.occupied,
+                sole_bytes,
                 root.kind if root else "other host",
+                sizes.remembered - before,
             )
         )
+    sizes.save()
     return views
+
+
+class ArchiveSizes:
+    """What archives occupy: remembered (keyed by the archive's inode and mtime: uv never
+    changes an archive) or walked now and remembered for next time. `remembered` counts
+    the figures that came from memory."""
+
+    def __init__(self, cache: Cache, store: RefsStore) -> None:
+        self.cache, self.store = cache, store
+        self.known = store.archive_sizes()
+        self.walked: dict[str, Remembered] = {}
+        self.remembered = 0
+
+    def of(self, entry: str) -> int:
+        path = self.cache.archive_path(entry)
+        if path is None:
+            return 0
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return 0
+        known = self.known.get(entry)
+        if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
+            self.remembered += 1
+            return known[2]
+        walked = Occupancy()
+        walked.add_tree(str(path))
+        self.walked[entry] = (st.st_ino, st.st_mtime_ns, walked.bytes)
+        return walked.bytes
+
+    def save(self) -> None:
+        remember(self.cache, self.store, self.known, self.walked)
 
 
 def _python_of(env: str) -> str | None:
@@ -152,14 +190,15 @@ def why(
     from uvrefs.collect import plan_with_policy
     from uvrefs.plan import Policy
 
-    survey: Survey = gather_facts(cache, store, progress)
+    survey: Survey = gather_facts(cache, store, progress, reuse=True)  # as collect judges
     # the plan collect makes (outside hard links read), so `why` says what status counts
     plan = plan_with_policy(cache, store, survey, Policy(), progress, sized=False)
     facts = survey.facts
     states = entry_states(plan, facts)
     wanted = _normalize(query)
+    known = store.archive_sizes()
     views = []
-    for archive in sorted(survey.index.cache.archives(), key=lambda a: a.id):
+    for archive in sorted(_archives(cache, known), key=lambda a: a.id):
         names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
         if archive.id != query and wanted not in {_normalize(n) for n in names}:
             continue
@@ -178,6 +217,30 @@ def why(
             )
         )
     return views
+
+
+def _archives(cache: Cache, known: dict[str, ArchiveSize]) -> Iterable[Archive]:
+    """Every archive with its dist-infos, as `Cache.archives` lists them, those of an
+    archive measured before and unchanged since (same inode and mtime) from memory."""
+    for bucket in cache.archive_dirs:
+        try:
+            it = os.scandir(bucket)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                if not ENTRY_ID.fullmatch(entry.name):
+                    continue
+                remembered = known.get(entry.name)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if remembered is not None and remembered[:2] == (st.st_ino, st.st_mtime_ns):
+                    infos = remembered[3]
+                else:
+                    infos = read_dist_infos(entry.path)
+                yield Archive(entry.name, Path(entry.path), infos)
 
 
 def _normalize(name: str) -> str:
@@ -206,11 +269,14 @@ class Status:
     untracked: Share
     uv_own: int  # index metadata, interpreters, cached environments, builds, pointers
     held: Share = Share(0, 0)
+    remembered: int = 0  # archives whose size came from an earlier walk (unchanged since)
+    archives: int = 0
 
 
 def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
     """The split of the cache, from one walk of it (the total, and each archive's share)
-    and the same mark and plan as a dry run."""
+    and the same mark and plan as a dry run. An archive measured before (by a status, an
+    envs or a dry run) and unchanged since is not walked again: uv never changes one."""
     from uvrefs.cache import sizes_by_archive
     from uvrefs.collect import plan_with_policy
     from uvrefs.plan import Policy
@@ -220,7 +286,12 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
     by_state: dict[str, list[str]] = {}
     for entry, (state, _) in entry_states(plan, survey.facts).items():
         by_state.setdefault(state, []).append(entry)
-    total, per_archive = sizes_by_archive(cache)
+    known = store.archive_sizes()
+    walk = must_walk(cache, survey)
+    total, per_archive, walked, remembered = sizes_by_archive(
+        cache, None if walk is None else {e: v[:3] for e, v in known.items()}, walk or frozenset()
+    )
+    remember(cache, store, {e: v for e, v in known.items() if e in per_archive}, walked)
     shares = {
         name: Share(len(ids), sum(per_archive.get(e, 0) for e in ids))
         for name in ("live", "dead", "held", "untracked")
@@ -229,11 +300,53 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
     archived = sum(s.bytes for s in shares.values())
     return Status(
         str(cache.root),
-        total.occupied,
+        total,
         shares["live"],
         shares["dead"],
         sum(d.bytes for d in plan.free),
         shares["untracked"],
-        total.occupied - archived,
+        total - archived,
         shares["held"],
+        remembered,
+        len(per_archive),
     )
+
+
+def must_walk(cache: Cache, survey: Survey) -> frozenset[str] | None:
+    """Archives whose size is walked even if remembered (None: every one): those an
+    environment inside the cache (uv's cached envs, project envs) uses or is, since its
+    files may be links to theirs and the total counts each inode once; every archive in a
+    content-addressed cache (archives share blobs) or when such an env cannot be read."""
+    if survey.blobs.where:
+        return None
+    ids = set(survey.facts.uv_owned)
+    buckets = {str(d) for d in cache.archive_dirs}
+    for path, scan in survey.facts.envs.items():
+        if not cache.contains(Path(path)):
+            continue
+        if scan.state == "unknown":
+            return None
+        ids.update(scan.uses)
+        if os.path.dirname(path) in buckets:
+            ids.add(os.path.basename(path))
+    return frozenset(ids)
+
+
+def remember(
+    cache: Cache, store: RefsStore, known: dict[str, ArchiveSize], walked: dict[str, Remembered]
+) -> None:
+    """Add what a walk measured to the remembered archive sizes (only a cache: a failure
+    to write costs the next run a walk)."""
+    new = {
+        e: (*v, read_dist_infos(str(path)))
+        for e, v in walked.items()
+        if known.get(e, (0, 0, 0))[:3] != v
+        for path in [cache.archive_path(e)]
+        if path is not None
+    }
+    if not new:
+        return
+    try:
+        store.save_archive_sizes({**known, **new})
+    except (OSError, StoreError):
+        pass

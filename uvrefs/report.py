@@ -236,6 +236,12 @@ def print_envs(views: list[EnvView]) -> None:
         for row in rows:
             print("\t".join(row))
     print(f"{len(views)} environments, {sum(v.state == 'alive' for v in views)} alive")
+    remembered = sum(v.sizes_from_memory for v in views)
+    if remembered:
+        print(
+            f"sizes of {remembered} archives from memory: measured when first seen, "
+            "unchanged since (uv never changes an archive)"
+        )
 
 
 def why_json(views: list[EntryView]) -> dict[str, Any]:
@@ -262,6 +268,7 @@ def status_json(s: Status) -> dict[str, Any]:
         "held": {"entries": s.held.entries, "bytes": s.held.bytes},
         "untracked": {"entries": s.untracked.entries, "bytes": s.untracked.bytes},
         "uv_own_bytes": s.uv_own,
+        "archives_sized_from_memory": s.remembered,
     }
 
 
@@ -305,7 +312,12 @@ def print_status(s: Status) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
-        return
-    print(title)
-    for name, count, size, note in rows:
-        print(f"  {name:<10} {count:>14} {size:>11}  {note}")
+    else:
+        print(title)
+        for name, count, size, note in rows:
+            print(f"  {name:<10} {count:>14} {size:>11}  {note}")
+    if s.remembered:
+        print(
+            f"sizes of {s.remembered} of {s.archives} archives from memory: measured when "
+            "first seen, unchanged since (uv never changes an archive)"
+        )

@@ -128,8 +128,9 @@ def sweep(
                 else:
                     going.append(decision)
             going_ids = {d.entry for d in going}
+            directories = by_directory(pointers)
             trash = Trash(cache.root, root_fd) if going or envs_going else None
-            mounts = mount_table() or set()
+            mounts = mounts_under(cache.root)
             envs_moved: list[tuple[str, Moved]] = []
             for env in envs_going:  # before its archives: killed in between, no env is left
                 assert trash is not None  # in place linking what went (uv could reuse it)
@@ -141,7 +142,7 @@ def sweep(
             for decision in going:
                 assert trash is not None
                 try:
-                    doomed = entry_paths(cache, decision.entry, pointers, going_ids)
+                    doomed = entry_paths(cache, decision.entry, pointers, going_ids, directories)
                     moved.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
                 except OSError as exc:
                     errors.append(f"{decision.entry}: {_why(exc)}")
@@ -475,23 +476,38 @@ class Doomed:
     kind: Literal["file", "link", "tree"]
 
 
+def by_directory(pointers: Mapping[str, list[Pointer]]) -> dict[Path, set[str]]:
+    """directory -> the ids its pointers name (for an sdist revision: every wheel built
+    there), so that `entry_paths` need not look through every pointer for each sdist."""
+    found: dict[Path, set[str]] = {}
+    for ps in pointers.values():
+        for pointer in ps:
+            found.setdefault(pointer.path.parent, set()).add(pointer.archive_id)
+    return found
+
+
 def entry_paths(
-    cache: Cache, entry: str, pointers: Mapping[str, list[Pointer]], going: set[str]
+    cache: Cache,
+    entry: str,
+    pointers: Mapping[str, list[Pointer]],
+    going: set[str],
+    directories: Mapping[Path, set[str]] | None = None,
 ) -> list[Doomed]:
     """Everything that goes with an entry, in crash-safe order. Per pointer, its sidecars
     first and the link last: a leftover link alone is a cache miss for uv, while a leftover
     `.rev`/`.http` names the archive and would be trusted. A built wheel takes its sdist
     revision (source tree, `.whl`, metadata) when every wheel built there goes, else just
-    its own `.whl`. The archive comes last, so no pointer ever outlives it."""
+    its own `.whl`. The archive comes last, so no pointer ever outlives it. `directories`:
+    `by_directory(pointers)`, made once by a caller that asks for many entries."""
     doomed: list[Doomed] = []
     for pointer in pointers.get(entry, []):
         if not cache.contains(pointer.path):
             continue
         if pointer.bucket == "sdists":
             revision = pointer.path.parent
-            built_here = {
-                p.archive_id for ps in pointers.values() for p in ps if p.path.parent == revision
-            }
+            if directories is None:
+                directories = by_directory(pointers)
+            built_here = directories.get(revision, set())
             if built_here <= going:
                 doomed.append(Doomed(revision, "tree"))
                 continue
@@ -512,7 +528,7 @@ class Moved:
     """An entry taken out of uv's sight: its pointers unlinked, its trees renamed into the
     trash (names there, still to be deleted), and what has been measured freed so far."""
 
-    trees: list[str]
+    trees: list[str]  # names in the trash: trees, and the pointer files renamed there
     tally: SizeTally
 
 
@@ -541,13 +557,18 @@ def unlink_entry(
             except FileNotFoundError:
                 continue
             if item.kind == "tree" and stat.S_ISDIR(st.st_mode):
-                mounted = mounts_inside(item.path, mounts)
+                mounted = mounts_inside(item.path, mounts) if mounts else None
                 if mounted:
                     raise OSError(errno.EBUSY, f"a filesystem is mounted inside at {mounted}")
                 moved.trees.append(trash.take(parent, name))
+            elif stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=parent)  # a directory where a file belongs: fails
             elif item.kind != "link" or _points_to(parent, name, entry):
-                os.unlink(name, dir_fd=parent)
-                moved.tally.add(st)
+                # Renamed into the trash, deleted with it once uv's lock is released: out
+                # of uv's sight as surely as unlinked, and under the lock a rename costs a
+                # fraction of an unlink that frees blocks (15,000 pointer files: 5.2 s
+                # unlinked, 1M-file cache under load).
+                moved.trees.append(trash.take(parent, name))
     finally:
         for fd in parents.values():
             os.close(fd)
@@ -559,6 +580,14 @@ def _points_to(parent: int, name: str, entry: str) -> bool:
         return os.path.basename(os.path.normpath(os.readlink(name, dir_fd=parent))) == entry
     except OSError:
         return False
+
+
+def mounts_under(root: Path) -> set[str]:
+    """The mount points inside the cache root (resolved, as the cache root is): the only
+    ones `mounts_inside` can find below a path in the cache whose parents were opened
+    without following links; an empty set spares every entry the check."""
+    top = os.path.realpath(root)
+    return {p for p in mount_table() or set() if p == top or p.startswith(top + "/")}
 
 
 def mounts_inside(path: Path, table: set[str] | None = None) -> str | None:
