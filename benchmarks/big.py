@@ -308,7 +308,7 @@ it measures each file as it deletes it.
 Not met, and why: a first run (nothing remembered) walks in Python every file it needs a
 size of, `status` all of them and the dry run the dead archives', at 2.8-7.9 µs a file in
 this run (table below) against `uv cache size`'s and `du`'s compiled walks; two threads over
-the dead archives' walk measured 1.0-1.4x faster at a load of 8 (in-process, 5,000
+the dead archives' walk measured 1.37x and 1.07x faster in two runs at a load of 8 (in-process, 5,000
 archives), not enough to adopt. Every later run reuses what the first measured and meets
 the target. Why the first dry run's cost per added file (3.7 µs) exceeds the quarter-size
 cache's was not measured.
