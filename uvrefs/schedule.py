@@ -28,8 +28,8 @@ CRON_MARK = f"# {NAME}"  # ends the crontab line uvrefs owns
 MAX_EVERY = 366 * 86400.0  # seconds: launchd's StartInterval and cron cannot go much further
 
 # `sh -c` script: $1 is the log, the rest is the uvrefs command line. If uvrefs fails and
-# the log did not grow, uvrefs never got to log: say so in the log. (No `%` or `\`, which
-# cron and systemd would rewrite; `$` is escaped for systemd where it is written.)
+# the log did not grow, uvrefs never got to log: say so in the log. (No `\`; `%`, which
+# cron and systemd would rewrite, and `$` for systemd are escaped where it is written.)
 WRAPPER = (
     'log="$1"; shift; before=$(wc -c 2>/dev/null <"$log"); "$@"; code=$?; '
     'after=$(wc -c 2>/dev/null <"$log"); '
