@@ -141,8 +141,11 @@ class Cache:
                 raise CacheRefused(f"cannot read {bucket}: {exc.strerror}") from None
         return ids
 
-    def archives(self) -> Iterator[Archive]:
-        """Every archive with the `.dist-info` directories at its top level."""
+    def archives(
+        self, known: Callable[[os.DirEntry[str]], tuple[str, ...] | None] | None = None
+    ) -> Iterator[Archive]:
+        """Every archive with the `.dist-info` directories at its top level: read, unless
+        `known(entry)` gives them (from memory)."""
         for bucket in self.archive_dirs:
             try:
                 it = os.scandir(bucket)
@@ -152,7 +155,10 @@ class Cache:
                 for entry in it:
                     if not ENTRY_ID.fullmatch(entry.name):
                         continue
-                    yield Archive(entry.name, Path(entry.path), read_dist_infos(entry.path))
+                    infos = known(entry) if known is not None else None
+                    if infos is None:
+                        infos = read_dist_infos(entry.path)
+                    yield Archive(entry.name, Path(entry.path), infos)
 
     def pointers(
         self, buckets: tuple[str, ...] = ("wheels", "sdists", "environments")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uvrefs import uv
-from uvrefs.cache import ENTRY_ID, Archive, Cache, Occupancy, Remembered, read_dist_infos
+from uvrefs.cache import Archive, Cache, Occupancy, Remembered, read_dist_infos
 from uvrefs.collect import Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import StoreError
@@ -220,27 +220,18 @@ def why(
 
 
 def _archives(cache: Cache, known: dict[str, ArchiveSize]) -> Iterable[Archive]:
-    """Every archive with its dist-infos, as `Cache.archives` lists them, those of an
-    archive measured before and unchanged since (same inode and mtime) from memory."""
-    for bucket in cache.archive_dirs:
+    """Every archive with its dist-infos, those of an archive measured before and
+    unchanged since (same inode and mtime) from memory."""
+
+    def remembered(entry: os.DirEntry[str]) -> tuple[str, ...] | None:
+        found = known.get(entry.name)
         try:
-            it = os.scandir(bucket)
+            st = entry.stat(follow_symlinks=False)
         except OSError:
-            continue
-        with it:
-            for entry in it:
-                if not ENTRY_ID.fullmatch(entry.name):
-                    continue
-                remembered = known.get(entry.name)
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if remembered is not None and remembered[:2] == (st.st_ino, st.st_mtime_ns):
-                    infos = remembered[3]
-                else:
-                    infos = read_dist_infos(entry.path)
-                yield Archive(entry.name, Path(entry.path), infos)
+            return None
+        return found[3] if found is not None and found[:2] == (st.st_ino, st.st_mtime_ns) else None
+
+    return cache.archives(remembered)
 
 
 def _normalize(name: str) -> str:
