@@ -60,6 +60,10 @@ def test_envs_lists_state_python_link_mode_and_sole_bytes(world: World) -> None:
     assert envs[str(one)]["python"] == ".".join(map(str, sys.version_info[:3]))
     assert envs[str(one)]["entries"] == 2 and envs[str(one)]["sole_bytes"] > 2**20  # big + beta
     assert envs[str(two)]["state"] == "gone" and envs[str(two)]["sole_bytes"] == 0
+    # Walked once, remembered after (uv never changes an archive): the same figures, said so.
+    again = {e["path"]: e for e in json.loads(world.uvrefs("envs", "--json").stdout)["envs"]}
+    assert envs[str(one)]["sizes_from_memory"] == 0 < again[str(one)]["sizes_from_memory"]
+    assert again[str(one)]["sole_bytes"] == envs[str(one)]["sole_bytes"]
 
 
 def test_why_names_packages_and_verdicts(world: World) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from uvrefs.cache import (
     Cache,
     Occupancy,
     Pointer,
+    Remembered,
     SizeTally,
     read_dist_infos,
     split_dist_info,
@@ -131,6 +132,56 @@ def gather_facts(
     return Survey(facts, pointers, index, roots, marks, blobs)
 
 
+class SizeMemory:
+    """What archives occupy, from the store's memory (`sizes.json`, keyed by the archive
+    directory's inode and mtime: uv never changes an archive once written) or walked now
+    and remembered for the next run. `from_memory` counts the figures memory gave. Only a
+    cache: a missing or unwritable figure costs a walk, never a wrong verdict."""
+
+    def __init__(self, store: RefsStore) -> None:
+        self.store = store
+        self.known = store.archive_sizes()
+        self.new: dict[str, ArchiveSize] = {}
+        self.from_memory = 0
+
+    def recall(self, entry: str, st: os.stat_result) -> ArchiveSize | None:
+        """The remembered figure of an archive (lstat `st`) still as it was then."""
+        found = self.new.get(entry) or self.known.get(entry)
+        return found if found is not None and found[:2] == (st.st_ino, st.st_mtime_ns) else None
+
+    def of(self, entry: str, path: Path) -> ArchiveSize | None:
+        """(inode, mtime_ns, bytes, dist-infos) of the archive at `path`: remembered, or
+        walked now; None if it is gone."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        found = self.recall(entry, st)
+        if found is not None:
+            self.from_memory += 1
+            return found
+        walked = Occupancy()
+        walked.add_tree(str(path))
+        found = (st.st_ino, st.st_mtime_ns, walked.bytes, read_dist_infos(str(path)))
+        self.new[entry] = found
+        return found
+
+    def learn(self, entry: str, walked: Remembered, path: Path) -> None:
+        """A figure some other walk measured (inode, mtime_ns, bytes)."""
+        if self.known.get(entry, (0, 0, 0, ()))[:3] != walked:
+            self.new[entry] = (*walked, read_dist_infos(str(path)))
+
+    def save(self, present: Container[str]) -> None:
+        """Remember what was walked, forgetting archives no longer `present`."""
+        if not self.new:
+            return
+        merged = {**self.known, **self.new}
+        try:
+            self.store.save_archive_sizes({e: v for e, v in merged.items() if e in present})
+        except (OSError, StoreError):
+            pass  # only a cache: the next run walks again
+
+
 def measure(
     cache: Cache,
     survey: Survey,
@@ -147,8 +198,7 @@ def measure(
     revisions are walked every time. A remembered archive counts as freed whole unless its
     METADATA has another link (uv links every file of an install alike). The sweep measures
     again, exactly, as it deletes: that is the figure a collect reports."""
-    known = store.archive_sizes()
-    remembered = dict(known)
+    memory = SizeMemory(store)
     sizes: dict[str, int] = {}
     linked = set()
     shared: dict[tuple[int, int], list[Any]] = {}  # content blobs several going archives link
@@ -161,7 +211,7 @@ def measure(
         for doomed in entry_paths(cache, entry, survey.pointers, going, directories):
             if doomed.kind == "tree" and doomed.path.parent in cache.archive_dirs:
                 archive_bytes, archive_linked = _archive_size(
-                    entry, doomed.path, remembered, survey.blobs, shared if entry in going else None
+                    entry, doomed.path, memory, survey.blobs, shared if entry in going else None
                 )
             else:
                 tally.add_tree(doomed.path)
@@ -174,20 +224,14 @@ def measure(
     for (dev, ino), (first, total, most, nlink, size) in shared.items():
         if total + also(dev, ino) >= nlink > most + also(dev, ino):
             sizes[first] += size
-    if remembered != known:
-        try:
-            store.save_archive_sizes(
-                {e: v for e, v in remembered.items() if e in survey.facts.archives}
-            )
-        except (OSError, StoreError):
-            pass  # only a cache: the next run walks again
+    memory.save(survey.facts.archives)
     return sizes, frozenset(linked)
 
 
 def _archive_size(
     entry: str,
     path: Path,
-    remembered: dict[str, ArchiveSize],
+    memory: SizeMemory,
     blobs: Blobs,
     shared: dict[tuple[int, int], list[Any]] | None = None,
 ) -> tuple[int, bool]:
@@ -195,10 +239,6 @@ def _archive_size(
     (then its METADATA link counts stand for the files'), or walked now. In a
     content-addressed cache what an archive frees depends on which other archives share
     its blobs now, so it is walked every time; a blob goes with its last archive."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return 0, False
     if blobs.where:
         tally = SizeTally()
         tally.add_tree(path)
@@ -209,16 +249,12 @@ def _archive_size(
                 seen[1] += count
                 seen[2] = max(seen[2], count)
         return tally.freed_with(blobs.also_going), linked
-    known = remembered.get(entry)
-    if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
-        return known[2], metadata_linked(path, known[3], blobs)
-    walked = Occupancy()  # what it occupies: `SizeTally.occupied`, in a tighter loop
-    walked.add_tree(str(path))
-    infos = read_dist_infos(str(path))
-    remembered[entry] = (st.st_ino, st.st_mtime_ns, walked.bytes, infos)
+    found = memory.of(entry, path)
+    if found is None:
+        return 0, False
     # The same rule as the sweep's re-check: METADATA's links (uv links every file of an
     # install alike; a deduplicating tool may link any other file, which is not a use).
-    return walked.bytes, metadata_linked(path, infos, blobs)
+    return found[2], metadata_linked(path, found[3], blobs)
 
 
 def plan_with_policy(

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uvrefs import uv
-from uvrefs.cache import Archive, Cache, Occupancy, Remembered, read_dist_infos
-from uvrefs.collect import Survey, gather_facts
+from uvrefs.cache import Cache
+from uvrefs.collect import SizeMemory, Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
-from uvrefs.errors import StoreError
 from uvrefs.mark import Progress
 from uvrefs.plan import entry_states, referrer_verdict
-from uvrefs.refs import ArchiveSize, RefsStore
+from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
 from uvrefs.track import record_env
@@ -87,7 +86,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
     for entry, who in holders.items():
         if len(who) == 1 and entry in facts.archives:
             sole.setdefault(next(iter(who)), []).append(entry)
-    sizes = ArchiveSizes(cache, store)
+    memory = SizeMemory(store)
     views = []
     for env in sorted(set(survey.roots.envs) | others):
         scan = facts.envs.get(env)
@@ -97,8 +96,8 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
         else:
             state, detail = scan.state, scan.detail
         modes = tuple(sorted(set(scan.uses.values()))) if scan and not scan.reused else ()
-        before = sizes.remembered
-        sole_bytes = sum(sizes.of(entry) for entry in sole.get(env, ()))
+        before = memory.from_memory
+        sole_bytes = sum(_occupies(memory, cache, entry) for entry in sole.get(env, ()))
         views.append(
             EnvView(
                 env,
@@ -109,43 +108,17 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
                 len(scan.uses) if scan else 0,
                 sole_bytes,
                 root.kind if root else "other host",
-                sizes.remembered - before,
+                memory.from_memory - before,
             )
         )
-    sizes.save()
+    memory.save(facts.archives)
     return views
 
 
-class ArchiveSizes:
-    """What archives occupy: remembered (keyed by the archive's inode and mtime: uv never
-    changes an archive) or walked now and remembered for next time. `remembered` counts
-    the figures that came from memory."""
-
-    def __init__(self, cache: Cache, store: RefsStore) -> None:
-        self.cache, self.store = cache, store
-        self.known = store.archive_sizes()
-        self.walked: dict[str, Remembered] = {}
-        self.remembered = 0
-
-    def of(self, entry: str) -> int:
-        path = self.cache.archive_path(entry)
-        if path is None:
-            return 0
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return 0
-        known = self.known.get(entry)
-        if known is not None and known[:2] == (st.st_ino, st.st_mtime_ns):
-            self.remembered += 1
-            return known[2]
-        walked = Occupancy()
-        walked.add_tree(str(path))
-        self.walked[entry] = (st.st_ino, st.st_mtime_ns, walked.bytes)
-        return walked.bytes
-
-    def save(self) -> None:
-        remember(self.cache, self.store, self.known, self.walked)
+def _occupies(memory: SizeMemory, cache: Cache, entry: str) -> int:
+    path = cache.archive_path(entry)
+    found = memory.of(entry, path) if path is not None else None
+    return found[2] if found is not None else 0
 
 
 def _python_of(env: str) -> str | None:
@@ -196,9 +169,17 @@ def why(
     facts = survey.facts
     states = entry_states(plan, facts)
     wanted = _normalize(query)
-    known = store.archive_sizes()
+    memory = SizeMemory(store)
+
+    def remembered(entry: os.DirEntry[str]) -> tuple[str, ...] | None:
+        try:
+            found = memory.recall(entry.name, entry.stat(follow_symlinks=False))
+        except OSError:
+            return None
+        return found[3] if found is not None else None
+
     views = []
-    for archive in sorted(_archives(cache, known), key=lambda a: a.id):
+    for archive in sorted(cache.archives(remembered), key=lambda a: a.id):
         names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
         if archive.id != query and wanted not in {_normalize(n) for n in names}:
             continue
@@ -217,21 +198,6 @@ def why(
             )
         )
     return views
-
-
-def _archives(cache: Cache, known: dict[str, ArchiveSize]) -> Iterable[Archive]:
-    """Every archive with its dist-infos, those of an archive measured before and
-    unchanged since (same inode and mtime) from memory."""
-
-    def remembered(entry: os.DirEntry[str]) -> tuple[str, ...] | None:
-        found = known.get(entry.name)
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            return None
-        return found[3] if found is not None and found[:2] == (st.st_ino, st.st_mtime_ns) else None
-
-    return cache.archives(remembered)
 
 
 def _normalize(name: str) -> str:
@@ -277,12 +243,18 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
     by_state: dict[str, list[str]] = {}
     for entry, (state, _) in entry_states(plan, survey.facts).items():
         by_state.setdefault(state, []).append(entry)
-    known = store.archive_sizes()
+    memory = SizeMemory(store)
     walk = must_walk(cache, survey)
     total, per_archive, walked, remembered = sizes_by_archive(
-        cache, None if walk is None else {e: v[:3] for e, v in known.items()}, walk or frozenset()
+        cache,
+        None if walk is None else {e: v[:3] for e, v in memory.known.items()},
+        walk or frozenset(),
     )
-    remember(cache, store, {e: v for e, v in known.items() if e in per_archive}, walked)
+    for entry, figure in walked.items():
+        path = cache.archive_path(entry)
+        if path is not None:
+            memory.learn(entry, figure, path)
+    memory.save(per_archive)
     shares = {
         name: Share(len(ids), sum(per_archive.get(e, 0) for e in ids))
         for name in ("live", "dead", "held", "untracked")
@@ -321,23 +293,3 @@ def must_walk(cache: Cache, survey: Survey) -> frozenset[str] | None:
         if os.path.dirname(path) in buckets:
             ids.add(os.path.basename(path))
     return frozenset(ids)
-
-
-def remember(
-    cache: Cache, store: RefsStore, known: dict[str, ArchiveSize], walked: dict[str, Remembered]
-) -> None:
-    """Add what a walk measured to the remembered archive sizes (only a cache: a failure
-    to write costs the next run a walk)."""
-    new = {
-        e: (*v, read_dist_infos(str(path)))
-        for e, v in walked.items()
-        if known.get(e, (0, 0, 0))[:3] != v
-        for path in [cache.archive_path(e)]
-        if path is not None
-    }
-    if not new:
-        return
-    try:
-        store.save_archive_sizes({**known, **new})
-    except (OSError, StoreError):
-        pass
