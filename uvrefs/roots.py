@@ -367,7 +367,16 @@ PROJECT_ENV = re.compile(r"(?:[a-z0-9-]+-)?[a-z]+\d+\.\d+[0-9a-z.+]*-[0-9a-f]{16
 def project_envs(cache: Cache) -> list[str]:
     """Project environments uv keeps in its cache (preview `centralized-project-envs`),
     named as uv names them, among `env_dirs`."""
-    return [env for env in env_dirs(cache) if PROJECT_ENV.fullmatch(os.path.basename(env))]
+    return [env for env in env_dirs(cache) if is_project_env(cache, env)]
+
+
+def is_project_env(cache: Cache, env: str) -> bool:
+    """Whether the real path `env` is where uv keeps a project environment: directly in an
+    `environments-v*` bucket, named as uv names those (no listing of the bucket)."""
+    bucket, name = os.path.split(env)
+    return PROJECT_ENV.fullmatch(name) is not None and any(
+        str(d) == bucket and d.name.startswith("environments-") for d in cache.pointer_dirs
+    )
 
 
 def env_dirs(cache: Cache) -> list[str]:

@@ -357,7 +357,7 @@ def record_env(
         mount_point,
         scan_env,
     )
-    from uvrefs.roots import project_envs, register_store
+    from uvrefs.roots import is_project_env, register_store
 
     env = Path(os.path.realpath(follow_redirect(target.path)))
     scan = scan_env(env, index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs])
@@ -367,7 +367,7 @@ def record_env(
     for entry_id in build_dependencies(cache, new_ids, uses.keys()):
         uses[entry_id] = "build"
     projects: list[tuple[str, str | None]] = []
-    if str(env) in project_envs(cache):  # reached through the project's `.venv` link
+    if is_project_env(cache, str(env)):  # reached through the project's `.venv` link
         link = os.path.abspath(link or target.path)
         record = store.env_record(str(env))
         known = list(record.projects) if record else []
