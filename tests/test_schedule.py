@@ -376,3 +376,21 @@ def test_schedule_status_computes_the_next_run_from_the_last(world: World, kind:
         assert crontab.read_text() == "0 0 * * * echo mine\n"
     status = world.uvrefs("schedule", "status", extra_env=env).stdout
     assert "next run: none (not installed; run uvrefs schedule install)" in status, status
+
+
+def test_status_with_a_fifo_for_a_log_does_not_wait(tmp_path: Path) -> None:
+    """`schedule status` reads the job's last line without waiting on a FIFO planted as
+    its log (it hung) and without following a link."""
+    import os
+
+    from uvrefs.schedule import _last_line
+
+    fifo = tmp_path / "collect.log"
+    os.mkfifo(fifo)
+    assert _last_line(fifo) is None
+    real = tmp_path / "real.log"
+    real.write_text("2026-01-01 one\n2026-01-02 two\n")
+    assert _last_line(real) is not None and _last_line(real)[1] == "2026-01-02 two"  # type: ignore[index]
+    link = tmp_path / "link.log"
+    link.symlink_to(real)
+    assert _last_line(link) is None

@@ -343,14 +343,23 @@ def _systemd_timer() -> list[str]:
 
 def _last_line(log: Path) -> tuple[float, str] | None:
     """When the log was last written and its last line, or None if it has none."""
-    try:
-        with open(log, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - 4096))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-            return (os.fstat(f.fileno()).st_mtime, lines[-1]) if lines else None
+    import stat
+
+    try:  # never waiting on a FIFO, never through a link
+        fd = os.open(log, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        os.lseek(fd, max(0, st.st_size - 4096), os.SEEK_SET)
+        lines = os.read(fd, 8192).decode("utf-8", "replace").splitlines()
+        return (st.st_mtime, lines[-1]) if lines else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _duration(seconds: float) -> str:
