@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import NOBODY, UV, Bounded, World, make_world, plant, run_bounded
-from uvrefs import stamps
+from uvrefs import files, stamps
 from uvrefs.refs import CorruptRefs, RefsStore
 
 
@@ -48,7 +48,7 @@ def test_write_atomic_never_writes_through_a_planted_temp_name(tmp_path: Path) -
     target = tmp_path / "store.json"
     # the name the old writer used: `<path>.<pid>.tmp`
     Path(f"{target}.{os.getpid()}.tmp").symlink_to(outside)
-    stamps.write_atomic(str(target), "new")
+    files.write_atomic(str(target), "new")
     assert target.read_text() == "new" and not target.is_symlink()
     assert unchanged(outside, before)
 
@@ -65,8 +65,8 @@ def test_write_atomic_temp_names_are_hidden_unpredictable_and_cleaned_up(
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
-    stamps.write_atomic(str(target), "a")
-    stamps.write_atomic(str(target), "b")
+    files.write_atomic(str(target), "a")
+    files.write_atomic(str(target), "b")
     assert all(n.startswith(".x.refs.") and n.endswith(".tmp") for n in seen), seen
     assert seen[0] != seen[1]
 
@@ -75,7 +75,7 @@ def test_write_atomic_temp_names_are_hidden_unpredictable_and_cleaned_up(
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
-        stamps.write_atomic(str(target), "c")
+        files.write_atomic(str(target), "c")
     assert sorted(os.listdir(tmp_path)) == ["x.refs"] and target.read_text() == "b"
 
 
@@ -86,7 +86,7 @@ def test_write_atomic_replaces_a_symlink_at_the_target_without_following_it(
     before = canary(outside)
     target = tmp_path / "sizes.json"
     target.symlink_to(outside)
-    stamps.write_atomic(str(target), "{}")
+    files.write_atomic(str(target), "{}")
     assert not target.is_symlink() and target.read_text() == "{}"
     assert unchanged(outside, before)
 
@@ -531,7 +531,7 @@ def test_adopt_refuses_a_negative_depth(
 # ---------------------------------------------------------------- collect --log
 
 
-@pytest.mark.parametrize("where", ["missing-dir", "a-directory", "fifo", "empty"])
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory", "fifo", "empty", "symlink"])
 def test_a_log_that_cannot_be_written_is_refused_before_collecting(
     world: World, where: str
 ) -> None:
@@ -544,9 +544,14 @@ def test_a_log_that_cannot_be_written_is_refused_before_collecting(
         "a-directory": world.root,
         "fifo": world.root / "collect.fifo",
         "empty": Path(""),
+        "symlink": world.root / "link.log",
     }[where]
+    outside = world.root / "outside.txt"
+    outside.write_text("untouched\n")
     if where == "fifo":
         os.mkfifo(log)
+    if where == "symlink":  # planted as the job's log: never appended through
+        log.symlink_to(outside)
     arg = "--log=" if where == "empty" else f"--log={log}"
     done = run_bounded([sys.executable, "-m", "uvrefs", "collect", arg], world.env, world.root)
     assert done.quiet_failure() is None, done.quiet_failure()
@@ -554,6 +559,7 @@ def test_a_log_that_cannot_be_written_is_refused_before_collecting(
     assert done.stderr.startswith("uvrefs: error: --log ")
     assert world.archives() == before  # nothing collected
     assert not (world.root / "no-such-dir").exists()
+    assert outside.read_text() == "untouched\n"
 
 
 def test_schedule_install_makes_the_jobs_log_directory(world: World) -> None:
@@ -772,3 +778,42 @@ PYTHONS = [
 def runs_as_nobody(python: str) -> bool:
     shell = [*NOBODY, "sh", "-c", 'exec "$0" -c pass', python]
     return subprocess.run(shell, capture_output=True, check=False).returncode == 0
+
+
+# ---------------------------------------------------------------- envs found by discovery
+
+
+def test_a_fifo_as_pyvenv_cfg_under_a_watched_directory_hangs_nothing(world: World) -> None:
+    """`uvrefs envs` read each discovered env's pyvenv.cfg with a plain open: a FIFO
+    planted there (a directory whose listing holds `pyvenv.cfg` is an env) hung it."""
+    env = world.venv("projects/real/.venv")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    trap = world.root / "projects" / "trap"
+    trap.mkdir()
+    os.mkfifo(trap / "pyvenv.cfg")
+    world.uvrefs("watch", "add", world.root / "projects")
+    for args in (["envs"], ["status"], ["collect", "--dry-run"]):
+        done = run_bounded([sys.executable, "-m", "uvrefs", *args], world.env, world.root)
+        assert done.quiet_failure() is None, done.quiet_failure()
+
+
+def test_adopt_discover_adopts_every_env_it_can_and_reports_the_others(world: World) -> None:
+    """`adopt --discover DIR` stopped at the first broken env (exit 2) and adopted none of
+    the others. Now each broken one is one line on stderr, the rest are adopted, and the
+    exit code says some failed (1)."""
+    for name in ("a", "c"):
+        world.venv(f"projects/{name}/.venv")
+    broken = world.root / "projects" / "b" / ".venv"
+    broken.mkdir(parents=True)
+    os.mkfifo(broken / "pyvenv.cfg")  # listed as an env, not one
+    done = run_bounded(
+        [sys.executable, "-m", "uvrefs", "adopt", "--discover", str(world.root / "projects")],
+        world.env,
+        world.root,
+    )
+    assert done.quiet_failure() is None, done.quiet_failure()
+    assert done.code == 1, done.stderr
+    adopted = [line for line in done.stdout.splitlines() if line.startswith("adopted ")]
+    assert len(adopted) == 2, done.stdout
+    errors = done.stderr.splitlines()
+    assert len(errors) == 1 and str(broken) in errors[0], errors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import plistlib
 import re
 import shlex
@@ -264,6 +265,33 @@ def test_a_job_whose_uvrefs_cannot_start_still_logs_one_line(world: World) -> No
     assert ran.returncode == 127
     lines = (user.state / "collect.log").read_text().splitlines()
     assert len(lines) == 1 and f"failed (exit 127): {script} did not run" in lines[0], lines
+
+
+@pytest.mark.parametrize("planted", ["fifo", "symlink"])
+def test_a_log_planted_as_a_fifo_or_a_link_neither_hangs_the_job_nor_leads_out(
+    world: World, planted: str
+) -> None:
+    """A FIFO as the job's log hung its wrapper (`wc -c < log`, before uvrefs even ran),
+    so a systemd oneshot stayed active and the timer never fired again; a symlink as the
+    log made `collect --log` append to the file it leads to. Now the job finishes at
+    once, with one line on stderr, and the file outside is untouched."""
+    user = a_users_world(world)
+    install(user, user.venv("env"), "alpha==1.0")
+    done = user.uvrefs(
+        "schedule", "install", "--every", "12h", "--no-activate",
+        extra_env={"UVREFS_SCHEDULER": "cron"},
+    )  # fmt: skip
+    log = user.state / "collect.log"
+    outside = world.root / "outside.txt"
+    outside.write_text("untouched\n")
+    if planted == "fifo":
+        os.mkfifo(log)
+    else:
+        log.symlink_to(outside)
+    ran = scheduled_job("cron", world.root / "home", done.stdout).run(user)  # 120 s bound
+    assert ran.returncode == 2 and "not a regular file" in ran.stderr, ran.stderr
+    assert outside.read_text() == "untouched\n"
+    assert log.is_fifo() if planted == "fifo" else log.is_symlink()
 
 
 def test_collect_log_records_a_failure_with_its_exit_code(world: World) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uvrefs.errors import CacheRefused
+from uvrefs.files import open_dir, read_file, read_utf8
 
 ARCHIVE_BUCKET = re.compile(r"archive-v\d+")
 POINTER_BUCKET = re.compile(r"(wheels|sdists|environments)-v\d+")
@@ -227,7 +228,7 @@ def _archive_of_link(parent: str, target: str, archive_dirs: set[str]) -> str | 
 
 def _archive_of_link_file(path: Path, cache: Cache) -> str | None:  # pragma: no cover
     try:
-        text = path.read_text("utf-8", errors="strict").strip()
+        text = read_file(str(path), 4096).decode("utf-8", errors="strict").strip()
     except (OSError, UnicodeDecodeError):
         return None
     if ARCHIVE_BUCKET.fullmatch(text.split("/")[0]) and len(text.split("/")) == 2:
@@ -238,7 +239,7 @@ def _archive_of_link_file(path: Path, cache: Cache) -> str | None:  # pragma: no
 def wheel_tags(archive: Path, dist_info: str) -> list[str]:
     """The `Tag:` lines of an archive's WHEEL file (empty if it cannot be read)."""
     try:
-        text = (archive / dist_info / "WHEEL").read_text("utf-8", errors="replace")
+        text = read_utf8(str(archive / dist_info / "WHEEL"))
     except OSError:
         return []
     return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Tag:")]
@@ -485,7 +486,7 @@ def _lstat_tree(
 
 def delete_tree(path: Path, tally: SizeTally) -> None:
     """Delete `path` (a tree or a single file); see `delete_at`."""
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    fd = open_dir(str(path.parent))
     try:
         delete_at(fd, path.name, tally)
     finally:
@@ -502,7 +503,7 @@ def delete_at(dir_fd: int, name: str, tally: SizeTally, device: int | None = Non
     if stat.S_ISDIR(st.st_mode):
         if device is not None and st.st_dev != device:
             raise OSError(errno.EXDEV, "a file system is mounted inside", name)
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        fd = open_dir(name, dir_fd=dir_fd)
         try:
             if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
                 raise OSError(errno.ESTALE, "replaced while deleting", name)
@@ -520,24 +521,3 @@ def _empty_dir(dir_fd: int, device: int, tally: SizeTally) -> None:
         entries = list(it)
     for entry in entries:
         delete_at(dir_fd, entry.name, tally, device)
-
-
-def open_dir(root_fd: int, parts: tuple[str, ...]) -> int:
-    """A descriptor of the directory `parts` below `root_fd`, opened one component at a
-    time with O_NOFOLLOW on the root's filesystem: a symlink or mount planted anywhere on
-    the way fails (ELOOP, ENOTDIR, EXDEV) instead of leading out of the cache."""
-    device = os.fstat(root_fd).st_dev
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            if part in ("", ".", ".."):
-                raise OSError(errno.EINVAL, "not a plain path component", part)
-            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = child
-            if os.fstat(fd).st_dev != device:
-                raise OSError(errno.EXDEV, "another filesystem is mounted here", part)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd

@@ -2,6 +2,7 @@
 result, or turns a `UvrefsError` into one line and an exit code. Tracked uv commands
 usually arrive through `uvrefs.launch`, which skips this module and its imports."""
 
+import sys
 from typing import Annotated, Any, Literal
 
 import typer
@@ -293,13 +294,17 @@ def adopt(
                     "nothing to adopt: give environment paths, --discover DIR or --tools"
                 )
             cache, store = cache_and_store()
-            adopted = inventory.adopt(cache, store, dict.fromkeys(found), progress)
+            done = inventory.adopt(cache, store, dict.fromkeys(found), progress)
         finally:
             progress.close()
     if as_json:
-        report.print_json(report.adopted_json(adopted))
+        report.print_json(report.adopted_json(done))
     else:
-        report.print_adopted(adopted)
+        report.print_adopted(done)
+    for _path, why in done.failed:
+        print(f"uvrefs: error: not adopted: {why}", file=sys.stderr)
+    if done.failed:  # 2: nothing could be adopted; 1: the others were
+        raise typer.Exit(1 if done.adopted else 2)
 
 
 @app.command(cls=_Command)

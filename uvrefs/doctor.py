@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Literal
 
 from uvrefs import uv
 from uvrefs.cache import Cache
+from uvrefs.files import create_exclusive, open_lock, read_utf8
 from uvrefs.refs import CorruptRefs, RefsStore, host_id
 from uvrefs.sweep import TRASH_NAME
 
@@ -107,8 +107,7 @@ def preview_features(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         ("pyproject.toml", "tool.uv"),
     ):
         try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
+            data = tomllib.loads(read_utf8(path))
         except (OSError, tomllib.TOMLDecodeError, RecursionError):
             continue
         for key in (section or "").split(".") if section else ():
@@ -180,28 +179,33 @@ def _try_links(cache_root: Path, target: Path) -> tuple[bool, bool]:
     symlink someone planted beside an env) and is removed after."""
     can_clone = can_link = False
     try:
-        with tempfile.NamedTemporaryFile(dir=cache_root, prefix=".uvrefs-doctor-") as src:
-            src.write(b"x")
-            src.flush()
-            dst = target / f".uvrefs-doctor-{os.urandom(8).hex()}"
-            try:
-                os.link(src.name, dst)
-                can_link = True
-                os.unlink(dst)
-            except OSError:
-                pass
-            if sys.platform == "linux":
-                can_clone = _try_clone(src.fileno(), dst)
+        src, src_path = create_exclusive(str(cache_root), ".uvrefs-doctor-")
+    except OSError:
+        return False, False
+    try:
+        os.write(src, b"x")
+        dst = target / f".uvrefs-doctor-{os.urandom(8).hex()}"
+        try:
+            os.link(src_path, dst)
+            can_link = True
+            os.unlink(dst)
+        except OSError:
+            pass
+        if sys.platform == "linux":
+            can_clone = _try_clone(src, target)
     except OSError:
         pass
+    finally:
+        os.close(src)
+        os.unlink(src_path)
     return can_clone, can_link
 
 
-def _try_clone(src: int, dst: Path) -> bool:
+def _try_clone(src: int, target: Path) -> bool:
     import fcntl
 
     try:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd, dst = create_exclusive(str(target), ".uvrefs-doctor-")
     except OSError:
         return False
     try:
@@ -219,10 +223,10 @@ def check_lock(cache: Cache) -> Check:
 
     path = cache.root / ".lock"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_lock(str(path), create=True)
     except OSError:
         try:  # a cache this user may only read: a read-only descriptor can still be locked
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            fd = open_lock(str(path), create=False, writable=False)
         except OSError as exc:
             return Check("cache lock", "warn", f"{path}: cannot open ({exc.strerror})")
     try:

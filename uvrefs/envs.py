@@ -141,13 +141,14 @@ def mount_namespace() -> str | None:
 def mount_table() -> set[str] | None:
     """Every mount point now (Linux: /proc/self/mountinfo, which lists bind mounts of one
     filesystem too); None where there is no mount table to read."""
+    from uvrefs.files import read_file
+
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
+        lines = read_file("/proc/self/mountinfo", 64 << 20).decode("utf-8", "surrogateescape")
     except OSError:
         return None
     points = set()
-    for line in lines:
+    for line in lines.splitlines():
         fields = line.split(" ")
         if len(fields) > 4:
             points.add(_unescape_mount(fields[4]))
@@ -233,7 +234,7 @@ def local_source(installed: Path) -> str | None:
     uv may build again: its build backend is needed while the env lives."""
     import json
 
-    from uvrefs.stamps import read_file
+    from uvrefs.files import read_file
 
     try:  # never through a link, never waiting on a FIFO planted there
         raw = read_file(str(installed / "direct_url.json"), 65536)
@@ -286,11 +287,13 @@ def _same_content(installed: Path, cached: Path, metadata_size: int, index: Arch
     st = index.stat(cached / "METADATA")
     if st is None or st.st_size != metadata_size:
         return False
+    from uvrefs.files import SMALL, read_file
+
     try:
-        if (installed / "METADATA").read_bytes() != (cached / "METADATA").read_bytes():
-            return False
-        if (installed / "WHEEL").read_bytes() != (cached / "WHEEL").read_bytes():
-            return False
+        for name in ("METADATA", "WHEEL"):  # uv links both unchanged in every mode
+            limit = max(SMALL, metadata_size + 1)
+            if read_file(str(installed / name), limit) != read_file(str(cached / name), limit):
+                return False
         cached_record = _record_hashes(cached / "RECORD")
         installed_record = _record_hashes(installed / "RECORD")
     except FileNotFoundError:
@@ -305,9 +308,14 @@ def _same_content(installed: Path, cached: Path, metadata_size: int, index: Arch
     )
 
 
+RECORD_LIMIT = 256 << 20  # a RECORD lists every file of a wheel: large, never unbounded
+
+
 def _record_hashes(record: Path) -> dict[str, str]:
+    from uvrefs.files import read_utf8
+
     hashes: dict[str, str] = {}
-    for line in record.read_text("utf-8", errors="replace").splitlines():
+    for line in read_utf8(str(record), RECORD_LIMIT).splitlines():
         parts = line.rsplit(",", 2)
         if len(parts) == 3 and parts[1]:
             hashes[parts[0].strip('"')] = parts[1]

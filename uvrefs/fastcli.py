@@ -208,19 +208,22 @@ def open_log(log: str | None) -> int | None:
     cannot be written to (a missing directory, a directory, a FIFO) is refused first."""
     if log is None:
         return None
-    import stat
+    import errno
+
+    from uvrefs.files import open_append
 
     try:
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+        return open_append(log)
     except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL, errno.ENXIO):  # a link, a FIFO, a device
+            raise UsageError(
+                f"--log {log}: not a regular file (a symbolic link, FIFO or device is never "
+                "written through); choose another file"
+            ) from None
         raise UsageError(
             f"--log {log}: cannot append to it ({exc.strerror}); create its directory or "
             "choose another file"
         ) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"--log {log}: not a regular file; choose another file")
-    return fd
 
 
 def log_line(fd: int | None, log: str | None, text: str) -> bool:
@@ -236,4 +239,8 @@ def log_line(fd: int | None, log: str | None, text: str) -> bool:
     except OSError as exc:
         print(f"uvrefs: warning: cannot append to --log {log} ({exc.strerror})", file=sys.stderr)
         return False
+    if os.environ.get("UVREFS_LOGGED"):  # the scheduled job's wrapper: this run is logged
+        from uvrefs.files import mark
+
+        mark(os.environ["UVREFS_LOGGED"])
     return True

@@ -13,6 +13,7 @@ from uvrefs import uv
 from uvrefs.cache import Cache
 from uvrefs.collect import SizeMemory, Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
+from uvrefs.errors import UvrefsError
 from uvrefs.mark import Progress
 from uvrefs.plan import entry_states, referrer_verdict
 from uvrefs.refs import RefsStore
@@ -28,21 +29,37 @@ class Adopted:
     refs_written: int
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """What `adopt` did: the environments recorded, and `(path, why)` for each that could
+    not be (the others are adopted all the same)."""
+
+    adopted: tuple[Adopted, ...]
+    failed: tuple[tuple[str, str], ...]
+
+
 def adopt(
     cache: Cache, store: RefsStore, paths: Iterable[str], progress: Progress | None = None
-) -> list[Adopted]:
+) -> Adoption:
     """Record existing environments as referrers, without installing anything. Holds uv's
-    lock shared, like a tracked install; adopting an env twice writes nothing new."""
-    targets = [target_of_path(p) for p in paths]
-    adopted = []
+    lock shared, like a tracked install; adopting an env twice writes nothing new. An env
+    that cannot be adopted (not an env, unreadable, a broken interpreter) is reported and
+    the others are adopted."""
+    paths = list(paths)
+    adopted, failed = [], []
     with uv.CacheLock(cache.root, exclusive=False, timeout=uv.lock_timeout()):
         index = ArchiveIndex(cache)
-        for number, target in enumerate(targets):
+        for number, path in enumerate(paths):
             if progress:
-                progress("adopting environments", number, len(targets))
-            result = record_env(cache, store, target, "adopt", index=index)
+                progress("adopting environments", number, len(paths))
+            try:
+                target = target_of_path(path)
+                result = record_env(cache, store, target, "adopt", index=index)
+            except UvrefsError as exc:
+                failed.append((path, str(exc)))
+                continue
             adopted.append(Adopted(target.path, result.entries, result.changed))
-    return adopted
+    return Adoption(tuple(adopted), tuple(failed))
 
 
 def uv_tool_envs() -> list[str]:
@@ -122,14 +139,16 @@ def _occupies(memory: SizeMemory, cache: Cache, entry: str) -> int:
 
 
 def _python_of(env: str) -> str | None:
-    try:
-        with open(os.path.join(env, "pyvenv.cfg"), encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition("=")
-                if key.strip() in ("version_info", "version"):
-                    return value.strip()
+    from uvrefs.files import read_utf8
+
+    try:  # a FIFO or a link planted as pyvenv.cfg is never waited on or followed
+        text = read_utf8(os.path.join(env, "pyvenv.cfg"), 65536)
     except OSError:
         return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version_info", "version"):
+            return value.strip()
     return None
 
 

@@ -25,7 +25,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
-from uvrefs import stamps
+from uvrefs import files, stamps
 from uvrefs.cache import ENTRY_ID
 from uvrefs.errors import StoreError
 
@@ -45,9 +45,11 @@ def host_id() -> str:
     name."""
     if os.environ.get("UVREFS_HOST"):
         return os.environ["UVREFS_HOST"]
+    from uvrefs.files import read_utf8
+
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
-            text = Path(path).read_text().strip()
+            text = read_utf8(path, 4096).strip()
         except OSError:
             continue
         if text:
@@ -571,7 +573,7 @@ def _read_store_json(path: Path, limit: int = 64 << 20) -> Any:
     or holding a NUL, raw or escaped (no path or name uvrefs writes has one; `os` refuses
     them)."""
     try:
-        raw = stamps.read_file(str(path), limit)
+        raw = files.read_file(str(path), limit)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -617,4 +619,4 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     `json` writes as `\\udcXX` and reads back, where pydantic's serializer refuses them.
     On one line: with `indent`, `json` falls back from its C encoder to a Python one,
     several times slower on an entry shared by many envs (`jq .` pretty-prints)."""
-    stamps.write_atomic(str(path), json.dumps(data))
+    files.write_atomic(str(path), json.dumps(data))

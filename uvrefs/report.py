@@ -13,7 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and inventory's imports
     from uvrefs.collect import Removal
     from uvrefs.doctor import Check, Repair
-    from uvrefs.inventory import Adopted, EntryView, EnvView, Status
+    from uvrefs.inventory import Adoption, EntryView, EnvView, Status
     from uvrefs.plan import Decision
 
 JSON_FORMAT = 1
@@ -193,12 +193,16 @@ def print_doctor(checks: list[Check], repaired: Repair | None) -> None:
             print(f"{c.status:4} {c.name}: {c.detail}")
 
 
-def adopted_json(adopted: list[Adopted]) -> dict[str, Any]:
-    return {"format": JSON_FORMAT, "adopted": [asdict(a) for a in adopted]}
+def adopted_json(done: Adoption) -> dict[str, Any]:
+    return {
+        "format": JSON_FORMAT,
+        "adopted": [asdict(a) for a in done.adopted],
+        "failed": [{"env": path, "why": why} for path, why in done.failed],
+    }
 
 
-def print_adopted(adopted: list[Adopted]) -> None:
-    for a in adopted:
+def print_adopted(done: Adoption) -> None:
+    for a in done.adopted:
         print(f"adopted {a.env}: uses {a.entries} cache entries, {a.refs_written} refs written")
 
 

@@ -203,13 +203,13 @@ def register_store(cache_root: Path, store_dir: Path) -> None:
             made = False
         # Through a descriptor opened without following links: a link planted under the
         # registry's name (its parent is the cache root) is never chmod-ed or written into.
-        fd = os.open(registry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        from uvrefs.files import open_dir, write_atomic
+
+        fd = open_dir(str(registry))
         try:
             st = os.fstat(fd)
             if made and st.st_uid == os.geteuid():
                 os.fchmod(fd, 0o1777)  # sticky: every user registers, none replaces another
-            from uvrefs.stamps import write_atomic
-
             write_atomic(
                 f"/proc/self/fd/{fd}/{name.name}" if os.path.isdir("/proc/self/fd") else str(name),
                 os.fsdecode(os.path.realpath(store_dir)),
@@ -274,7 +274,7 @@ def _unreadable_dir(path: str) -> bool:
 
 def _read_small(path: Path, limit: int = 4096) -> str | None:
     """A registry file's text: a regular file, not a link, not a FIFO, a few bytes."""
-    from uvrefs.stamps import read_file
+    from uvrefs.files import read_file
 
     try:
         raw = read_file(str(path), limit)

@@ -21,22 +21,27 @@ from datetime import datetime
 from pathlib import Path
 
 from uvrefs.errors import UsageError, UvrefsError
+from uvrefs.files import SMALL, read_file, tail
 
 NAME = "uvrefs-collect"
 LABEL = "io.github.uvrefs.collect"
 CRON_MARK = f"# {NAME}"  # ends the crontab line uvrefs owns
 MAX_EVERY = 366 * 86400.0  # seconds: launchd's StartInterval and cron cannot go much further
 
-# `sh -c` script: $1 is the log, the rest is the uvrefs command line. If uvrefs fails and
-# the log did not grow, uvrefs never got to log: say so in the log. (No `\`; `%`, which
+# `sh -c` script: $1 is the log, the rest is the uvrefs command line. It reads nothing
+# before uvrefs runs (a FIFO planted as the log would hang a reader, and the timer with
+# it): uvrefs marks a fresh `mktemp` file (UVREFS_LOGGED) once it has logged its run. If
+# uvrefs failed without marking it, uvrefs never got to log: the wrapper says so, in a
+# log that is a regular file (or none yet), never through a link. (No `\`; `%`, which
 # cron and systemd would rewrite, and `$` for systemd are escaped where it is written.)
 WRAPPER = (
-    'log="$1"; shift; before=$(wc -c 2>/dev/null <"$log"); "$@"; code=$?; '
-    'after=$(wc -c 2>/dev/null <"$log"); '
-    '[ "$code" -eq 0 ] || [ $((${after:-0})) -ne $((${before:-0})) ] || '
+    'log="$1"; shift; mark=$(mktemp 2>/dev/null) || mark=; '
+    'UVREFS_LOGGED="$mark" "$@"; code=$?; '
+    'if [ "$code" -ne 0 ] && [ -n "$mark" ] && [ ! -s "$mark" ] && [ ! -h "$log" ] '
+    '&& { [ ! -e "$log" ] || [ -f "$log" ]; }; then '
     'echo "$(date -u +%Y-%m-%dT%H:%M:%S+00:00) failed (exit $code): $1 did not run or was '
-    'killed; check that it runs, then run uvrefs schedule install again" >>"$log"; '
-    'exit "$code"'
+    'killed; check that it runs, then run uvrefs schedule install again" >>"$log"; fi; '
+    '[ -z "$mark" ] || rm -f "$mark"; exit "$code"'
 )
 
 
@@ -215,7 +220,7 @@ def _systemd_word(word: str) -> str:
 def install(schedule: Schedule, activate: bool = True) -> list[str]:
     """Write the units and activate them; returns what it did, one line each. Raises
     `SchedulerFailed` if the scheduler's command fails (the files stay written)."""
-    from uvrefs.stamps import write_atomic
+    from uvrefs.files import write_atomic
 
     done = []
     for unit in schedule.units:
@@ -304,7 +309,7 @@ def _installed_interval(schedule: Schedule) -> float | None:
     `SchedulerFailed` if `crontab -l` cannot say."""
     if schedule.kind == "launchd":
         try:
-            agent = plistlib.loads(schedule.units[0].path.read_bytes())
+            agent = plistlib.loads(read_file(str(schedule.units[0].path), SMALL))
             return float(agent["StartInterval"])
         except (OSError, ValueError, KeyError, TypeError, plistlib.InvalidFileException):
             return None
@@ -343,23 +348,11 @@ def _systemd_timer() -> list[str]:
 
 def _last_line(log: Path) -> tuple[float, str] | None:
     """When the log was last written and its last line, or None if it has none."""
-    import stat
-
-    try:  # never waiting on a FIFO, never through a link
-        fd = os.open(log, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except OSError:
+    found = tail(str(log), 4096)  # never waiting on a FIFO, never through a link
+    if found is None:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        os.lseek(fd, max(0, st.st_size - 4096), os.SEEK_SET)
-        lines = os.read(fd, 8192).decode("utf-8", "replace").splitlines()
-        return (st.st_mtime, lines[-1]) if lines else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    lines = found[1].decode("utf-8", "replace").splitlines()
+    return (found[0], lines[-1]) if lines else None
 
 
 def _duration(seconds: float) -> str:

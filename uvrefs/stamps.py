@@ -10,6 +10,8 @@ import hashlib
 import os
 import sys
 
+from uvrefs import files
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -67,74 +69,18 @@ def check_store(store: str) -> None:
             )
 
 
-# Opening a store file never waits (a FIFO planted in the store) nor follows a symlink.
-_NO_WAIT = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-
-
-def read_file(path: str, limit: int) -> bytes:
-    """A store file's bytes, opened without blocking and without following a symlink (a
-    FIFO, or a link planted in the store, could hang a reader or lead it anywhere).
-    Raises FileNotFoundError if it is missing, and OSError if it is not a regular file
-    or holds more than `limit` bytes."""
-    import errno
-    import stat
-
-    try:
-        fd = os.open(path, os.O_RDONLY | _NO_WAIT)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise OSError(errno.ELOOP, "a symbolic link, not followed", path) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit and st.st_size <= limit:
-            chunk = os.read(fd, max(st.st_size + 1 - size, 1 << 16))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
-        raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB", path)
-    finally:
-        os.close(fd)
-
-
 STAMP_LIMIT = 64 << 20  # bytes; a fingerprint is a few lines per site directory
 
 
 def read_stamp(path: str) -> str | None:
     try:
-        return read_file(path, STAMP_LIMIT).decode("utf-8", "surrogateescape")
+        return files.read_file(path, STAMP_LIMIT).decode("utf-8", "surrogateescape")
     except OSError:
         return None
 
 
 def write_stamp(path: str, fingerprint: str) -> None:
-    write_atomic(path, fingerprint)
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write beside the target, then rename over it: readers see old or new, never half.
-    The temp file (`.<name>.<random>.tmp`) is created exclusively and never through a
-    symlink, and removed if anything fails; the rename replaces whatever is at `path`
-    (a planted symlink included) without following it."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.urandom(8).hex()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    files.write_atomic(path, fingerprint)
 
 
 RECORDING_LOCK = "recording.lock"
@@ -149,7 +95,7 @@ def hold_recording(store: str) -> int | None:
 
     try:
         os.makedirs(store, exist_ok=True)
-        fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDWR | os.O_CREAT | _NO_WAIT, 0o666)
+        fd = files.open_lock(os.path.join(store, RECORDING_LOCK), create=True)
     except OSError:
         return None
     try:
@@ -167,7 +113,7 @@ def wait_for_recorders(store: str, timeout: float) -> bool:
     import time
 
     try:
-        fd = os.open(os.path.join(store, RECORDING_LOCK), os.O_RDONLY | _NO_WAIT)
+        fd = files.open_lock(os.path.join(store, RECORDING_LOCK), create=False, writable=False)
     except OSError:
         return True  # no recorder ever ran here
     deadline = time.monotonic() + timeout

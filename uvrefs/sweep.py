@@ -25,11 +25,11 @@ from uvrefs.cache import (
     Pointer,
     SizeTally,
     delete_at,
-    open_dir,
     read_dist_infos,
 )
 from uvrefs.envs import EnvScan, mount_table
 from uvrefs.errors import LockTimeout, StoreError, UvrefsError
+from uvrefs.files import open_dir, open_dir_below
 from uvrefs.mark import Marks, live_set, scan_root, state_print, unknowable
 from uvrefs.plan import Decision, Facts, Plan, plan_collection
 from uvrefs.refs import CorruptRefs, RefsStore
@@ -101,7 +101,7 @@ def sweep(
     kept: list[Decision] = []
     errors: list[str] = []
     warnings: list[str] = []
-    root_fd = os.open(cache.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    root_fd = open_dir(str(cache.root))
     trash: Trash | None = None
     moved: list[tuple[Decision, Moved]] = []
     try:
@@ -259,7 +259,7 @@ def remove_orphans(root_fd: int, candidates: list[Blob]) -> list[Blob]:
             bucket, fan, name = blob.parts
             if (bucket, fan) not in dirs:
                 try:
-                    dirs[bucket, fan] = open_dir(root_fd, (bucket, fan))
+                    dirs[bucket, fan] = open_dir_below(root_fd, (bucket, fan))
                 except OSError:
                     dirs[bucket, fan] = -1
             fd = dirs[bucket, fan]
@@ -548,7 +548,7 @@ def unlink_entry(
             parent_rel, _, name = str(item.path)[prefix:].rpartition(os.sep)
             if parent_rel not in parents:
                 try:
-                    parents[parent_rel] = open_dir(root_fd, tuple(parent_rel.split(os.sep)))
+                    parents[parent_rel] = open_dir_below(root_fd, tuple(parent_rel.split(os.sep)))
                 except FileNotFoundError:
                     continue
             parent = parents[parent_rel]
@@ -636,7 +636,7 @@ class Trash:
 
         path = tempfile.mkdtemp(prefix=TRASH_PREFIX + "-", dir=root)
         self.name = os.path.basename(path)
-        self.fd = os.open(self.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+        self.fd = open_dir(self.name, dir_fd=root_fd)
         st = os.fstat(self.fd)
         if st.st_dev != self.device or st.st_uid != os.geteuid():
             os.close(self.fd)
@@ -691,7 +691,7 @@ def empty_leftover_trash(root: Path, root_fd: int) -> list[str]:
             if mounted:
                 warnings.append(f"leftover trash {name} not emptied: {mounted} is mounted in it")
                 continue
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+            fd = open_dir(name, dir_fd=root_fd)
         except OSError as exc:
             warnings.append(f"cannot empty the leftover trash {name}: {exc.strerror}")
             continue

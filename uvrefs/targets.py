@@ -167,10 +167,11 @@ def _ancestors(path: str) -> list[str]:
 def _read_workspace(pyproject: str) -> dict[str, list[str]] | None:
     import tomllib
 
+    from uvrefs.files import read_utf8
+
     try:
-        with open(pyproject, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
+        data = tomllib.loads(read_utf8(pyproject))
+    except (OSError, tomllib.TOMLDecodeError, RecursionError):
         return None
     workspace = data.get("tool", {}).get("uv", {}).get("workspace")
     return workspace if isinstance(workspace, dict) else None
@@ -340,7 +341,7 @@ def follow_redirect(path: str) -> str:
     """The environment a `.venv` redirect file (PEP 832; uv's preview `venv-redirect-files`)
     names, relative to the file's directory; any other path as it is. Read as a small
     regular file only, never through a link or from a FIFO."""
-    from uvrefs.stamps import read_file
+    from uvrefs.files import read_file
 
     try:
         text = read_file(path, REDIRECT_MAX).decode("utf-8", errors="replace")

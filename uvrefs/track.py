@@ -248,7 +248,9 @@ def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> Non
         pass
     try:
         os.makedirs(os.path.dirname(stamp), exist_ok=True)
-        stamps.write_atomic(stamp, str(time.time()))
+        from uvrefs.files import write_atomic
+
+        write_atomic(stamp, str(time.time()))
     except OSError:
         return  # cannot stamp, so do not run: never more often than asked
     import subprocess

@@ -218,7 +218,15 @@ class CacheLock:
         import fcntl
         import time
 
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        from uvrefs.files import open_lock
+
+        try:
+            self.fd = open_lock(self.path, create=True)
+        except OSError as exc:
+            raise UvrefsError(
+                f"cannot open uv's cache lock {self.path} ({exc.strerror}): it must be a "
+                "regular file uv made (not a link or a FIFO); move it away and run uv again"
+            ) from None
         mode = (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
         deadline = None
         while True:
