@@ -23,6 +23,14 @@ def read_file(path: str, limit: int, *, dir_fd: int | None = None) -> bytes:
     """A file's bytes: a regular file, opened without blocking and without following a
     symlink. Raises FileNotFoundError if it is missing, and OSError if it is a link, not
     a regular file, or holds more than `limit` bytes."""
+    return read_file_stat(path, limit, dir_fd=dir_fd)[0]
+
+
+def read_file_stat(
+    path: str, limit: int, *, dir_fd: int | None = None
+) -> tuple[bytes, os.stat_result]:
+    """`read_file`, with the file's status as it was opened (to tell later whether it was
+    replaced since)."""
     try:
         fd = os.open(path, os.O_RDONLY | NO_WAIT, dir_fd=dir_fd)
     except OSError as exc:
@@ -38,7 +46,7 @@ def read_file(path: str, limit: int, *, dir_fd: int | None = None) -> bytes:
         while size <= limit and st.st_size <= limit:
             chunk = os.read(fd, max(st.st_size + 1 - size, 1 << 16))
             if not chunk:
-                return b"".join(chunks)
+                return b"".join(chunks), st
             chunks.append(chunk)
             size += len(chunk)
         raise OSError(errno.EFBIG, f"larger than {_size(limit)}", path)

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 from pathlib import Path
@@ -242,6 +243,32 @@ class CorruptRefs(Exception):
     """A refs file that cannot be trusted; its entry is kept (fail closed)."""
 
 
+class NewerFile(StoreError):
+    """A store file a newer uvrefs wrote: this version reads what it understands of it and
+    never writes over it (an older uvrefs must never lose what a newer one recorded)."""
+
+
+SET_ASIDE = ".corrupt-"  # `<entry>.refs.corrupt-<time>`: refs `doctor --repair` set aside
+
+
+def newer_format(data: object) -> int | None:
+    """The format of a store document written by a newer uvrefs, else None."""
+    version = data.get("format") if isinstance(data, dict) else None
+    return version if type(version) is int and version > FORMAT else None
+
+
+class RecordProblem(NamedTuple):
+    """An env record that cannot be read as this uvrefs reads records: the env it names
+    and the entries it lists, where those can still be read (a newer format), and why.
+    Its env is never judged gone from its path alone (its mount and namespace are not
+    known), and what it lists stays held."""
+
+    path: str | None
+    why: str
+    host: str | None = None
+    entries: tuple[str, ...] = ()
+
+
 class RefsStore:
     """The refs of one uv cache. Constructing it touches nothing on disk."""
 
@@ -364,7 +391,7 @@ class RefsStore:
                 "recorded_at": when,
             }
             data["referrers"] = [r for r in data["referrers"] if r not in mine] + [me]
-            _write_json(self.refs_path(entry_id), data)
+            _write_json(self.refs_path(entry_id), data, checked=True)
             changed += 1
         return changed, corrupt
 
@@ -508,7 +535,8 @@ class RefsStore:
 
     def forget_env(self, env: str) -> None:
         """Drop a gone env's record and stamp (under uv's exclusive lock: nothing can be
-        recording it)."""
+        recording it). A record a newer uvrefs wrote is left (`NewerFile`)."""
+        _refuse_newer(self.env_path(Path(env)))
         for path in (self.env_path(Path(env)), Path(self.stamp_path(env))):
             path.unlink(missing_ok=True)
 
@@ -527,8 +555,126 @@ class RefsStore:
         if len(kept) == len(data["referrers"]):
             return False
         data["referrers"] = kept
-        _write_json(self.refs_path(entry_id), data)
+        _write_json(self.refs_path(entry_id), data, checked=True)
         return True
+
+    # -- the whole store at once (what collect, status, envs and why judge from)
+
+    def read(self, previous: StoreView | None = None) -> StoreView:
+        """Every refs file and env record of the store, and what it remembers (watched
+        directories, holders, peers, uv's settings), as they are now. With `previous` (a
+        read of this store moments ago) a file unchanged since (same inode, mtime and
+        size, and older than that read by more than the clock's granularity) is not
+        parsed again: the sweep reads every store again under uv's lock this way.
+        Raises OSError if the store's directory cannot be listed."""
+        import time
+
+        old = previous.parsed if previous is not None and previous.store.dir == self.dir else {}
+        cutoff = previous.read_at - RACY_NS if previous is not None else 0
+        view = StoreView(self, time.time_ns())
+        os.listdir(self.dir)  # a store we may not read raises: the caller decides
+
+        def doc(path: Path, limit: int = 64 << 20) -> tuple[Any, bool] | None:
+            """(parsed, reused) of a file, or None if it is missing."""
+            key = str(path)
+            if old:
+                try:
+                    st = os.stat(path, follow_symlinks=False)
+                except FileNotFoundError:
+                    return None
+                except OSError:
+                    st = None
+                known = old.get(key)
+                if st is not None and known is not None and known[0] == _stat_key(st):
+                    if st.st_mtime_ns < cutoff:
+                        view.parsed[key] = known
+                        return known[1], True
+            try:
+                raw, st = files.read_file_stat(key, limit)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                return CorruptRefs(f"unreadable ({exc.strerror})"), False
+            data = _parse_store_json(raw)
+            view.parsed[key] = (_stat_key(st), data)
+            return data, False
+
+        for entry, name in self._refs_names():
+            got = doc(self.refs_dir / name)
+            if got is None:
+                continue
+            if name.endswith(REFS_SUFFIX):
+                try:
+                    view.refs[entry] = _refs_of(got[0], entry)
+                except CorruptRefs as exc:
+                    view.corrupt[entry] = str(exc)
+                    if newer_format(got[0]) is not None:
+                        view.newer.append(str(self.refs_dir / name))
+            else:  # set aside by `doctor --repair`: who it named is not known, so it holds
+                view.set_aside.setdefault(
+                    entry,
+                    f"its refs were set aside by `uvrefs doctor --repair` as {name}; delete "
+                    "that file once no environment of another host or store needs the entry",
+                )
+        for name in self._names(self.envs_dir, ".json"):
+            got = doc(self.envs_dir / name)
+            if got is None:
+                continue
+            record = _record_of(got[0], str(self.envs_dir / name))
+            if isinstance(record, RecordProblem):
+                view.problems.append(record)
+                if newer_format(got[0]) is not None:
+                    view.newer.append(str(self.envs_dir / name))
+            else:
+                view.records[record.path] = record
+        for name, key, attr in (
+            ("watch.json", "dirs", "watched"),
+            ("holders.json", "dirs", "holders"),
+            ("peers.json", "stores", "peers"),
+        ):
+            got = doc(self.dir / name)
+            values = got[0].get(key) if got is not None and isinstance(got[0], dict) else None
+            if isinstance(values, list):
+                setattr(view, attr, [v for v in values if isinstance(v, str)])
+            if got is not None and newer_format(got[0]) is not None:
+                view.newer.append(str(self.dir / name))
+        got = doc(self.dir / SETTINGS)
+        if got is not None:
+            view.settings = Settings.of(got[0])
+        return view
+
+    def _refs_names(self) -> list[tuple[str, str]]:
+        """(entry, file name) of every refs file, and of every one `doctor --repair` set
+        aside; names that are not entry ids are ignored."""
+        found = []
+        for name in self._names(self.refs_dir, ""):
+            entry, dot, rest = name.partition(REFS_SUFFIX)
+            if dot and ENTRY_ID.fullmatch(entry) and (not rest or rest.startswith(SET_ASIDE)):
+                found.append((entry, name))
+        return found
+
+    @staticmethod
+    def _names(directory: Path, suffix: str) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(directory) if n.endswith(suffix))
+        except FileNotFoundError:
+            return []
+
+    # -- uv's settings that say where roots live, as uvrefs commands have seen them
+
+    def remember_settings(self, seen: Settings) -> None:
+        """Add what a command saw to what the store remembers (directories kept while they
+        exist), so a collect run with another environment (a scheduler's) still knows
+        where tool environments and Pythons live. Store locked."""
+        try:
+            data = _read_store_json(self.dir / SETTINGS)
+        except (OSError, CorruptRefs):
+            data = None
+        known = Settings.of(data) if data is not None else Settings()
+        merged = known.merge(seen)
+        if merged != known:
+            self._ensure_dirs()
+            _write_json(self.dir / SETTINGS, {"format": FORMAT, **merged.as_json()})
 
     # -- directories watched for environments, and peer stores of the same cache
 
@@ -554,6 +700,8 @@ class RefsStore:
         _write_json(self.dir / "peers.json", {"format": FORMAT, "stores": sorted(set(stores))})
 
     def _string_list(self, name: str, key: str) -> list[str]:
+        """A list of strings kept in a store file; one a newer uvrefs wrote is read for
+        that list all the same (its writers refuse to replace it: `NewerFile`)."""
         try:
             data = _read_store_json(self.dir / name)
         except FileNotFoundError:
@@ -564,6 +712,124 @@ class RefsStore:
         if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
             raise StoreError(f"{self.dir / name} is not a uvrefs {name}; fix or delete it")
         return values
+
+
+RACY_NS = 2_000_000_000  # a file written this close to a read may have changed unseen
+SETTINGS = "settings.json"
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class Settings(NamedTuple):
+    """`settings.json`: where uv keeps tool environments and managed Pythons (and the
+    preview features in effect), as uvrefs commands have seen them in their environment
+    and uv's configuration. A collect searches every one of these that exists."""
+
+    tool_dirs: tuple[str, ...] = ()
+    python_dirs: tuple[str, ...] = ()
+    preview_features: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, data: object) -> Settings:
+        """Read leniently: a field this version does not know is ignored (and kept, since
+        a file a newer uvrefs wrote is never written over)."""
+        if not isinstance(data, dict):
+            return cls()
+
+        def strs(key: str) -> tuple[str, ...]:
+            value = data.get(key)
+            if not isinstance(value, list):
+                return ()
+            return tuple(sorted({v for v in value if isinstance(v, str)}))
+
+        return cls(strs("tool_dirs"), strs("python_dirs"), strs("preview_features"))
+
+    def merge(self, seen: Settings) -> Settings:
+        """These and `seen`; directories that no longer exist are dropped."""
+
+        def dirs(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(sorted(d for d in {*a, *b} if os.path.isabs(d) and os.path.isdir(d)))
+
+        return Settings(
+            dirs(self.tool_dirs, seen.tool_dirs),
+            dirs(self.python_dirs, seen.python_dirs),
+            tuple(sorted({*self.preview_features, *seen.preview_features})),
+        )
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._asdict().items()}
+
+
+@dataclass
+class StoreView:
+    """One store as read at one moment: its refs by entry (and why others cannot be read),
+    its env records by path (and those that cannot be read), what it remembers, and the
+    files a newer uvrefs wrote. `parsed` keeps each file's stat and parse for a re-read."""
+
+    store: RefsStore
+    read_at: int  # time.time_ns() when the read started
+    refs: dict[str, Refs] = field(default_factory=dict)
+    corrupt: dict[str, str] = field(default_factory=dict)
+    set_aside: dict[str, str] = field(default_factory=dict)  # entry -> why it stays held
+    records: dict[str, KnownEnv] = field(default_factory=dict)
+    problems: list[RecordProblem] = field(default_factory=list)
+    newer: list[str] = field(default_factory=list)
+    watched: list[str] = field(default_factory=list)
+    holders: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)
+    settings: Settings = field(default_factory=Settings)
+    parsed: dict[str, tuple[tuple[int, int, int], Any]] = field(default_factory=dict)
+
+
+def _parse_store_json(raw: bytes) -> Any:
+    """`raw` as a store document, or a `CorruptRefs` saying why it is not one."""
+    if b"\0" in raw or b"\\u0000" in raw:
+        return CorruptRefs("holds a NUL byte")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        return CorruptRefs("nested too deeply")
+    except ValueError:
+        return CorruptRefs("not valid JSON (truncated or garbage)")
+
+
+def _refs_of(data: Any, entry: str) -> Refs:
+    """A parsed refs file as `Refs` of `entry`; raises CorruptRefs if it is not one."""
+    if isinstance(data, CorruptRefs):
+        raise data
+    refs = fast_refs(data)
+    if refs is None:
+        refs = _validated_refs(data)
+    if refs.entry != entry:
+        raise CorruptRefs(f"names entry {refs.entry!r}, not {entry!r}")
+    return refs
+
+
+def _record_of(data: Any, where: str) -> KnownEnv | RecordProblem:
+    """A parsed env record, or what can still be read of one this uvrefs cannot take."""
+    if not isinstance(data, CorruptRefs):
+        record = fast_env(data) or _validated_env(data)
+        if record is not None:
+            return record
+    if isinstance(data, CorruptRefs):
+        return RecordProblem(None, f"its record {where} is {data}")
+    path, host, entries = (
+        data.get(k) if isinstance(data, dict) else None for k in ("path", "host", "entries")
+    )
+    version = newer_format(data)
+    why = (
+        f"its record {where} was written by a newer uvrefs (format {version}); upgrade uvrefs"
+        if version is not None
+        else f"its record {where} cannot be read by this uvrefs"
+    )
+    return RecordProblem(
+        path if isinstance(path, str) else None,
+        why,
+        host if isinstance(host, str) else None,
+        tuple(e for e in entries if isinstance(e, str)) if isinstance(entries, list) else (),
+    )
 
 
 def _read_store_json(path: Path, limit: int = 64 << 20) -> Any:
@@ -614,9 +880,32 @@ def _validated_env(data: Any) -> KnownEnv | None:
         return None
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+def _write_json(path: Path, data: Mapping[str, Any], *, checked: bool = False) -> None:
     """JSON through `json`: env paths may hold non-UTF-8 bytes as surrogate escapes, which
     `json` writes as `\\udcXX` and reads back, where pydantic's serializer refuses them.
     On one line: with `indent`, `json` falls back from its C encoder to a Python one,
-    several times slower on an entry shared by many envs (`jq .` pretty-prints)."""
+    several times slower on an entry shared by many envs (`jq .` pretty-prints).
+    Never over a file a newer uvrefs wrote (`NewerFile`); `checked`: the caller has just
+    read the file it replaces and knows it is not one."""
+    if not checked:
+        _refuse_newer(path)
     files.write_atomic(str(path), json.dumps(data))
+
+
+def newer_file(path: Path) -> int | None:
+    """The format of the file at `path` if a newer uvrefs wrote it, else None (missing or
+    unreadable: nothing a newer uvrefs wrote can be read there)."""
+    try:
+        return newer_format(_read_store_json(path, limit=1 << 30))
+    except (OSError, CorruptRefs):
+        return None
+
+
+def _refuse_newer(path: Path) -> None:
+    """Raise `NewerFile` if the file at `path` was written by a newer uvrefs."""
+    version = newer_file(path)
+    if version is not None:
+        raise NewerFile(
+            f"{path} was written by a newer uvrefs (format {version}); it is left as it is: "
+            "upgrade uvrefs"
+        )
