@@ -294,6 +294,15 @@ def plant(path: Path, kind: str, outside: Path) -> None:
 
 # ------------------------------------------------ symlink-mode helpers (roots, attack tests)
 
+
+def registry_of(world: World) -> Path:
+    """Where the stores of the world's cache register (`roots.registry_dir`)."""
+    from uvrefs.cache import Cache
+    from uvrefs.roots import registry_dir
+
+    return registry_dir(Cache.open(world.cache))
+
+
 SYMLINK = {"UV_LINK_MODE": "symlink"}  # the mode in which a wrongly freed entry breaks an env
 
 
@@ -307,8 +316,16 @@ def install(world: World, env: Path, *reqs: str | Path, tracked: bool = True, **
         world.uv("pip", "install", *args, extra_env=extra, **kw)
 
 
-def collect_json(world: World, *args: str, **kw: Any) -> dict[str, Any]:
-    return json.loads(world.uvrefs("collect", "--json", *args, **kw).stdout)  # type: ignore[no-any-return]
+NO_GRACE = ("--min-age", "0")
+
+
+def collect_json(world: World, *args: str, grace: bool = False, **kw: Any) -> dict[str, Any]:
+    """`collect --json ARGS`. An env deleted in symlink mode may have moved (links and
+    all), so by default what only it used waits a grace period: a safety test asserting
+    that an entry is kept would pass for that reason alone. So unless ARGS say
+    `--min-age` or `grace` is true, this collect waits for nothing."""
+    extra = () if grace or "--min-age" in args else NO_GRACE
+    return json.loads(world.uvrefs("collect", "--json", *extra, *args, **kw).stdout)  # type: ignore[no-any-return]
 
 
 def freed(result: dict[str, Any]) -> set[str]:

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import World, as_nobody, freed, install, tracked_env_on_unmounted_bind_mount
+from tests.conftest import (
+    World,
+    as_nobody,
+    freed,
+    install,
+    registry_of,
+    tracked_env_on_unmounted_bind_mount,
+)
 from tests.conftest import collect_json as collect
 
 SYMLINK = {"UV_LINK_MODE": "symlink"}
@@ -88,12 +95,12 @@ def test_a_part_of_an_env_the_collector_cannot_read_keeps(open_world: World, hid
 
 def plant_peer(world: World, name: str = "evil") -> Path:
     """A 'refs store' any local user may register in the cache's world-writable registry
-    (`<cache>/.uvrefs-stores/`, mode 1777): a directory with a store.json."""
+    (`<cache>/sdists-vN/.uvrefs-stores/`, mode 1777): a directory with a store.json."""
     peer = world.root / name
     (peer / "refs").mkdir(parents=True)
     (peer / "envs").mkdir()
     (peer / "store.json").write_text(json.dumps({"format": 1, "cache": str(world.cache)}))
-    registry = world.cache / ".uvrefs-stores"
+    registry = registry_of(world)
     assert registry.is_dir()
     (registry / f"{name}0000000000000000"[:20]).write_text(str(peer))
     return peer
@@ -156,9 +163,11 @@ def test_deeply_nested_json_is_a_one_line_error(world: World, where: str) -> Non
 
 def in_process_collect(world: World, monkeypatch: pytest.MonkeyPatch, before_sweep) -> object:  # type: ignore[no-untyped-def]
     """`collect` in this process, running `before_sweep()` between planning and the sweep
-    (where a real collect spends its planning time, uv's lock not yet taken)."""
+    (where a real collect spends its planning time, uv's lock not yet taken). It waits no
+    grace period (as `collect_json`): what it keeps, it keeps for being live."""
     from uvrefs import collect as core
     from uvrefs.cache import Cache
+    from uvrefs.plan import Policy
     from uvrefs.refs import RefsStore
 
     for key, value in world.env.items():
@@ -171,7 +180,8 @@ def in_process_collect(world: World, monkeypatch: pytest.MonkeyPatch, before_swe
 
     monkeypatch.setattr(core, "sweep", sweep)
     cache = Cache.open(world.cache)
-    return core.collect(cache, RefsStore(world.state, cache.root), dry_run=False, timeout=10)
+    store = RefsStore(world.state, cache.root)
+    return core.collect(cache, store, dry_run=False, timeout=10, policy=Policy(grace=0.0))
 
 
 @pytest.mark.parametrize("store", ["ours", "new"])
@@ -248,14 +258,13 @@ def test_registering_the_store_never_chmods_outside_the_cache(
     """`register_store` does `registry.mkdir(); os.chmod(registry, 0o1777)` by path, and
     checks for a link only afterwards. Whoever can write the cache root (a shared cache)
     swaps the new `.uvrefs-stores` for a link between the two calls, and the collector
-    makes the link's target world-writable. (`uv cache prune` deletes the registry, so
-    every collect after a prune re-creates it.)"""
+    makes the link's target world-writable. (Every record re-creates a registry someone
+    deleted.)"""
     import pathlib
 
     env = world.venv("env")
     install(world, env, "alpha==1.0")
-    world.uv("cache", "prune", "-q")
-    assert not (world.cache / ".uvrefs-stores").exists()
+    shutil.rmtree(registry_of(world))
     outside = world.root / "outside"
     outside.mkdir(mode=0o755)
     outside.chmod(0o755)
@@ -343,7 +352,8 @@ def test_an_env_under_a_watched_dir_the_collector_cannot_read_keeps(open_world: 
     install(world, private, "alpha==1.0", tracked=False)
     private.chmod(0o700)
     done = as_nobody(world, "collect", "--json")
-    assert done.returncode == 0, done.stderr
+    # Said, with exit 1: nothing can be freed while a watched directory cannot be listed.
+    assert done.returncode == 1 and "nothing can be freed" in done.stderr, done.stderr
     assert "alpha 1.0" not in freed(json.loads(done.stdout))
     assert works(world, private, "alpha", "1.0")
 
@@ -402,13 +412,13 @@ def test_registering_the_store_never_writes_through_a_planted_link(
     link to a file of the collector's user: the collector truncates and overwrites it.
     (Linux's fs.protected_symlinks=1 would stop this in a root-owned sticky dir; it is 0
     here, and macOS, which the README supports, has no such protection.)"""
-    from uvrefs.roots import REGISTRY, registry_name
+    from uvrefs.roots import registry_name
 
     world = open_world
     env = world.venv("env")
     install(world, env, "alpha==1.0")
-    world.uv("cache", "prune", "-q")
-    registry = world.cache / REGISTRY
+    registry = registry_of(world)
+    shutil.rmtree(registry)
     registry.mkdir()
     registry.chmod(0o1777)  # as register_store leaves it
     victim = world.root / "victim-home" / ".bashrc"
@@ -434,6 +444,12 @@ def test_registering_the_store_never_writes_through_a_planted_link(
 # ---------------------------------------------------------------- defended from the start
 
 
+# A symlink-mode env gone from its path may have moved out of sight (its links into the
+# cache intact): what only it used waits a grace period by default. These tests delete
+# envs and check that exactly their entries go, so they ask for no wait.
+NOW = ("--min-age", "0")
+
+
 def live_and_dead(world: World) -> tuple[Path, set[str]]:
     """A live env (alpha 2.0, beta) and a deleted one (alpha 1.0, plat), symlink mode."""
     live, dead = world.venv("live"), world.venv("dead")
@@ -447,7 +463,7 @@ def test_defended_two_collectors_at_once(world: World) -> None:
     live, doomed = live_and_dead(world)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "uvrefs", "collect"],
+            [sys.executable, "-m", "uvrefs", "collect", *NOW],
             cwd=world.root,
             env=world.env,
             stdout=subprocess.PIPE,
@@ -475,7 +491,7 @@ def test_defended_killed_after_the_rename_then_uv_then_collect(world: World) -> 
     shutil.rmtree(dead)
     (old,) = world.archive_of("alpha", "1.0")
     # steps: 4 sidecars, the link, the archive rename; the 7th is after uv's lock is released
-    done = world.uvrefs("collect", check=False, extra_env={"UVREFS_TEST_KILL_AT": "7"})
+    done = world.uvrefs("collect", *NOW, check=False, extra_env={"UVREFS_TEST_KILL_AT": "7"})
     assert done.returncode == -9
     assert old not in world.archives() and list(world.cache.glob(".uvrefs-trash-*"))
     again = world.venv("again")
@@ -492,7 +508,7 @@ def test_defended_hostile_registry_files(world: World) -> None:
     """Registry files that are a FIFO, a link to /dev/zero, a 1 GiB sparse file, a
     directory, or name a FIFO: read with O_NONBLOCK, regular files only, 4 KiB."""
     live, doomed = live_and_dead(world)
-    registry = world.cache / ".uvrefs-stores"
+    registry = registry_of(world)
     os.mkfifo(registry / "fifo")
     (registry / "zero").symlink_to("/dev/zero")
     with open(registry / "huge", "wb") as f:
@@ -500,7 +516,7 @@ def test_defended_hostile_registry_files(world: World) -> None:
     (registry / "adir").mkdir()
     os.mkfifo(world.root / "pipe")
     (registry / "names-a-fifo").write_text(str(world.root / "pipe"))
-    done = run_with_timeout(world, "collect", timeout=20)
+    done = run_with_timeout(world, "collect", *NOW, timeout=20)
     assert done is not None and done.returncode == 0, done and done.stderr
     assert not doomed & world.archives()
     assert works(world, live, "alpha", "2.0")
@@ -519,7 +535,7 @@ def test_defended_watching_the_cache_and_a_symlink_loop(world: World) -> None:
     path.mkdir(parents=True)
     for directory in (work, world.cache, world.cache / "archive-v0"):
         world.uvrefs("watch", "add", directory)
-    done = run_with_timeout(world, "collect", timeout=30)
+    done = run_with_timeout(world, "collect", *NOW, timeout=30)
     assert done is not None and done.returncode == 0, done and done.stderr
     assert not doomed & world.archives()
     assert works(world, live, "alpha", "2.0") and works(world, live, "beta", "1.0")
@@ -560,7 +576,8 @@ def test_nothing_is_freed_that_an_unknown_root_may_use(open_world: World, untrac
     install(world, private, f"alpha=={version}", tracked=False)
     next((private / "lib").glob("python3*/site-packages")).chmod(0o700)
     done = as_nobody(world, "collect", "--json", *(["--untracked"] if untracked else []))
-    assert done.returncode == 0, done.stderr
+    # Said, with exit 1: what the unreadable env uses cannot be known.
+    assert done.returncode == 1 and "nothing can be freed" in done.stderr, done.stderr
     assert f"alpha {version}" not in freed(json.loads(done.stdout))
     assert works(world, private, "alpha", version)
 
@@ -623,7 +640,7 @@ def test_an_env_record_this_uvrefs_cannot_read_does_not_make_its_env_gone(world:
     data = json.loads(record.read_text())
     data["format"] = 2  # written by a newer uvrefs
     record.write_text(json.dumps(data))
-    result = collect(world)
+    result = collect(world, check=False)  # exit 1: it says a newer uvrefs wrote the record
     assert "alpha 1.0" not in freed(result), result["freed"][0]["reason"]
     subprocess.run(["mount", "--bind", str(real), str(mnt)], check=True)
     try:

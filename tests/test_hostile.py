@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import NOBODY, UV, Bounded, World, make_world, plant, run_bounded
+from tests.conftest import (
+    NOBODY,
+    UV,
+    Bounded,
+    World,
+    make_world,
+    plant,
+    registry_of,
+    run_bounded,
+)
 from uvrefs import files, stamps
 from uvrefs.refs import CorruptRefs, RefsStore
 
@@ -225,9 +234,13 @@ COMMANDS: dict[str, list[str]] = {
     "doctor --repair": ["doctor", "--repair"],
 }
 UNREADABLE_REFS = {"collect --dry-run": 1, "doctor": 1}
+# An env record that cannot be read and does not say whose it is: nothing may be freed,
+# and collect says so (exit 1).
+UNREADABLE_RECORD = {"collect --dry-run": 1}
 REFUSED = {c: 2 for c in COMMANDS if c != "install"}  # the install keeps uv's exit code
 EXPECTED_CODES: dict[str, dict[str, int]] = {
     **{c: UNREADABLE_REFS for c, (where, _) in CASES.items() if where == "refs"},
+    **{c: UNREADABLE_RECORD for c, (where, _) in CASES.items() if where == "env"},
     "state-dir-is-a-file": REFUSED,
     "store-dir-is-a-symlink": REFUSED,
     "symlink-store-lock": {"adopt": 2, "doctor --repair": 2},  # the store cannot be locked
@@ -249,15 +262,21 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
 
 
 def run_case(world: World, env: Path, name: str) -> Outcome:
-    """A copy of the healthy store with `name`'s input in it, and every command run on it."""
+    """A copy of the healthy cache and store with `name`'s input in it, and every command
+    run on it. Each case has its own copy of the cache: cases run at once, and on one
+    cache each case's store would be a peer of the others (registered in it), its hostile
+    file blocking them."""
     where, kind = CASES[name]
     root = world.root / name
     outside = root / "outside"
     outside.mkdir(parents=True)
     canary(outside / "canary")
-    state = root / "state"
+    cache, state = root / "cache", root / "state"
+    shutil.copytree(world.cache, cache, symlinks=True)
     shutil.copytree(world.state, state, symlinks=True)
-    store = next(state.glob("caches/*"))
+    shutil.rmtree(registry_of(replace(world, cache=cache)))  # the copy of world's registry
+    store = Path(stamps.store_dir(str(state), str(cache)))
+    next(state.glob("caches/*")).rename(store)
     if where != "stamp":  # so the install re-records, reading every refs file
         for stamp in store.glob("envs/*.stamp"):
             stamp.unlink()
@@ -287,7 +306,7 @@ def run_case(world: World, env: Path, name: str) -> Outcome:
         offline = world.offline() if label == "install" else []
         runs[label] = run_bounded(
             [sys.executable, "-m", "uvrefs", *args, *offline],
-            {**world.env, "UVREFS_DIR": str(state_dir)},
+            {**world.env, "UVREFS_DIR": str(state_dir), "UV_CACHE_DIR": str(cache)},
             world.root,
         )
         seen[label] = snapshot(outside)

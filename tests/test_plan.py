@@ -55,7 +55,8 @@ def facts(draw: st.DrawFn) -> Facts:
             if state == "alive"
             else {}
         )
-        envs[env] = EnvScan(Path(env), state, "", uses)
+        moved = state == "gone" and draw(st.booleans())  # gone from its path: moved?
+        envs[env] = EnvScan(Path(env), state, "", uses, maybe_moved=moved)
     uv_owned = frozenset(draw(st.sets(st.sampled_from(ENTRIES), max_size=2)))
     linked = frozenset(draw(st.sets(st.sampled_from(ENTRIES), max_size=2)))
     # The live set: what every living root uses (tracked envs' uses, and roots no refs
@@ -70,7 +71,22 @@ def facts(draw: st.DrawFn) -> Facts:
     own = frozenset(draw(st.sets(st.sampled_from(sorted(tracked)))) if tracked else set())
     own = frozenset(tracked) if draw(st.booleans()) else own  # peers track the rest
     blocked = draw(st.sampled_from([None, None, None, "a peer store cannot be read"]))
-    return Facts(HOST, archives, refs, corrupt, envs, uv_owned, linked, live, own, blocked)
+    listed = {e: ("/envs/recorded",) for e in draw(st.sets(st.sampled_from(ENTRIES), max_size=2))}
+    set_aside = {e: "set aside" for e in draw(st.sets(st.sampled_from(ENTRIES), max_size=2))}
+    return Facts(
+        HOST,
+        archives,
+        refs,
+        corrupt,
+        envs,
+        uv_owned,
+        linked,
+        live,
+        own,
+        blocked,
+        listed=listed,
+        set_aside=set_aside,
+    )
 
 
 @settings(max_examples=500)
@@ -80,6 +96,7 @@ def test_never_plans_an_entry_that_is_live_unsure_or_untracked(f: Facts) -> None
         assert d.entry in f.refs and d.entry in f.archives
         assert (
             d.entry not in f.corrupt
+            and d.entry not in f.set_aside
             and d.entry not in f.uv_owned
             and d.entry not in f.linked_elsewhere
         )
@@ -98,6 +115,7 @@ def test_frees_exactly_tracked_entries_with_no_holding_or_uncertain_referrer(f: 
     for entry in f.archives:
         if (
             entry in f.corrupt
+            or entry in f.set_aside
             or entry not in f.refs
             or entry in f.uv_owned
             or entry in f.linked_elsewhere
@@ -111,10 +129,22 @@ def test_frees_exactly_tracked_entries_with_no_holding_or_uncertain_referrer(f: 
             expected.add(entry)
     assert {d.entry for d in plan.free} == expected
     assert not {d.entry for d in plan.free} & {d.entry for d in plan.keep}
-    no_refs = [e for e in f.archives if e not in f.refs and e not in f.corrupt]
+    for (
+        d
+    ) in plan.free:  # freed after the grace period iff an env it was dead through may have moved
+        gone = [r.env for r in f.refs[d.entry].referrers if f.envs[r.env].state == "gone"]
+        assert d.grace == any(f.envs[env].maybe_moved for env in gone)
+    no_refs = [
+        e for e in f.archives if e not in f.refs and e not in f.corrupt and e not in f.set_aside
+    ]
     assert plan.uv_own == len([e for e in no_refs if e in f.uv_owned])
     assert plan.live_untracked == len([e for e in no_refs if e in f.live and e not in f.uv_owned])
-    assert plan.untracked + plan.live_untracked + plan.uv_own == len(no_refs)
+    # An entry no refs track is held, not untracked, when a record lists it or a store that
+    # may track it cannot be read.
+    held = [e for e in no_refs if e not in f.uv_owned and e not in f.live]
+    held = [e for e in held if e in f.listed or f.blocked]
+    assert {d.entry for d in plan.keep if d.entry in no_refs} == set(held)
+    assert plan.untracked + plan.live_untracked + plan.uv_own + len(held) == len(no_refs)
     states = {d.entry: d.state for d in plan.keep}
     assert all(states[e] == "live" for e in states if e in f.live and e not in f.uv_owned)
     assert all(d.state == "dead" for d in plan.free)
@@ -158,6 +188,7 @@ def test_reasons_name_the_deciding_env() -> None:
 policies = st.builds(
     Policy,
     min_age=st.sampled_from([0.0, 3600.0]),
+    grace=st.sampled_from([0.0, 5000.0]),
     max_freed=st.one_of(st.none(), st.integers(0, 5000)),
     keep=st.sets(st.sampled_from(["d", "u"])).map(frozenset),
     untracked=st.booleans(),
@@ -202,10 +233,14 @@ def test_policies_only_narrow_dead_entries_or_add_unlinked_untracked_ones(
         assert normal_name(d.dist) not in policy.keep
         since = f.unpacked_at if d.untracked else f.dead_since
         assert f.now - since.get(d.entry, f.now) >= policy.min_age
+        if d.grace:  # dead through an env that may have moved: after the grace period
+            assert f.now - since.get(d.entry, f.now) >= policy.grace
     if policy.max_freed is not None:
         assert sum(f.sizes[d.entry] for d in freed) <= policy.max_freed
     if policy.budget is None and not policy.untracked:
         assert not any(d.untracked for d in freed)
     if plan.note:
         assert policy.budget is not None
-    assert plan.dead == frozenset(dead)
+    # Every entry judged dead, and every env that may have moved (their grace is timed).
+    moved = {e for e, s in f.envs.items() if s.state == "gone" and s.maybe_moved}
+    assert plan.dead == frozenset(dead) | moved

@@ -24,6 +24,10 @@ WAVES = int(
     os.environ.get("UVREFS_RACE_WAVES", "6")
 )  # the mode in which a wrongly freed entry breaks an env
 
+# Envs deleted in symlink mode may have moved: what only they used waits a grace period by
+# default. These tests free what deleted envs used, at once.
+NOW = ("--min-age", "0")
+
 
 def tree_listing(root: Path) -> dict[str, list[str]]:
     """Each archive's file list: a half-deleted archive in place would differ."""
@@ -86,7 +90,10 @@ def test_killed_at_every_deletion_step_leaves_a_usable_cache(
         for part in ("cache", "state"):
             shutil.rmtree(world.root / part)
             shutil.copytree(pristine / part, world.root / part, symlinks=True)
-        done = world.uvrefs("collect", check=False, extra_env={"UVREFS_TEST_KILL_AT": str(step)})
+        # --min-age 0: the deleted env (symlink mode) may have moved; no grace period here
+        done = world.uvrefs(
+            "collect", *NOW, check=False, extra_env={"UVREFS_TEST_KILL_AT": str(step)}
+        )
         if done.returncode == 0:
             break
         assert done.returncode == -9, done.stderr
@@ -104,7 +111,7 @@ def test_killed_at_every_deletion_step_leaves_a_usable_cache(
         world.run(probe / "bin/python", "-c", "import gamma, plat, big")
         shutil.rmtree(probe)
         # The next collect finishes the job.
-        world.uvrefs("collect")
+        world.uvrefs("collect", *NOW)
         assert not (dead_entries & world.archives())
         assert not list(world.cache.glob(".uvrefs-trash*"))
         world.run(live / "bin/python", "-c", "import alpha, beta")
@@ -134,7 +141,7 @@ def test_parallel_installs_race_a_collect_loop(
 
     def collect_loop() -> None:
         while not stop.is_set():
-            done = world.uvrefs("collect", "--json", check=False)
+            done = world.uvrefs("collect", "--json", *NOW, check=False)
             if done.returncode != 0 or "Traceback" in done.stderr:
                 failures.append(done.stderr)
             else:
@@ -178,7 +185,7 @@ def test_parallel_installs_race_a_collect_loop(
         stop.set()
         for loop in loops:
             loop.join()
-    world.uvrefs("collect")
+    world.uvrefs("collect", *NOW)
     lost = [f for env, _ in keepers for f in broken_files(env)]
     for env, _ in keepers:
         world.run(env / "bin/python", "-c", "import racer, beta")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import World, collect_json, make_world
+from tests.conftest import NO_GRACE, World, collect_json, make_world
 from tests.test_uv_versions import FOUND as RELEASES
 
 FEATURES = [
@@ -31,6 +31,12 @@ def preview(world: World, features: str, mode: str = "symlink") -> dict[str, str
     """Every uv and uvrefs command of the test runs with these features on."""
     world.env.update(UV_PREVIEW_FEATURES=features, UV_LINK_MODE=mode)
     return {}
+
+
+# Every scenario here deletes envs made in symlink mode and checks what goes: such an env
+# gone from its path may have moved (links and all), so by default what only it used waits
+# a grace period; these collects ask for no wait (as `collect_json` does).
+NOW = NO_GRACE
 
 
 def cache_size(world: World) -> int:
@@ -98,15 +104,16 @@ def collect_measured(world: World) -> dict[str, Any]:
 
 
 def nothing_for_prune(world: World) -> None:
-    """`uv cache prune` finds no archive or blob we left unreferenced: it removes none
-    (uv's own cached environments and our store registry apart, which it always removes)."""
+    """`uv cache prune` finds no archive or blob we left unreferenced, and nothing of
+    uvrefs's (its store registry lives where prune keeps it): it removes none (uv's own
+    cached environments apart, which it always removes)."""
     blobs = sorted(str(p) for p in world.cache.glob("files-v*/*/*"))
     archives = world.archives()
     pruned = world.uv("cache", "prune", "-v")
     removed = [
         line
         for line in pruned.stderr.splitlines()
-        if "Removing" in line and "cached environment" not in line and ".uvrefs-stores" not in line
+        if "Removing" in line and "cached environment" not in line
     ]
     assert removed == []
     assert world.archives() == archives
@@ -364,14 +371,16 @@ def test_a_project_env_killed_mid_sweep_is_never_left_broken(world: World) -> No
         sync(world, proj, tracked=True)
         env = env_of(proj)
         shutil.rmtree(proj)
-        killed = world.uvrefs("collect", check=False, extra_env={"UVREFS_TEST_KILL_AT": str(steps)})
+        killed = world.uvrefs(
+            "collect", *NOW, check=False, extra_env={"UVREFS_TEST_KILL_AT": str(steps)}
+        )
         if killed.returncode == 0:  # ran to the end: no more kill points
             break
         if env.exists():  # whole: every file it links is still there
             dangling = [p for p in env.rglob("*") if p.is_symlink() and not p.exists()]
             assert dangling == [], f"killed at step {steps}: {dangling[:3]}"
         assert world.dangling_pointers() == []
-        world.uvrefs("collect")
+        world.uvrefs("collect", *NOW)
         assert not env.exists()
     assert steps > 2
 
@@ -379,8 +388,9 @@ def test_a_project_env_killed_mid_sweep_is_never_left_broken(world: World) -> No
 @pytest.mark.parametrize("features", ["content-addressed-cache", FEATURES[-1]], ids=["cac", "all"])
 def test_status_splits_a_content_addressed_cache_by_archive(world: World, features: str) -> None:
     """status under content-addressed-cache: an archive's blobs are its bytes (they were all
-    uv's own), the parts add up to `uv cache size`, and dead is what the collect frees."""
-    preview(world, features)
+    uv's own), the parts add up to `uv cache size`, and dead is what the collect frees (in
+    copy mode: a symlink-mode env gone from its path would wait a grace period)."""
+    preview(world, features, "copy")
     live, dead = venv(world, "live"), venv(world, "dead")
     world.uvrefs("install", "-q", "-p", live, *world.offline(), "alpha==2.0", "beta")
     world.uvrefs("install", "-q", "-p", dead, *world.offline(), "big", "gamma")

@@ -343,6 +343,8 @@ def status(
         report.print_json(report.status_json(result))
     else:
         report.print_status(result)
+    for warning in result.warnings:
+        print(f"uvrefs: warning: {warning}", file=sys.stderr)
 
 
 @app.command(cls=_Command)
@@ -467,17 +469,30 @@ WatchDir = Annotated[
 
 @watch.command("add", cls=_Command)
 def watch_add(directory: WatchDir) -> None:
-    """Watch DIR: every environment under it (4 levels deep) is a root."""
+    """Watch DIR: every environment under it (4 levels deep) is a root, tracked from now."""
     import os
+
+    from uvrefs import inventory, report, roots
 
     with _errors():
         path = os.path.realpath(os.path.expanduser(directory))
         if not os.path.isdir(path):
             raise UvrefsError(f"{directory} is not a directory; give one that holds your projects")
-        _, store = cache_and_store()
+        cache, store = cache_and_store()
         with store.locked():
             store.save_watched([*store.watched(), path])
-    print(f"watching {path}")
+        # Tracked at once, as a collect would: deleting one of them later frees what only
+        # it used, even if no collect ran in between.
+        progress = report.ScanProgress()
+        try:
+            found = roots.discover([path], cache.root, max_depth=roots.WATCH_DEPTH)
+            done = inventory.adopt(cache, store, found, progress, command="watch")
+        finally:
+            progress.close()
+    count = len(done.adopted)
+    print(f"watching {path}: {count} environment{'s' * (count != 1)} found and tracked")
+    for _path, why in done.failed:
+        print(f"uvrefs: warning: not tracked: {why}", file=sys.stderr)
 
 
 @watch.command("remove", cls=_Command)
@@ -498,11 +513,16 @@ def watch_remove(directory: WatchDir) -> None:
 
 @watch.command("list", cls=_Command)
 def watch_list() -> None:
-    """The watched directories (those holding tracked envs are searched too, 2 levels)."""
+    """Every directory searched for environments, how deep, and why: watched, or holding
+    a tracked environment."""
+    from uvrefs import roots
+    from uvrefs.refs import host_id
+
     with _errors():
-        _, store = cache_and_store()
-        for directory in store.watched():
-            print(directory)
+        cache, store = cache_and_store()
+        found = roots.find_roots(cache, store, host_id(), discover_envs=False)
+        for searched in roots.searched_dirs(found, found.views[0]):
+            print(f"{searched.path}\t{searched.why} ({searched.depth} levels deep)")
 
 
 def _tracked(command: str, args: list[str] | None) -> None:

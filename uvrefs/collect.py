@@ -24,7 +24,7 @@ from uvrefs.cache import (
 )
 from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import StoreError
-from uvrefs.mark import Marks, Progress, mark
+from uvrefs.mark import Marks, Progress, facts_of, mark
 from uvrefs.plan import (
     Decision,
     Facts,
@@ -102,34 +102,47 @@ def gather_facts(
     environments under watched directories) and mark from them. With `reuse`, roots
     unchanged since their last record are not scanned again."""
     host = host_id()
+    remember_settings(store)
     pointers = cache.pointers()
-    roots = find_roots(cache, store, pointers, host, discover_envs=discover)
+    roots = find_roots(cache, store, host, discover_envs=discover)
+    remember_roots(store, roots)
     index = ArchiveIndex(cache)
     trusted = store if reuse else None
     marks = mark(roots.envs.values(), index, roots.refs, host, reuse=trusted, progress=progress)
-    uv_owned = frozenset(
-        i for i, ps in pointers.items() if any(p.bucket == "environments" for p in ps)
-    )
-    facts = Facts(
-        host,
-        frozenset(cache.archive_ids()),
-        roots.refs,
-        roots.corrupt,
-        marks.scans,
-        uv_owned,
-        live=marks.live,
-        own=frozenset(roots.own),
-        blocked=roots.blocked or marks.blocked,
-    )
-    dead_envs = sorted(
-        path
-        for path, root in roots.envs.items()
-        if root.kind == "uv-project" and marks.scans[path].state == "gone"
-    )
+    facts = facts_of(roots, marks, host, frozenset(cache.archive_ids()))
     blobs = Blobs.load(cache)
-    blobs.count_going(dead_envs)
-    facts = replace(facts, dead_project_envs=frozenset(dead_envs))
+    blobs.count_going(sorted(facts.dead_project_envs))
     return Survey(facts, pointers, index, roots, marks, blobs)
+
+
+def remember_settings(store: RefsStore) -> None:
+    """Record where this process sees uv keep tools and Pythons (and its preview features),
+    so every later collect searches there whatever its own environment says."""
+    from uvrefs.settings import seen
+
+    try:
+        with store.locked():
+            store.remember_settings(seen())
+    except (OSError, StoreError):
+        pass  # a store we cannot write: what it remembers already still counts
+
+
+def remember_roots(store: RefsStore, roots: Roots) -> None:
+    """Remember the peer stores found (`uv cache prune` may delete the registry in the
+    cache) and the holders searched (while they exist: an env renamed after its record
+    was dropped is still found where it was)."""
+    ours = roots.views[0]
+    holders = sorted({h for h in [*ours.holders, *roots.holders] if os.path.isdir(h)})
+    if sorted(ours.peers) == roots.peers and sorted(ours.holders) == holders:
+        return
+    try:
+        with store.locked():
+            if sorted(ours.peers) != roots.peers:
+                store.save_peers(roots.peers)
+            if sorted(ours.holders) != holders:
+                store.save_holders(holders)
+    except (OSError, StoreError):
+        pass  # found again next time
 
 
 class SizeMemory:
@@ -341,14 +354,14 @@ def collect(
         cache,
         store,
         survey.facts,
-        survey.roots.envs,
+        survey.roots,
         survey.marks,
         survey.pointers,
         timeout=timeout,
         on_wait=on_wait,
         blobs=survey.blobs,
     )
-    warnings = list(swept.warnings)
+    warnings = [*survey_warnings(survey), *swept.warnings]
     try:
         tidy_refs(plan, cache, store, survey, swept.rescans)
     except (OSError, StoreError) as exc:
@@ -416,7 +429,7 @@ def tidy_refs(
                 write_stamp(stamp_path(str(store.dir), path), survey.marks.prints[path])
         for entry in plan.stale:
             store.delete(entry)
-    register_store(cache.root, store.dir)
+    register_store(cache, store.dir)
 
 
 def one_store_warning(warnings: list[str], store: RefsStore) -> tuple[str, ...]:
@@ -428,6 +441,22 @@ def one_store_warning(warnings: list[str], store: RefsStore) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kept))
 
 
+def survey_warnings(survey: Survey) -> list[str]:
+    """What the user must hear about the store as read, once per command: files a newer
+    uvrefs wrote (left as they are), and why nothing may be freed, if something says so."""
+    found = []
+    newer = survey.roots.newer
+    if newer:
+        found.append(
+            f"{len(newer)} file{'s' * (len(newer) != 1)} of the refs store "
+            f"{'were' if len(newer) != 1 else 'was'} written by a newer uvrefs (first: "
+            f"{newer[0]}): left as they are, and what they hold is kept; upgrade uvrefs"
+        )
+    if survey.facts.blocked:
+        found.append(f"nothing can be freed: {survey.facts.blocked}")
+    return found
+
+
 def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
     orphans = survey.blobs.orphans()  # those the planned entries free are in their sizes
     return Removal(
@@ -437,6 +466,7 @@ def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
         plan.keep,
         kept_untracked(plan, plan.free),
         unreadable=unreadable(survey, store),
+        warnings=tuple(survey_warnings(survey)),
         note=plan.note,
         live_untracked=plan.live_untracked,
         uv_own=plan.uv_own,
@@ -455,4 +485,10 @@ def _env_bytes(env: str) -> int:
 
 
 def unreadable(survey: Survey, store: RefsStore) -> tuple[str, ...]:
-    return tuple(f"{store.refs_path(e)}: {why}" for e, why in sorted(survey.facts.corrupt.items()))
+    """Refs files that cannot be read (not those a newer uvrefs wrote: said apart, once)."""
+    newer = set(survey.roots.newer)
+    return tuple(
+        f"{path}: {why}"
+        for e, why in sorted(survey.facts.corrupt.items())
+        if (path := str(store.refs_path(e))) not in newer
+    )

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from uvrefs import uv
 from uvrefs.cache import Cache
-from uvrefs.files import create_exclusive, open_lock, read_utf8
+from uvrefs.files import create_exclusive, open_lock
 from uvrefs.refs import CorruptRefs, RefsStore, host_id
 from uvrefs.sweep import TRASH_NAME
 
@@ -77,56 +76,11 @@ def check_layout(cache: Cache) -> Check:
     return Check("cache layout", "ok", f"{cache.root}: {', '.join(names)}")
 
 
-# uv 0.13.9's preview features that change the cache's layout or what lives in it.
-CACHE_PREVIEWS = (
-    "content-addressed-cache",
-    "centralized-project-envs",
-    "venv-redirect-files",
-    "relocatable-envs-default",
-    "cache-size",
-    "cache-physical-space",
-)
-
-
-def preview_features(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """Cache-related preview features in effect, and where each was turned on:
-    `UV_PREVIEW` / `UV_PREVIEW_FEATURES`, or `preview` / `preview-features` in the user's
-    `uv.toml` or this directory's `uv.toml` / `pyproject.toml` (`[tool.uv]`)."""
-    import tomllib
-
-    found: dict[str, str] = {}
-    if environ.get("UV_PREVIEW", "").lower() in ("1", "true", "yes", "on"):
-        found.update(dict.fromkeys(CACHE_PREVIEWS, "UV_PREVIEW"))
-    for name in environ.get("UV_PREVIEW_FEATURES", "").replace(",", " ").split():
-        if name in CACHE_PREVIEWS:
-            found[name] = "UV_PREVIEW_FEATURES"
-    config = environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    for path, section in (
-        (os.path.join(config, "uv", "uv.toml"), None),
-        ("uv.toml", None),
-        ("pyproject.toml", "tool.uv"),
-    ):
-        try:
-            data = tomllib.loads(read_utf8(path))
-        except (OSError, tomllib.TOMLDecodeError, RecursionError):
-            continue
-        for key in (section or "").split(".") if section else ():
-            data = data.get(key, {}) if isinstance(data, dict) else {}
-        if not isinstance(data, dict):
-            continue
-        if data.get("preview") is True:
-            found.update({n: path for n in CACHE_PREVIEWS if n not in found})
-        names = data.get("preview-features", [])
-        for name in names if isinstance(names, list) else []:
-            if name in CACHE_PREVIEWS:
-                found.setdefault(name, path)
-    return found
-
-
 def check_preview(cache: Cache) -> Check:
     """Which cache-related preview layouts are in effect, and the buckets of them found."""
     from uvrefs.blobs import content_buckets
     from uvrefs.roots import project_envs
+    from uvrefs.settings import preview_features
 
     found = preview_features()
     parts = [f"{name} (from {where})" for name, where in sorted(found.items())]
@@ -317,31 +271,47 @@ class Repair:
     stale_dropped: int
     envs_rescanned: int
     refs_written: int
+    left: tuple[str, ...] = ()  # what repair could not prove and left as it is, and why
 
 
 def repair(cache: Cache, store: RefsStore) -> Repair:
-    """Set unreadable refs aside (renamed, never deleted), drop refs of entries no longer in
-    the cache, and re-record every known environment of this host that still exists.
+    """Rebuild what can be proven, never turning a held entry into a freed one: set refs
+    this uvrefs cannot read aside (renamed, never deleted; their entries stay held until
+    the file is deleted), but never a file a newer uvrefs wrote; drop refs of entries no
+    longer in the cache; re-record every env of this host whose record can be read (with
+    its site directories) and that still exists, and every virtual environment in place
+    that referrers name but whose record is missing (a venv's layout says where its
+    packages are). An env whose record cannot be read, or is missing and is not a venv
+    (a `--target` dir, a system interpreter), is left unknown: its entries stay held.
     Holds uv's cache lock shared, like a tracked install."""
     from datetime import UTC, datetime
 
     from uvrefs.envs import ArchiveIndex, env_state
+    from uvrefs.refs import newer_file
     from uvrefs.targets import Target
     from uvrefs.track import record_env
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    host = host_id()
+    left: list[str] = []
     with uv.CacheLock(cache.root, exclusive=False, timeout=uv.lock_timeout()):
         present = {a.id for a in cache.archives()}
-        envs: dict[str, tuple[str, ...]] = {
-            r.path: tuple(r.site_dirs) for r in store.env_records() if r.host == host_id()
-        }
+        view = store.read() if store.dir.is_dir() else None
+        records = {p: r for p, r in (view.records if view else {}).items() if r.host == host}
+        for problem in view.problems if view else []:
+            left.append(f"{problem.path or '?'}: {problem.why}; its entries stay held")
+        envs: dict[str, tuple[str, ...]] = {p: tuple(r.site_dirs) for p, r in records.items()}
         set_aside, stale = [], 0
+        unprovable = {p.path for p in view.problems} if view else set()
         with store.locked():
             for entry in store.entry_ids():
                 try:
                     refs = store.load(entry)
                 except CorruptRefs:
                     path = store.refs_path(entry)
+                    if newer_file(path) is not None:
+                        left.append(f"{path}: written by a newer uvrefs; left as it is")
+                        continue
                     path.rename(path.with_name(f"{path.name}.corrupt-{stamp}"))
                     set_aside.append(entry)
                     continue
@@ -350,8 +320,18 @@ def repair(cache: Cache, store: RefsStore) -> Repair:
                     stale += 1
                 elif refs is not None:
                     for ref in refs.referrers:
-                        if ref.host == host_id():
-                            envs.setdefault(ref.env, ())
+                        if ref.host != host or ref.env in envs or ref.env in unprovable:
+                            continue
+                        if os.path.isfile(os.path.join(ref.env, "pyvenv.cfg")):
+                            envs[ref.env] = ()
+                        else:
+                            unprovable.add(ref.env)
+                            left.append(
+                                f"{ref.env}: its record is missing and it is not a "
+                                "virtual environment in place, so where its packages live "
+                                "cannot be proven; its entries stay held (`uvrefs adopt` it "
+                                "if it still exists)"
+                            )
         index = ArchiveIndex(cache)
         rescanned = written = 0
         for env, site_dirs in sorted(envs.items()):
@@ -360,4 +340,4 @@ def repair(cache: Cache, store: RefsStore) -> Repair:
             result = record_env(cache, store, Target(env, site_dirs), "repair", index=index)
             rescanned += 1
             written += result.changed
-    return Repair(tuple(set_aside), stale, rescanned, written)
+    return Repair(tuple(set_aside), stale, rescanned, written, tuple(left))

@@ -31,6 +31,9 @@ class EnvScan:
     dists: tuple[str, ...] = ()
     reused: bool = False  # taken from its last record (unchanged since), not scanned now
     sources: tuple[str, ...] = ()  # local source trees uv may build again for this env
+    # Gone from its path, but it may have moved there, out of sight, and still link into
+    # the cache (symlink mode, or a project's `.venv` link): its entries wait a grace period.
+    maybe_moved: bool = False
 
 
 # ---------------------------------------------------------------- which entries an env uses
@@ -106,7 +109,9 @@ def project_state(
     """Whether a project environment kept in uv's cache (`centralized-project-envs`) still
     has a project: alive if one of the `.venv` links (or redirect files) known to have led
     to it still does; gone if each is gone (as `env_state` judges a path) or now leads
-    elsewhere; unknown if none is known or one cannot be read (unknown keeps)."""
+    elsewhere; unknown if none is known or one cannot be read (unknown keeps). Of a gone
+    one, the reason names a project that no longer exists first (it may have moved,
+    keeping its link), then one that now uses another environment."""
     gone: list[str] = []
     for link, mount in links:
         project = os.path.dirname(link)
@@ -116,7 +121,7 @@ def project_state(
             state, why = env_state(Path(link), mount, mntns)
             if state != "gone":
                 return "unknown", f"whose project {project} cannot be judged ({why})"
-            gone.append(f"whose project {project} no longer exists")
+            gone.insert(0, f"whose project {project} no longer exists")
             continue
         except OSError as exc:
             return "unknown", f"whose project {project} is unreadable ({exc.strerror})"
@@ -180,6 +185,12 @@ def mount_point(path: Path) -> str:
     while not os.path.ismount(current) and current != current.parent:
         current = current.parent
     return str(current)
+
+
+def link_mount(link: str) -> str:
+    """The mount point of the filesystem holding a link itself (a project's `.venv`),
+    not of what it leads to (uv's cache, elsewhere): the fact of the project's directory."""
+    return mount_point(Path(os.path.realpath(os.path.dirname(os.path.abspath(link)))))
 
 
 def identity(path: Path) -> tuple[int, int] | None:

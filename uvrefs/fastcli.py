@@ -123,11 +123,13 @@ def _collect(
 ) -> int:
     from uvrefs import collect as core
     from uvrefs import report, uv
-    from uvrefs.plan import Policy, normal_name
+    from uvrefs.plan import GRACE, Policy, normal_name
     from uvrefs.units import parse_duration, parse_size
 
+    age = parse_duration(min_age, "--min-age") if min_age is not None else None
     policy = Policy(
-        min_age=parse_duration(min_age, "--min-age") if min_age is not None else 0.0,
+        min_age=age or 0.0,
+        grace=GRACE if age is None else age,  # an explicit --min-age sets the grace too
         max_freed=parse_size(max_freed, "--max-freed") if max_freed is not None else None,
         keep=frozenset(normal_name(k) for k in keep),
         untracked=untracked,

@@ -39,7 +39,11 @@ class Adoption:
 
 
 def adopt(
-    cache: Cache, store: RefsStore, paths: Iterable[str], progress: Progress | None = None
+    cache: Cache,
+    store: RefsStore,
+    paths: Iterable[str],
+    progress: Progress | None = None,
+    command: str = "adopt",
 ) -> Adoption:
     """Record existing environments as referrers, without installing anything. Holds uv's
     lock shared, like a tracked install; adopting an env twice writes nothing new. An env
@@ -54,7 +58,7 @@ def adopt(
                 progress("adopting environments", number, len(paths))
             try:
                 target = target_of_path(path)
-                result = record_env(cache, store, target, "adopt", index=index)
+                result = record_env(cache, store, target, command, index=index)
             except UvrefsError as exc:
                 failed.append((path, str(exc)))
                 continue
@@ -247,6 +251,7 @@ class Status:
     held: Share = Share(0, 0)
     remembered: int = 0  # archives whose size came from an earlier walk (unchanged since)
     archives: int = 0
+    warnings: tuple[str, ...] = ()  # about the store as read (`collect.survey_warnings`)
 
 
 def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
@@ -254,7 +259,7 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
     and the same mark and plan as a dry run. An archive measured before (by a status, an
     envs or a dry run) and unchanged since is not walked again: uv never changes one."""
     from uvrefs.cache import sizes_by_archive
-    from uvrefs.collect import plan_with_policy
+    from uvrefs.collect import plan_with_policy, survey_warnings
     from uvrefs.plan import Policy
 
     survey = gather_facts(cache, store, progress, reuse=True)
@@ -291,6 +296,7 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
         shares["held"],
         remembered,
         len(per_archive),
+        tuple(survey_warnings(survey)),
     )
 
 

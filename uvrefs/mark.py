@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, project_state, scan_env
+from uvrefs.plan import Facts
 from uvrefs.refs import Refs, RefsStore
-from uvrefs.roots import Root
+from uvrefs.roots import Root, Roots
 from uvrefs.stamps import read_stamp, stamp_path
 from uvrefs.targets import Target, fingerprint
 
@@ -28,6 +29,33 @@ class Marks:
     fingerprints: dict[str, str] = field(default_factory=dict)  # `state_print` at the scan
     prints: dict[str, str] = field(default_factory=dict)  # `fingerprint`, for stamps
     blocked: str | None = None  # a root whose uses cannot be known: nothing may be freed
+
+
+def facts_of(roots: Roots, marks: Marks, host: str, archives: frozenset[str]) -> Facts:
+    """What the planner judges `archives` on: every store's refs, the scans and the live
+    set, and why nothing may be freed, if anything says so. Used when planning and again
+    under uv's lock, with the roots found and marked then."""
+    dead_envs = frozenset(
+        path
+        for path, root in roots.envs.items()
+        if root.kind == "uv-project" and path in marks.scans and marks.scans[path].state == "gone"
+    )
+    scans = dict(marks.scans)  # a referrer may name an env by a path that is a link now
+    scans.update({a: scans[r] for a, r in roots.aliases.items() if r in scans})
+    return Facts(
+        host,
+        archives,
+        roots.refs,
+        roots.corrupt,
+        scans,
+        roots.uv_owned,
+        live=marks.live,
+        own=frozenset(roots.own),
+        blocked=roots.blocked or marks.blocked,
+        dead_project_envs=dead_envs,
+        listed={entry: tuple(labels) for entry, labels in roots.listed.items()},
+        set_aside=roots.set_aside,
+    )
 
 
 def root_target(root: Root) -> Target:
@@ -50,13 +78,18 @@ def project_of(root: Root) -> tuple[str, str]:
 
 def scan_root(root: Root, index: ArchiveIndex) -> EnvScan:
     """Scan a root now, with what its record adds (site dirs, mount, namespace). A root
-    whose record cannot be read is unknown unless it is there to scan."""
-    if root.unreadable and not os.path.lexists(root.path):
-        return EnvScan(Path(root.path), "unknown", root.unreadable)
+    whose record cannot be read, or is missing, is unknown: only the record says where
+    all its packages live and which filesystem and namespace it was on. What a scan of
+    its path finds still counts as used (more kept, never less)."""
+    if root.unreadable:
+        found = scan_env(Path(root.path), index) if os.path.isdir(root.path) else None
+        uses = found.uses if found is not None and found.state == "alive" else {}
+        return EnvScan(Path(root.path), "unknown", root.unreadable, uses)
     if root.kind == "uv-project":  # it lives while its project does (unknown keeps)
         state, why = project_of(root)
-        if state == "gone":
-            return EnvScan(Path(root.path), "gone", why)
+        if state == "gone":  # a project gone from its path may have moved with its link
+            moved = why.endswith("no longer exists")
+            return EnvScan(Path(root.path), "gone", why, maybe_moved=moved)
     record = root.record
     extra = [Path(s) for s in record.site_dirs] if record else []
     return scan_env(
@@ -130,7 +163,28 @@ def mark(
         marks.scans[root.path] = scan
     marks.live = live_set(roots, marks.scans, refs)
     marks.blocked = unknowable(roots, marks.scans)
-    note_moves(roots, marks.scans)
+    note_moves(roots, marks.scans, refs)
+    return marks
+
+
+def mark_again(roots: Roots, before: Marks, index: ArchiveIndex, distrust: set[str]) -> Marks:
+    """The marks as they are now, from roots found again (under uv's lock): a root whose
+    state print is unchanged since `before` keeps its scan, unless that scan was taken
+    from a record and the root is in `distrust` (it once used an entry about to go);
+    every other root is scanned now."""
+    marks = Marks(prints=dict(before.prints))
+    for path, root in roots.envs.items():
+        old = before.scans.get(path)
+        now = state_print(root)
+        changed = before.fingerprints.get(path) != now
+        if old is None or changed or (old.reused and path in distrust):
+            marks.scans[path] = scan_root(root, index)
+        else:
+            marks.scans[path] = old
+        marks.fingerprints[path] = now
+    marks.live = live_set(roots.envs.values(), marks.scans, roots.refs)
+    marks.blocked = unknowable(roots.envs.values(), marks.scans)
+    note_moves(roots.envs.values(), marks.scans, roots.refs)
     return marks
 
 
@@ -157,8 +211,10 @@ def live_set(
     builders = []
     for root in roots:
         scan = scans.get(root.path)
-        if scan is not None and scan.state == "unknown" and root.record is not None:
-            for entry in root.record.entries:  # what it last used, as far as anyone knows
+        if scan is not None and scan.state == "unknown":
+            # What it last used, as far as anyone knows, and what a scan of it finds now.
+            recorded = root.record.entries if root.record is not None else root.held
+            for entry in {*recorded, *scan.uses}:
                 live.setdefault(entry, []).append(f"{root.label} ({scan.detail})")
         if scan is None or scan.state != "alive":
             continue
@@ -174,9 +230,16 @@ def live_set(
     return {entry: tuple(sorted(set(labels))) for entry, labels in live.items()}
 
 
-def note_moves(roots: Iterable[Root], scans: dict[str, EnvScan]) -> None:
+def note_moves(
+    roots: Iterable[Root], scans: dict[str, EnvScan], refs: Mapping[str, Refs]
+) -> None:
     """Say where a vanished env went when a living root has its directory's identity
-    (renamed on the same filesystem); its uses are live through that root."""
+    (renamed on the same filesystem); its uses are live through that root. A vanished
+    env that linked into the cache (symlink link mode) and went nowhere uvrefs can see
+    may have been moved out of sight (`mv`), links and all: it is `maybe_moved`, and what
+    only it used waits a grace period (a hardlink- or clone-mode env's files are its own,
+    so its entries go at once)."""
+    roots = list(roots)
     alive = {}
     for root in roots:
         scan = scans.get(root.path)
@@ -184,8 +247,13 @@ def note_moves(roots: Iterable[Root], scans: dict[str, EnvScan]) -> None:
             ident = identity(Path(root.path))
             if ident is not None:
                 alive[ident] = root.path
+    linking = {r.env for entry in refs.values() for r in entry.referrers if r.how == "symlink"}
     for root in roots:
         scan = scans.get(root.path)
+        if scan is None or scan.state != "gone":
+            continue
         ident = root.record.identity if root.record else None
-        if scan is not None and scan.state == "gone" and ident in alive:
+        if ident in alive:
             scans[root.path] = EnvScan(scan.path, "gone", f"moved to {alive[ident]}")
+        elif root.path in linking and not scan.maybe_moved:
+            scans[root.path] = replace(scan, maybe_moved=True)

@@ -24,6 +24,12 @@ class Decision:
     bytes: int = 0
     untracked: bool = False  # freed under --untracked/--budget: no refs to re-read
     state: str = ""  # dead, live, held or uv's own: the words `status` and `why` use
+    # Dead because an env that linked into the cache is gone from its path, where it may
+    # have been moved out of sight: freed only after the grace period (`Policy.grace`).
+    grace: bool = False
+
+
+GRACE = 7 * 86400.0  # seconds: the default wait for entries of envs that may have moved
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class Policy:
     keep: frozenset[str] = frozenset()
     untracked: bool = False
     budget: int | None = None
+    # How long what only a maybe-moved env used waits (`Decision.grace`); an explicit
+    # --min-age sets both. Julia's Pkg waits 7 days before deleting orphans, cargo a month.
+    grace: float = GRACE
 
     @property
     def needs_sizes(self) -> bool:
@@ -75,6 +84,12 @@ class Facts:
     total: int = 0
     # Project environments in uv's cache whose project is gone (`centralized-project-envs`).
     dead_project_envs: frozenset[str] = frozenset()
+    # Entries env records list (any host, readable or not): with no refs they are not
+    # untracked (their refs were lost or set aside), but held.
+    listed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Entries whose refs `doctor --repair` set aside (in any store): who they named is not
+    # known, so they are held (unless live), quietly: the reason says what to do.
+    set_aside: Mapping[str, str] = field(default_factory=dict)
 
     def is_own(self, entry: str) -> bool:
         return entry in self.refs if self.own is None else entry in self.own
@@ -87,10 +102,16 @@ class Plan:
     untracked: int  # no store tracks them and no root uses them
     stale: tuple[str, ...]  # refs of entries no longer in the cache
     note: str | None = None  # e.g. a budget that cannot be met
-    dead: frozenset[str] = frozenset()  # every entry judged dead, before any policy
+    # Every entry (and project env) judged dead, before any policy: when each was first
+    # seen dead is remembered from these (`--min-age`, the grace period).
+    dead: frozenset[str] = frozenset()
     live_untracked: int = 0  # no store tracks them, a root uses them (uv's own apart)
     uv_own: int = 0  # untracked entries that are uv's cached environments themselves
     free_envs: tuple[str, ...] = ()  # project envs in uv's cache whose project is gone
+    held_envs: tuple[tuple[str, str], ...] = ()  # (project env, why) kept by a policy
+    # Envs that may have moved and whose grace period is over: their referrers and
+    # records may go (until then they are what holds their entries).
+    forgettable: frozenset[str] = frozenset()
 
 
 Verdict = tuple[str, str]  # ("holds" | "dead" | "unsure", why)
@@ -106,12 +127,19 @@ def referrer_verdict(ref: Ref, entry: str, facts: Facts) -> Verdict:
     if scan.state == "unknown":
         return "unsure", f"{ref.env} {scan.detail}"
     if scan.state == "gone":
+        if scan.maybe_moved:
+            return "dead", f"gone from {ref.env}, maybe moved"
         return "dead", f"{ref.env} {scan.detail or 'no longer exists'}"
     if ref.how == "build":
         return "holds", f"built for {ref.env}"
     if entry in scan.uses:
         return "holds", f"used by {ref.env}"
     return "dead", f"{ref.env} no longer uses it"
+
+
+def maybe_moved(env: str, facts: Facts) -> bool:
+    scan = facts.envs.get(env)
+    return scan is not None and scan.maybe_moved
 
 
 def used_by(roots: tuple[str, ...]) -> str:
@@ -128,21 +156,26 @@ def plan_collection(facts: Facts) -> Plan:
     untracked = live_untracked = uv_own = 0
     for entry in sorted(facts.archives):
         refs = facts.refs.get(entry)
-        if entry in facts.corrupt:
+        if entry in facts.corrupt or entry in facts.set_aside:
             if entry in facts.live:
                 why, state = used_by(facts.live[entry]), "live"
-            else:
+            elif entry in facts.corrupt:
                 why, state = f"refs unreadable: {facts.corrupt[entry]}", "held"
+            else:
+                why, state = facts.set_aside[entry], "held"
             keep.append(Decision(entry, None, None, (), False, why, state=state))
             continue
         if refs is None:
-            state = untracked_state(entry, facts)[0]
+            state, why = untracked_state(entry, facts)
+            if state == "held":
+                keep.append(Decision(entry, None, None, (), False, why, state=state))
+                continue
             uv_own += state == "uv's own"
             live_untracked += state == "live"
             untracked += state == "untracked"
             continue
 
-        def decide(state: str, reason: str, refs: Refs = refs) -> Decision:
+        def decide(state: str, reason: str, refs: Refs = refs, grace: bool = False) -> Decision:
             return Decision(
                 refs.entry,
                 refs.dist,
@@ -151,6 +184,7 @@ def plan_collection(facts: Facts) -> Plan:
                 state == "dead",
                 reason,
                 state=state,
+                grace=grace,
             )
 
         verdicts = [referrer_verdict(r, entry, facts) for r in refs.referrers]
@@ -173,13 +207,21 @@ def plan_collection(facts: Facts) -> Plan:
             keep.append(decide("held", "files still hard-linked elsewhere (an untracked env?)"))
         else:
             dead = [why for verdict, why in verdicts if verdict == "dead"]
-            free.append(decide("dead", dead[0] if dead else "no environment uses it any more"))
+            moved = [
+                why
+                for (verdict, why), ref in zip(verdicts, refs.referrers, strict=True)
+                if verdict == "dead" and maybe_moved(ref.env, facts)
+            ]
+            why = (moved or dead or ["no environment uses it any more"])[0]
+            free.append(decide("dead", why, grace=bool(moved)))
     stale = tuple(sorted(e for e in set(facts.refs) - facts.archives if facts.is_own(e)))
+    gone = frozenset(p for p, s in facts.envs.items() if s.state == "gone" and s.maybe_moved)
     return Plan(
         tuple(free),
         tuple(keep),
         untracked,
         stale,
+        dead=frozenset(d.entry for d in free) | facts.dead_project_envs | gone,
         live_untracked=live_untracked,
         uv_own=uv_own,
         free_envs=() if facts.blocked else tuple(sorted(facts.dead_project_envs)),
@@ -187,11 +229,16 @@ def plan_collection(facts: Facts) -> Plan:
 
 
 def untracked_state(entry: str, facts: Facts) -> tuple[str, str]:
-    """(state, why) of an entry no store tracks: uv's own, live, or untracked."""
+    """(state, why) of an entry no store tracks: uv's own, live, held (an env record lists
+    it: its refs were lost or set aside), or untracked."""
     if entry in facts.uv_owned:
         return "uv's own", "a cached environment of uv's"
     if entry in facts.live:
         return "live", used_by(facts.live[entry])
+    if entry in facts.listed:
+        return "held", f"its refs are gone, but the record of {facts.listed[entry][0]} lists it"
+    if facts.blocked:  # a store or directory that may track it cannot be read
+        return "held", f"uncertain: {facts.blocked}"
     return "untracked", "no environment uvrefs knows uses it, and none ever did; kept"
 
 
@@ -212,8 +259,10 @@ def untracked_ids(facts: Facts) -> list[str]:
         for a in facts.archives
         if a not in facts.refs
         and a not in facts.corrupt
+        and a not in facts.set_aside
         and a not in facts.uv_owned
         and a not in facts.live
+        and a not in facts.listed
     ]
     return sorted(ids, key=lambda a: (facts.unpacked_at.get(a, facts.now), a))
 
@@ -233,13 +282,36 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
 
     dead: list[Decision] = []
     for d in sorted(plan.free, key=lambda d: (facts.dead_since.get(d.entry, facts.now), d.entry)):
-        dead_for = facts.now - facts.dead_since.get(d.entry, facts.now)
+        since = facts.dead_since.get(d.entry, facts.now)
+        dead_for = facts.now - since
         if normal_name(d.dist) in policy.keep:
             held(d, "kept by --keep")
+        elif d.grace and dead_for < max(policy.grace, policy.min_age):
+            held(d, graced(d.reason, since + max(policy.grace, policy.min_age)))
         elif dead_for < policy.min_age:
             held(d, f"dead for {age(dead_for)}, less than --min-age")
         else:
             dead.append(d)
+    wait = max(policy.grace, policy.min_age)
+    forgettable = frozenset(
+        p
+        for p in plan.dead
+        if maybe_moved(p, facts) and facts.now - facts.dead_since.get(p, facts.now) >= wait
+    )
+    free_envs, held_envs = [], list(plan.held_envs)
+    for env in plan.free_envs:
+        scan = facts.envs.get(env)
+        since = facts.dead_since.get(env, facts.now)
+        moved = scan is not None and scan.maybe_moved
+        wait = max(policy.grace, policy.min_age) if moved else policy.min_age
+        if facts.now - since >= wait:
+            free_envs.append(env)
+        elif moved:
+            held_envs.append(
+                (env, graced(f"{scan.detail if scan else ''}, maybe moved", since + wait))
+            )
+        else:
+            held_envs.append((env, f"dead for {age(facts.now - since)}, less than --min-age"))
     extra: list[Decision] = []
     if (policy.untracked or policy.budget is not None) and not facts.blocked:
         for entry in untracked_ids(facts):
@@ -292,8 +364,27 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
                 total += size
                 within.append(d)
         chosen = within
-    dead_ids = frozenset(d.entry for d in plan.free)
-    return replace(plan, free=tuple(chosen), keep=tuple(keep), note=note, dead=dead_ids)
+    return replace(
+        plan,
+        free=tuple(chosen),
+        keep=tuple(keep),
+        note=note,
+        free_envs=tuple(free_envs),
+        held_envs=tuple(held_envs),
+        forgettable=forgettable,
+    )
+
+
+def graced(why: str, until: float) -> str:
+    """Why an entry (or env) dead through an env that may have moved is kept, and until
+    when: the grace period lets whoever moved it say where it went."""
+    from datetime import datetime
+
+    when = datetime.fromtimestamp(until).astimezone().strftime("%Y-%m-%d %H:%M")
+    return (
+        f"kept until {when}: {why}; `uvrefs watch add` its new place, or `--min-age 0` "
+        "to free it now"
+    )
 
 
 def normal_name(name: str | None) -> str:

@@ -165,6 +165,7 @@ def doctor_json(checks: list[Check], repaired: Repair | None) -> dict[str, Any]:
             "stale_dropped": repaired.stale_dropped,
             "envs_rescanned": repaired.envs_rescanned,
             "refs_written": repaired.refs_written,
+            "left": list(repaired.left),
         },
     }
 
@@ -180,6 +181,8 @@ def print_doctor(checks: list[Check], repaired: Repair | None) -> None:
             f"{repaired.stale_dropped} stale, re-scanned {repaired.envs_rescanned} envs, "
             f"wrote {repaired.refs_written} refs"
         )
+        for line in repaired.left:
+            print(f"repair: left {line}")
     if console.is_terminal:
         table = Table(title="uvrefs doctor", title_justify="left")
         for col in ("check", "status", "detail"):

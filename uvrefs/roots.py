@@ -1,7 +1,14 @@
 """Roots: every environment whose packages must stay. Found from our refs store and every
-peer store of the same cache, uv's own cached and tool environments, and the directories
-uvrefs watches (where a renamed project, or one made with plain uv, is found again).
-Nothing here judges an entry: uvrefs.mark scans the roots, uvrefs.plan decides."""
+peer store of the same cache, uv's own cached and tool environments, the Pythons uv
+installed, and the directories uvrefs watches (where a renamed project, or one made with
+plain uv, is found again). Nothing here judges an entry: uvrefs.mark scans the roots,
+uvrefs.plan decides.
+
+`find_roots` is the one root finder: collect calls it when planning and again under uv's
+exclusive lock with the same inputs (the cache, the stores and the host), passing the
+first answer so that what did not change is not read twice. It reads nothing from the
+environment of the process that runs it: where uv keeps tools and Pythons comes from what
+uvrefs commands recorded in the stores (`uvrefs.settings`)."""
 
 from __future__ import annotations
 
@@ -9,20 +16,22 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from uvrefs.cache import Cache, Pointer
-from uvrefs.errors import StoreError
-from uvrefs.refs import CorruptRefs, KnownEnv, Refs, RefsStore
+from uvrefs.cache import Cache
+from uvrefs.refs import RACY_NS, KnownEnv, Refs, RefsStore, StoreView
 
-RootKind = Literal["tracked", "peer", "uv-cached", "uv-project", "tool", "discovered"]
-REGISTRY = ".uvrefs-stores"  # in the cache root: one file per refs store tracking it
+RootKind = Literal["tracked", "peer", "uv-cached", "uv-project", "tool", "python", "discovered"]
+REGISTRY = ".uvrefs-stores"  # in the cache's sdists bucket: one file per refs store tracking it
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
 HOLDER_DEPTH = 2  # a tracked env's holder: <holder>/<project>/.venv, <holder>/<venv>
 WATCH_DEPTH = 4  # a watched directory (`uvrefs watch add`), as `adopt --discover`
+TOOL_DEPTH = 1  # <tool dir>/<tool>
 
 
 @dataclass(frozen=True)
@@ -34,9 +43,12 @@ class Root:
     kind: RootKind
     record: KnownEnv | None = None
     store: RefsStore | None = None  # the store holding its record and stamp
-    unreadable: str | None = None  # why its record cannot be read (then it is never gone)
+    # Why its record cannot be read, or is missing: then it is never judged gone, and
+    # what it was recorded using (`held`, where that can be read) is kept.
+    unreadable: str | None = None
+    held: tuple[str, ...] = ()
     # A project env in uv's cache: the `.venv` links (or redirect files) known to have led
-    # to it, each with its mount point (recorded, and found by discovery now).
+    # to it, each with the mount point of the project's directory.
     links: tuple[tuple[str, str | None], ...] = ()
 
     @property
@@ -49,16 +61,40 @@ class Root:
         return self.path if self.kind in ("tracked", "peer") else f"{self.path} ({self.kind})"
 
 
+@dataclass(frozen=True)
+class Searched:
+    """A directory searched for environments, how deep, and why (for `watch list`)."""
+
+    path: str
+    depth: int
+    why: str
+
+
 @dataclass
 class Roots:
     """Every root, keyed by path, plus the refs every store holds and what could not be
-    read. `blocked` says why nothing may be freed (a peer store that cannot be read)."""
+    read. `blocked` says why nothing may be freed (a peer store that cannot be read).
+    `views` are the stores as read (ours first), `discovery` the directories searched:
+    both are handed back to `find_roots` under the lock, which reads again only what
+    changed. `listed` maps each entry to the env records (of any host, readable or not)
+    that list it, so an entry whose refs were lost is never taken for untracked."""
 
     envs: dict[str, Root] = field(default_factory=dict)
     refs: dict[str, Refs] = field(default_factory=dict)  # ours and every peer's, merged
     own: set[str] = field(default_factory=set)  # entries our store tracks
     corrupt: dict[str, str] = field(default_factory=dict)
+    set_aside: dict[str, str] = field(default_factory=dict)  # held: refs `--repair` set aside
     blocked: str | None = None
+    views: list[StoreView] = field(default_factory=list)
+    discovery: Discovery | None = None
+    listed: dict[str, list[str]] = field(default_factory=dict)
+    newer: list[str] = field(default_factory=list)  # store files a newer uvrefs wrote
+    peers: list[str] = field(default_factory=list)  # other stores of this cache
+    searched: list[Searched] = field(default_factory=list)
+    uv_owned: frozenset[str] = frozenset()  # archives uv's cached environments are
+    # A recorded env path reached through a symbolic link now -> the env's real path,
+    # under which it is a root (one env, listed and scanned once).
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def add(self, root: Root) -> None:
         known = self.envs.get(root.path)
@@ -74,88 +110,129 @@ class Roots:
                 merged.setdefault(link, mount)
             self.envs[env] = replace(root, links=tuple(sorted(merged.items())))
 
+    def kinds(self) -> dict[str, str]:
+        """path -> kind: what the equality of two root findings is judged on."""
+        return {path: root.kind for path, root in self.envs.items()}
+
+    @property
+    def holders(self) -> list[str]:
+        """The holders searched this time (to remember in the store)."""
+        return sorted({s.path for s in self.searched if s.why.startswith("holds ")})
+
 
 def find_roots(
     cache: Cache,
     store: RefsStore,
-    pointers: Mapping[str, list[Pointer]],
     host: str,
     *,
+    previous: Roots | None = None,
     discover_envs: bool = True,
 ) -> Roots:
-    """Read every store of this cache and list every root."""
+    """Read every store of this cache and list every root. With `previous` (this cache's
+    roots found moments ago, by this function), files and directories unchanged since are
+    not read again; the answer is the one a fresh call would give."""
     roots = Roots()
-    _read_store(store, roots, host, "tracked", cache, own=True)
-    for peer in peer_stores(cache, store):
+    earlier = {str(v.store.dir): v for v in previous.views} if previous else {}
+    try:
+        ours = store.read(earlier.get(str(store.dir)))
+    except FileNotFoundError:  # nothing recorded yet
+        ours = StoreView(store, time.time_ns())
+    roots.views.append(ours)
+    roots.peers = peer_store_dirs(cache, store, ours.peers)
+    for peer_dir in roots.peers:
+        peer = RefsStore.at(Path(peer_dir), cache.root)
         try:
-            _read_store(peer, roots, host, "peer", cache, own=False)
+            roots.views.append(peer.read(earlier.get(str(peer.dir))))
         except FileNotFoundError:
             continue  # deleted since it was found: it tracks nothing any more
-        except (OSError, StoreError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        except OSError as exc:
             roots.blocked = (
                 f"the refs store {peer.dir}, which tracks this cache too, cannot be read "
-                f"({why}); delete its entry in {cache.root / REGISTRY} if it is gone"
+                f"({exc.strerror}); delete its entry in {registry_dir(cache)} if it is gone"
             )
-    for archive_id, ps in pointers.items():
-        if any(p.bucket == "environments" for p in ps):
-            path = cache.archive_path(archive_id)
-            if path is not None and os.path.isfile(path / "pyvenv.cfg"):
-                roots.add(Root(str(path), "uv-cached"))
-    projects = set(project_envs(cache))
+    centralized = set(project_envs(cache))
+    for view in roots.views:
+        _add_store(roots, view, host, cache, centralized, own=view is ours)
+    _add_missing_records(roots, host)
+    roots.uv_owned = frozenset(cache.pointers(buckets=("environments",)))
+    for archive_id in sorted(roots.uv_owned):
+        path = cache.archive_path(archive_id)
+        if path is not None and os.path.isfile(path / "pyvenv.cfg"):
+            roots.add(Root(str(path), "uv-cached"))
     for env in env_dirs(cache):
-        if env not in projects:  # a script's: a root while it exists, as uv's cached envs
+        if env not in centralized:  # a script's: a root while it exists, as uv's cached envs
             roots.add(Root(env, "uv-cached"))
             continue
         roots.add(Root(env, "uv-project"))
         known = roots.envs[env]
         if known.record is not None:
             roots.add_links(env, known.record.projects)
+    settings = [v.settings for v in roots.views]
+    for python in python_installs(d for s in settings for d in s.python_dirs):
+        roots.add(Root(python, "python"))
     if discover_envs:
-        unlistable: list[str] = []
-        links: dict[str, list[tuple[str, str | None]]] = {}
-        found = discover(watched_dirs(store, roots), cache.root, unlistable=unlistable, links=links)
-        for env in found:
-            roots.add(Root(env, "discovered"))
-        for env, env_links in links.items():
+        tops = [Searched(d, TOOL_DEPTH, "tool") for s in settings for d in s.tool_dirs]
+        tops += searched_dirs(roots, ours)
+        roots.discovery = discover_roots(
+            tops, cache.root, previous.discovery if previous else None
+        )
+        roots.searched = [t for t in tops if t.why != "tool"]
+        for env, why in roots.discovery.envs.items():
+            roots.add(Root(env, "tool" if why == "tool" else "discovered"))
+        for env, env_links in roots.discovery.links.items():
             roots.add_links(env, env_links)
-        for env in discover([(tool_dir(), 1)], cache.root, unlistable=unlistable):
-            roots.add(Root(env, "tool"))
-        if unlistable:
+        if roots.discovery.unlistable:
             roots.blocked = roots.blocked or (
-                f"{unlistable[0]}, under a watched directory, cannot be listed: an environment "
-                "there could not be seen (fix its permissions, or `uvrefs watch remove`)"
+                f"{roots.discovery.unlistable[0]}, under a watched directory, cannot be "
+                "listed: an environment there could not be seen (fix its permissions, or "
+                "`uvrefs watch remove`)"
             )
+    _fold_aliases(roots)
     return roots
 
 
-def _read_store(
-    store: RefsStore, roots: Roots, host: str, kind: RootKind, cache: Cache, own: bool
-) -> None:
-    """Add a store's refs (merged by entry) and its environments as roots. Referrers on
-    other hosts are not roots (they cannot be scanned here); the planner keeps them.
-    A recorded env inside the cache is one of uv's cached environments."""
+def _fold_aliases(roots: Roots) -> None:
+    """Key every env by its real path: a recorded path that now leads through a symbolic
+    link (a folder above it was moved and linked back) is the env at the link's target,
+    one root, found once."""
+    for path, root in list(roots.envs.items()):
+        if root.kind in ("uv-cached", "uv-project") or not os.path.exists(path):
+            continue
+        real = os.path.realpath(path)
+        if real == path:
+            continue
+        roots.aliases[path] = real
+        del roots.envs[path]
+        known = roots.envs.get(real)
+        if known is None or (known.record is None and root.record is not None):
+            roots.envs[real] = replace(root, path=real)
 
+
+def _add_store(
+    roots: Roots, view: StoreView, host: str, cache: Cache, centralized: set[str], *, own: bool
+) -> None:
+    """Add a store's refs (merged by entry), its environments as roots, and what its
+    records list. Referrers on other hosts are not roots (they cannot be scanned here);
+    the planner keeps them. A recorded env inside the cache is one of uv's cached envs."""
+    kind: RootKind = "tracked" if own else "peer"
     inside = os.path.join(cache.root, "")
-    centralized = set(project_envs(cache))
 
     def kind_of(path: str) -> RootKind:
         if path in centralized:
             return "uv-project"
         return "uv-cached" if path.startswith(inside) else kind
 
-    if not own:
-        os.listdir(store.dir)  # an unreadable peer store raises: nothing may be freed
-    for entry in store.entry_ids():
-        try:
-            loaded = store.load(entry)
-        except CorruptRefs as exc:
-            if own:
-                roots.corrupt[entry] = str(exc)
-                continue
-            raise StoreError(f"refs of {entry} unreadable: {exc}") from None
-        if loaded is None:
-            continue
+    roots.newer += view.newer
+    for entry, why in view.set_aside.items():
+        roots.set_aside.setdefault(entry, why)
+    for entry, why in view.corrupt.items():
+        if own:
+            roots.corrupt[entry] = why
+        else:  # a peer's unreadable refs may name roots we would not know of otherwise
+            roots.blocked = roots.blocked or (
+                f"the refs of {entry} in {view.store.dir} cannot be read ({why})"
+            )
+    for entry, loaded in view.refs.items():
         if own:
             roots.own.add(entry)
         known = roots.refs.get(entry)
@@ -163,20 +240,55 @@ def _read_store(
             roots.refs[entry] = loaded
         else:
             roots.refs[entry] = known._replace(referrers=known.referrers + loaded.referrers)
+    for record in view.records.values():
+        label = record.path if record.host == host else f"{record.path} (on host {record.host})"
+        for entry in record.entries:
+            roots.listed.setdefault(entry, []).append(label)
         # A relative path means nothing here (it would be judged from the collector's
-        # working directory): not scanned, so its referrers stay uncertain and keep.
-        for r in loaded.referrers:
-            if r.host == host and os.path.isabs(r.env):
-                roots.add(Root(r.env, kind_of(r.env), store=store))
-    records, problems = store.checked_env_records()
-    for record in records:
+        # working directory): never a root, so its referrers stay uncertain and keep.
         if record.host == host and os.path.isabs(record.path):
-            roots.add(Root(record.path, kind_of(record.path), record, store))
-    for path, why in problems:
-        if path is not None and os.path.isabs(path):
-            roots.envs[path] = Root(path, kind_of(path), None, store, unreadable=why)
+            roots.add(Root(record.path, kind_of(record.path), record, view.store))
+    for problem in view.problems:
+        for entry in problem.entries:
+            roots.listed.setdefault(entry, []).append(f"{problem.path} ({problem.why})")
+        if problem.path is not None and os.path.isabs(problem.path):
+            if problem.host in (None, host) and problem.path not in roots.envs:
+                roots.envs[problem.path] = Root(
+                    problem.path,
+                    kind_of(problem.path),
+                    None,
+                    view.store,
+                    unreadable=problem.why,
+                    held=problem.entries,
+                )
         else:
-            roots.blocked = roots.blocked or f"an env record cannot be read ({why})"
+            roots.blocked = roots.blocked or f"an env record cannot be read ({problem.why})"
+    for loaded in view.refs.values():
+        for r in loaded.referrers:
+            if r.host == host and os.path.isabs(r.env) and r.env not in roots.envs:
+                roots.envs[r.env] = Root(r.env, kind_of(r.env), None, view.store)
+
+
+def _add_missing_records(roots: Roots, host: str) -> None:
+    """A tracked env named only by referrers has lost its record (every recorder writes
+    the record first): only the record says where its packages live (a `--target` dir,
+    a system interpreter's dist-packages) and which filesystem and namespace it was on.
+    Unless it is a virtual environment in place (then its layout says it all), it is
+    unknown, and what its referrers name stays held."""
+    for path, root in list(roots.envs.items()):
+        if root.kind not in ("tracked", "peer") or root.record or root.unreadable:
+            continue
+        try:
+            is_venv = stat.S_ISREG(os.stat(os.path.join(path, "pyvenv.cfg")).st_mode)
+        except OSError:
+            is_venv = False
+        if not is_venv:
+            why = (
+                f"its record is missing from the refs store {root.store.dir if root.store else ''}"
+                " (deleted?), so where its packages live is not known; `uvrefs adopt` it "
+                "if it still exists"
+            )
+            roots.envs[path] = replace(root, unreadable=why)
 
 
 # ---------------------------------------------------------------- peer stores
@@ -186,12 +298,31 @@ def registry_name(store_dir: Path) -> str:
     return hashlib.sha256(os.fsencode(os.path.realpath(store_dir))).hexdigest()[:20]
 
 
-def register_store(cache_root: Path, store_dir: Path) -> None:
+def registry_dir(cache: Cache) -> Path:
+    """Where stores register: a directory in the newest sdists bucket, which `uv cache
+    prune` keeps (it deletes unknown top-level entries of the cache, and with `--ci` only
+    the unpacked parts of built revisions). Older uvrefs used `<cache>/.uvrefs-stores`."""
+    buckets = [d for d in cache.pointer_dirs if d.name.startswith("sdists-v")]
+    newest = max(buckets, key=lambda d: int(d.name.rpartition("-v")[2]), default=None)
+    return (newest or cache.root) / REGISTRY
+
+
+def registry_dirs(cache: Cache) -> list[Path]:
+    """Every registry a store of this cache may be listed in (every sdists bucket's, and
+    the cache root's from older uvrefs)."""
+    return [d / REGISTRY for d in cache.pointer_dirs if d.name.startswith("sdists-v")] + [
+        cache.root / REGISTRY
+    ]
+
+
+def register_store(cache: Cache, store_dir: Path) -> None:
     """Say in the cache that `store_dir` tracks it, so a collect run with any other store
     (another user, another UVREFS_DIR) treats this store's environments as roots. Best
     effort: a read-only cache cannot hold it (the other stores' collects then find this
     one only at the default locations or where they saw it before)."""
-    registry = cache_root / REGISTRY
+    registry = registry_dir(cache)
+    if registry.parent == cache.root:
+        return  # no sdists bucket yet (uv makes one whenever it runs): next time
     name = registry / registry_name(store_dir)
     if os.path.lexists(name):
         return
@@ -201,10 +332,10 @@ def register_store(cache_root: Path, store_dir: Path) -> None:
             made = True
         except FileExistsError:
             made = False
-        # Through a descriptor opened without following links: a link planted under the
-        # registry's name (its parent is the cache root) is never chmod-ed or written into.
         from uvrefs.files import open_dir, write_atomic
 
+        # Through a descriptor opened without following links: a link planted under the
+        # registry's name is never chmod-ed or written into.
         fd = open_dir(str(registry))
         try:
             st = os.fstat(fd)
@@ -220,46 +351,34 @@ def register_store(cache_root: Path, store_dir: Path) -> None:
         pass
 
 
-def peer_stores(cache: Cache, store: RefsStore) -> list[RefsStore]:
+def peer_store_dirs(cache: Cache, store: RefsStore, remembered: Iterable[str]) -> list[str]:
     """Every other store of this cache: registered in the cache, remembered by ours, or at
-    the default location of a local user's state directory. Remembers what it found."""
+    the default location of a local user's state directory. A peer is a directory holding
+    a store, or one we may not read (then it blocks every free)."""
     from uvrefs import stamps
 
     mine = os.path.realpath(store.dir)
-    found: set[str] = set()
-    try:
-        remembered = store.remembered_peers()
-    except StoreError:
-        remembered = []
-    found.update(remembered)
-    registry = cache.root / REGISTRY
-    try:
-        names = os.listdir(registry) if not registry.is_symlink() else []
-    except OSError:
-        names = []
-    for name in names:
-        text = _read_small(registry / name)
-        if text and os.path.isabs(text):
-            found.add(text)
+    found: set[str] = set(remembered)
+    for registry in registry_dirs(cache):
+        try:
+            names = os.listdir(registry) if not registry.is_symlink() else []
+        except OSError:
+            names = []
+        for name in names:
+            text = _read_small(registry / name)
+            if text and os.path.isabs(text):
+                found.add(text)
     for home in _homes():
         state = os.path.join(home, ".local", "state", "uvrefs")
         candidate = stamps.store_dir(state, str(cache.root))
         if os.path.isdir(candidate):
             found.add(os.path.realpath(candidate))
-    # A peer is a directory holding a store, or one we may not read (then it blocks).
-    peers = sorted(
+    return sorted(
         p
         for p in found
         if os.path.realpath(p) != mine
         and (os.path.lexists(os.path.join(p, "store.json")) or _unreadable_dir(p))
     )
-    if sorted(remembered) != peers:
-        try:
-            with store.locked():
-                store.save_peers(peers)
-        except (OSError, StoreError):
-            pass  # remembered next time; this run still uses what it found
-    return [RefsStore.at(Path(p), cache.root) for p in peers]
 
 
 def _unreadable_dir(path: str) -> bool:
@@ -283,16 +402,16 @@ def _read_small(path: Path, limit: int = 4096) -> str | None:
     return os.fsdecode(raw).strip() or None
 
 
-def _homes() -> list[str]:
-    """Home directories of local users (their default refs stores are peers)."""
+@cache
+def _homes() -> tuple[str, ...]:
+    """Home directories of local users, from the user database (not from `$HOME`): their
+    default refs stores are peers, and no holder is ever above one of them."""
     try:
         import pwd
 
-        homes = {p.pw_dir for p in pwd.getpwall() if p.pw_dir and p.pw_dir != "/"}
+        return tuple(sorted({p.pw_dir for p in pwd.getpwall() if p.pw_dir and p.pw_dir != "/"}))
     except (ImportError, OSError):
-        homes = set()
-    homes.add(os.path.expanduser("~"))
-    return sorted(homes)
+        return ()
 
 
 # ---------------------------------------------------------------- watched directories
@@ -301,62 +420,50 @@ def _homes() -> list[str]:
 PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
-def holders(records: Iterable[Root]) -> list[str]:
-    """The directories that hold tracked environments: a project's env (`proj/.venv`, or
-    any env in a directory with a pyproject.toml, setup.py or .git) is held by the
-    directory holding the project, so renaming the project is followed whatever its env is
-    called (a vanished parent counts as a project); any other env by its parent (`venvs/a`
-    renamed `venvs/b` is followed). Never `/`."""
-    found = set()
-    for root in records:
-        for link, _mount in root.links:  # a project env in uv's cache: its project's holder
-            holder = Path(link).parent.parent
-            if os.path.isabs(link) and holder != Path(holder.anchor):
-                found.add(str(holder))
-        if root.kind != "tracked" or not os.path.isabs(root.path):
-            continue
-        path = Path(root.path)
-        # A vanished parent may have been a renamed project: search where it was held.
-        in_project = (
-            path.name == ".venv"
-            or not os.path.lexists(path.parent)
-            or any(os.path.lexists(path.parent / marker) for marker in PROJECT_MARKERS)
-        )
-        holder = path.parent.parent if in_project else path.parent
-        if holder != Path(holder.anchor):
-            found.add(str(holder))
-    return sorted(found)
+def holder_of(path: str) -> str | None:
+    """The directory searched for a tracked env when it is gone from its path: a project's
+    env (`proj/.venv`, or any env in a directory with a pyproject.toml, setup.py or .git,
+    or whose directory is gone) is held by the directory holding the project, so renaming
+    the project is followed whatever its env is called; any other env by its parent
+    (`venvs/a` renamed `venvs/b` is followed). Never `/` nor a directory above a user's
+    home (`~/.venv` is held by `~`, not by `/home`, which holds other users' homes)."""
+    env = Path(path)
+    in_project = (
+        env.name == ".venv"
+        or not os.path.lexists(env.parent)
+        or any(os.path.lexists(env.parent / marker) for marker in PROJECT_MARKERS)
+    )
+    for holder in (env.parent.parent, env.parent) if in_project else (env.parent,):
+        if _may_hold(str(holder)):
+            return str(holder)
+    return None
 
 
-def watched_dirs(store: RefsStore, roots: Roots) -> list[tuple[str, int]]:
+def _may_hold(holder: str) -> bool:
+    if holder == os.path.dirname(holder):  # the root
+        return False
+    inside = os.path.join(holder, "")
+    return not any(home.startswith(inside) for home in _homes())
+
+
+def searched_dirs(roots: Roots, ours: StoreView) -> list[Searched]:
     """Holders of tracked envs, now and remembered (searched 2 levels deep), and the
-    user's watched directories (4 levels). Holders are remembered in the store, so an env
-    renamed after its record was dropped is still searched for where it was."""
-    try:
-        user = store.watched()
-    except StoreError:
-        user = []
-    now = holders(roots.envs.values())
-    try:
-        known = store.remembered_holders()
-    except StoreError:
-        known = []
-    kept = sorted({h for h in [*known, *now] if os.path.isdir(h)})
-    if kept != sorted(known):
-        try:
-            with store.locked():
-                store.save_holders(kept)
-        except (OSError, StoreError):
-            pass  # searched this time all the same
-    return [(d, HOLDER_DEPTH) for d in kept] + [(d, WATCH_DEPTH) for d in user]
-
-
-def tool_dir(environ: Mapping[str, str] = os.environ) -> str:
-    """uv's tool directory, as uv computes it (`UV_TOOL_DIR`, else the XDG data dir)."""
-    if environ.get("UV_TOOL_DIR"):
-        return os.path.abspath(os.path.expanduser(environ["UV_TOOL_DIR"]))
-    data = environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return os.path.join(data, "uv", "tools")
+    user's watched directories (4 levels), in the order they are searched."""
+    found: dict[str, str] = {}
+    for root in roots.envs.values():
+        for link, _mount in root.links:  # a project env in uv's cache: its project's holder
+            holder = holder_of(link) if os.path.isabs(link) else None
+            if holder:
+                found.setdefault(holder, f"holds {link}")
+        if root.kind == "tracked" and os.path.isabs(root.path):
+            holder = holder_of(root.path)
+            if holder:
+                found.setdefault(holder, f"holds {root.path}")
+    for holder in ours.holders:  # an env renamed after its record was dropped
+        if _may_hold(holder):
+            found.setdefault(holder, "holds environments it held before")
+    searched = [Searched(d, HOLDER_DEPTH, why) for d, why in sorted(found.items())]
+    return searched + [Searched(d, WATCH_DEPTH, "watched") for d in sorted(set(ours.watched))]
 
 
 # uv names a centralized project environment `[<name>-]<implementation><version>-<digest>`
@@ -401,74 +508,186 @@ def env_dirs(cache: Cache) -> list[str]:
     return sorted(found)
 
 
-def discover(
-    dirs: Iterable[str | tuple[str, int]],
-    cache_root: Path | None = None,
-    max_depth: int = 4,
-    unlistable: list[str] | None = None,
-    links: dict[str, list[tuple[str, str | None]]] | None = None,
+def python_installs(dirs: Iterable[str]) -> list[str]:
+    """The Pythons uv installed in its Python directories (each a prefix with `lib/`,
+    whose site-packages `uv pip install --system` installs into); minor-version links
+    uv makes beside them are the same installs."""
+    found = set()
+    for directory in dirs:
+        try:
+            with os.scandir(directory) as it:
+                entries = [e for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(".") and os.path.isdir(os.path.join(entry.path, "lib")):
+                found.add(os.path.realpath(entry.path))
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A directory as discovery read it: its identity and mtime when read, whether it is
+    an environment, its subdirectories (symbolic links to directories included) and its
+    `.venv` links or redirect files. `racy`: changed too close to the read to be trusted
+    unchanged later on the strength of its mtime."""
+
+    ident: tuple[int, int, int]  # st_dev, st_ino, st_mtime_ns
+    env: bool
+    subdirs: tuple[str, ...]
+    links: tuple[str, ...]
+    racy: bool
+
+
+@dataclass
+class Discovery:
+    """What a search found: environments (real path -> why its top was searched), the
+    `.venv` links leading into the cache (env -> [(link, mount of its directory)]),
+    directories that exist but cannot be listed, and every listing (to search again)."""
+
+    envs: dict[str, str] = field(default_factory=dict)
+    links: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
+    unlistable: list[str] = field(default_factory=list)
+    listings: dict[str, Listing] = field(default_factory=dict)
+    relisted: int = 0  # directories listed (not taken from the previous search)
+
+
+def discover_roots(
+    tops: Iterable[Searched],
+    cache_root: Path | None,
+    previous: Discovery | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> list[str]:
-    """Virtual environments (directories with `pyvenv.cfg`) under `dirs` (each a path, or
-    a path and how deep to look), not descending into an env, VCS metadata, node_modules
-    or the cache. Directories below the top that exist but cannot be listed (where an env
-    could hide) are added to `unlistable`; `.venv` links and redirect files leading into
-    the cache (its project environments) are added to `links` (env -> [(link, mount)]).
-    `progress` hears of each environment found (how many there are is not known ahead)."""
-    skip = os.path.realpath(cache_root) if cache_root else None
-    found: list[str] = []
+) -> Discovery:
+    """Environments (directories holding `pyvenv.cfg`) under each top, as deep as it says;
+    see `_walk`. With `previous`, a directory whose identity and mtime are unchanged (and
+    were not racy) is not listed again: creating, removing or renaming anything in a
+    directory changes its mtime, so the answer is what a full search would find."""
+    found = Discovery()
+    skip = _ident(str(cache_root)) if cache_root else None
     seen_links: list[str] = []
-    for spec in dirs:
-        top, depth = spec if isinstance(spec, tuple) else (spec, max_depth)
-        top = os.path.abspath(os.path.expanduser(top))
-        for env in _walk_for_venvs(
-            top, depth, skip, unlistable if unlistable is not None else [], seen_links
-        ):
-            found.append(env)
+    visited: dict[tuple[int, int], int] = {}
+    for top in tops:
+        for env in _walk(top, skip, previous, found, visited, seen_links):
+            found.envs.setdefault(env, top.why)
             if progress:
-                progress("finding environments", len(found), 0)
-    if links is not None and skip is not None:
-        from uvrefs.envs import mount_point
+                progress("finding environments", len(found.envs), 0)
+    if cache_root is not None:
+        from uvrefs.envs import link_mount
         from uvrefs.targets import follow_redirect, project_link
 
-        inside = os.path.join(skip, "")
+        inside = os.path.join(os.path.realpath(cache_root), "")
         for seen in dict.fromkeys(seen_links):
             link = project_link(seen)
             env = os.path.realpath(follow_redirect(seen))
             if link is not None and env.startswith(inside):
-                links.setdefault(env, []).append((link, mount_point(Path(link))))
-    return sorted(dict.fromkeys(found))
+                found.links.setdefault(env, []).append((link, link_mount(link)))
+    return found
 
 
-def _walk_for_venvs(
-    top: str, depth: int, skip: str | None, unlistable: list[str], links: list[str]
+def discover(
+    dirs: Iterable[str | tuple[str, int]],
+    cache_root: Path | None = None,
+    max_depth: int = WATCH_DEPTH,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[str]:
+    """Environments under `dirs` (each a path, or a path and how deep to look), by real
+    path: `adopt --discover` and `watch add`."""
+    tops = []
+    for spec in dirs:
+        top, depth = spec if isinstance(spec, tuple) else (spec, max_depth)
+        tops.append(Searched(os.path.abspath(os.path.expanduser(top)), depth, "watched"))
+    return sorted(discover_roots(tops, cache_root, progress=progress).envs)
+
+
+def _ident(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk(
+    top: Searched,
+    skip: tuple[int, int] | None,
+    previous: Discovery | None,
+    found: Discovery,
+    visited: dict[tuple[int, int], int],
+    links: list[str],
 ) -> Iterator[str]:
-    """One `scandir` per directory, as `find` reads it: an env is a directory whose
-    listing holds `pyvenv.cfg` (no stat of a name that is not there). A `.venv` that is a
-    link or a file (a redirect) is added to `links`."""
-    stack = [(top, depth)]
+    """One `scandir` per directory, as `find -L` reads it: an env is a directory whose
+    listing holds `pyvenv.cfg`; symbolic links to directories are followed (read only), a
+    directory reached twice (a link loop, two links to one place) is read once (by
+    `(st_dev, st_ino)`, with the most levels left); never into VCS metadata,
+    node_modules, an env or the cache. A `.venv` that is a link or a file (a redirect)
+    is added to `links`; a directory below the top that exists but cannot be listed
+    to `found.unlistable`."""
+    stack = [(top.path, top.depth)]
     while stack:
         current, left = stack.pop()
-        if current == skip:
-            continue
         try:
-            with os.scandir(current) as it:
-                entries = list(it)
+            st = os.stat(current)
         except PermissionError:
-            if current != top:
-                unlistable.append(current)
+            if current != top.path:
+                found.unlistable.append(current)
             continue
         except OSError:
             continue
-        if any(e.name == "pyvenv.cfg" for e in entries):
+        key = (st.st_dev, st.st_ino)
+        if not stat.S_ISDIR(st.st_mode) or key == skip or visited.get(key, -1) >= left:
+            continue
+        visited[key] = left
+        listing = _listing(current, st, previous)
+        if listing is None:
+            if current != top.path:
+                found.unlistable.append(current)
+            continue
+        if listing is not previous_listing(previous, current):
+            found.relisted += 1
+        found.listings[current] = listing
+        if listing.env:
             yield os.path.realpath(current)
             continue
-        links += [
-            e.path for e in entries if e.name == ".venv" and not e.is_dir(follow_symlinks=False)
-        ]
+        links += [os.path.join(current, n) for n in listing.links]
         if left > 0:
-            stack.extend(
-                (e.path, left - 1)
-                for e in entries
-                if e.name not in SKIP_DIRS and e.is_dir(follow_symlinks=False)
-            )
+            stack.extend((os.path.join(current, n), left - 1) for n in listing.subdirs)
+
+
+def previous_listing(previous: Discovery | None, path: str) -> Listing | None:
+    return previous.listings.get(path) if previous is not None else None
+
+
+def _listing(path: str, st: os.stat_result, previous: Discovery | None) -> Listing | None:
+    """The directory's listing: the previous one if nothing in it changed since, else
+    read now. None if it cannot be listed for lack of permission."""
+    ident = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    known = previous_listing(previous, path)
+    if known is not None and known.ident == ident and not known.racy:
+        return known
+    try:
+        with os.scandir(path) as it:
+            entries = list(it)
+    except PermissionError:
+        return None
+    except OSError:
+        return Listing(ident, False, (), (), True)
+    names = {e.name for e in entries}
+    subdirs = tuple(  # reversed: popped from the stack in name order
+        sorted((e.name for e in entries if e.name not in SKIP_DIRS and _is_dir(e)), reverse=True)
+    )
+    venv_links = tuple(
+        e.name for e in entries if e.name == ".venv" and not e.is_dir(follow_symlinks=False)
+    )
+    racy = time.time_ns() - st.st_mtime_ns < RACY_NS
+    return Listing(ident, "pyvenv.cfg" in names, subdirs, venv_links, racy)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows a symbolic link (read only)
+    except OSError:
+        return False
+

@@ -27,13 +27,13 @@ from uvrefs.cache import (
     delete_at,
     read_dist_infos,
 )
-from uvrefs.envs import EnvScan, mount_table
+from uvrefs.envs import ArchiveIndex, EnvScan, mount_table
 from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.files import open_dir, open_dir_below
-from uvrefs.mark import Marks, live_set, scan_root, state_print, unknowable
-from uvrefs.plan import Decision, Facts, Plan, plan_collection
-from uvrefs.refs import CorruptRefs, RefsStore
-from uvrefs.roots import Root
+from uvrefs.mark import Marks, facts_of, mark_again
+from uvrefs.plan import Decision, Facts, Plan, plan_collection, untracked_state
+from uvrefs.refs import RefsStore
+from uvrefs.roots import Root, Roots, find_roots
 
 TRASH_PREFIX = ".uvrefs-trash"  # each collector's own: `.uvrefs-trash-<random>`
 TRASH_NAME = re.compile(r"\.uvrefs-trash(-[A-Za-z0-9_]+)?")
@@ -78,7 +78,7 @@ def sweep(
     cache: Cache,
     store: RefsStore,
     facts: Facts,
-    roots: Mapping[str, Root],
+    roots: Roots,
     marks: Marks,
     pointers: Mapping[str, list[Pointer]],
     *,
@@ -109,7 +109,10 @@ def sweep(
             started = time.monotonic()
             warnings += empty_leftover_trash(cache.root, root_fd)
             candidates = [d.entry for d in plan.free]
-            scans, live = remark(cache, store, facts, roots, marks, candidates)
+            roots_now, marks_now = mark_now(cache, store, facts.host, roots, marks, candidates)
+            facts_now = facts_of(roots_now, marks_now, facts.host, frozenset(candidates))
+            now = plan_collection(facts_now)
+            scans, live = marks_now.scans, marks_now.live
             envs_going = [
                 env
                 for env in plan.free_envs
@@ -119,7 +122,7 @@ def sweep(
                 blobs.count_going(envs_going)
             going: list[Decision] = []
             for decision in plan.free:
-                why_keep = recheck(decision, cache, store, facts, scans, live, blobs)
+                why_keep = recheck(decision, cache, now, facts_now, blobs)
                 if why_keep:
                     state = "live" if decision.entry in live else "held"
                     kept.append(
@@ -147,7 +150,9 @@ def sweep(
                 except OSError as exc:
                     errors.append(f"{decision.entry}: {_why(exc)}")
             freeing = {d.entry for d, _ in moved}
-            warnings += forget_gone(store, facts, scans, roots, freeing)
+            warnings += forget_gone(
+                store, facts_now, scans, roots_now.envs, freeing, plan.forgettable
+            )
             held = time.monotonic() - started
         # uv's lock is released: what is in the trash is out of uv's sight, and this
         # collector's lock on the trash keeps every other collector out of it. The refs
@@ -295,119 +300,59 @@ def store_warning(store: RefsStore, exc: Exception) -> str:
 # ---------------------------------------------------------------- mark again, under the lock
 
 
-def remark(
-    cache: Cache,
-    store: RefsStore,
-    facts: Facts,
-    roots: Mapping[str, Root],
-    marks: Marks,
-    candidates: list[str],
-) -> tuple[dict[str, EnvScan], dict[str, tuple[str, ...]]]:
-    """The scans and live set as they are now: roots unchanged since planning keep their
-    scan (a reused record included: its stamp matched then), changed or new ones are
-    scanned again. New roots: records written since planning in any store (peer stores
-    made since included), uv cached environments and project environments made since (in
-    buckets made since, too). A store that cannot be read now makes every candidate live
-    (nothing it tracks can be ruled out)."""
-    from uvrefs.envs import ArchiveIndex
-    from uvrefs.roots import Root as RootT
-    from uvrefs.roots import env_dirs, peer_stores, project_envs
-
-    current = dict(roots)
+def mark_now(
+    cache: Cache, store: RefsStore, host: str, roots: Roots, marks: Marks, candidates: list[str]
+) -> tuple[Roots, Marks]:
+    """The roots and marks as they are now, under uv's lock: the same root finder as at
+    planning, with the same inputs (it reads again only the store files and directories
+    that changed: records written since, environments made since, in buckets made since),
+    every root re-fingerprinted and what changed scanned again. A root found at planning
+    and not now stays a root (scanned again, it is judged as it is now)."""
     try:  # buckets made since planning too (the first `environments-v*`)
         cache = Cache.open(cache.root)
     except UvrefsError:
         pass
-    stores = {str(s.dir): s for s in [store, *(r.store for r in roots.values() if r.store)]}
-    for peer in peer_stores(cache, store):
-        stores.setdefault(str(peer.dir), peer)
-    unreadable: str | None = None
-    for record_store in stores.values():
-        try:
-            if record_store is not store:
-                os.listdir(record_store.dir)
-            records = record_store.env_records()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            unreadable = f"the refs store {record_store.dir} cannot be read ({exc.strerror})"
-            continue
-        for record in records:
-            if record.host == facts.host and record.path not in current:
-                current[record.path] = RootT(record.path, "tracked", record, record_store)
-    for archive_id in cache.pointers(buckets=("environments",)):
-        archive = cache.archive_path(archive_id)
-        if archive is not None and (archive / "pyvenv.cfg").is_file():
-            current.setdefault(str(archive), RootT(str(archive), "uv-cached"))
-    projects = set(project_envs(cache))  # made since planning: no project known, a root
-    for env in env_dirs(cache):
-        current.setdefault(env, RootT(env, "uv-project" if env in projects else "uv-cached"))
+    now = find_roots(cache, store, host, previous=roots, discover_envs=roots.discovery is not None)
+    for path, root in roots.envs.items():
+        now.envs.setdefault(path, root)
     # A record trusted at planning (unchanged fingerprint) is not trusted here for the
     # candidates it once used: a record that lies may add a candidate, never lose one.
-    referrers = {
+    distrust = {
         r.env
         for entry in candidates
-        for r in (facts.refs[entry].referrers if entry in facts.refs else ())
+        for r in (roots.refs[entry].referrers if entry in roots.refs else ())
     }
-    index = ArchiveIndex(cache)
-    scans = dict(marks.scans)
-    for path, root in current.items():
-        before = marks.fingerprints.get(path)
-        scan = scans.get(path)
-        if (
-            before is None
-            or scan is None
-            or (scan.reused and path in referrers)
-            or state_print(root) != before
-        ):
-            scans[path] = scan_root(root, index)
-    live = live_set(current.values(), scans, facts.refs)
-    unreadable = unreadable or unknowable(current.values(), scans)
-    if unreadable:
-        live.update({entry: (unreadable,) for entry in candidates})
-    return scans, live
+    return now, mark_again(now, marks, ArchiveIndex(cache), distrust)
 
 
 def recheck(
     decision: Decision,
     cache: Cache,
-    store: RefsStore,
+    now: Plan,
     facts: Facts,
-    scans: Mapping[str, EnvScan],
-    live: Mapping[str, tuple[str, ...]],
     blobs: Blobs | None = None,
 ) -> str | None:
-    """Why the entry must now be kept, or None if it is still dead: the planner again, on
-    this one entry, with its refs read afresh (an install that finished after planning
-    wrote them before releasing its lock) and the scans and live set of now."""
+    """Why the entry must now be kept, or None if it is still dead: the planner's verdict
+    on the facts of now (`now`: the plan of the candidates alone, with the stores read
+    again: an install that finished after planning wrote its refs before releasing its
+    lock), then its files' outside links."""
     entry = decision.entry
-    try:
-        own = store.load(entry)
-    except CorruptRefs as exc:
-        return f"refs unreadable: {exc}"
-    if own is None and not decision.untracked:
+    if entry in facts.corrupt:
+        return f"refs unreadable: {facts.corrupt[entry]}"
+    if entry in facts.set_aside:
+        return facts.set_aside[entry]
+    if decision.untracked:
+        if entry in facts.refs:
+            return "tracked since planning"
+        state, why = untracked_state(entry, facts)
+        if state != "untracked":
+            return why
+        if facts.blocked:
+            return "uncertain: " + facts.blocked
+    elif entry not in facts.refs:
         return "refs vanished since planning"
-    if own is not None and decision.untracked:
-        return "tracked since planning"
-    refs = {}  # this entry's alone: the planner's other lookups are per entry
-    if own is not None:
-        peers = facts.refs.get(entry)
-        theirs = tuple(r for r in (peers.referrers if peers else ()) if r not in own.referrers)
-        refs[entry] = own._replace(referrers=own.referrers + theirs)
-    now = replace(
-        facts,
-        archives=frozenset({entry}),
-        refs=refs,
-        envs=scans,
-        live=live,
-        own=frozenset({entry}),
-        linked_elsewhere=frozenset(),
-    )
-    plan = plan_collection(now)
-    if own is not None and not plan.free:
-        return plan.keep[0].reason
-    if entry in live:
-        return f"used by {live[entry][0]}"
+    elif entry not in {d.entry for d in now.free}:
+        return next(d.reason for d in now.keep if d.entry == entry)
     return linked_elsewhere(cache, entry, blobs)
 
 
@@ -439,11 +384,18 @@ def forget_gone(
     scans: Mapping[str, EnvScan],
     roots: Mapping[str, Root],
     freeing: set[str],
+    forgettable: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Keep the store bounded: drop referrers whose env was judged gone under this lock
     (nothing can be recording now), and the records and stamps of those envs. Only ours
-    (a peer store is its owner's to tidy), and not in refs about to be deleted."""
-    gone = {path for path, scan in scans.items() if scan.state == "gone"}
+    (a peer store is its owner's to tidy), and not in refs about to be deleted. An env
+    that may have moved keeps its referrers and record: they are what holds its entries
+    through the grace period (`forgettable`: those whose grace period is over)."""
+    gone = {
+        path
+        for path, scan in scans.items()
+        if scan.state == "gone" and (not scan.maybe_moved or path in forgettable)
+    }
     if not gone:
         return []
     try:

@@ -355,11 +355,13 @@ def record_env(
         ArchiveIndex,
         How,
         identity,
+        link_mount,
         mount_namespace,
         mount_point,
         scan_env,
     )
     from uvrefs.roots import is_project_env, register_store
+    from uvrefs.settings import seen
 
     env = Path(os.path.realpath(follow_redirect(target.path)))
     scan = scan_env(env, index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs])
@@ -375,7 +377,7 @@ def record_env(
         known = list(record.projects) if record else []
         found = project_link(link)  # the env named directly, or an alias, is no project's
         if found is not None:
-            known.append((found, mount_point(Path(found))))
+            known.append((found, link_mount(found)))
         projects = sorted(set(known))
     with store.locked():
         # The record first: killed before the refs are written, the env is still a root.
@@ -391,7 +393,8 @@ def record_env(
             projects=projects,
         )
         changed, corrupt = store.record(env, uses, command, cache.describe)
-    register_store(cache.root, store.dir)
+        store.remember_settings(seen(config=False))  # where uv keeps tools and Pythons
+    register_store(cache, store.dir)
     return Recorded(str(env), len(uses), changed, corrupt=tuple(corrupt))
 
 
