@@ -220,16 +220,20 @@ def as_nobody(
     return world.run(*NOBODY, sys.executable, "-m", "uvrefs", *args, check=False)
 
 
-# The reflink suite (tests/test_reflink.py): its fixtures, and a line saying whether it ran
-# (it needs root, loop devices and mkfs.xfs or mkfs.btrfs; without them it skips).
+# The reflink suite (tests/test_reflink.py) and the multi-host suite (tests/test_hosts.py):
+# their fixtures, and a line for each saying whether it ran (the first needs root, loop
+# devices and mkfs.xfs or mkfs.btrfs, the second root, /dev/fuse, sshd and sshfs; without
+# them they skip).
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.import_plugin("tests.fsimage")
+    config.pluginmanager.import_plugin("tests.hosts")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.fsimage import summary
+    from tests import fsimage, hosts
 
-    terminalreporter.write_line(f"reflink suite: {summary(terminalreporter.stats)}")
+    terminalreporter.write_line(f"reflink suite: {fsimage.summary(terminalreporter.stats)}")
+    terminalreporter.write_line(f"multi-host suite: {hosts.summary(terminalreporter.stats)}")
 
 
 def suite_summary(outcome: str, stats: dict[str, list[pytest.TestReport]], test_file: str) -> str:
