@@ -165,6 +165,13 @@ def make_world(tmp_path: Path, wheelhouse: Path, uv_bin: str) -> World:
     """An isolated cache, store and home driven by the uv binary `uv_bin`."""
     home = tmp_path / "home"
     home.mkdir()
+    env = isolated_env(home, tmp_path / "cache", tmp_path / "state", uv_bin)
+    return World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env, uv_bin)
+
+
+def isolated_env(home: Path, cache: Path, state: Path, uv_bin: str) -> dict[str, str]:
+    """This process's environment without uv's, uvrefs's or a venv's variables, with its
+    own home, uv cache and refs store, driving the uv binary `uv_bin`."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -176,15 +183,15 @@ def make_world(tmp_path: Path, wheelhouse: Path, uv_bin: str) -> World:
         XDG_DATA_HOME=str(home / ".local/share"),
         XDG_STATE_HOME=str(home / ".local/state"),
         XDG_CONFIG_HOME=str(home / ".config"),
-        UV_CACHE_DIR=str(tmp_path / "cache"),
-        UVREFS_DIR=str(tmp_path / "state"),
+        UV_CACHE_DIR=str(cache),
+        UVREFS_DIR=str(state),
         UVREFS_UV=uv_bin,
         UV_PYTHON_DOWNLOADS="never",
         UV_NO_CONFIG="1",
         NO_COLOR="1",
         PATH=str(Path(uv_bin).parent) + os.pathsep + env.get("PATH", ""),
     )
-    return World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env, uv_bin)
+    return env
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
