@@ -35,7 +35,6 @@ import os
 import re
 import secrets
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -47,9 +46,8 @@ from typing import NoReturn
 
 import pytest
 
-from tests.conftest import UV, suite_summary
-
-SBIN = os.pathsep.join(["/usr/sbin", "/sbin"])
+from tests.conftest import UV, isolated_env, suite_summary
+from tests.fsimage import tool
 
 # sshfs options every host mounts with unless a test asks for others, each measured in
 # tests/test_hosts.py:
@@ -110,10 +108,6 @@ exec sleep infinity
 
 class Unavailable(Exception):
     """Why the harness cannot run here (the tests skip with this reason)."""
-
-
-def tool(name: str) -> str | None:
-    return shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + SBIN)
 
 
 def faketime_library() -> Path | None:
@@ -406,7 +400,7 @@ class Host:
     def unmount_local(self) -> None:
         """Unmount this host's local disk (what was on it is gone; the directory stays).
         Commands start in / from then on."""
-        self.run("umount", "-l", self.local, cwd=Path("/"))
+        self.run(tool("umount") or "umount", "-l", self.local, cwd=Path("/"))
         self.cwd = Path("/")
 
     def set_clock_offset(self, seconds: float) -> None:
@@ -486,28 +480,11 @@ class Cluster:
         return ["--no-index", "--find-links", str(self.wheels)]
 
     def base_env(self, home: Path) -> dict[str, str]:
-        """What every command on a host starts from: the test process's environment without
-        uv's, uvrefs's or a venv's variables, with this host's home and the shared cache."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("UV_", "UVREFS_", "VIRTUAL_ENV", "CONDA", "LD_PRELOAD"))
-        }
-        env.update(
-            HOME=str(home),
-            TMPDIR=str(self.local / "tmp"),
-            XDG_CACHE_HOME=str(home / ".cache"),
-            XDG_DATA_HOME=str(home / ".local/share"),
-            XDG_STATE_HOME=str(home / ".local/state"),
-            XDG_CONFIG_HOME=str(home / ".config"),
-            UV_CACHE_DIR=str(self.shared / "cache"),
-            UVREFS_DIR=str(self.shared / "state"),
-            UVREFS_UV=self.uv_bin,
-            UV_PYTHON_DOWNLOADS="never",
-            UV_NO_CONFIG="1",
-            NO_COLOR="1",
-            PATH=os.pathsep.join([str(Path(self.uv_bin).parent), env.get("PATH", ""), SBIN]),
-        )
+        """What every command on a host starts from: a World's environment (tests/conftest.py)
+        with this host's home and temp dir on its disk, and the cache and refs store on the
+        share."""
+        env = isolated_env(home, self.shared / "cache", self.shared / "state", self.uv_bin)
+        env["TMPDIR"] = str(self.local / "tmp")
         return env
 
     def host(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import NOBODY
 from tests.hosts import (
     MOUNT_OPTIONS,
     SESSION,
@@ -333,21 +334,20 @@ def test_other_users(ssh_server: SshServer) -> None:
         (cluster.export / "secret").write_text("s")
         (cluster.export / "secret").chmod(0o600)
         cluster.export.chmod(0o777)
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         plain = cluster.host("R")
         other = cluster.host("O", options=(*MOUNT_OPTIONS, "allow_other"))
         checked = cluster.host("P", options=(*MOUNT_OPTIONS, "allow_other", "default_permissions"))
         secret = cluster.shared / "secret"
-        denied = plain.run(*nobody, "ls", cluster.shared, check=False)
+        denied = plain.run(*NOBODY, "ls", cluster.shared, check=False)
         assert denied.returncode != 0 and "Permission denied" in denied.stderr
-        assert other.run(*nobody, "cat", secret).stdout == "s"
-        assert checked.run(*nobody, "cat", secret, check=False).returncode != 0
+        assert other.run(*NOBODY, "cat", secret).stdout == "s"
+        assert checked.run(*NOBODY, "cat", secret, check=False).returncode != 0
         mine = cluster.shared / "mine"
-        checked.run(*nobody, sys.executable, "-c", "open(__import__('sys').argv[1], 'x')", mine)
+        checked.run(*NOBODY, sys.executable, "-c", "open(__import__('sys').argv[1], 'x')", mine)
         assert (cluster.export / "mine").stat().st_uid == 0
-        refused = checked.run(*nobody, "touch", mine, check=False)  # its own new file
+        refused = checked.run(*NOBODY, "touch", mine, check=False)  # its own new file
         assert refused.returncode != 0 and "Permission denied" in refused.stderr
-        other.run(*nobody, "rm", secret)
+        other.run(*NOBODY, "rm", secret)
         assert not (cluster.export / "secret").exists()
     finally:
         cluster.close()
