@@ -165,6 +165,13 @@ def make_world(tmp_path: Path, wheelhouse: Path, uv_bin: str) -> World:
     """An isolated cache, store and home driven by the uv binary `uv_bin`."""
     home = tmp_path / "home"
     home.mkdir()
+    env = isolated_env(home, tmp_path / "cache", tmp_path / "state", uv_bin)
+    return World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env, uv_bin)
+
+
+def isolated_env(home: Path, cache: Path, state: Path, uv_bin: str) -> dict[str, str]:
+    """This process's environment without uv's, uvrefs's or a venv's variables, with its
+    own home, uv cache and refs store, driving the uv binary `uv_bin`."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -176,15 +183,15 @@ def make_world(tmp_path: Path, wheelhouse: Path, uv_bin: str) -> World:
         XDG_DATA_HOME=str(home / ".local/share"),
         XDG_STATE_HOME=str(home / ".local/state"),
         XDG_CONFIG_HOME=str(home / ".config"),
-        UV_CACHE_DIR=str(tmp_path / "cache"),
-        UVREFS_DIR=str(tmp_path / "state"),
+        UV_CACHE_DIR=str(cache),
+        UVREFS_DIR=str(state),
         UVREFS_UV=uv_bin,
         UV_PYTHON_DOWNLOADS="never",
         UV_NO_CONFIG="1",
         NO_COLOR="1",
         PATH=str(Path(uv_bin).parent) + os.pathsep + env.get("PATH", ""),
     )
-    return World(tmp_path, tmp_path / "cache", tmp_path / "state", wheelhouse, env, uv_bin)
+    return env
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -220,16 +227,33 @@ def as_nobody(
     return world.run(*NOBODY, sys.executable, "-m", "uvrefs", *args, check=False)
 
 
-# The reflink suite (tests/test_reflink.py): its fixtures, and a line saying whether it ran
-# (it needs root, loop devices and mkfs.xfs or mkfs.btrfs; without them it skips).
+# The reflink suite (tests/test_reflink.py) and the multi-host suite (tests/test_hosts.py):
+# their fixtures, and a line for each saying whether it ran (the first needs root, loop
+# devices and mkfs.xfs or mkfs.btrfs, the second root, /dev/fuse, sshd and sshfs; without
+# them they skip).
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.import_plugin("tests.fsimage")
+    config.pluginmanager.import_plugin("tests.hosts")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.fsimage import summary
+    from tests import fsimage, hosts
 
-    terminalreporter.write_line(f"reflink suite: {summary(terminalreporter.stats)}")
+    terminalreporter.write_line(f"reflink suite: {fsimage.summary(terminalreporter.stats)}")
+    terminalreporter.write_line(f"multi-host suite: {hosts.summary(terminalreporter.stats)}")
+
+
+def suite_summary(outcome: str, stats: dict[str, list[pytest.TestReport]], test_file: str) -> str:
+    """`outcome` ("ran on ...", "skipped (why)", "not selected"), with the counts of
+    `test_file`'s results when it ran: "ran on xfs (3 passed, 1 xfailed)"."""
+    if not outcome.startswith("ran"):
+        return outcome
+    counts = {
+        kind: n
+        for kind in ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
+        if (n := sum(1 for r in stats.get(kind, []) if test_file in r.nodeid))
+    }
+    return f"{outcome} ({', '.join(f'{n} {k}' for k, n in counts.items())})" if counts else outcome
 
 
 # ------------------------------------------------ hostile input (tests/test_hostile.py)

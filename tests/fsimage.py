@@ -35,7 +35,7 @@ from typing import NoReturn
 
 import pytest
 
-from tests.conftest import UV, World, make_world
+from tests.conftest import UV, World, make_world, suite_summary
 
 IMAGE_BYTES = 300 * 2**20  # sparse; mkfs.xfs refuses less than 300 MB
 MARK = "uvrefs-reflink-"  # mount point and image names: MARK + pid of the owning pytest
@@ -49,15 +49,7 @@ SESSION: dict[str, str] = {}
 def summary(stats: dict[str, list[pytest.TestReport]]) -> str:
     """How the reflink suite went: "ran on xfs (3 passed, 1 xfailed)", "skipped (why)" or
     "not selected"."""
-    outcome = SESSION.get("outcome", "not selected")
-    if not outcome.startswith("ran"):
-        return outcome
-    counts = {
-        kind: n
-        for kind in ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
-        if (n := sum(1 for r in stats.get(kind, []) if "test_reflink.py" in r.nodeid))
-    }
-    return f"{outcome} ({', '.join(f'{n} {k}' for k, n in counts.items())})" if counts else outcome
+    return suite_summary(SESSION.get("outcome", "not selected"), stats, "test_reflink.py")
 
 
 def tool(name: str) -> str | None:
