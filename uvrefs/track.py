@@ -170,7 +170,7 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
         except UvrefsError as exc:
             quiet = kind in ("project", "tools") and command in ("run", "tool uninstall")
             if code == 0 and not quiet:
-                print(f"uvrefs: warning: environment not recorded: {exc}", file=sys.stderr)
+                _say(f"warning: environment not recorded: {exc}")
             return code
     except KeyboardInterrupt:
         return code
@@ -178,14 +178,13 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
         lock.release()
     corrupt = sum(len(r.corrupt) for r in results)
     if corrupt:
-        print(
-            f"uvrefs: warning: refs of {corrupt} entries are unreadable and were "
-            "left alone (their entries are kept); fix or delete them",
-            file=sys.stderr,
+        _say(
+            f"warning: refs of {corrupt} entries are unreadable and were left alone (their "
+            "entries are kept); fix or delete them"
         )
     for result in results if environ.get("UVREFS_VERBOSE") else []:
         state = "unchanged, skipped" if result.skipped else f"{result.changed} refs written"
-        print(f"uvrefs: {result.env}: {result.entries} entries, {state}", file=sys.stderr)
+        _say(f"{result.env}: {result.entries} entries, {state}")
     if environ.get("UVREFS_AUTO_COLLECT"):
         maybe_auto_collect(root, environ["UVREFS_AUTO_COLLECT"], environ)
     return code
@@ -207,23 +206,56 @@ def _fork_recorder() -> bool:
 
     The child inherits the descriptor of uv's cache lock, and a `flock` lives as long as
     any descriptor of it, so the lock stays held, shared, from before uv started until the
-    child has written the refs: a collector still cannot see a half-recorded install. The
-    child leaves the terminal's session, so a Ctrl-C at the new prompt cannot kill it."""
+    child has written the refs: a collector still cannot see a half-recorded install.
+
+    The child must outlive the terminal, which may close as soon as the parent exits (an
+    IDE task, `ssh -t`, `script -c`): the session leader's exit, or the terminal's hangup,
+    sends SIGHUP to the terminal's foreground process group, which the child is in until
+    it calls `setsid`. So the parent exits only once the child has left the terminal's
+    session (a pipe it closes after `setsid`), and SIGHUP is ignored from before the fork,
+    as `nohup` does. Out of the session, a Ctrl-C at the new prompt cannot reach it."""
+    # `signal` without its enums: the C module is loaded at start-up already
+    import _signal  # type: ignore[import-not-found]
+
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        pid = os.fork()
+        ready, done = os.pipe()
     except OSError:
         return False  # cannot fork: record in the foreground
+    hangup = _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+    try:
+        pid = os.fork()
+    except OSError:
+        _signal.signal(_signal.SIGHUP, hangup)
+        os.close(ready)
+        os.close(done)
+        return False
     if pid:
+        os.close(done)
+        try:
+            os.read(ready, 1)  # EOF once the child has called setsid (or died)
+        finally:
+            os.close(ready)
         return True
+    os.close(ready)
     os.setsid()
+    os.close(done)
     delay = os.environ.get("UVREFS_TEST_RECORD_DELAY")  # tests: widen the window
     if delay:
         import time
 
         time.sleep(float(delay))
     return False
+
+
+def _say(text: str) -> None:
+    """One `uvrefs: ...` line on stderr. A background recorder's terminal may have closed
+    (writes fail with EIO): the line is then lost, the recording is not."""
+    try:
+        print(f"uvrefs: {text}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> None:
@@ -237,7 +269,7 @@ def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> Non
     try:
         interval = parse_duration(every)
     except UvrefsError as exc:
-        print(f"uvrefs: warning: UVREFS_AUTO_COLLECT ignored: {exc}", file=sys.stderr)
+        _say(f"warning: UVREFS_AUTO_COLLECT ignored: {exc}")
         return
     state_dir = stamps.default_state_dir(environ)
     stamp = os.path.join(stamps.store_dir(state_dir, root), "auto-collect.stamp")
