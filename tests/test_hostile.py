@@ -503,6 +503,47 @@ def test_bad_schedule_options_are_refused(
 @pytest.mark.parametrize(
     "args",
     [
+        ["collect", "--dry-run", "--min-age", "7"],
+        ["collect", "--dry-run", "--min-age=7"],
+        ["schedule", "install", "--dry-run", "--every", "7"],
+        ["schedule", "install", "--dry-run", "--min-age", "7"],
+    ],
+)
+def test_a_duration_without_a_unit_is_refused(
+    args: list[str], tiny_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--every 7` was 7 seconds (and cron made it hourly): a number needs its unit, on
+    the fast parser and typer's alike; a bare 0 (`--min-age 0`) is still 0."""
+    from typer.testing import CliRunner
+
+    from uvrefs.cli import app
+
+    code, err = exit_and_stderr(capsys, *args)
+    assert code == 2 and ONE_ERROR_LINE.fullmatch(err), err
+    assert "a duration needs a unit: 7s, 7m, 7h, 7d or 7w" in err, err
+    typer_run = CliRunner().invoke(app, [a for arg in args for a in arg.split("=")])
+    assert typer_run.exit_code == 2 and typer_run.stderr == err, typer_run.output
+    code, err = exit_and_stderr(capsys, "collect", "--dry-run", "--min-age", "0")
+    assert code == 0, err
+
+
+def test_auto_collect_without_a_unit_is_ignored_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uvrefs import track
+
+    track.maybe_auto_collect(str(tmp_path), "7", {"UVREFS_DIR": str(tmp_path / "state")})
+    err = capsys.readouterr().err
+    assert err == (
+        "uvrefs: warning: UVREFS_AUTO_COLLECT ignored: duration '7': a duration needs a "
+        "unit: 7s, 7m, 7h, 7d or 7w (only 0 goes without one)\n"
+    )
+    assert not (tmp_path / "state").exists()  # nothing stamped, nothing started
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
         ["--cache-dir=", "status"],
         ["--state-dir=", "status"],
         ["--cache-dir", "", "status"],
