@@ -386,7 +386,7 @@ def _schedule_plan(every: str, min_age: str, resolve: bool = True) -> Any:
     parse_duration(min_age, "--min-age")
     log = Path(stamps.default_state_dir()) / "collect.log"
     job = core.resolve_job(min_age, log) if resolve else core.Job((), (), log)
-    return core.plan_schedule(seconds, job), log
+    return core.plan_schedule(seconds, job, installed=not resolve), log
 
 
 Every = Annotated[str, typer.Option("--every", metavar="DUR", help="How often: 12h, 1d, 1w.")]
@@ -419,6 +419,8 @@ def schedule_install(
 
     with _errors():
         plan, log = _schedule_plan(every, min_age)
+        if plan.note:
+            print(f"note: {plan.note}")
         if dry_run:
             for unit in plan.units:
                 print(f"# {unit.path}\n{unit.text}")
