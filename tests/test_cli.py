@@ -176,3 +176,121 @@ def test_fast_collect_leaves_the_unknown_to_typer(args: list[str]) -> None:
     from uvrefs.fastcli import parse_collect
 
     assert parse_collect(args) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["status", "--json", "--cache-dir", "C", "-v"],
+            ["--cache-dir", "C", "-v", "status", "--json"],
+        ),
+        (
+            ["--state-dir=S", "collect", "--cache-dir=C", "-n"],
+            ["--state-dir=S", "--cache-dir=C", "collect", "-n"],
+        ),
+        (["schedule", "status", "--state-dir", "S"], ["--state-dir", "S", "schedule", "status"]),
+        (["why", "--", "-v"], ["why", "--", "-v"]),
+        # a tracked command's arguments are uv's, verbatim
+        (
+            ["install", "--cache-dir", "C", "-v", "pkg"],
+            ["install", "--cache-dir", "C", "-v", "pkg"],
+        ),
+        (
+            ["-v", "pip", "sync", "--cache-dir=C", "r.txt"],
+            ["-v", "pip", "sync", "--cache-dir=C", "r.txt"],
+        ),
+        (["uv", "--cache-dir", "C", "sync"], ["uv", "--cache-dir", "C", "sync"]),
+        (["sync", "-v"], ["sync", "-v"]),
+    ],
+)
+def test_global_options_after_the_subcommand_move_before_it(
+    args: list[str], expected: list[str]
+) -> None:
+    from uvrefs.launch import hoist_global_options
+
+    assert hoist_global_options(args) == expected
+
+
+def _command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    commands = getattr(group, "commands", {})
+    paths = []
+    for name, command in commands.items():
+        paths += (
+            _command_paths(command, (*prefix, name))
+            if hasattr(command, "commands")
+            else [(*prefix, name)]
+        )
+    return paths
+
+
+TRACKED = {
+    ("install",),
+    ("sync",),
+    ("uv",),
+    ("pip", "install"),
+    ("pip", "sync"),
+    ("pip", "uninstall"),
+}
+
+
+def test_every_command_takes_the_global_options_after_it(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uv takes its global options anywhere, and users write `uvrefs status --cache-dir X`
+    ("No such option"): every command but the tracked ones (whose arguments are uv's)
+    takes `--cache-dir`, `--state-dir` and `-v` after it too, on both parsers."""
+    import typer.main
+
+    from uvrefs import launch
+
+    monkeypatch.delenv("UVREFS_VERBOSE", raising=False)
+    paths = set(_command_paths(typer.main.get_command(app)))
+    assert TRACKED < paths and ("status",) in paths and ("schedule", "status") in paths
+    for path in sorted(paths - TRACKED):
+        args = [*path, "--cache-dir", str(isolated / "cache"), "--state-dir", "S", "-v", "--help"]
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0 and f"Usage: root {' '.join(path)}" in done.stdout, (
+            path,
+            done.output,
+        )
+        with pytest.raises(SystemExit) as exited:
+            launch.main(args)
+        out = capsys.readouterr().out
+        assert exited.value.code == 0 and f"Usage: uvrefs {' '.join(path)}" in out, (path, out)
+
+
+def test_global_options_after_the_subcommand_take_effect(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cache and the store named after the subcommand are the ones used, on the fast
+    path (`collect`), through typer (`status`), and in-process with typer alone."""
+    from uvrefs import launch
+
+    cache, state = isolated / "cache", isolated / "elsewhere-state"
+    monkeypatch.setenv("UV_CACHE_DIR", str(isolated / "not-a-cache"))
+    monkeypatch.setenv("UVREFS_DIR", str(isolated / "state"))
+    where = ["--cache-dir", str(cache), "--state-dir", str(state)]
+    for args in (["collect", "--dry-run", "--json", *where], ["status", "--json", *where]):
+        with pytest.raises(SystemExit) as exited:
+            launch.main(args)
+        out = capsys.readouterr().out
+        assert exited.value.code == 0 and json.loads(out)["cache"] == str(cache), out
+        monkeypatch.setenv("UV_CACHE_DIR", str(isolated / "not-a-cache"))
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0 and json.loads(done.stdout)["cache"] == str(cache), done.output
+        monkeypatch.setenv("UV_CACHE_DIR", str(isolated / "not-a-cache"))
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    assert (
+        runner.invoke(app, ["watch", "add", str(isolated), "--state-dir", str(state)]).exit_code
+        == 0
+    )
+    monkeypatch.setenv("UVREFS_DIR", str(isolated / "state"))  # in-process: set again
+    assert runner.invoke(app, ["watch", "list"]).stdout == ""
+    assert (
+        runner.invoke(app, ["watch", "list", "-v", "--state-dir", str(state)]).stdout
+        == f"{isolated}\n"
+    )
+    monkeypatch.delenv("UVREFS_VERBOSE")  # set by -v above, in this process
+    done = runner.invoke(app, ["status", "--cache-dir"])
+    assert done.exit_code == 2 and done.stderr == "uvrefs: error: --cache-dir needs a directory\n"

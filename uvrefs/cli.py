@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 from typer import _click as click
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from uvrefs import __version__
 from uvrefs.errors import UsageError, UvrefsError, from_os_error
 from uvrefs.fastcli import cache_and_store, settled
-from uvrefs.launch import fail
+from uvrefs.launch import apply_global_option, fail, hoist_global_options
 from uvrefs.units import parse_duration
 
 
@@ -43,8 +43,22 @@ class _Command(TyperCommand):
                     formatter.write_dl(rows)
 
 
+class _Group(TyperGroup):
+    """The root command: uvrefs's own options are taken after the subcommand too
+    (`uvrefs status --cache-dir X`), as uv takes its global options, except after a
+    tracked command, whose arguments are uv's (`uvrefs.launch.hoist_global_options`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            hoisted = hoist_global_options(args)
+        except UvrefsError as exc:
+            fail(exc)
+        return super().parse_args(ctx, hoisted)
+
+
 PLAIN: dict[str, Any] = {"rich_markup_mode": None, "no_args_is_help": True}
 app = typer.Typer(
+    cls=_Group,
     help="Keep exactly what living environments use in uv's cache; free the rest.",
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -101,7 +115,16 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """uvrefs's own options go before the subcommand (uvrefs.launch has applied them)."""
+    """uvrefs's own options, before or after the subcommand (but for tracked commands,
+    whose arguments are uv's). `uvrefs.launch` applied them already when it ran first."""
+    with _errors():
+        for name, value in (("--cache-dir", cache_dir), ("--state-dir", state_dir)):
+            if value is not None:
+                apply_global_option(name, value)
+    if verbose:
+        import os
+
+        os.environ["UVREFS_VERBOSE"] = "1"
 
 
 @app.command(cls=_Command, context_settings=PASSTHROUGH)
