@@ -153,3 +153,18 @@ def test_a_tracked_commands_cache_dir_is_uvs_and_recorded_where_uv_put_it(world:
     why = world.uvrefs("why", "alpha", "--json", "--cache-dir", cache)  # after it, too
     assert json.loads(why.stdout)["entries"] == [view]
 
+
+@pytest.mark.parametrize(
+    "command", [["install"], ["pip", "install"], ["pip", "sync"], ["pip", "uninstall"]]
+)
+def test_a_tracked_command_without_arguments_says_what_it_needs(
+    world: World, command: list[str]
+) -> None:
+    """uv's usage line counts options set from the environment as given, so `uvrefs
+    install` alone showed `uv pip install --cache-dir <CACHE_DIR> ...` to a user who never
+    typed it (UV_CACHE_DIR). uvrefs says in one line what the command needs."""
+    done = world.uvrefs(*command, check=False)
+    shown = " ".join(command)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith(f"uvrefs: error: `uvrefs {shown}` needs "), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "--cache-dir" not in done.stderr, done.stderr

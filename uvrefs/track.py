@@ -12,7 +12,7 @@ import os
 import sys
 
 from uvrefs import stamps, uv
-from uvrefs.errors import StoreError, UvrefsError
+from uvrefs.errors import StoreError, UsageError, UvrefsError
 from uvrefs.targets import (
     Target,
     fingerprint,
@@ -102,8 +102,25 @@ class Recorded:
         self.skipped, self.corrupt = skipped, corrupt
 
 
+# Tracked commands uv refuses without arguments: what they need, and an example. uvrefs
+# says so itself: uv's usage line would show options the user never typed (clap counts
+# one set from the environment, `UV_CACHE_DIR`, as given: `--cache-dir <CACHE_DIR>`).
+NEEDS_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "install": ("packages or requirements", "-p .venv numpy"),
+    "pip install": ("packages or requirements", "-p .venv numpy"),
+    "pip sync": ("requirements files", "requirements.txt"),
+    "pip uninstall": ("packages", "-p .venv numpy"),
+}
+
+
 def run(command: str, args: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
     """Run `uv <command> ARGS` (a uvrefs tracked command) and record its environment."""
+    if not args and command in NEEDS_ARGUMENTS:
+        what, example = NEEDS_ARGUMENTS[command]
+        raise UsageError(
+            f"`uvrefs {command}` needs {what}, as `uv {' '.join(COMMANDS[command])}` does "
+            f"(e.g. `uvrefs {command} {example}`); `uvrefs {command} --help` shows uv's options"
+        )
     kind = "project" if command == "sync" else "pip"
     return run_tracked(kind, command, [*COMMANDS[command], *args], environ)
 
