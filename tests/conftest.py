@@ -136,7 +136,7 @@ class World:
         return sorted(self.state.glob("caches/*/refs/*.refs"))
 
     @contextmanager
-    def uv_at_work(self) -> Iterator[None]:
+    def uv_at_work(self) -> Iterator[subprocess.Popen[str]]:
         """Another process holding uv's cache lock shared, as any running uv command does."""
         holder = (
             "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR);"
@@ -149,7 +149,7 @@ class World:
         )
         try:
             assert proc.stdout and proc.stdout.readline().strip() == "held"
-            yield
+            yield proc
         finally:
             proc.kill()
             proc.wait()

@@ -140,6 +140,7 @@ def test_fast_collect_options_are_the_typer_commands() -> None:
         ["--dry-run", "--json"],
         ["-n", "--keep", "numpy", "--keep=torch", "--min-age", "7d"],
         ["--max-freed=2G", "--untracked", "--budget", "10G", "--no-wait", "--log", "x.log"],
+        ["--retry-for", "6h", "--no-wait"],
     ],
 )
 def test_fast_collect_calls_what_typer_calls(
@@ -167,6 +168,7 @@ def test_fast_collect_calls_what_typer_calls(
         "budget": None,
         "log": None,
         "no_wait": False,
+        "retry_for": None,
     }
     assert len(calls) == 2 and {**defaults, **calls[0]} == calls[1]
 

@@ -228,6 +228,15 @@ def collect(
             "--no-wait", help="If uv is using the cache, skip (exit 0) instead of waiting."
         ),
     ] = False,
+    retry_for: Annotated[
+        str | None,
+        typer.Option(
+            "--retry-for",
+            metavar="DUR",
+            help="If uv is using the cache, try again when it is done, for this long, then "
+            "skip (implies --no-wait): 6h.",
+        ),
+    ] = None,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
     from uvrefs.fastcli import run_collect
@@ -243,6 +252,7 @@ def collect(
             budget=budget,
             log=log,
             no_wait=no_wait,
+            retry_for=retry_for,
         )
     raise typer.Exit(code)
 

@@ -29,6 +29,14 @@ def parse_duration(text: str, option: str = "duration") -> float:
     return seconds
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as `parse_duration` reads them back: `12h`, `3d`, `90m`, `7s`, `1.5s`."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_size(text: str, option: str = "size") -> int:
     """`500M`, `2G`, `1.5GiB`, `100k` (powers of 1024) or plain bytes -> bytes, finite and
     not negative; `option` names what was given in the error."""
