@@ -151,6 +151,14 @@ def test_retry_for_takes_a_duration(world: World) -> None:
     assert done.returncode == 2 and "--retry-for '12': a duration needs a unit" in done.stderr
 
 
+def test_the_scheduled_job_retries_for_half_its_interval(world: World) -> None:
+    done = world.uvrefs(
+        "schedule", "install", "--every", "12h", "--dry-run",
+        extra_env={"UVREFS_SCHEDULER": "cron"},
+    )  # fmt: skip
+    assert " collect --no-wait --retry-for 6h --min-age 1d " in done.stdout, done.stdout
+
+
 # ------------------------------------------------------------------ the parsers, in memory
 
 LOCKS = """\

@@ -464,6 +464,30 @@ def test_schedule_status_computes_the_next_run_from_the_last(world: World, kind:
     assert "next run: none (not installed; run uvrefs schedule install)" in status, status
 
 
+def test_schedule_status_counts_the_runs_skipped_since_the_last_collect(world: World) -> None:
+    """A long `uv run` made every scheduled run skip, and `status` showed only the last
+    line: it says how many runs were skipped (and failed) since the last collect, and
+    who held the cache the last time."""
+    env = {**fake_schedulers(world), "UVREFS_SCHEDULER": "cron"}
+    install(world, world.venv("env"), "alpha==1.0")
+    log = world.state / "collect.log"
+    world.uvrefs("collect", "--log", log)
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    assert "since the last collect: no run skipped or failed" in status, status
+    with world.uv_at_work() as holder:
+        for _ in range(3):
+            world.uvrefs("collect", "--no-wait", "--log", log)
+    world.uvrefs("collect", "--log", log, "--min-age", "soon", check=False)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 5, lines
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    since = lines[0].split()[0]
+    assert f"since the last collect ({since}): 3 runs skipped (cache in use), 1 failed; " in status
+    if os.path.isfile("/proc/locks"):  # who held it (macOS: lsof)
+        assert "the last skipped: held by `python -c import fcntl, os, sys, time; " in status
+        assert f"(pid {holder.pid}, started " in status, status
+
+
 def test_status_with_a_fifo_for_a_log_does_not_wait(tmp_path: Path) -> None:
     """`schedule status` reads the job's last line without waiting on a FIFO planted as
     its log (it hung) and without following a link."""

@@ -13,7 +13,7 @@ from uvrefs import __version__
 from uvrefs.errors import UsageError, UvrefsError, from_os_error
 from uvrefs.fastcli import cache_and_store, settled
 from uvrefs.launch import apply_global_option, fail, hoist_global_options
-from uvrefs.units import parse_duration
+from uvrefs.units import format_duration, parse_duration
 
 
 class _Command(TyperCommand):
@@ -418,7 +418,8 @@ def _schedule_plan(every: str, min_age: str, resolve: bool = True) -> Any:
         raise UsageError(f"--every {every!r}: use a duration from 1s to 366d (e.g. 1d)")
     parse_duration(min_age, "--min-age")
     log = Path(stamps.default_state_dir()) / "collect.log"
-    job = core.resolve_job(min_age, log) if resolve else core.Job((), (), log)
+    retry_for = format_duration(seconds / 2)  # done before the next run
+    job = core.resolve_job(min_age, log, retry_for=retry_for) if resolve else core.Job((), (), log)
     return core.plan_schedule(seconds, job, installed=not resolve), log
 
 

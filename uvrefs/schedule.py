@@ -22,6 +22,7 @@ from pathlib import Path
 
 from uvrefs.errors import UsageError, UvrefsError
 from uvrefs.files import SMALL, read_file, tail
+from uvrefs.units import format_duration
 
 NAME = "uvrefs-collect"
 LABEL = "io.github.uvrefs.collect"
@@ -134,9 +135,13 @@ def uvrefs_command() -> tuple[str, ...]:
     return (os.path.abspath(sys.executable), "-P", "-m", "uvrefs")
 
 
-def resolve_job(min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None) -> Job:
+def resolve_job(
+    min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None, retry_for: str = "0s"
+) -> Job:
     """The job for this user now: uv as uvrefs finds it (`UVREFS_UV`, else PATH), the
-    cache uv uses here and the store uvrefs uses, all pinned as absolute paths."""
+    cache uv uses here and the store uvrefs uses, all pinned as absolute paths. While uv
+    holds the cache, the job tries again for `retry_for` (half the interval: done before
+    the next run) before it skips."""
     from uvrefs import stamps, uv
 
     uvbin = os.path.abspath(uv.find_uv())
@@ -149,6 +154,8 @@ def resolve_job(min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None) 
         *(uvrefs or uvrefs_command()),
         "collect",
         "--no-wait",
+        "--retry-for",
+        retry_for,
         "--min-age",
         min_age,
         "--log",
@@ -355,6 +362,8 @@ def status(schedule: Schedule, log: Path) -> list[str]:
     lines = [f"{u.path}: {'present' if u.path.exists() else 'absent'}" for u in schedule.units]
     last_run = _last_line(log)
     lines.append(f"last run: {last_run[1] if last_run else f'never ran (no lines in {log})'}")
+    if last_run:
+        lines.append(runs_since_last_collect(log))
     if schedule.kind == "systemd":
         lines += _systemd_timer()
         return lines
@@ -365,12 +374,12 @@ def status(schedule: Schedule, log: Path) -> list[str]:
     if every is None:
         lines.append("next run: none (not installed; run uvrefs schedule install)")
     elif last_run is None:
-        lines.append(f"next run: within {_duration(every)} of installing (computed)")
+        lines.append(f"next run: within {format_duration(every)} of installing (computed)")
     else:
         due = datetime.fromtimestamp(last_run[0] + every).astimezone()
         lines.append(
             f"next run: {due.isoformat(timespec='seconds')} (computed: last run + "
-            f"{_duration(every)})"
+            f"{format_duration(every)})"
         )
     return lines
 
@@ -417,6 +426,42 @@ def _systemd_timer() -> list[str]:
     ]
 
 
+SKIPPED = " cache in use, skipped ("  # how a run that found uv holding the cache logs it
+LOG_TAIL = 1 << 20  # bytes of the log read for `status`: thousands of runs
+
+
+def runs_since_last_collect(log: Path) -> str:
+    """How many runs the log shows skipped (uv held the cache) or failed since the last
+    one that collected, and why the last one was skipped (who held the cache)."""
+    found = tail(str(log), LOG_TAIL)
+    lines = found[1].decode("utf-8", "replace").splitlines() if found else []
+    if found and len(found[1]) == LOG_TAIL:
+        lines = lines[1:]  # the first may be cut
+    skipped, failed, why, since = 0, 0, "", None
+    for line in reversed(lines):
+        when, _, what = line.partition(" ")
+        if f" {what}".startswith(SKIPPED):
+            skipped += 1
+            why = why or what.partition("; ")[2]
+        elif what.startswith(("failed (exit", "interrupted")):
+            failed += 1
+        elif what:
+            since = when
+            break
+    if not skipped and not failed:
+        return "since the last collect: no run skipped or failed"
+    if since is not None:
+        start = f"since the last collect ({since})"
+    elif found and len(found[1]) == LOG_TAIL:
+        start = "in the log's last lines (no collect among them)"
+    else:
+        start = "no collect in the log yet"
+    counts = [f"{skipped} run{'s' * (skipped != 1)} skipped (cache in use)"] if skipped else []
+    counts += [f"{failed} failed"] if failed else []
+    last = f"; the last skipped: {why}" if why else ""
+    return f"{start}: {', '.join(counts)}{last}"
+
+
 def _last_line(log: Path) -> tuple[float, str] | None:
     """When the log was last written and its last line, or None if it has none."""
     found = tail(str(log), 4096)  # never waiting on a FIFO, never through a link
@@ -424,13 +469,6 @@ def _last_line(log: Path) -> tuple[float, str] | None:
         return None
     lines = found[1].decode("utf-8", "replace").splitlines()
     return (found[0], lines[-1]) if lines else None
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def _crontab() -> list[str]:
