@@ -242,13 +242,19 @@ def _find_unprivileged_uvrefs() -> dict[str, Any]:
     import tempfile
 
     probe = "import sys, uvrefs.launch, typer, pydantic; print(sys.implementation.cache_tag)"
-    if _runs_as_nobody([sys.executable, "-c", probe], {}):
+    # as uvrefs finds uv (`os.access`), which a path through a private directory fails
+    reach_uv = ["sh", "-c", 'test -x "$0" && "$0" --version', str(UV)]
+    uv_runs = UV is not None and _runs_as_nobody(reach_uv, {}, expect="uv ")
+    if _runs_as_nobody([sys.executable, "-c", probe], {}) and uv_runs:
         return {"argv": [sys.executable, "-m", "uvrefs"], "env": {}}
     base = Path(tempfile.mkdtemp(prefix="uvrefs-nobody-", dir="/tmp"))
     _UNPRIVILEGED["cleanup"] = base
     _copy_runtime(base)
-    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     env = {"PYTHONPATH": str(base)}
+    if UV is not None and not uv_runs:  # tracked commands run uv: a copy they can reach
+        (base / "bin").mkdir()
+        env["UVREFS_UV"] = str(shutil.copy2(UV, base / "bin" / "uv"))
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     candidates = [
         os.path.realpath(sys.executable),
         getattr(sys, "_base_executable", ""),
@@ -264,7 +270,9 @@ def _find_unprivileged_uvrefs() -> dict[str, Any]:
     }
 
 
-def _runs_as_nobody(argv: list[str], env: dict[str, str]) -> bool:
+def _runs_as_nobody(argv: list[str], env: dict[str, str], expect: str = "") -> bool:
+    """Whether the unprivileged user can run `argv`, which prints `expect` first (by
+    default this interpreter's cache tag: the same Python)."""
     done = subprocess.run(
         [*NOBODY, *argv],
         cwd="/",
@@ -273,7 +281,9 @@ def _runs_as_nobody(argv: list[str], env: dict[str, str]) -> bool:
         text=True,
         check=False,
     )
-    return done.returncode == 0 and done.stdout.strip() == sys.implementation.cache_tag
+    return done.returncode == 0 and done.stdout.startswith(
+        expect or sys.implementation.cache_tag + "\n"
+    )
 
 
 def _copy_runtime(base: Path) -> None:
