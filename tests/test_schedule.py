@@ -110,6 +110,12 @@ def test_systemd_is_chosen_only_where_a_user_manager_answers(world: World) -> No
         manager.close()
     assert "OnCalendar=" in dry and "$ systemctl --user enable --now" in dry, dry
     assert "note:" not in dry
+    # installed with systemd, looked at where no manager answers: still systemd's job
+    world.uvrefs(
+        "schedule", "install", "--no-activate", extra_env={**env, "UVREFS_SCHEDULER": "systemd"}
+    )
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    assert "uvrefs-collect.timer: present" in status, status
 
 
 def test_collect_log_appends_one_line_per_run(world: World) -> None:
