@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -266,8 +268,18 @@ TRACKED = {
 }
 
 
+@pytest.fixture
+def restored_environ() -> Iterator[None]:
+    """uvrefs's own options become environment variables of this process (launch and
+    the typer callback set them): the environment as it was, afterwards."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def test_every_command_takes_the_global_options_after_it(
-    isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    isolated: Path, capsys: pytest.CaptureFixture[str], restored_environ: None
 ) -> None:
     """uv takes its global options anywhere, and users write `uvrefs status --cache-dir X`
     ("No such option"): every command but the tracked ones (whose arguments are uv's)
@@ -276,7 +288,6 @@ def test_every_command_takes_the_global_options_after_it(
 
     from uvrefs import launch
 
-    monkeypatch.delenv("UVREFS_VERBOSE", raising=False)
     paths = set(_command_paths(typer.main.get_command(app)))
     assert TRACKED < paths and ("status",) in paths and ("schedule", "status") in paths
     for path in sorted(paths - TRACKED):
@@ -293,7 +304,10 @@ def test_every_command_takes_the_global_options_after_it(
 
 
 def test_global_options_after_the_subcommand_take_effect(
-    isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restored_environ: None,
 ) -> None:
     """The cache and the store named after the subcommand are the ones used, on the fast
     path (`collect`), through typer (`status`), and in-process with typer alone."""
@@ -323,6 +337,6 @@ def test_global_options_after_the_subcommand_take_effect(
         runner.invoke(app, ["watch", "list", "-v", "--state-dir", str(state)]).stdout
         == f"{isolated}\n"
     )
-    monkeypatch.delenv("UVREFS_VERBOSE")  # set by -v above, in this process
+    os.environ.pop("UVREFS_VERBOSE")
     done = runner.invoke(app, ["status", "--cache-dir"])
     assert done.exit_code == 2 and done.stderr == "uvrefs: error: --cache-dir needs a directory\n"
