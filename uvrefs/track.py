@@ -226,38 +226,27 @@ def _fork_recorder() -> bool:
     child has written the refs: a collector still cannot see a half-recorded install.
 
     The child must outlive the terminal, which may close as soon as the parent exits (an
-    IDE task, `ssh -t`, `script -c`): the session leader's exit, or the terminal's hangup,
-    sends SIGHUP to the terminal's foreground process group, which the child is in until
-    it calls `setsid`. So the parent exits only once the child has left the terminal's
-    session (a pipe it closes after `setsid`), and SIGHUP is ignored from before the fork,
-    as `nohup` does. Out of the session, a Ctrl-C at the new prompt cannot reach it."""
+    IDE task, `ssh -t`, `script -c`): the session leader's exit then sends SIGHUP to the
+    terminal's foreground process group, which the child is in until it has called
+    `setsid`, and on a busy machine it may not have run yet: it died, unrecorded. So
+    SIGHUP is ignored from before the fork, as `nohup` does. (Waiting for the child's
+    `setsid` before exiting works too, but costs the user up to several ms on a loaded
+    machine.) Out of the session, a Ctrl-C at the new prompt cannot reach it; before,
+    the shell has made its own process group the foreground one."""
     # `signal` without its enums: the C module is loaded at start-up already
     import _signal  # type: ignore[import-not-found]
 
     sys.stdout.flush()
     sys.stderr.flush()
-    try:
-        ready, done = os.pipe()
-    except OSError:
-        return False  # cannot fork: record in the foreground
     hangup = _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     try:
         pid = os.fork()
     except OSError:
         _signal.signal(_signal.SIGHUP, hangup)
-        os.close(ready)
-        os.close(done)
-        return False
+        return False  # cannot fork: record in the foreground
     if pid:
-        os.close(done)
-        try:
-            os.read(ready, 1)  # EOF once the child has called setsid (or died)
-        finally:
-            os.close(ready)
         return True
-    os.close(ready)
     os.setsid()
-    os.close(done)
     delay = os.environ.get("UVREFS_TEST_RECORD_DELAY")  # tests: widen the window
     if delay:
         import time
