@@ -37,12 +37,13 @@ def uv_run(world: World, seconds: float = 60) -> Iterator[subprocess.Popen[str]]
         [world.uv_bin, "run", "--no-project", "-p", sys.executable, "python", "-c",
          f"print('up', flush=True); import time; time.sleep({seconds})"],
         cwd=world.root, env=world.env, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
     )  # fmt: skip
     try:
         assert proc.stdout and proc.stdout.readline().strip() == "up"
         yield proc
     finally:
-        proc.kill()
+        os.killpg(proc.pid, 9)  # uv and the program it runs
         proc.wait()
 
 
