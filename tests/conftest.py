@@ -136,7 +136,7 @@ class World:
         return sorted(self.state.glob("caches/*/refs/*.refs"))
 
     @contextmanager
-    def uv_at_work(self) -> Iterator[None]:
+    def uv_at_work(self) -> Iterator[subprocess.Popen[str]]:
         """Another process holding uv's cache lock shared, as any running uv command does."""
         holder = (
             "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR);"
@@ -149,7 +149,7 @@ class World:
         )
         try:
             assert proc.stdout and proc.stdout.readline().strip() == "held"
-            yield
+            yield proc
         finally:
             proc.kill()
             proc.wait()
@@ -224,7 +224,108 @@ def as_nobody(
     for path in owned_by_root:
         os.chown(path, 0, 0)
         path.chmod(0o700)
-    return world.run(*NOBODY, sys.executable, "-m", "uvrefs", *args, check=False)
+    argv, env = unprivileged_uvrefs()
+    return world.run(*NOBODY, *argv, *args, check=False, extra_env=env)
+
+
+_UNPRIVILEGED: dict[str, Any] = {}
+
+
+def unprivileged_uvrefs() -> tuple[list[str], dict[str, str]]:
+    """How the unprivileged user (NOBODY) runs this uvrefs: the argv before its
+    arguments and the environment to add. This interpreter and package, when that user
+    can import them; otherwise (a clone under a mode-700 directory, run as root: "No
+    module named uvrefs") a copy of the package and its dependencies in a world-readable
+    temp dir, run by an interpreter of the same version that user can run. Skips the
+    test, saying why, when there is none."""
+    if not _UNPRIVILEGED:
+        _UNPRIVILEGED.update(_find_unprivileged_uvrefs())
+    if "skip" in _UNPRIVILEGED:
+        pytest.skip(_UNPRIVILEGED["skip"])
+    return _UNPRIVILEGED["argv"], _UNPRIVILEGED["env"]
+
+
+def _find_unprivileged_uvrefs() -> dict[str, Any]:
+    import tempfile
+
+    probe = "import sys, uvrefs.launch, typer, pydantic; print(sys.implementation.cache_tag)"
+    # as uvrefs finds uv (`os.access`), which a path through a private directory fails
+    reach_uv = ["sh", "-c", 'test -x "$0" && "$0" --version', str(UV)]
+    uv_runs = UV is not None and _runs_as_nobody(reach_uv, {}, expect="uv ")
+    if _runs_as_nobody([sys.executable, "-c", probe], {}) and uv_runs:
+        return {"argv": [sys.executable, "-m", "uvrefs"], "env": {}}
+    base = Path(tempfile.mkdtemp(prefix="uvrefs-nobody-", dir="/tmp"))
+    _UNPRIVILEGED["cleanup"] = base
+    _copy_runtime(base)
+    env = {"PYTHONPATH": str(base)}
+    if UV is not None and not uv_runs:  # tracked commands run uv: a copy they can reach
+        (base / "bin").mkdir()
+        env["UVREFS_UV"] = str(shutil.copy2(UV, base / "bin" / "uv"))
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    candidates = [
+        os.path.realpath(sys.executable),
+        getattr(sys, "_base_executable", ""),
+        shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}") or "",
+        f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}",
+    ]
+    for python in dict.fromkeys(c for c in candidates if c):
+        if _runs_as_nobody([python, "-c", probe], env):
+            return {"argv": [python, "-m", "uvrefs"], "env": env}
+    return {
+        "skip": f"no Python {sys.implementation.cache_tag} the unprivileged user (uid "
+        "65534) may run: the unprivileged collector's tests need one"
+    }
+
+
+def _runs_as_nobody(argv: list[str], env: dict[str, str], expect: str = "") -> bool:
+    """Whether the unprivileged user can run `argv`, which prints `expect` first (by
+    default this interpreter's cache tag: the same Python)."""
+    done = subprocess.run(
+        [*NOBODY, *argv],
+        cwd="/",
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode == 0 and done.stdout.startswith(
+        expect or sys.implementation.cache_tag + "\n"
+    )
+
+
+def _copy_runtime(base: Path) -> None:
+    """uvrefs (without bytecode) and every distribution it needs to run, as installed
+    here, into `base`."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    import uvrefs
+
+    package = Path(uvrefs.__file__).parent
+    shutil.copytree(package, base / "uvrefs", ignore=shutil.ignore_patterns("__pycache__"))
+    seen: set[str] = set()
+    todo = [req for req in distribution("uvrefs").requires or []]
+    while todo:
+        req = Requirement(todo.pop())
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        dist = distribution(req.name)
+        if dist.metadata["Name"] in seen:
+            continue
+        seen.add(dist.metadata["Name"])
+        todo += dist.requires or []
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file)))
+            if file.parts[0] == ".." or "__pycache__" in file.parts or not source.is_file():
+                continue
+            (base / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, base / file)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "cleanup" in _UNPRIVILEGED:
+        shutil.rmtree(_UNPRIVILEGED["cleanup"], ignore_errors=True)
 
 
 # The reflink suite (tests/test_reflink.py) and the multi-host suite (tests/test_hosts.py):

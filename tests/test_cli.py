@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,10 +58,40 @@ def test_collect_json_contract(isolated: Path) -> None:
     assert doc["format"] == 1 and doc["freed"] == [] and doc["dry_run"] is False
 
 
-def test_help_lists_the_contract_commands() -> None:
-    result = runner.invoke(app, ["--help"])
-    for command in ("install", "sync", "pip", "collect"):
-        assert command in result.stdout
+CONTRACT = {
+    (): {"install", "sync", "pip", "uv", "collect", "status", "envs", "why", "adopt"}
+    | {"doctor", "watch", "schedule", "shell-init"},
+    ("pip",): {"install", "sync", "uninstall"},
+    ("schedule",): {"install", "remove", "status"},
+    ("watch",): {"add", "remove", "list"},
+}
+
+
+def listed_commands(help_text: str) -> set[str]:
+    """The command names in the `Commands:` section of a help text (the first word of
+    each entry), not words that only appear in descriptions."""
+    section = help_text.partition("\nCommands:\n")[2]
+    names = set()
+    for line in section.splitlines():
+        if not line.startswith("  "):
+            break
+        if not line.startswith("   "):  # a wrapped description is indented further
+            names.add(line.split()[0])
+    return names
+
+
+@pytest.mark.parametrize("group", list(CONTRACT))
+def test_help_lists_the_contract_commands(group: tuple[str, ...]) -> None:
+    """Every documented command is listed in its group's help. (It checked that the word
+    appeared anywhere: `install` and `sync` also appear in `pip`'s description.)"""
+    result = runner.invoke(app, [*group, "--help"])
+    assert result.exit_code == 0, result.output
+    assert CONTRACT[group] <= listed_commands(result.stdout), result.stdout
+    if not group:  # the check itself: a command missing from the help is seen missing
+        without = "\n".join(
+            ln for ln in result.stdout.splitlines() if not ln.startswith("  install ")
+        )
+        assert "install" in without and "install" not in listed_commands(without)
 
 
 @pytest.mark.parametrize(
@@ -140,6 +172,7 @@ def test_fast_collect_options_are_the_typer_commands() -> None:
         ["--dry-run", "--json"],
         ["-n", "--keep", "numpy", "--keep=torch", "--min-age", "7d"],
         ["--max-freed=2G", "--untracked", "--budget", "10G", "--no-wait", "--log", "x.log"],
+        ["--retry-for", "6h", "--no-wait"],
     ],
 )
 def test_fast_collect_calls_what_typer_calls(
@@ -167,6 +200,7 @@ def test_fast_collect_calls_what_typer_calls(
         "budget": None,
         "log": None,
         "no_wait": False,
+        "retry_for": None,
     }
     assert len(calls) == 2 and {**defaults, **calls[0]} == calls[1]
 
@@ -176,3 +210,133 @@ def test_fast_collect_leaves_the_unknown_to_typer(args: list[str]) -> None:
     from uvrefs.fastcli import parse_collect
 
     assert parse_collect(args) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["status", "--json", "--cache-dir", "C", "-v"],
+            ["--cache-dir", "C", "-v", "status", "--json"],
+        ),
+        (
+            ["--state-dir=S", "collect", "--cache-dir=C", "-n"],
+            ["--state-dir=S", "--cache-dir=C", "collect", "-n"],
+        ),
+        (["schedule", "status", "--state-dir", "S"], ["--state-dir", "S", "schedule", "status"]),
+        (["why", "--", "-v"], ["why", "--", "-v"]),
+        # a tracked command's arguments are uv's, verbatim
+        (
+            ["install", "--cache-dir", "C", "-v", "pkg"],
+            ["install", "--cache-dir", "C", "-v", "pkg"],
+        ),
+        (
+            ["-v", "pip", "sync", "--cache-dir=C", "r.txt"],
+            ["-v", "pip", "sync", "--cache-dir=C", "r.txt"],
+        ),
+        (["uv", "--cache-dir", "C", "sync"], ["uv", "--cache-dir", "C", "sync"]),
+        (["sync", "-v"], ["sync", "-v"]),
+    ],
+)
+def test_global_options_after_the_subcommand_move_before_it(
+    args: list[str], expected: list[str]
+) -> None:
+    from uvrefs.launch import hoist_global_options
+
+    assert hoist_global_options(args) == expected
+
+
+def _command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    commands = getattr(group, "commands", {})
+    paths = []
+    for name, command in commands.items():
+        paths += (
+            _command_paths(command, (*prefix, name))
+            if hasattr(command, "commands")
+            else [(*prefix, name)]
+        )
+    return paths
+
+
+TRACKED = {
+    ("install",),
+    ("sync",),
+    ("uv",),
+    ("pip", "install"),
+    ("pip", "sync"),
+    ("pip", "uninstall"),
+}
+
+
+@pytest.fixture
+def restored_environ() -> Iterator[None]:
+    """uvrefs's own options become environment variables of this process (launch and
+    the typer callback set them): the environment as it was, afterwards."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_every_command_takes_the_global_options_after_it(
+    isolated: Path, capsys: pytest.CaptureFixture[str], restored_environ: None
+) -> None:
+    """uv takes its global options anywhere, and users write `uvrefs status --cache-dir X`
+    ("No such option"): every command but the tracked ones (whose arguments are uv's)
+    takes `--cache-dir`, `--state-dir` and `-v` after it too, on both parsers."""
+    import typer.main
+
+    from uvrefs import launch
+
+    paths = set(_command_paths(typer.main.get_command(app)))
+    assert TRACKED < paths and ("status",) in paths and ("schedule", "status") in paths
+    for path in sorted(paths - TRACKED):
+        args = [*path, "--cache-dir", str(isolated / "cache"), "--state-dir", "S", "-v", "--help"]
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0 and f"Usage: root {' '.join(path)}" in done.stdout, (
+            path,
+            done.output,
+        )
+        with pytest.raises(SystemExit) as exited:
+            launch.main(args)
+        out = capsys.readouterr().out
+        assert exited.value.code == 0 and f"Usage: uvrefs {' '.join(path)}" in out, (path, out)
+
+
+def test_global_options_after_the_subcommand_take_effect(
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restored_environ: None,
+) -> None:
+    """The cache and the store named after the subcommand are the ones used, on the fast
+    path (`collect`), through typer (`status`), and in-process with typer alone."""
+    from uvrefs import launch
+
+    cache, state = isolated / "cache", isolated / "elsewhere-state"
+    monkeypatch.setenv("UV_CACHE_DIR", str(isolated / "not-a-cache"))
+    monkeypatch.setenv("UVREFS_DIR", str(isolated / "state"))
+    where = ["--cache-dir", str(cache), "--state-dir", str(state)]
+    for args in (["collect", "--dry-run", "--json", *where], ["status", "--json", *where]):
+        with pytest.raises(SystemExit) as exited:
+            launch.main(args)
+        out = capsys.readouterr().out
+        assert exited.value.code == 0 and json.loads(out)["cache"] == str(cache), out
+        monkeypatch.setenv("UV_CACHE_DIR", str(isolated / "not-a-cache"))
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0 and json.loads(done.stdout)["cache"] == str(cache), done.output
+        monkeypatch.setenv("UV_CACHE_DIR", str(isolated / "not-a-cache"))
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    assert (
+        runner.invoke(app, ["watch", "add", str(isolated), "--state-dir", str(state)]).exit_code
+        == 0
+    )
+    monkeypatch.setenv("UVREFS_DIR", str(isolated / "state"))  # in-process: set again
+    assert runner.invoke(app, ["watch", "list"]).stdout == ""
+    assert (
+        runner.invoke(app, ["watch", "list", "-v", "--state-dir", str(state)]).stdout
+        == f"{isolated}\twatched (4 levels deep)\n"
+    )
+    os.environ.pop("UVREFS_VERBOSE")
+    done = runner.invoke(app, ["status", "--cache-dir"])
+    assert done.exit_code == 2 and done.stderr == "uvrefs: error: --cache-dir needs a directory\n"

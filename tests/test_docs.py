@@ -114,3 +114,9 @@ def test_documented_example_runs_as_shown(
         f"lines the docs do not show: {unexplained}\nlines the docs show, not printed: {unseen}\n"
         f"printed:\n" + "\n".join(actual)
     )
+
+
+def test_ci_runs_the_linters_and_the_tests() -> None:
+    """`make lint` passed, but CI ran only `make test`: a lint error could land."""
+    ci = (Path(__file__).parent.parent / ".ci" / "run").read_text().splitlines()
+    assert "make lint" in ci and "make test" in ci, ci

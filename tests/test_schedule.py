@@ -37,10 +37,11 @@ def test_schedule_writes_the_job_for_each_scheduler(world: World, kind: str) -> 
         assert written == ["uvrefs-collect.service", "uvrefs-collect.timer"]
         timer = next(home.rglob("uvrefs-collect.timer")).read_text()
         service = next(home.rglob("uvrefs-collect.service")).read_text()
-        assert (
-            "OnUnitActiveSec=43200s" in timer
-            and f'Environment="UV_CACHE_DIR={world.cache}"' in service
-        )
+        assert f'Environment="UV_CACHE_DIR={world.cache}"' in service
+        # a calendar timer: Persistent= catches up runs missed while the machine was off
+        # (systemd ignores it with OnUnitActiveSec=, so a laptop off at 03:17 never ran)
+        assert "OnCalendar=00/12:17:00\nPersistent=true\n" in timer, timer
+        assert "OnUnitActiveSec" not in timer and "OnBootSec" not in timer, timer
     elif kind == "launchd":
         assert written == ["io.github.uvrefs.collect.plist"]
         plist = next(home.rglob("*.plist")).read_text()
@@ -53,6 +54,68 @@ def test_schedule_writes_the_job_for_each_scheduler(world: World, kind: str) -> 
         )
     world.uvrefs("schedule", "remove", "--no-activate", extra_env=env)
     assert not [p for p in home.rglob("*") if "uvrefs" in p.name and p.is_file()]
+
+
+@pytest.mark.parametrize(
+    ("every", "event", "interval"),
+    [
+        (30, "*:*:00/30", 30),
+        (40 * 60, "*:00/30:00", 1800),
+        (3600, "*:17:00", 3600),
+        (7 * 3600, "00/8:17:00", 8 * 3600),
+        (86400, "*-*-* 03:17:00", 86400),
+        (3 * 86400, "*-*-01/3 03:17:00", 3 * 86400),
+        (14 * 86400, "Sun *-*-* 03:17:00", 7 * 86400),
+        (366 * 86400, "*-01-01 03:17:00", 365 * 86400),
+    ],
+)
+def test_the_systemd_timer_runs_at_the_nearest_calendar_times(
+    every: float, event: str, interval: float
+) -> None:
+    from uvrefs.schedule import CALENDARS, calendar_times
+
+    assert calendar_times(every) == (event, interval)
+    if shutil.which("systemd-analyze"):  # every event uvrefs can write, as systemd reads it
+        for _, spec in CALENDARS:
+            checked = subprocess.run(
+                ["systemd-analyze", "calendar", spec], capture_output=True, text=True, check=False
+            )
+            assert checked.returncode == 0, (spec, checked.stderr)
+
+
+def test_systemd_is_chosen_only_where_a_user_manager_answers(world: World) -> None:
+    """`systemctl` on PATH is not enough: over `ssh`, `su` or in a container there is no
+    user manager, `systemctl --user` fails ("Failed to connect to bus") and so did the
+    install. uvrefs asks the manager's socket (a connect, no process); cron otherwise."""
+    import socket
+
+    runtime = world.root / "run"
+    (runtime / "systemd").mkdir(parents=True)
+    env = {**fake_schedulers(world), "XDG_RUNTIME_DIR": str(runtime)}
+    dry = world.uvrefs("schedule", "install", "--dry-run", extra_env=env).stdout
+    assert " collect --no-wait " in dry and "# uvrefs-collect every 86400s" in dry, dry
+    assert dry.startswith("note: no systemd user manager answers here"), dry
+    (runtime / "systemd/private").touch()  # a stale socket file answers nothing either
+    assert (
+        "uvrefs-collect every"
+        in world.uvrefs("schedule", "install", "--dry-run", extra_env=env).stdout
+    )
+    (runtime / "systemd/private").unlink()
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    manager.bind(str(runtime / "systemd/private"))
+    manager.listen()
+    try:
+        dry = world.uvrefs("schedule", "install", "--dry-run", extra_env=env).stdout
+    finally:
+        manager.close()
+    assert "OnCalendar=" in dry and "$ systemctl --user enable --now" in dry, dry
+    assert "note:" not in dry
+    # installed with systemd, looked at where no manager answers: still systemd's job
+    world.uvrefs(
+        "schedule", "install", "--no-activate", extra_env={**env, "UVREFS_SCHEDULER": "systemd"}
+    )
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    assert "uvrefs-collect.timer: present" in status, status
 
 
 def test_collect_log_appends_one_line_per_run(world: World) -> None:
@@ -206,8 +269,9 @@ def test_the_scheduled_job_frees_a_dead_env_in_its_schedulers_environment(
     job = scheduled_job(kind, world.root / "home", done.stdout)
     if kind == "systemd" and shutil.which("systemd-analyze"):  # systemd's own parser agrees
         service = next((world.root / "home").rglob("uvrefs-collect.service"))
+        timer = service.with_suffix(".timer")
         verify = subprocess.run(
-            ["systemd-analyze", "verify", "--man=no", str(service)],
+            ["systemd-analyze", "verify", "--man=no", str(service), str(timer)],
             capture_output=True,
             text=True,
             check=False,
@@ -404,6 +468,30 @@ def test_schedule_status_computes_the_next_run_from_the_last(world: World, kind:
         assert crontab.read_text() == "0 0 * * * echo mine\n"
     status = world.uvrefs("schedule", "status", extra_env=env).stdout
     assert "next run: none (not installed; run uvrefs schedule install)" in status, status
+
+
+def test_schedule_status_counts_the_runs_skipped_since_the_last_collect(world: World) -> None:
+    """A long `uv run` made every scheduled run skip, and `status` showed only the last
+    line: it says how many runs were skipped (and failed) since the last collect, and
+    who held the cache the last time."""
+    env = {**fake_schedulers(world), "UVREFS_SCHEDULER": "cron"}
+    install(world, world.venv("env"), "alpha==1.0")
+    log = world.state / "collect.log"
+    world.uvrefs("collect", "--log", log)
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    assert "since the last collect: no run skipped or failed" in status, status
+    with world.uv_at_work() as holder:
+        for _ in range(3):
+            world.uvrefs("collect", "--no-wait", "--log", log)
+    world.uvrefs("collect", "--log", log, "--min-age", "soon", check=False)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 5, lines
+    status = world.uvrefs("schedule", "status", extra_env=env).stdout
+    since = lines[0].split()[0]
+    assert f"since the last collect ({since}): 3 runs skipped (cache in use), 1 failed; " in status
+    if os.path.isfile("/proc/locks"):  # who held it (macOS: lsof)
+        assert "the last skipped: held by `python -c import fcntl, os, sys, time; " in status
+        assert f"(pid {holder.pid}, started " in status, status
 
 
 def test_status_with_a_fifo_for_a_log_does_not_wait(tmp_path: Path) -> None:

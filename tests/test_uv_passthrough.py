@@ -129,3 +129,42 @@ def test_install_from_inside_a_venv_records_that_venv(world: World) -> None:
     site = next(env.glob("lib/python*/site-packages"))
     assert (site / "alpha-1.0.dist-info").is_dir()
     assert world.archive_of("alpha", "1.0") and len(world.refs()) == 1
+
+
+def test_a_tracked_commands_cache_dir_is_uvs_and_recorded_where_uv_put_it(world: World) -> None:
+    """`uvrefs install --cache-dir X` passes `--cache-dir X` to uv, verbatim (the global
+    options after a tracked command are uv's), and records in the cache uv used: a
+    relative X is relative to `--directory`, as uv reads it (uvrefs looked in ./X, found
+    no cache and recorded nothing)."""
+    env = world.venv("env")
+    sub = world.root / "sub"
+    sub.mkdir()
+    done = world.uvrefs(
+        "install", "-q", "--directory", sub, "--cache-dir", "rel-cache", "-p", env,
+        *world.offline(), "alpha==1.0",
+    )  # fmt: skip
+    assert done.stderr == "", done.stderr
+    cache = sub / "rel-cache"
+    assert (cache / "CACHEDIR.TAG").is_file() and not (world.root / "rel-cache").exists()
+    assert not world.archives()  # not the world's own cache either
+    why = world.uvrefs("--cache-dir", cache, "why", "alpha", "--json")
+    (view,) = json.loads(why.stdout)["entries"]
+    assert [r["env"] for r in view["referrers"]] == [str(env)]
+    why = world.uvrefs("why", "alpha", "--json", "--cache-dir", cache)  # after it, too
+    assert json.loads(why.stdout)["entries"] == [view]
+
+
+@pytest.mark.parametrize(
+    "command", [["install"], ["pip", "install"], ["pip", "sync"], ["pip", "uninstall"]]
+)
+def test_a_tracked_command_without_arguments_says_what_it_needs(
+    world: World, command: list[str]
+) -> None:
+    """uv's usage line counts options set from the environment as given, so `uvrefs
+    install` alone showed `uv pip install --cache-dir <CACHE_DIR> ...` to a user who never
+    typed it (UV_CACHE_DIR). uvrefs says in one line what the command needs."""
+    done = world.uvrefs(*command, check=False)
+    shown = " ".join(command)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith(f"uvrefs: error: `uvrefs {shown}` needs "), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "--cache-dir" not in done.stderr, done.stderr

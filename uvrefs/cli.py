@@ -7,13 +7,13 @@ from typing import Annotated, Any, Literal
 
 import typer
 from typer import _click as click
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from uvrefs import __version__
 from uvrefs.errors import UsageError, UvrefsError, from_os_error
 from uvrefs.fastcli import cache_and_store, settled
-from uvrefs.launch import fail
-from uvrefs.units import parse_duration
+from uvrefs.launch import apply_global_option, fail, hoist_global_options
+from uvrefs.units import format_duration, parse_duration
 
 
 class _Command(TyperCommand):
@@ -43,8 +43,22 @@ class _Command(TyperCommand):
                     formatter.write_dl(rows)
 
 
+class _Group(TyperGroup):
+    """The root command: uvrefs's own options are taken after the subcommand too
+    (`uvrefs status --cache-dir X`), as uv takes its global options, except after a
+    tracked command, whose arguments are uv's (`uvrefs.launch.hoist_global_options`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            hoisted = hoist_global_options(args)
+        except UvrefsError as exc:
+            fail(exc)
+        return super().parse_args(ctx, hoisted)
+
+
 PLAIN: dict[str, Any] = {"rich_markup_mode": None, "no_args_is_help": True}
 app = typer.Typer(
+    cls=_Group,
     help="Keep exactly what living environments use in uv's cache; free the rest.",
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -101,7 +115,16 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """uvrefs's own options go before the subcommand (uvrefs.launch has applied them)."""
+    """uvrefs's own options, before or after the subcommand (but for tracked commands,
+    whose arguments are uv's). `uvrefs.launch` applied them already when it ran first."""
+    with _errors():
+        for name, value in (("--cache-dir", cache_dir), ("--state-dir", state_dir)):
+            if value is not None:
+                apply_global_option(name, value)
+    if verbose:
+        import os
+
+        os.environ["UVREFS_VERBOSE"] = "1"
 
 
 @app.command(cls=_Command, context_settings=PASSTHROUGH)
@@ -205,6 +228,15 @@ def collect(
             "--no-wait", help="If uv is using the cache, skip (exit 0) instead of waiting."
         ),
     ] = False,
+    retry_for: Annotated[
+        str | None,
+        typer.Option(
+            "--retry-for",
+            metavar="DUR",
+            help="If uv is using the cache, try again when it is done, for this long, then "
+            "skip (implies --no-wait): 6h.",
+        ),
+    ] = None,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
     from uvrefs.fastcli import run_collect
@@ -220,6 +252,7 @@ def collect(
             budget=budget,
             log=log,
             no_wait=no_wait,
+            retry_for=retry_for,
         )
     raise typer.Exit(code)
 
@@ -387,8 +420,9 @@ def _schedule_plan(every: str, min_age: str, resolve: bool = True) -> Any:
         raise UsageError(f"--every {every!r}: use a duration from 1s to 366d (e.g. 1d)")
     parse_duration(min_age, "--min-age")
     log = Path(stamps.default_state_dir()) / "collect.log"
-    job = core.resolve_job(min_age, log) if resolve else core.Job((), (), log)
-    return core.plan_schedule(seconds, job), log
+    retry_for = format_duration(seconds / 2)  # done before the next run
+    job = core.resolve_job(min_age, log, retry_for=retry_for) if resolve else core.Job((), (), log)
+    return core.plan_schedule(seconds, job, installed=not resolve), log
 
 
 Every = Annotated[str, typer.Option("--every", metavar="DUR", help="How often: 12h, 1d, 1w.")]
@@ -412,7 +446,7 @@ NoActivate = Annotated[
 @schedule.command("install", cls=_Command)
 def schedule_install(
     every: Every = "1d",
-    min_age: MinAge = "1d",
+    min_age: MinAge = "7d",  # unattended: a week, the grace period for envs that may have moved
     dry_run: DryRun = False,
     no_activate: NoActivate = False,
 ) -> None:
@@ -421,6 +455,8 @@ def schedule_install(
 
     with _errors():
         plan, log = _schedule_plan(every, min_age)
+        if plan.note:
+            print(f"note: {plan.note}")
         if dry_run:
             for unit in plan.units:
                 print(f"# {unit.path}\n{unit.text}")

@@ -33,6 +33,7 @@ COLLECT_OPTIONS: dict[str, tuple[str, bool]] = {
     "--budget": ("budget", True),
     "--log": ("log", True),
     "--no-wait": ("no_wait", False),
+    "--retry-for": ("retry_for", True),
 }
 
 
@@ -72,10 +73,13 @@ def run_collect(
     budget: str | None = None,
     log: str | None = None,
     no_wait: bool = False,
+    retry_for: str | None = None,
 ) -> int:
     """Plan (and unless a dry run, sweep), report, and return the exit code. Raises
     `UvrefsError` for the caller to turn into one line. With `log`, every run that could
-    open it appends one line: the outcome, or the exit code and message of a failure."""
+    open it appends one line: the outcome, or the exit code and message of a failure.
+    `no_wait`: skip if uv holds the cache; `retry_for` (implies it): first try again
+    whenever uv lets go of it, for that long."""
     log_fd = open_log(log)
     try:
         return _collect(
@@ -89,6 +93,7 @@ def run_collect(
             untracked=untracked,
             budget=budget,
             no_wait=no_wait,
+            retry_for=retry_for,
         )
     except UvrefsError as exc:
         log_line(log_fd, log, f"failed (exit {exc.exit_code}): {exc}")
@@ -120,11 +125,15 @@ def _collect(
     untracked: bool,
     budget: str | None,
     no_wait: bool,
+    retry_for: str | None,
 ) -> int:
+    import time
+
     from uvrefs import collect as core
     from uvrefs import report, uv
+    from uvrefs.lockholders import held_by, holders
     from uvrefs.plan import GRACE, Policy, normal_name
-    from uvrefs.units import parse_duration, parse_size
+    from uvrefs.units import format_duration, parse_duration, parse_size
 
     age = parse_duration(min_age, "--min-age") if min_age is not None else None
     policy = Policy(
@@ -135,25 +144,44 @@ def _collect(
         untracked=untracked,
         budget=parse_size(budget, "--budget") if budget is not None else None,
     )
+    retry = parse_duration(retry_for, "--retry-for") if retry_for is not None else 0.0
+    skips = no_wait or retry_for is not None
     cache, store = cache_and_store()
-    if not no_wait:
+    lock = str(cache.root / ".lock")
+    if not skips:
         settled(store)
+    deadline = time.time() + retry
+    announced = False
     progress = report.ScanProgress()
     try:
-        result = core.collect(
-            cache,
-            store,
-            policy=policy,
-            progress=progress,
-            dry_run=dry_run,
-            timeout=0.0 if no_wait else uv.lock_timeout(),
-            on_wait=None if no_wait else say_waiting,
-        )
-    except LockTimeout:
-        if not no_wait:
-            raise
-        print(f"uvrefs: cache in use, skipped ({cache.root})", file=sys.stderr)
-        return 0 if log_line(log_fd, log, f"cache in use, skipped ({cache.root})") else 1
+        while True:
+            try:
+                result = core.collect(
+                    cache,
+                    store,
+                    policy=policy,
+                    progress=progress,
+                    dry_run=dry_run,
+                    timeout=0.0 if skips else uv.lock_timeout(),
+                    on_wait=None if skips else lambda: say_waiting(lock),
+                )
+                break
+            except LockTimeout as exc:
+                who = held_by(holders(lock))
+                if not skips:
+                    raise LockTimeout(f"{exc}; {who}") from None
+                if retry and not announced and time.time() < deadline:
+                    print(
+                        f"uvrefs: cache in use, {who}; trying again whenever uv lets go of "
+                        f"it, for up to {format_duration(retry)}",
+                        file=sys.stderr,
+                    )
+                    announced = True
+                if not wait_for_quiet(lock, deadline):
+                    waited = f" after {format_duration(retry)} of retrying" if retry else ""
+                    said = f"cache in use, skipped ({cache.root}){waited}; {who}"
+                    print(f"uvrefs: {said}", file=sys.stderr)
+                    return 0 if log_line(log_fd, log, said) else 1
     finally:
         progress.close()
     unreadable = [
@@ -201,8 +229,37 @@ def settled(store: RefsStore) -> None:
         )
 
 
-def say_waiting() -> None:
-    print("uvrefs: cache is in use by uv, waiting for the lock...", file=sys.stderr)
+def say_waiting(lock: str) -> None:
+    """uv holds its cache lock: say who, and for how long this collect waits."""
+    from uvrefs import uv
+    from uvrefs.lockholders import held_by, holders
+
+    print(
+        f"uvrefs: cache is in use by uv, waiting for the lock (at most "
+        f"{uv.lock_timeout():g}s, UV_LOCK_TIMEOUT); {held_by(holders(lock))}",
+        file=sys.stderr,
+    )
+
+
+def wait_for_quiet(lock: str, deadline: float) -> bool:
+    """Until `deadline` (epoch seconds), wait for a moment when no process holds uv's
+    cache lock, seen in /proc/locks without taking it, checking at growing intervals
+    (1 s, doubling, at most 30 s); where that cannot be seen, wait a minute and let the
+    caller try the lock. False once the deadline has passed."""
+    import time
+
+    from uvrefs.lockholders import is_held
+
+    delay = 1.0
+    while (left := deadline - time.time()) > 0:
+        held = is_held(lock)
+        if held is False:
+            return True
+        time.sleep(min(delay if held else 60.0, left))
+        if held is None:
+            return time.time() < deadline
+        delay = min(delay * 2, 30.0)
+    return False
 
 
 def open_log(log: str | None) -> int | None:

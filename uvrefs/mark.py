@@ -230,9 +230,7 @@ def live_set(
     return {entry: tuple(sorted(set(labels))) for entry, labels in live.items()}
 
 
-def note_moves(
-    roots: Iterable[Root], scans: dict[str, EnvScan], refs: Mapping[str, Refs]
-) -> None:
+def note_moves(roots: Iterable[Root], scans: dict[str, EnvScan], refs: Mapping[str, Refs]) -> None:
     """Say where a vanished env went when a living root has its directory's identity
     (renamed on the same filesystem); its uses are live through that root. A vanished
     env that linked into the cache (symlink link mode) and went nowhere uvrefs can see

@@ -173,9 +173,7 @@ def find_roots(
     if discover_envs:
         tops = [Searched(d, TOOL_DEPTH, "tool") for s in settings for d in s.tool_dirs]
         tops += searched_dirs(roots, ours)
-        roots.discovery = discover_roots(
-            tops, cache.root, previous.discovery if previous else None
-        )
+        roots.discovery = discover_roots(tops, cache.root, previous.discovery if previous else None)
         roots.searched = [t for t in tops if t.why != "tool"]
         for env, why in roots.discovery.envs.items():
             roots.add(Root(env, "tool" if why == "tool" else "discovered"))
@@ -690,4 +688,3 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return entry.is_dir()  # follows a symbolic link (read only)
     except OSError:
         return False
-

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from uvrefs.errors import UsageError, UvrefsError
 from uvrefs.files import SMALL, read_file, tail
+from uvrefs.units import format_duration
 
 NAME = "uvrefs-collect"
 LABEL = "io.github.uvrefs.collect"
@@ -77,17 +78,51 @@ class Schedule:
     activate: tuple[tuple[str, ...], ...]
     deactivate: tuple[tuple[str, ...], ...]
     cron_line: str | None = None
+    note: str | None = None  # why this scheduler, when it is not the obvious one
 
 
-def scheduler_kind() -> str:
-    forced = os.environ.get("UVREFS_SCHEDULER")
-    if forced:
-        return forced
+def scheduler_kind(installed: bool = False) -> str:
+    """`UVREFS_SCHEDULER`, else launchd on macOS, systemd on Linux where a systemd user
+    manager answers (`user_manager_answers`), else cron. `installed`: the job is looked
+    for (status, remove), so systemd also if its timer is there, manager or not."""
+    if forced():
+        return forced()
     if sys.platform == "darwin":
         return "launchd"
     if sys.platform.startswith("linux") and shutil.which("systemctl"):
-        return "systemd"
+        if user_manager_answers() or (installed and (_unit_dir() / f"{NAME}.timer").exists()):
+            return "systemd"
     return "cron"
+
+
+def forced() -> str:
+    return os.environ.get("UVREFS_SCHEDULER", "")
+
+
+def _unit_dir() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd/user"
+
+
+def user_manager_answers() -> bool:
+    """Whether `systemctl --user` can reach a systemd user manager: it first connects to
+    the manager's own socket, `$XDG_RUNTIME_DIR/systemd/private`, which exists only while
+    the manager runs (a login session, or lingering). Without it (an `ssh` or `su` session
+    with no user manager, a container) `systemctl --user` fails with "Failed to connect to
+    bus", so the job goes to cron. A connect, not a process."""
+    import socket
+
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if not os.path.isabs(runtime):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(os.path.join(runtime, "systemd", "private"))
+    except OSError:  # missing, stale (no listener), not a socket, or not ours
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def uvrefs_command() -> tuple[str, ...]:
@@ -100,9 +135,13 @@ def uvrefs_command() -> tuple[str, ...]:
     return (os.path.abspath(sys.executable), "-P", "-m", "uvrefs")
 
 
-def resolve_job(min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None) -> Job:
+def resolve_job(
+    min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None, retry_for: str = "0s"
+) -> Job:
     """The job for this user now: uv as uvrefs finds it (`UVREFS_UV`, else PATH), the
-    cache uv uses here and the store uvrefs uses, all pinned as absolute paths."""
+    cache uv uses here and the store uvrefs uses, all pinned as absolute paths. While uv
+    holds the cache, the job tries again for `retry_for` (half the interval: done before
+    the next run) before it skips."""
     from uvrefs import stamps, uv
 
     uvbin = os.path.abspath(uv.find_uv())
@@ -115,6 +154,8 @@ def resolve_job(min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None) 
         *(uvrefs or uvrefs_command()),
         "collect",
         "--no-wait",
+        "--retry-for",
+        retry_for,
         "--min-age",
         min_age,
         "--log",
@@ -129,13 +170,14 @@ def resolve_job(min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None) 
     return Job(argv, env, log)
 
 
-def plan_schedule(every: float, job: Job) -> Schedule:
-    """What `schedule install` writes for this machine: pure apart from reading env vars."""
+def plan_schedule(every: float, job: Job, installed: bool = False) -> Schedule:
+    """What `schedule install` writes for this machine: pure apart from reading env vars
+    and asking whether a systemd user manager answers (`installed`: see scheduler_kind)."""
     argv = ("/bin/sh", "-c", WRAPPER, NAME, str(job.log), *job.argv)
     home = Path.home()
-    kind = scheduler_kind()
+    kind = scheduler_kind(installed)
     if kind == "systemd":
-        unit_dir = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "systemd/user"
+        unit_dir = _unit_dir()
         environment = "".join(f"Environment={_systemd_word(f'{k}={v}')}\n" for k, v in job.env)
         command = " ".join(_systemd_word(a).replace("$", "$$") for a in argv)
         service = Unit(
@@ -145,11 +187,16 @@ def plan_schedule(every: float, job: Job) -> Schedule:
                 f"[Service]\nType=oneshot\n{environment}ExecStart={command}\n"
             ),
         )
+        calendar, every = calendar_times(every)
+        spread = int(min(every / 10, 1800))  # many users' 03:17 runs, spread a little
         timer = Unit(
             unit_dir / f"{NAME}.timer",
             (
                 "[Unit]\nDescription=Run uvrefs collect periodically\n\n"
-                f"[Timer]\nOnBootSec=15min\nOnUnitActiveSec={int(every)}s\nPersistent=true\n\n"
+                # A calendar timer, so that Persistent= catches up a run missed while the
+                # machine was off (systemd ignores it for OnUnitActiveSec=).
+                f"[Timer]\nOnCalendar={calendar}\nPersistent=true\n"
+                f"RandomizedDelaySec={spread}s\n\n"
                 "[Install]\nWantedBy=timers.target\n"
             ),
         )
@@ -190,7 +237,13 @@ def plan_schedule(every: float, job: Job) -> Schedule:
     # cron turns an unescaped % into a line break; it reads \% as %
     command = f"{prefix}{shlex.join(argv)}".replace("%", "\\%")
     line = f"{when} {command} {CRON_MARK} every {int(every)}s"
-    return Schedule(kind, job, every, (), (), (), cron_line=line)
+    note = None
+    if sys.platform.startswith("linux") and shutil.which("systemctl") and not forced():
+        note = (
+            "no systemd user manager answers here (no $XDG_RUNTIME_DIR/systemd/private), so "
+            "cron runs the job; UVREFS_SCHEDULER=systemd forces systemd"
+        )
+    return Schedule(kind, job, every, (), (), (), cron_line=line, note=note)
 
 
 def cron_times(every: float) -> tuple[str, float]:
@@ -208,6 +261,31 @@ def cron_times(every: float) -> tuple[str, float]:
     if days < 28:
         return "17 3 * * 0", 7 * 86400.0
     return "17 3 1 * *", 30 * 86400.0
+
+
+# systemd calendar events by interval: every N seconds, minutes or hours that divide the
+# next unit, every N days of the month, weekly, monthly, quarterly, yearly.
+CALENDARS = (
+    *((n, f"*:*:00/{n}") for n in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)),
+    *((n * 60, f"*:00/{n}:00") for n in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)),
+    (3600, "*:17:00"),
+    *((n * 3600, f"00/{n}:17:00") for n in (2, 3, 4, 6, 8, 12)),
+    (86400, "*-*-* 03:17:00"),
+    *((n * 86400, f"*-*-01/{n} 03:17:00") for n in (2, 3, 4, 5, 6)),
+    (7 * 86400, "Sun *-*-* 03:17:00"),
+    (30 * 86400, "*-*-01 03:17:00"),
+    (91 * 86400, "*-01/3-01 03:17:00"),
+    (365 * 86400, "*-01-01 03:17:00"),
+)
+
+
+def calendar_times(every: float) -> tuple[str, float]:
+    """The systemd calendar event nearest to every `every` seconds (by ratio), and the
+    interval it gives."""
+    import math
+
+    seconds, event = min(CALENDARS, key=lambda c: abs(math.log(c[0] / every)))
+    return event, float(seconds)
 
 
 def _systemd_word(word: str) -> str:
@@ -284,6 +362,8 @@ def status(schedule: Schedule, log: Path) -> list[str]:
     lines = [f"{u.path}: {'present' if u.path.exists() else 'absent'}" for u in schedule.units]
     last_run = _last_line(log)
     lines.append(f"last run: {last_run[1] if last_run else f'never ran (no lines in {log})'}")
+    if last_run:
+        lines.append(runs_since_last_collect(log))
     if schedule.kind == "systemd":
         lines += _systemd_timer()
         return lines
@@ -294,12 +374,12 @@ def status(schedule: Schedule, log: Path) -> list[str]:
     if every is None:
         lines.append("next run: none (not installed; run uvrefs schedule install)")
     elif last_run is None:
-        lines.append(f"next run: within {_duration(every)} of installing (computed)")
+        lines.append(f"next run: within {format_duration(every)} of installing (computed)")
     else:
         due = datetime.fromtimestamp(last_run[0] + every).astimezone()
         lines.append(
             f"next run: {due.isoformat(timespec='seconds')} (computed: last run + "
-            f"{_duration(every)})"
+            f"{format_duration(every)})"
         )
     return lines
 
@@ -346,6 +426,42 @@ def _systemd_timer() -> list[str]:
     ]
 
 
+SKIPPED = " cache in use, skipped ("  # how a run that found uv holding the cache logs it
+LOG_TAIL = 1 << 20  # bytes of the log read for `status`: thousands of runs
+
+
+def runs_since_last_collect(log: Path) -> str:
+    """How many runs the log shows skipped (uv held the cache) or failed since the last
+    one that collected, and why the last one was skipped (who held the cache)."""
+    found = tail(str(log), LOG_TAIL)
+    lines = found[1].decode("utf-8", "replace").splitlines() if found else []
+    if found and len(found[1]) == LOG_TAIL:
+        lines = lines[1:]  # the first may be cut
+    skipped, failed, why, since = 0, 0, "", None
+    for line in reversed(lines):
+        when, _, what = line.partition(" ")
+        if f" {what}".startswith(SKIPPED):
+            skipped += 1
+            why = why or what.partition("; ")[2]
+        elif what.startswith(("failed (exit", "interrupted")):
+            failed += 1
+        elif what:
+            since = when
+            break
+    if not skipped and not failed:
+        return "since the last collect: no run skipped or failed"
+    if since is not None:
+        start = f"since the last collect ({since})"
+    elif found and len(found[1]) == LOG_TAIL:
+        start = "in the log's last lines (no collect among them)"
+    else:
+        start = "no collect in the log yet"
+    counts = [f"{skipped} run{'s' * (skipped != 1)} skipped (cache in use)"] if skipped else []
+    counts += [f"{failed} failed"] if failed else []
+    last = f"; the last skipped: {why}" if why else ""
+    return f"{start}: {', '.join(counts)}{last}"
+
+
 def _last_line(log: Path) -> tuple[float, str] | None:
     """When the log was last written and its last line, or None if it has none."""
     found = tail(str(log), 4096)  # never waiting on a FIFO, never through a link
@@ -353,13 +469,6 @@ def _last_line(log: Path) -> tuple[float, str] | None:
         return None
     lines = found[1].decode("utf-8", "replace").splitlines()
     return (found[0], lines[-1]) if lines else None
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def _crontab() -> list[str]:

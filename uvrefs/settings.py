@@ -95,5 +95,3 @@ def preview_features(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
             if name in CACHE_PREVIEWS:
                 found.setdefault(name, path)
     return found
-
-

@@ -187,14 +187,8 @@ def _matches(project: str, root: str, patterns: Iterable[str]) -> bool:
 
 
 def _command_cwd(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> str:
-    """Where uv runs the command: `--directory`, else `UV_WORKING_DIR` (or the older
-    `UV_WORKING_DIRECTORY`), else here."""
-    directory = (
-        uv.option_value(args, "--directory")
-        or environ.get("UV_WORKING_DIR")
-        or environ.get("UV_WORKING_DIRECTORY")
-    )
-    return _abs(directory, os.getcwd()) if directory else os.getcwd()
+    """Where uv runs the command (`uv.working_dir`)."""
+    return uv.working_dir(args, environ)
 
 
 def _abs(path: str, base: str) -> str:

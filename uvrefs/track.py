@@ -12,7 +12,7 @@ import os
 import sys
 
 from uvrefs import stamps, uv
-from uvrefs.errors import StoreError, UvrefsError
+from uvrefs.errors import StoreError, UsageError, UvrefsError
 from uvrefs.targets import (
     Target,
     fingerprint,
@@ -102,8 +102,25 @@ class Recorded:
         self.skipped, self.corrupt = skipped, corrupt
 
 
+# Tracked commands uv refuses without arguments: what they need, and an example. uvrefs
+# says so itself: uv's usage line would show options the user never typed (clap counts
+# one set from the environment, `UV_CACHE_DIR`, as given: `--cache-dir <CACHE_DIR>`).
+NEEDS_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "install": ("packages or requirements", "-p .venv numpy"),
+    "pip install": ("packages or requirements", "-p .venv numpy"),
+    "pip sync": ("requirements files", "requirements.txt"),
+    "pip uninstall": ("packages", "-p .venv numpy"),
+}
+
+
 def run(command: str, args: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
     """Run `uv <command> ARGS` (a uvrefs tracked command) and record its environment."""
+    if not args and command in NEEDS_ARGUMENTS:
+        what, example = NEEDS_ARGUMENTS[command]
+        raise UsageError(
+            f"`uvrefs {command}` needs {what}, as `uv {' '.join(COMMANDS[command])}` does "
+            f"(e.g. `uvrefs {command} {example}`); `uvrefs {command} --help` shows uv's options"
+        )
     kind = "project" if command == "sync" else "pip"
     return run_tracked(kind, command, [*COMMANDS[command], *args], environ)
 
@@ -170,7 +187,7 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
         except UvrefsError as exc:
             quiet = kind in ("project", "tools") and command in ("run", "tool uninstall")
             if code == 0 and not quiet:
-                print(f"uvrefs: warning: environment not recorded: {exc}", file=sys.stderr)
+                _say(f"warning: environment not recorded: {exc}")
             return code
     except KeyboardInterrupt:
         return code
@@ -178,14 +195,13 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
         lock.release()
     corrupt = sum(len(r.corrupt) for r in results)
     if corrupt:
-        print(
-            f"uvrefs: warning: refs of {corrupt} entries are unreadable and were "
-            "left alone (their entries are kept); fix or delete them",
-            file=sys.stderr,
+        _say(
+            f"warning: refs of {corrupt} entries are unreadable and were left alone (their "
+            "entries are kept); fix or delete them"
         )
     for result in results if environ.get("UVREFS_VERBOSE") else []:
         state = "unchanged, skipped" if result.skipped else f"{result.changed} refs written"
-        print(f"uvrefs: {result.env}: {result.entries} entries, {state}", file=sys.stderr)
+        _say(f"{result.env}: {result.entries} entries, {state}")
     if environ.get("UVREFS_AUTO_COLLECT"):
         maybe_auto_collect(root, environ["UVREFS_AUTO_COLLECT"], environ)
     return code
@@ -207,13 +223,26 @@ def _fork_recorder() -> bool:
 
     The child inherits the descriptor of uv's cache lock, and a `flock` lives as long as
     any descriptor of it, so the lock stays held, shared, from before uv started until the
-    child has written the refs: a collector still cannot see a half-recorded install. The
-    child leaves the terminal's session, so a Ctrl-C at the new prompt cannot kill it."""
+    child has written the refs: a collector still cannot see a half-recorded install.
+
+    The child must outlive the terminal, which may close as soon as the parent exits (an
+    IDE task, `ssh -t`, `script -c`): the session leader's exit then sends SIGHUP to the
+    terminal's foreground process group, which the child is in until it has called
+    `setsid`, and on a busy machine it may not have run yet: it died, unrecorded. So
+    SIGHUP is ignored from before the fork, as `nohup` does. (Waiting for the child's
+    `setsid` before exiting works too, but costs the user up to several ms on a loaded
+    machine.) Out of the session, a Ctrl-C at the new prompt cannot reach it; before,
+    the shell has made its own process group the foreground one."""
+    # `signal` without its enums: the C module is loaded at start-up already
+    import _signal  # type: ignore[import-not-found]
+
     sys.stdout.flush()
     sys.stderr.flush()
+    hangup = _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     try:
         pid = os.fork()
     except OSError:
+        _signal.signal(_signal.SIGHUP, hangup)
         return False  # cannot fork: record in the foreground
     if pid:
         return True
@@ -224,6 +253,15 @@ def _fork_recorder() -> bool:
 
         time.sleep(float(delay))
     return False
+
+
+def _say(text: str) -> None:
+    """One `uvrefs: ...` line on stderr. A background recorder's terminal may have closed
+    (writes fail with EIO): the line is then lost, the recording is not."""
+    try:
+        print(f"uvrefs: {text}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> None:
@@ -237,7 +275,7 @@ def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> Non
     try:
         interval = parse_duration(every)
     except UvrefsError as exc:
-        print(f"uvrefs: warning: UVREFS_AUTO_COLLECT ignored: {exc}", file=sys.stderr)
+        _say(f"warning: UVREFS_AUTO_COLLECT ignored: {exc}")
         return
     state_dir = stamps.default_state_dir(environ)
     stamp = os.path.join(stamps.store_dir(state_dir, root), "auto-collect.stamp")

@@ -7,19 +7,34 @@ from uvrefs.errors import UsageError
 
 
 def parse_duration(text: str, option: str = "duration") -> float:
-    """`90s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) -> seconds, finite and not
-    negative; `option` names what was given in the error."""
+    """`90s`, `30m`, `12h`, `7d`, `2w` -> seconds, finite and not negative; `option` names
+    what was given in the error. A number needs its unit (`--every 7` was 7 seconds to
+    uvrefs and a week to its user), except a bare 0, which is 0 in every unit."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    number, unit = (text[:-1], text[-1].lower()) if text[-1:].isalpha() else (text, "s")
+    number, unit = (text[:-1], text[-1].lower()) if text[-1:].isalpha() else (text, "")
     try:
-        seconds = float(number) * units[unit]
+        seconds = float(number) * units[unit] if unit else float(number)
     except (ValueError, KeyError):
         seconds = -1.0
     if not 0 <= seconds < float("inf"):  # also refuses NaN
         raise UsageError(
             f"{option} {text!r}: use a duration of 0 or more with s, m, h, d or w (e.g. 7d)"
         )
+    if not unit and seconds:
+        n = text.strip()
+        raise UsageError(
+            f"{option} {text!r}: a duration needs a unit: {n}s, {n}m, {n}h, {n}d or {n}w "
+            "(only 0 goes without one)"
+        )
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as `parse_duration` reads them back: `12h`, `3d`, `90m`, `7s`, `1.5s`."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def parse_size(text: str, option: str = "size") -> int:

@@ -154,8 +154,10 @@ def cache_dir(args: Sequence[str] = (), environ: Mapping[str, str] = os.environ)
     `--cache-dir` and `UV_CACHE_DIR` are read directly (no process); anything else (config
     files, platform defaults) is asked of `uv cache dir` with the same cache options."""
     explicit = option_value(args, "--cache-dir") or environ.get("UV_CACHE_DIR")
-    if explicit:
-        return os.path.abspath(os.path.expanduser(explicit))
+    if explicit:  # as uv reads it: relative to --directory, and `~` is a plain name
+        if not os.path.isabs(explicit):
+            explicit = os.path.join(working_dir(args, environ), explicit)
+        return os.path.normpath(explicit)
     forwarded: list[str] = []
     for name in _CACHE_OPTIONS:
         value = option_value(args, name)
@@ -163,6 +165,17 @@ def cache_dir(args: Sequence[str] = (), environ: Mapping[str, str] = os.environ)
             forwarded += [name, value]
     forwarded += [flag for flag in _CACHE_FLAGS if has_flag(args, flag)]
     return query(find_uv(environ), [*forwarded, "cache", "dir"])
+
+
+def working_dir(args: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> str:
+    """Where uv runs a command, and resolves relative paths from: `--directory`, else
+    `UV_WORKING_DIR` (or the older `UV_WORKING_DIRECTORY`), else here."""
+    directory = (
+        option_value(args, "--directory")
+        or environ.get("UV_WORKING_DIR")
+        or environ.get("UV_WORKING_DIRECTORY")
+    )
+    return os.path.abspath(directory) if directory else os.getcwd()
 
 
 def python_find(uv: str, request: str | None, system: bool, cwd: str) -> str:
