@@ -124,7 +124,7 @@ def _collect(
     from uvrefs import collect as core
     from uvrefs import report, uv
     from uvrefs.plan import Policy, normal_name
-    from uvrefs.units import parse_duration, parse_size
+    from uvrefs.units import parse_duration, parse_size, plural
 
     policy = Policy(
         min_age=parse_duration(min_age, "--min-age") if min_age is not None else 0.0,
@@ -155,7 +155,7 @@ def _collect(
     finally:
         progress.close()
     unreadable = [
-        f"{len(result.unreadable)} refs file(s) unreadable, their entries kept (first: "
+        f"{plural(len(result.unreadable), 'refs file')} unreadable, their entries kept (first: "
         f"{result.unreadable[0]}); fix or delete them"
         for _ in result.unreadable[:1]
     ]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from uvrefs.envs import EnvScan
 from uvrefs.refs import Ref, Refs
+from uvrefs.units import human_duration, human_size
 
 
 @dataclass(frozen=True)
@@ -228,16 +229,14 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
     def held(d: Decision, why: str) -> None:
         keep.append(replace(d, free=False, bytes=0, reason=why, state="held"))
 
-    def age(seconds: float) -> str:
-        return f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds / 3600:.1f} h"
-
     dead: list[Decision] = []
     for d in sorted(plan.free, key=lambda d: (facts.dead_since.get(d.entry, facts.now), d.entry)):
         dead_for = facts.now - facts.dead_since.get(d.entry, facts.now)
         if normal_name(d.dist) in policy.keep:
             held(d, "kept by --keep")
         elif dead_for < policy.min_age:
-            held(d, f"dead for {age(dead_for)}, less than --min-age")
+            minimum = human_duration(policy.min_age)
+            held(d, f"dead for {human_duration(dead_for)}, less than --min-age ({minimum})")
         else:
             dead.append(d)
     extra: list[Decision] = []
@@ -258,7 +257,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
                     version,
                     (),
                     True,
-                    f"untracked, no root uses it, unpacked {age(unpacked)} ago",
+                    f"untracked, no root uses it, unpacked {human_duration(unpacked)} ago",
                     untracked=True,
                 )
             )
@@ -274,11 +273,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
             within.append(d)
             over -= facts.sizes.get(d.entry, 0)
         chosen = within
-        if over > 0:
-            note = (
-                f"--budget cannot be met without touching live entries: the cache stays "
-                f"{over} bytes over it"
-            )
+        note = _over_budget(over, policy.budget)
     elif not policy.untracked:
         chosen = dead
     if policy.max_freed is not None:
@@ -299,3 +294,12 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
 def normal_name(name: str | None) -> str:
     """A package name as PEP 503 compares them (`-`, `_` and `.` alike, any case)."""
     return (name or "").lower().replace("-", "_").replace(".", "_")
+
+
+def _over_budget(over: int, budget: int) -> str | None:
+    if over <= 0:
+        return None
+    return (
+        f"--budget {human_size(budget)} cannot be met without touching live entries (nor "
+        f"held ones, nor uv's own files): the cache stays {human_size(over)} over it"
+    )

@@ -9,6 +9,9 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from uvrefs.units import human_size as human
+from uvrefs.units import plural
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and inventory's imports
     from uvrefs.collect import Removal
@@ -17,15 +20,6 @@ if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and invento
     from uvrefs.plan import Decision
 
 JSON_FORMAT = 1
-
-
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def _decision(d: Decision) -> dict[str, Any]:
@@ -108,12 +102,13 @@ def removal_summary(r: Removal) -> str:
     verb = "would free" if r.dry_run else "freed"
     uv_own = r.count("uv's own")
     own = f", {uv_own} uv's own" if uv_own else ""
-    blobs = f", {len(r.envs)} project environment{'s' * (len(r.envs) != 1)}" if r.envs else ""
-    blobs += f" and {r.blobs} unlinked content blobs" if r.blobs else ""
+    blobs = f", {plural(len(r.envs), 'project environment')}" if r.envs else ""
+    blobs += f" and {plural(r.blobs, 'unlinked content blob')}" if r.blobs else ""
+    kept = r.count("live") + r.count("held") + uv_own + r.untracked
     return (
-        f"{verb} {len(r.freed)} entries{blobs}, {human(r.bytes_freed)}; "
-        f"kept {r.count('live')} live, {r.count('held')} held{own} "
-        f"and {r.untracked} untracked entries" + (f"; {len(r.errors)} errors" if r.errors else "")
+        f"{verb} {plural(len(r.freed), 'entry')}{blobs}, {human(r.bytes_freed)}; "
+        f"kept {plural(kept, 'entry')}: {r.count('live')} live, {r.count('held')} held{own} "
+        f"and {r.untracked} untracked" + (f"; {plural(len(r.errors), 'error')}" if r.errors else "")
     )
 
 
@@ -203,7 +198,10 @@ def adopted_json(done: Adoption) -> dict[str, Any]:
 
 def print_adopted(done: Adoption) -> None:
     for a in done.adopted:
-        print(f"adopted {a.env}: uses {a.entries} cache entries, {a.refs_written} refs written")
+        print(
+            f"adopted {a.env}: uses {plural(a.entries, 'cache entry')}, "
+            f"{plural(a.refs_written, 'ref')} written"
+        )
 
 
 def envs_json(views: list[EnvView]) -> dict[str, Any]:
@@ -239,11 +237,11 @@ def print_envs(views: list[EnvView]) -> None:
     else:
         for row in rows:
             print("\t".join(row))
-    print(f"{len(views)} environments, {sum(v.state == 'alive' for v in views)} alive")
+    print(f"{plural(len(views), 'environment')}, {sum(v.state == 'alive' for v in views)} alive")
     remembered = sum(v.sizes_from_memory for v in views)
     if remembered:
         print(
-            f"sizes of {remembered} archives from memory: measured when first seen, "
+            f"sizes of {plural(remembered, 'archive')} from memory: measured when first seen, "
             "unchanged since (uv never changes an archive)"
         )
 
@@ -278,22 +276,27 @@ def status_json(s: Status) -> dict[str, Any]:
 
 def print_status(s: Status) -> None:
     rows = [
-        ("live", f"{s.live.entries} entries", human(s.live.bytes), "used by a living environment"),
+        (
+            "live",
+            plural(s.live.entries, "entry"),
+            human(s.live.bytes),
+            "used by a living environment",
+        ),
         (
             "dead",
-            f"{s.dead.entries} entries",
+            plural(s.dead.entries, "entry"),
             human(s.dead.bytes),
             f"the next collect frees {human(s.dead_frees)}",
         ),
         (
             "held",
-            f"{s.held.entries} entries",
+            plural(s.held.entries, "entry"),
             human(s.held.bytes),
             "unused but kept: uncertain, hard-linked or another store's (`uvrefs why`)",
         ),
         (
             "untracked",
-            f"{s.untracked.entries} entries",
+            plural(s.untracked.entries, "entry"),
             human(s.untracked.bytes),
             "no environment uvrefs knows uses them (kept; `uvrefs watch add` your projects)",
         ),
@@ -322,6 +325,6 @@ def print_status(s: Status) -> None:
             print(f"  {name:<10} {count:>14} {size:>11}  {note}")
     if s.remembered:
         print(
-            f"sizes of {s.remembered} of {s.archives} archives from memory: measured when "
-            "first seen, unchanged since (uv never changes an archive)"
+            f"sizes of {s.remembered} of {plural(s.archives, 'archive')} from memory: "
+            "measured when first seen, unchanged since (uv never changes an archive)"
         )
