@@ -148,3 +148,10 @@ def test_units_read_as_words() -> None:
         "2 weeks",
     ]
     assert [plural(n, "entry") for n in (0, 1, 2)] == ["0 entries", "1 entry", "2 entries"]
+
+
+def test_names_compare_as_pep_503_does() -> None:
+    from uvrefs.names import normalize
+
+    assert {normalize(n) for n in ("a--b", "A_b", "a.-_B", "a-b")} == {"a-b"}
+    assert normalize("python_dateutil") == "python-dateutil"

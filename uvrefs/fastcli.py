@@ -123,13 +123,14 @@ def _collect(
 ) -> int:
     from uvrefs import collect as core
     from uvrefs import report, uv
-    from uvrefs.plan import Policy, normal_name
+    from uvrefs.names import normalize
+    from uvrefs.plan import Policy
     from uvrefs.units import parse_duration, parse_size, plural
 
     policy = Policy(
         min_age=parse_duration(min_age, "--min-age") if min_age is not None else 0.0,
         max_freed=parse_size(max_freed, "--max-freed") if max_freed is not None else None,
-        keep=frozenset(normal_name(k) for k in keep),
+        keep=frozenset(normalize(k) for k in keep),
         untracked=untracked,
         budget=parse_size(budget, "--budget") if budget is not None else None,
     )

@@ -15,6 +15,7 @@ from uvrefs.collect import SizeMemory, Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import UvrefsError
 from uvrefs.mark import Progress
+from uvrefs.names import normalize
 from uvrefs.plan import entry_states, referrer_verdict
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
@@ -187,7 +188,7 @@ def why(
     plan = plan_with_policy(cache, store, survey, Policy(), progress, sized=False)
     facts = survey.facts
     states = entry_states(plan, facts)
-    wanted = _normalize(query)
+    wanted = normalize(query)
     memory = SizeMemory(store)
 
     def remembered(entry: os.DirEntry[str]) -> tuple[str, ...] | None:
@@ -200,7 +201,7 @@ def why(
     views = []
     for archive in sorted(cache.archives(remembered), key=lambda a: a.id):
         names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
-        if archive.id != query and wanted not in {_normalize(n) for n in names}:
+        if archive.id != query and wanted not in {normalize(n) for n in names}:
             continue
         refs = facts.refs.get(archive.id)
         dist, version, tags = cache.describe(archive.id)
@@ -213,14 +214,17 @@ def why(
             reason = f"the next collect frees it ({reason})"
         views.append(
             EntryView(
-                archive.id, dist, version, tuple(tags), refs is not None, keepers, state, reason
+                archive.id,
+                normalize(dist) if dist else None,
+                version,
+                tuple(tags),
+                refs is not None,
+                keepers,
+                state,
+                reason,
             )
         )
     return views
-
-
-def _normalize(name: str) -> str:
-    return name.lower().replace("-", "_").replace(".", "_")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from uvrefs.envs import EnvScan
+from uvrefs.names import normalize
 from uvrefs.refs import Ref, Refs
 from uvrefs.units import human_duration, human_size
 
@@ -232,7 +233,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
     dead: list[Decision] = []
     for d in sorted(plan.free, key=lambda d: (facts.dead_since.get(d.entry, facts.now), d.entry)):
         dead_for = facts.now - facts.dead_since.get(d.entry, facts.now)
-        if normal_name(d.dist) in policy.keep:
+        if normalize(d.dist) in policy.keep:
             held(d, "kept by --keep")
         elif dead_for < policy.min_age:
             minimum = human_duration(policy.min_age)
@@ -246,7 +247,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
             unpacked = facts.now - facts.unpacked_at.get(entry, facts.now)
             if (
                 entry in facts.linked_elsewhere
-                or normal_name(dist) in policy.keep
+                or normalize(dist) in policy.keep
                 or unpacked < policy.min_age
             ):
                 continue
@@ -289,11 +290,6 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
         chosen = within
     dead_ids = frozenset(d.entry for d in plan.free)
     return replace(plan, free=tuple(chosen), keep=tuple(keep), note=note, dead=dead_ids)
-
-
-def normal_name(name: str | None) -> str:
-    """A package name as PEP 503 compares them (`-`, `_` and `.` alike, any case)."""
-    return (name or "").lower().replace("-", "_").replace(".", "_")
 
 
 def _over_budget(over: int, budget: int) -> str | None:

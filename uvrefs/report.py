@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from uvrefs.names import normalize
 from uvrefs.units import human_size as human
 from uvrefs.units import plural
 
@@ -25,7 +26,7 @@ JSON_FORMAT = 1
 def _decision(d: Decision) -> dict[str, Any]:
     return {
         "entry": d.entry,
-        "dist": d.dist,
+        "dist": normalize(d.dist) if d.dist else None,
         "version": d.version,
         "tags": list(d.tags),
         "bytes": d.bytes,
@@ -95,7 +96,7 @@ def print_json(doc: dict[str, Any]) -> None:
 
 
 def _label(d: Decision) -> str:
-    return f"{d.dist or '?'} {d.version or ''}".strip()
+    return f"{normalize(d.dist) or '?'} {d.version or ''}".strip()
 
 
 def removal_summary(r: Removal) -> str:
