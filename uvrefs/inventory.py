@@ -16,7 +16,7 @@ from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import UvrefsError
 from uvrefs.mark import Progress
 from uvrefs.names import normalize
-from uvrefs.plan import entry_states, referrer_verdict
+from uvrefs.plan import Facts, entry_states, referrer_verdict, used_by
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
@@ -198,6 +198,7 @@ def why(
             return None
         return found[3] if found is not None else None
 
+    labels = {root.label: root.path for root in survey.roots.envs.values()}
     views = []
     for archive in sorted(cache.archives(remembered), key=lambda a: a.id):
         names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
@@ -205,11 +206,17 @@ def why(
             continue
         refs = facts.refs.get(archive.id)
         dist, version, tags = cache.describe(archive.id)
-        keepers = tuple(
-            Keeper(r.env, *referrer_verdict(r, archive.id, facts))
-            for r in (refs.referrers if refs else [])
-        )
+        keepers = []
+        for ref in refs.referrers if refs else []:
+            verdict, because = referrer_verdict(ref, archive.id, facts)
+            if verdict == "holds" and _evidence(facts, archive.id, ref.env) == "content":
+                because += " (by content)"
+            keepers.append(Keeper(ref.env, verdict, because))
         state, reason = states[archive.id]
+        users = facts.live.get(archive.id, ())
+        if state == "live" and users and reason == used_by(users):
+            content = _evidence(facts, archive.id, labels.get(users[0], "")) == "content"
+            reason = used_by((users[0] + " (by content)" * content, *users[1:]))
         if state == "dead":
             reason = f"the next collect frees it ({reason})"
         views.append(
@@ -219,12 +226,22 @@ def why(
                 version,
                 tuple(tags),
                 refs is not None,
-                keepers,
+                tuple(keepers),
                 state,
                 reason,
             )
         )
     return views
+
+
+def _evidence(facts: Facts, entry: str, env: str) -> str | None:
+    """How `env` uses `entry` (symlink, hardlink, content, build): from its scan, or,
+    when its record stood in for a scan, from what its referrer recorded."""
+    scan = facts.envs.get(env)
+    if scan is not None and not scan.reused:
+        return scan.uses.get(entry)
+    refs = facts.refs.get(entry)
+    return next((r.how for r in refs.referrers if r.env == env), None) if refs else None
 
 
 @dataclass(frozen=True)
