@@ -125,6 +125,21 @@ def test_durations_read_as_words(world: World) -> None:
     }
 
 
+def test_what_status_calls_dead_is_what_the_next_collect_frees(world: World) -> None:
+    """uv's pointer files (the wheels bucket's link and sidecars, an sdist's revision) go
+    with their entries: they count as dead, not as uv's own."""
+    dead = world.venv("dead")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0", "gamma")
+    shutil.rmtree(dead)
+    out = _status(world)
+    assert out["dead"]["bytes"] == out["dead"]["frees_bytes"]
+    line = next(ln for ln in world.uvrefs("status").stdout.splitlines() if ln.startswith("  dead"))
+    size = " ".join(line.split()[3:5])  # dead  N entries  SIZE  the next collect frees SIZE
+    assert line.endswith(f"the next collect frees {size}"), line
+    freed = json.loads(world.uvrefs("collect", "--json").stdout)["bytes_freed"]
+    assert freed == out["dead"]["bytes"]
+
+
 def test_doctor_names_each_check_once(world: World) -> None:
     env = world.venv("env")
     world.uvrefs(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from uvrefs import uv
 from uvrefs.cache import Cache
@@ -105,6 +104,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
         if len(who) == 1 and entry in facts.archives:
             sole.setdefault(next(iter(who)), []).append(entry)
     memory = SizeMemory(store)
+    footprints = memory.footprints(cache)
     views = []
     for env in sorted(set(survey.roots.envs) | others):
         scan = facts.envs.get(env)
@@ -114,8 +114,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
         else:
             state, detail = scan.state, scan.detail
         modes = tuple(sorted(set(scan.uses.values()))) if scan and not scan.reused else ()
-        before = memory.from_memory
-        sole_bytes = sum(_occupies(memory, cache, entry) for entry in sole.get(env, ()))
+        alone = sole.get(env, [])
         views.append(
             EnvView(
                 env,
@@ -124,19 +123,13 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
                 _python_of(env),
                 modes,
                 len(scan.uses) if scan else 0,
-                sole_bytes,
+                sum(footprints.frees(alone, outside=False).values()),
                 root.kind if root else "other host",
-                memory.from_memory - before,
+                len(footprints.remembered.intersection(alone)),
             )
         )
     memory.save(facts.archives)
     return views
-
-
-def _occupies(memory: SizeMemory, cache: Cache, entry: str) -> int:
-    path = cache.archive_path(entry)
-    found = memory.of(entry, path) if path is not None else None
-    return found[2] if found is not None else 0
 
 
 def _python_of(env: str) -> str | None:
@@ -254,9 +247,11 @@ class Share:
 class Status:
     """The cache split the way collect sees it. `total` is counted as `uv cache size`
     counts (every inode once); `dead_frees` is what the next collect really frees.
-    live: some living root uses it; dead: the next collect frees it; held: tracked, no root
-    uses it, kept all the same (uncertain, hard-linked, another store's, unreadable refs);
-    untracked: no root uses it and no store ever tracked it."""
+    live: some living root uses it; dead: the next collect frees it (its archives, and the
+    pointers and sdist revisions that go with them); held: tracked, no root uses it, kept
+    all the same (uncertain, hard-linked, another store's, unreadable refs); untracked: no
+    root uses it and no store ever tracked it. A file several archives share counts once,
+    in the one collect keeps longest."""
 
     cache: str
     total: int
@@ -270,33 +265,38 @@ class Status:
     archives: int = 0
 
 
+STATES = ("live", "uv's own", "held", "untracked", "dead")  # the order collect keeps them in
+
+
 def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
-    """The split of the cache, from one walk of it (the total, and each archive's share)
+    """The split of the cache, from one look at it (the total, and each archive's share)
     and the same mark and plan as a dry run. An archive measured before (by a status, an
     envs or a dry run) and unchanged since is not walked again: uv never changes one."""
-    from uvrefs.cache import sizes_by_archive
     from uvrefs.collect import plan_with_policy
+    from uvrefs.footprints import cache_total
     from uvrefs.plan import Policy
 
     survey = gather_facts(cache, store, progress, reuse=True)
-    plan = plan_with_policy(cache, store, survey, Policy(), progress)
-    by_state: dict[str, list[str]] = {}
-    for entry, (state, _) in entry_states(plan, survey.facts).items():
-        by_state.setdefault(state, []).append(entry)
     memory = SizeMemory(store)
-    walk = must_walk(cache, survey)
-    total, per_archive, walked, remembered = sizes_by_archive(
-        cache,
-        None if walk is None else {e: v[:3] for e, v in memory.known.items()},
-        walk or frozenset(),
-    )
-    for entry, figure in walked.items():
-        path = cache.archive_path(entry)
-        if path is not None:
-            memory.learn(entry, figure, path)
+    plan = plan_with_policy(cache, store, survey, Policy(), progress, memory=memory)
+    states = entry_states(plan, survey.facts)
+    by_state: dict[str, list[str]] = {}
+    for entry, (state, _) in states.items():
+        by_state.setdefault(state, []).append(entry)
+    rank = {state: number for number, state in enumerate(STATES)}
+
+    def kept_longest(entry: str) -> tuple[int, str]:
+        return rank.get(states.get(entry, ("",))[0], len(rank)), entry
+
+    footprints = None if survey.blobs.where else memory.footprints(cache)
+    total, per_archive, walked = cache_total(cache, footprints, kept_longest)
+    if walked is not None:
+        memory.new.update(walked)
     memory.save(per_archive)
+    remembered = footprints.from_memory if footprints is not None and walked is None else 0
+    going = {d.entry: memory.beside.get(d.entry, 0) for d in plan.free}  # its pointers
     shares = {
-        name: Share(len(ids), sum(per_archive.get(e, 0) for e in ids))
+        name: Share(len(ids), sum(per_archive.get(e, 0) + going.get(e, 0) for e in ids))
         for name in ("live", "dead", "held", "untracked")
         for ids in [by_state.get(name, [])]
     }
@@ -313,23 +313,3 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
         remembered,
         len(per_archive),
     )
-
-
-def must_walk(cache: Cache, survey: Survey) -> frozenset[str] | None:
-    """Archives whose size is walked even if remembered (None: every one): those an
-    environment inside the cache (uv's cached envs, project envs) uses or is, since its
-    files may be links to theirs and the total counts each inode once; every archive in a
-    content-addressed cache (archives share blobs) or when such an env cannot be read."""
-    if survey.blobs.where:
-        return None
-    ids = set(survey.facts.uv_owned)
-    buckets = {str(d) for d in cache.archive_dirs}
-    for path, scan in survey.facts.envs.items():
-        if not cache.contains(Path(path)):
-            continue
-        if scan.state == "unknown":
-            return None
-        ids.update(scan.uses)
-        if os.path.dirname(path) in buckets:
-            ids.add(os.path.basename(path))
-    return frozenset(ids)

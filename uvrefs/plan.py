@@ -4,7 +4,7 @@ Nothing here reads the disk; tests/test_plan.py holds it to its properties."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from uvrefs.envs import EnvScan
@@ -231,7 +231,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
         keep.append(replace(d, free=False, bytes=0, reason=why, state="held"))
 
     dead: list[Decision] = []
-    for d in sorted(plan.free, key=lambda d: (facts.dead_since.get(d.entry, facts.now), d.entry)):
+    for d in sorted(plan.free, key=lambda d: _dead_order(d.entry, facts)):
         dead_for = facts.now - facts.dead_since.get(d.entry, facts.now)
         if normalize(d.dist) in policy.keep:
             held(d, "kept by --keep")
@@ -290,6 +290,20 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
         chosen = within
     dead_ids = frozenset(d.entry for d in plan.free)
     return replace(plan, free=tuple(chosen), keep=tuple(keep), note=note, dead=dead_ids)
+
+
+def _dead_order(entry: str, facts: Facts) -> tuple[float, str]:
+    return facts.dead_since.get(entry, facts.now), entry
+
+
+def oldest_first(decisions: Iterable[Decision], facts: Facts) -> list[str]:
+    """Dead entries in the order `apply_policy` frees them: dead longest first."""
+    return sorted((d.entry for d in decisions), key=lambda e: _dead_order(e, facts))
+
+
+def budget_note(total: int, plan: Plan, budget: int) -> str | None:
+    """What `--budget` could not do, with the plan's entries measured as they go."""
+    return _over_budget(total - sum(d.bytes for d in plan.free) - budget, budget)
 
 
 def _over_budget(over: int, budget: int) -> str | None:

@@ -275,6 +275,18 @@ def status_json(s: Status) -> dict[str, Any]:
     }
 
 
+def _dead_note(s: Status) -> str:
+    """What the next collect frees: the dead entries (pointers and sdist revisions
+    included), or what of them stays and why."""
+    frees = f"the next collect frees {human(s.dead_frees)}"
+    stays = s.dead.bytes - s.dead_frees
+    if stays > 0:
+        return f"{frees} ({human(stays)} stays: files also linked from elsewhere)"
+    if stays < 0:
+        return f"{frees} ({human(-stays)} more: files they share with other entries)"
+    return frees
+
+
 def print_status(s: Status) -> None:
     rows = [
         (
@@ -287,7 +299,7 @@ def print_status(s: Status) -> None:
             "dead",
             plural(s.dead.entries, "entry"),
             human(s.dead.bytes),
-            f"the next collect frees {human(s.dead_frees)}",
+            _dead_note(s),
         ),
         (
             "held",
