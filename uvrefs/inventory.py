@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from uvrefs import uv
 from uvrefs.cache import Cache
 from uvrefs.collect import SizeMemory, Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import UvrefsError
+from uvrefs.footprints import Footprints
 from uvrefs.mark import Progress
 from uvrefs.names import normalize
 from uvrefs.plan import Facts, entry_states, referrer_verdict, used_by
@@ -106,7 +108,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
     memory = SizeMemory(store)
     footprints = memory.footprints(cache)
     views = []
-    for env in sorted(set(survey.roots.envs) | others):
+    for env in set(survey.roots.envs) | others:
         scan = facts.envs.get(env)
         root = survey.roots.envs.get(env)
         if scan is None:
@@ -129,7 +131,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
             )
         )
     memory.save(facts.archives)
-    return views
+    return sorted(views, key=lambda v: (-v.sole_bytes, v.path))
 
 
 def _python_of(env: str) -> str | None:
@@ -166,6 +168,7 @@ class EntryView:
     referrers: tuple[Keeper, ...]
     state: str = ""
     reason: str = ""
+    bytes: int = 0  # what its archive occupies
 
 
 def why(
@@ -191,12 +194,18 @@ def why(
             return None
         return found[3] if found is not None else None
 
+    matched = []
+    for archive in cache.archives(remembered):
+        names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
+        if archive.id == query or wanted in {normalize(n) for n in names}:
+            matched.append(archive)
+    # what each occupies, remembered or walked now (no other archive is looked at)
+    sizes = Footprints.measure([(a.id, str(a.path)) for a in matched], memory.known)
+    memory.new.update(sizes.walked)
+    memory.save(facts.archives)
     labels = {root.label: root.path for root in survey.roots.envs.values()}
     views = []
-    for archive in sorted(cache.archives(remembered), key=lambda a: a.id):
-        names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
-        if archive.id != query and wanted not in {normalize(n) for n in names}:
-            continue
+    for archive in matched:
         refs = facts.refs.get(archive.id)
         dist, version, tags = cache.describe(archive.id)
         keepers = []
@@ -222,9 +231,10 @@ def why(
                 tuple(keepers),
                 state,
                 reason,
+                sizes.occupied.get(archive.id, 0),
             )
         )
-    return views
+    return sorted(views, key=lambda v: (-v.bytes, v.dist or "", v.version or "", v.entry))
 
 
 def _evidence(facts: Facts, entry: str, env: str) -> str | None:
@@ -241,6 +251,28 @@ def _evidence(facts: Facts, entry: str, env: str) -> str | None:
 class Share:
     entries: int
     bytes: int
+
+
+@dataclass(frozen=True)
+class PackageView:
+    """One package (by uv's normalised name) across its cache entries: versions, builds
+    (wheel tags), what its entries occupy, how many are in each state and the environments
+    that use them."""
+
+    name: str
+    versions: tuple[str, ...]
+    builds: tuple[str, ...]
+    bytes: int
+    entries: int
+    states: dict[str, int]
+    envs: tuple[str, ...]
+
+    @property
+    def state(self) -> str:
+        """`live`, or with counts when mixed: `live 1, dead 2`."""
+        if len(self.states) == 1:
+            return next(iter(self.states))
+        return ", ".join(f"{state} {n}" for state, n in self.states.items())
 
 
 @dataclass(frozen=True)
@@ -263,15 +295,19 @@ class Status:
     held: Share = Share(0, 0)
     remembered: int = 0  # archives whose size came from an earlier walk (unchanged since)
     archives: int = 0
+    packages: tuple[PackageView, ...] | None = None  # with `packages`: largest first
 
 
 STATES = ("live", "uv's own", "held", "untracked", "dead")  # the order collect keeps them in
 
 
-def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
+def status(
+    cache: Cache, store: RefsStore, progress: Progress | None = None, *, packages: bool = False
+) -> Status:
     """The split of the cache, from one look at it (the total, and each archive's share)
     and the same mark and plan as a dry run. An archive measured before (by a status, an
-    envs or a dry run) and unchanged since is not walked again: uv never changes one."""
+    envs or a dry run) and unchanged since is not walked again: uv never changes one.
+    With `packages`, the same figures per package too."""
     from uvrefs.collect import plan_with_policy
     from uvrefs.footprints import cache_total
     from uvrefs.plan import Policy
@@ -301,6 +337,10 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
         for ids in [by_state.get(name, [])]
     }
     archived = sum(s.bytes for s in shares.values())
+    views = None
+    if packages:
+        sizes = {e: per_archive.get(e, 0) + going.get(e, 0) for e in states}
+        views = package_views(cache, survey, states, sizes)
     return Status(
         str(cache.root),
         total,
@@ -312,4 +352,56 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
         shares["held"],
         remembered,
         len(per_archive),
+        views,
     )
+
+
+def package_views(
+    cache: Cache,
+    survey: Survey,
+    states: dict[str, tuple[str, str]],
+    sizes: dict[str, int],
+) -> tuple[PackageView, ...]:
+    """One row per package (uv's normalised name) over the archives holding a dist-info,
+    largest first: names, versions and tags from the refs, else from the archive."""
+    facts = survey.facts
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in sorted(states):
+        refs = facts.refs.get(entry)
+        dist: str | None
+        version: str | None
+        if refs is not None and refs.dist:
+            dist, version, tags = refs.dist, refs.version, list(refs.tags)
+        else:
+            dist, version, tags = cache.describe(entry)
+        if not dist:
+            continue  # no dist-info: one of uv's cached environments (uv's own)
+        row = rows.setdefault(
+            normalize(dist),
+            {"versions": set(), "builds": set(), "bytes": 0, "states": {}, "envs": set()},
+        )
+        row["versions"].add(version or "?")
+        row["builds"].update(tags)
+        row["bytes"] += sizes.get(entry, 0)
+        state = states[entry][0]
+        row["states"][state] = row["states"].get(state, 0) + 1
+        row["envs"].update(facts.live.get(entry, ()))
+    views = [
+        PackageView(
+            name,
+            tuple(sorted(row["versions"], key=_version_key)),
+            tuple(sorted(row["builds"])),
+            row["bytes"],
+            sum(row["states"].values()),
+            {s: row["states"][s] for s in STATES if s in row["states"]},
+            tuple(sorted(row["envs"])),
+        )
+        for name, row in rows.items()
+    ]
+    return tuple(sorted(views, key=lambda v: (-v.bytes, v.name)))
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Versions in numeric order where they are numbers (`2.10` after `2.9`)."""
+    parts = version.replace("-", ".").replace("+", ".").split(".")
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -17,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and inventory's imports
     from uvrefs.collect import Removal
     from uvrefs.doctor import Check, Repair
-    from uvrefs.inventory import Adoption, EntryView, EnvView, Status
+    from uvrefs.inventory import Adoption, EntryView, EnvView, PackageView, Status
     from uvrefs.plan import Decision
 
 JSON_FORMAT = 1
@@ -99,6 +100,11 @@ def _label(d: Decision) -> str:
     return f"{normalize(d.dist) or '?'} {d.version or ''}".strip()
 
 
+def by_size(decisions: Iterable[Decision]) -> list[Decision]:
+    """Largest first, then by name as uv shows it, version and entry."""
+    return sorted(decisions, key=lambda d: (-d.bytes, normalize(d.dist), d.version or "", d.entry))
+
+
 def removal_summary(r: Removal) -> str:
     verb = "would free" if r.dry_run else "freed"
     uv_own = r.count("uv's own")
@@ -124,20 +130,20 @@ def print_removal(r: Removal) -> None:
             table = Table(title=f"{verb.capitalize()} ({r.cache})", title_justify="left")
             for col in ("package", "tags", "size", "entry", "why"):
                 table.add_column(col, justify="right" if col == "size" else "left")
-            for d in r.freed:
+            for d in by_size(r.freed):
                 table.add_row(_label(d), ",".join(d.tags), human(d.bytes), d.entry, d.reason)
             console.print(table)
         if r.kept:
             table = Table(title="Kept", title_justify="left")
             for col in ("package", "entry", "why"):
                 table.add_column(col)
-            for d in r.kept:
+            for d in by_size(r.kept):
                 table.add_row(_label(d), d.entry, d.reason)
             console.print(table)
     else:
-        for d in r.freed:
+        for d in by_size(r.freed):
             print(f"{verb} {_label(d)} [{','.join(d.tags)}] {human(d.bytes)} {d.entry}: {d.reason}")
-        for d in r.kept:
+        for d in by_size(r.kept):
             print(f"kept {_label(d)} {d.entry}: {d.reason}")
     for path, why, size in r.envs:
         print(f"{verb} uv's project environment {os.path.basename(path)} ({human(size)}), {why}")
@@ -255,7 +261,7 @@ def print_why(query: str, views: list[EntryView]) -> None:
     if not views:
         print(f"no cache entry of {query!r}")
     for v in views:
-        print(f"{v.dist or '?'} {v.version or ''} [{','.join(v.tags)}] {v.entry}:")
+        print(f"{v.dist or '?'} {v.version or ''} [{','.join(v.tags)}] {human(v.bytes)} {v.entry}:")
         print(f"  {v.state}: {v.reason}")
         for k in v.referrers:
             print(f"    {k.verdict}: {k.why}")
@@ -272,7 +278,60 @@ def status_json(s: Status) -> dict[str, Any]:
         "untracked": {"entries": s.untracked.entries, "bytes": s.untracked.bytes},
         "uv_own_bytes": s.uv_own,
         "archives_sized_from_memory": s.remembered,
+        **({} if s.packages is None else {"packages": [_package(p) for p in s.packages]}),
     }
+
+
+def _package(p: PackageView) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "versions": list(p.versions),
+        "builds": list(p.builds),
+        "bytes": p.bytes,
+        "entries": p.entries,
+        "state": p.state,
+        "states": p.states,
+        "envs": list(p.envs),
+    }
+
+
+def print_packages(s: Status) -> None:
+    """`status --packages`: one row per package, largest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    packages = s.packages or ()
+    console = Console(highlight=False)
+    title = f"{s.cache}: {human(s.total)} ({s.total} bytes, as `uv cache size` counts)"
+    rows = [
+        (
+            p.name,
+            ", ".join(p.versions),
+            ",".join(p.builds),
+            human(p.bytes),
+            p.state,
+            ", ".join(p.envs) or "-",
+        )
+        for p in packages
+    ]
+    if console.is_terminal:
+        table = Table(title=title, title_justify="left")
+        for col in ("package", "versions", "builds", "size", "state", "used by"):
+            table.add_column(col, justify="right" if col == "size" else "left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        print(title)
+        for name, versions, builds, size, state, envs in rows:
+            used = f"; used by {envs}" if envs != "-" else ""
+            print(f"{name} {versions} [{builds}] {size}: {state}{used}")
+    in_packages = sum(p.bytes for p in packages)
+    other = s.total - in_packages - s.uv_own  # archives without a dist-info, not uv's
+    print(
+        f"{plural(len(packages), 'package')}, {human(in_packages)}; uv's own {human(s.uv_own)}"
+        + (f"; other archives {human(other)}" if other else "")
+    )
 
 
 def _dead_note(s: Status) -> str:
