@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import World
@@ -128,3 +129,34 @@ def test_budget_out_of_reach_says_so_in_sizes(world: World) -> None:
     note = collect(world, "--budget", "100K")["note"]
     assert note.startswith("--budget 100.0 KiB cannot be met without touching live entries")
     assert re.search(r"stays \d+\.\d (KiB|MiB) over it$", note), note
+
+
+def test_footprints_walk_again_only_what_a_shared_file_touches(tmp_path: Path) -> None:
+    """Pure: three archives remembered; a file of B is replaced by a link to A's. B changed
+    (its directory), A holds the inode B now links (its ranges), C is taken from memory."""
+    from uvrefs.footprints import Footprint, Footprints
+
+    for name in "ABC":
+        (tmp_path / name / "pkg").mkdir(parents=True)
+        (tmp_path / name / "pkg" / "data").write_bytes(os.urandom(64 * 1024))
+        (tmp_path / name / "small").write_bytes(b"x" * 100)
+    archives = [(name, str(tmp_path / name)) for name in "ABC"]
+    first = Footprints.measure(archives, {})
+    assert first.remembered == set() and set(first.walked) == set("ABC")
+    (tmp_path / "B" / "pkg" / "data").unlink()
+    os.link(tmp_path / "A" / "pkg" / "data", tmp_path / "B" / "pkg" / "data")
+    again = Footprints.measure(archives, first.walked, detail={"A", "B"})
+    assert again.remembered == {"C"}
+    ((key, holders),) = again.shared.items()
+    assert holders == {"A": 1, "B": 1} and again.walked["A"].shares
+    blocks = again.files[key][1]
+    whole = again.occupied["A"]
+    assert again.frees(["A"]) == {"A": whole - blocks}  # B still links it
+    # both go: it counts for the later of them, whose deletion frees it
+    assert again.frees(["B", "A"]) == {"B": again.occupied["B"] - blocks, "A": whole}
+    assert again.total == sum(first.occupied.values()) - blocks
+    assert again.attributed(lambda e: e != "B")["B"] == again.occupied["B"]  # B keeps it
+    # a record naming a path outside its archive is not one uvrefs wrote: walk again
+    forged = first.walked["C"]._replace(dirs=(("../A", 0),))
+    assert isinstance(forged, Footprint)
+    assert not forged.holds(str(tmp_path / "C"), os.lstat(tmp_path / "C"))

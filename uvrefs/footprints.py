@@ -43,6 +43,8 @@ class Footprint(NamedTuple):
         if self.dirs is None or self.shares or (top.st_ino, top.st_mtime_ns) != self[:2]:
             return False
         for relative, mtime in self.dirs:
+            if relative.startswith("/") or ".." in relative.split("/"):
+                return False  # not a path below the archive: not a record uvrefs wrote
             try:
                 st = os.lstat(os.path.join(path, relative))
             except OSError:
