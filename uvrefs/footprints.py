@@ -43,11 +43,11 @@ class Footprint(NamedTuple):
         if self.dirs is None or self.shares or (top.st_ino, top.st_mtime_ns) != self[:2]:
             return False
         for relative, mtime in self.dirs:
-            if relative.startswith("/") or ".." in relative.split("/"):
-                return False  # not a path below the archive: not a record uvrefs wrote
             try:
+                if relative.startswith("/") or ".." in relative.split("/"):
+                    return False  # not a path below the archive: not a record uvrefs wrote
                 st = os.lstat(os.path.join(path, relative))
-            except OSError:
+            except (OSError, AttributeError, TypeError, ValueError):  # or not a path at all
                 return False
             if st.st_mtime_ns != mtime or not stat.S_ISDIR(st.st_mode):
                 return False

@@ -419,9 +419,8 @@ class RefsStore:
                     int(v[1]),
                     int(v[2]),
                     tuple(str(n) for n in v[3]),
-                    None
-                    if len(v) < 7 or v[4] is None
-                    else tuple((str(d), int(t)) for d, t in v[4]),
+                    # checked as they are used (`Footprint.holds`): there are many
+                    None if len(v) < 7 or v[4] is None else tuple(map(tuple, v[4])),
                     tuple(int(i) for i in v[5]) if len(v) >= 7 else (),
                     bool(v[6]) if len(v) >= 7 else False,
                 )
