@@ -299,11 +299,11 @@ is checked against `uv cache size` to the byte on every run.
 
 *Sizes remembered*: uv never changes an archive once written, so what one occupies is
 measured once (by a dry run, `status` or `envs`) and kept in the refs store with the
-archive directory's inode and mtime; a run uses the figure only while both still match, and
-says how many figures came from memory. `status` still walks everything outside the archives
-and every archive an environment inside the cache (uv's cached envs) uses or is, so that a
-file linked from two places is counted once. `collect` itself never trusts a remembered size:
-it measures each file as it deletes it.
+archive directory's inode and mtime, every directory below it with its mtime and ranges of
+its inode numbers; a run uses the figure only while every directory is as it was (one
+`lstat` each), walks too any remembered archive a file walked now may share, and says how
+many figures came from memory. `status` still walks everything outside the archives.
+`collect` itself never trusts a remembered size: it measures each file as it deletes it.
 
 Not met, and why: a first run (nothing remembered) walks in Python every file it needs a
 size of, `status` all of them and the dry run the dead archives', at 2.8-7.9 µs a file in

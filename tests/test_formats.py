@@ -196,11 +196,20 @@ def test_fast_reader_takes_what_the_store_writes(tmp_path: Path) -> None:
 
 
 def test_archive_sizes_round_trip_match_the_model_and_forgive_garbage(tmp_path: Path) -> None:
+    from uvrefs.footprints import Footprint
+
     store = RefsStore(tmp_path / "state", tmp_path / "cache")
-    sizes = {"AbC-123_xyzXYZ00": (12, 34, 4096, ("numpy-2.4.6.dist-info",))}
+    infos = ("numpy-2.4.6.dist-info",)
+    dirs = (("numpy", 56), ("numpy-2.4.6.dist-info", 78))
+    sizes = {"AbC-123_xyzXYZ00": Footprint(12, 34, 4096, infos, dirs, (90, 99), False)}
     store.save_archive_sizes(sizes)
     text = (store.dir / "sizes.json").read_text()
     assert formats.ArchiveSizes.model_validate_json(text).archives["AbC-123_xyzXYZ00"][2] == 4096
     assert store.archive_sizes() == sizes
+    # A record from before directories were kept is read, to be walked again.
+    older = '{"format": 1, "archives": {"x": [12, 34, 4096, ["numpy-2.4.6.dist-info"]]}}'
+    assert formats.ArchiveSizes.model_validate_json(older).archives["x"][2] == 4096
+    (store.dir / "sizes.json").write_text(older)
+    assert store.archive_sizes() == {"x": Footprint(12, 34, 4096, infos)}
     (store.dir / "sizes.json").write_text('{"format": 1, "archives": {"x": [1, 2]}}')
     assert store.archive_sizes() == {}  # a cache: anything odd means "walk again"

@@ -130,7 +130,7 @@ def test_retry_for_collects_as_soon_as_uv_lets_go(world: World) -> None:
     assert time.monotonic() - started < 30
     assert "trying again whenever uv lets go of it, for up to 1m" in done.stderr
     (line,) = log.read_text().splitlines()
-    assert " freed 1 entries" in line, line
+    assert " freed 1 entry," in line, line
 
 
 @needs_proc_locks

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from uvrefs.envs import EnvScan
 from uvrefs.formats import EntryRefs, Referrer
+from uvrefs.names import normalize
 from uvrefs.plan import (
     Facts,
     Policy,
     apply_policy,
-    normal_name,
     plan_collection,
     referrer_verdict,
     untracked_ids,
@@ -230,7 +230,7 @@ def test_policies_only_narrow_dead_entries_or_add_unlinked_untracked_ones(
         )
         assert d.entry not in f.linked_elsewhere and d.entry not in f.live
         assert d.entry not in f.uv_owned and not f.blocked
-        assert normal_name(d.dist) not in policy.keep
+        assert normalize(d.dist) not in policy.keep
         since = f.unpacked_at if d.untracked else f.dead_since
         assert f.now - since.get(d.entry, f.now) >= policy.min_age
         if d.grace:  # dead through an env that may have moved: after the grace period

@@ -129,7 +129,7 @@ def test_dry_run_says_what_is_kept_and_why(reflink_world: World) -> None:
     assert any(line.endswith(f"{old}: {dead} no longer exists") for line in out)
     assert f"kept alpha 2.0 {new}: used by {live}" in out
     assert f"kept beta 1.0 {beta}: used by {live}" in out  # the dead env's use does not count
-    assert out[-1].startswith("would free 1 entries,") and "kept 2 live" in out[-1]
+    assert out[-1].startswith("would free 1 entry,") and ": 2 live" in out[-1]
     doc = json.loads(w.uvrefs("collect", "--dry-run", "--json").stdout)
     assert {d["entry"]: d["reason"] for d in doc["kept"]} == {
         new: f"used by {live}",

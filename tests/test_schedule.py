@@ -126,7 +126,7 @@ def test_collect_log_appends_one_line_per_run(world: World) -> None:
     world.uvrefs("collect", "--log", log)
     world.uvrefs("collect", "--log", log, "--json")
     lines = log.read_text().splitlines()
-    assert len(lines) == 2 and "freed 1 entries" in lines[0] and "freed 0 entries" in lines[1]
+    assert len(lines) == 2 and "freed 1 entry," in lines[0] and "freed 0 entries" in lines[1]
     status = world.uvrefs("schedule", "status", extra_env={"UVREFS_SCHEDULER": "cron"})
     assert "last run: never ran" in status.stdout and "next run: " in status.stdout
     assert json.loads(world.uvrefs("collect", "--json", "--dry-run").stdout)["freed"] == []
@@ -146,7 +146,7 @@ def test_auto_collect_runs_at_most_once_per_interval(world: World) -> None:
             break
         time.sleep(0.1)
     assert not world.archive_of("alpha", "1.0")
-    assert "freed 1 entries" in log.read_text()
+    assert "freed 1 entry," in log.read_text()
     daily = {"UVREFS_AUTO_COLLECT": "1d"}
     world.uvrefs("install", "-q", "-p", other, *world.offline(), "alpha==2.0", extra_env=daily)
     time.sleep(1)

@@ -10,7 +10,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -383,75 +383,6 @@ class Occupancy:
                     if isdir(st.st_mode):
                         stack.append(entry.path)
         return self.bytes - before
-
-
-Remembered = tuple[int, int, int]  # an archive's inode, mtime_ns and bytes when walked
-
-
-def sizes_by_archive(
-    cache: Cache,
-    remembered: Mapping[str, Remembered] | None = None,
-    walk: frozenset[str] | set[str] = frozenset(),
-) -> tuple[int, dict[str, int], dict[str, Remembered], int]:
-    """One walk of the cache: its total as `uv cache size` counts it, what each archive
-    occupies (a file linked from two walked archives counts in the first one walked),
-    what each walked archive occupies alone (to remember), and how many archives'
-    figures came from `remembered` instead of a walk.
-
-    uv never changes an archive once written, so a remembered figure whose archive still
-    has the same inode and mtime is what a walk would find, and stands for it unless the
-    archive is in `walk`. The total is exact as long as no archive outside `walk` shares an
-    inode with any other path of the cache: the caller puts in `walk` the archives the
-    cache's own environments link (see `inventory.status`), and only the inodes of those
-    and of the paths outside the archives are remembered while counting (a million-file
-    cache's live archives, linked from envs outside it, would otherwise take 40 MB). With
-    `remembered` None, or when a file outside the archives has several links, nothing is
-    assumed: every archive is walked and every linked inode counted once."""
-    total = Occupancy()
-    per_archive: dict[str, int] = {}
-    walked: dict[str, Remembered] = {}
-    from_memory = 0
-    archive_dirs = {str(d) for d in cache.archive_dirs}
-    # Content blobs (`files-v*`, preview) are counted last: a blob an archive links is that
-    # archive's. Every archive shares inodes with them, so every archive is walked.
-    content = {str(cache.root / n) for n in os.listdir(cache.root) if CONTENT_BUCKET.fullmatch(n)}
-    total.add_tree(str(cache.root), skip=archive_dirs | content)
-    if total.linked or content:  # a file outside the archives linked elsewhere: maybe
-        remembered = None  # from one of them
-    for bucket in cache.archive_dirs:
-        try:
-            total.add(os.lstat(bucket))
-            entries = list(os.scandir(bucket))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            known = remembered.get(entry.name) if remembered is not None else None
-            if (
-                known is not None
-                and entry.name not in walk
-                and known[:2] == (st.st_ino, st.st_mtime_ns)
-                and stat.S_ISDIR(st.st_mode)
-            ):
-                per_archive[entry.name] = known[2]
-                total.bytes += known[2]
-                from_memory += 1
-                continue
-            alone = Occupancy()
-            if remembered is None or entry.name in walk:
-                per_archive[entry.name] = total.add_tree(entry.path, also=alone)
-            else:  # shares no inode with another archive (as above): its own count will do
-                alone.add_tree(entry.path)
-                per_archive[entry.name] = alone.bytes
-                total.bytes += alone.bytes
-            if stat.S_ISDIR(st.st_mode) and ENTRY_ID.fullmatch(entry.name):
-                walked[entry.name] = (st.st_ino, st.st_mtime_ns, alone.bytes)
-    for bucket_path in sorted(content):
-        total.add_tree(bucket_path)
-    return total.bytes, per_archive, walked, from_memory
 
 
 def _lstat_tree(

@@ -361,6 +361,12 @@ def envs(
 
 @app.command(cls=_Command)
 def status(
+    packages: Annotated[
+        bool,
+        typer.Option(
+            "--packages", help="One row per package: versions, builds, size, state, envs."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Show the cache split into live, dead (freed by the next collect), untracked and uv's own."""
@@ -370,10 +376,12 @@ def status(
         cache, store = cache_and_store()
         settled(store)
         progress = report.ScanProgress()
-        result = inventory.status(cache, store, progress)
+        result = inventory.status(cache, store, progress, packages=packages)
         progress.close()
     if as_json:
         report.print_json(report.status_json(result))
+    elif packages:
+        report.print_packages(result)
     else:
         report.print_status(result)
     for warning in result.warnings:

@@ -15,15 +15,14 @@ from typing import Any
 from uvrefs.blobs import Blobs
 from uvrefs.cache import (
     Cache,
-    Occupancy,
     Pointer,
-    Remembered,
     SizeTally,
     read_dist_infos,
     split_dist_info,
 )
 from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import StoreError
+from uvrefs.footprints import Footprint, Footprints
 from uvrefs.mark import Marks, Progress, facts_of, mark
 from uvrefs.plan import (
     Decision,
@@ -31,10 +30,12 @@ from uvrefs.plan import (
     Plan,
     Policy,
     apply_policy,
+    budget_note,
+    oldest_first,
     plan_collection,
     untracked_ids,
 )
-from uvrefs.refs import ArchiveSize, RefsStore, host_id
+from uvrefs.refs import RefsStore, host_id
 from uvrefs.roots import Roots, find_roots, register_store
 from uvrefs.sweep import (
     by_directory,
@@ -146,43 +147,46 @@ def remember_roots(store: RefsStore, roots: Roots) -> None:
 
 
 class SizeMemory:
-    """What archives occupy, from the store's memory (`sizes.json`, keyed by the archive
-    directory's inode and mtime: uv never changes an archive once written) or walked now
-    and remembered for the next run. `from_memory` counts the figures memory gave. Only a
-    cache: a missing or unwritable figure costs a walk, never a wrong verdict."""
+    """What archives occupy, from the store's memory (`sizes.json`: each archive's
+    `Footprint`, good while its directories are as they were: uv never changes an archive
+    once written) or walked now and remembered for the next run. `from_memory` counts the
+    figures memory gave. Only a cache: a missing or unwritable figure costs a walk, never a
+    wrong verdict."""
 
     def __init__(self, store: RefsStore) -> None:
         self.store = store
         self.known = store.archive_sizes()
-        self.new: dict[str, ArchiveSize] = {}
+        self.new: dict[str, Footprint] = {}
         self.from_memory = 0
+        # What the pointers, sidecars and sdist revisions going with each entry `measure`d
+        # occupy (uv's files, which the collect frees with the entry).
+        self.beside: dict[str, int] = {}
+        self._footprints: Footprints | None = None
+        self._detail: frozenset[str] = frozenset()
 
-    def recall(self, entry: str, st: os.stat_result) -> ArchiveSize | None:
-        """The remembered figure of an archive (lstat `st`) still as it was then."""
+    def recall(self, entry: str, st: os.stat_result) -> Footprint | None:
+        """The remembered footprint of an archive whose directory (lstat `st`) is still the
+        one walked: its dist-infos stand (sizes need `Footprint.holds`)."""
         found = self.new.get(entry) or self.known.get(entry)
         return found if found is not None and found[:2] == (st.st_ino, st.st_mtime_ns) else None
 
-    def of(self, entry: str, path: Path) -> ArchiveSize | None:
-        """(inode, mtime_ns, bytes, dist-infos) of the archive at `path`: remembered, or
-        walked now; None if it is gone."""
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        found = self.recall(entry, st)
-        if found is not None:
-            self.from_memory += 1
-            return found
-        walked = Occupancy()
-        walked.add_tree(str(path))
-        found = (st.st_ino, st.st_mtime_ns, walked.bytes, read_dist_infos(str(path)))
-        self.new[entry] = found
-        return found
-
-    def learn(self, entry: str, walked: Remembered, path: Path) -> None:
-        """A figure some other walk measured (inode, mtime_ns, bytes)."""
-        if self.known.get(entry, (0, 0, 0, ()))[:3] != walked:
-            self.new[entry] = (*walked, read_dist_infos(str(path)))
+    def footprints(self, cache: Cache, detail: Iterable[str] = ()) -> Footprints:
+        """Every archive's footprint (`Footprints.measure`), looked at once per run, with
+        the files linked from elsewhere of the archives in `detail`."""
+        wanted = frozenset(detail)
+        if self._footprints is None or not wanted <= self._detail:
+            self._detail |= wanted
+            archives = [
+                (entry.name, entry.path)
+                for bucket in cache.archive_dirs
+                for entry in _listing(bucket)
+            ]
+            self._footprints = Footprints.measure(
+                archives, {**self.known, **self.new}, detail=self._detail
+            )
+            self.new.update(self._footprints.walked)
+            self.from_memory = self._footprints.from_memory
+        return self._footprints
 
     def save(self, present: Container[str]) -> None:
         """Remember what was walked, forgetting archives no longer `present`."""
@@ -193,6 +197,15 @@ class SizeMemory:
             self.store.save_archive_sizes({e: v for e, v in merged.items() if e in present})
         except (OSError, StoreError):
             pass  # only a cache: the next run walks again
+        self.known, self.new = merged, {}
+
+
+def _listing(bucket: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(bucket) as it:
+            return list(it)
+    except OSError:
+        return []
 
 
 def measure(
@@ -202,72 +215,86 @@ def measure(
     entries: list[str],
     going: set[str],
     progress: Progress | None = None,
+    memory: SizeMemory | None = None,
 ) -> tuple[dict[str, int], frozenset[str]]:
-    """What deleting each entry frees, for planning and dry runs, and which entries still
-    have files hard-linked from outside the cache.
+    """What deleting each entry frees when every entry of `going` goes, for planning and
+    dry runs, and which entries still have files hard-linked from outside the cache.
+    `entries` come in the order a policy frees them: a file several of them share counts
+    for the last of them, whose deletion frees it.
 
-    uv never changes an archive once written, so each archive tree is walked once and its
-    size remembered (keyed by the directory's inode and mtime); pointers, sidecars and sdist
-    revisions are walked every time. A remembered archive counts as freed whole unless its
-    METADATA has another link (uv links every file of an install alike). The sweep measures
-    again, exactly, as it deletes: that is the figure a collect reports."""
-    memory = SizeMemory(store)
+    Every file counts once, as `uv cache size` counts, and only if every link of it goes
+    (a file a deduplicating tool linked into another archive stays while that one does).
+    uv never changes an archive once written, so each archive tree is walked once and
+    remembered (`SizeMemory`); pointers, sidecars and sdist revisions are walked every
+    time. A remembered archive counts whole unless its METADATA has another link (uv links
+    every file of an install alike). The sweep measures again, exactly, as it deletes: that
+    is the figure a collect reports."""
+    memory = memory or SizeMemory(store)
+    blobs = survey.blobs
+    archives: dict[str, int] = {}
+    if entries and not blobs.where:
+        footprints = memory.footprints(cache, entries)
+        archives = footprints.frees([e for e in entries if e in going], blobs.also_going)
     sizes: dict[str, int] = {}
     linked = set()
     shared: dict[tuple[int, int], list[Any]] = {}  # content blobs several going archives link
     directories = by_directory(survey.pointers)
+    paths = {e: entry_paths(cache, e, survey.pointers, going, directories) for e in entries}
+    # A path several entries take (the sdist revision two wheels were built in) counts for
+    # the last of them, as a shared file does.
+    taken_by = {doomed.path: entry for entry in entries for doomed in paths[entry]}
     for number, entry in enumerate(entries):
         if progress:
             progress("sizing entries", number, len(entries))
         tally = SizeTally()
         archive_bytes, archive_linked = 0, False
-        for doomed in entry_paths(cache, entry, survey.pointers, going, directories):
-            if doomed.kind == "tree" and doomed.path.parent in cache.archive_dirs:
-                archive_bytes, archive_linked = _archive_size(
-                    entry, doomed.path, memory, survey.blobs, shared if entry in going else None
+        for doomed in paths[entry]:
+            if taken_by[doomed.path] != entry:
+                continue
+            if doomed.kind != "tree" or doomed.path.parent not in cache.archive_dirs:
+                tally.add_tree(doomed.path)
+            elif blobs.where:
+                archive_bytes, archive_linked = _content_archive_size(
+                    entry, doomed.path, blobs, shared if entry in going else None
                 )
             else:
-                tally.add_tree(doomed.path)
+                archive_bytes = archives.get(entry, 0)
+                # The same rule as the sweep's re-check: METADATA's links (uv links every
+                # file of an install alike; a deduplicating tool may link any other file,
+                # which is not a use, and is counted above as not freed).
+                known = memory.new.get(entry) or memory.known.get(entry)
+                infos = known.dist_infos if known else read_dist_infos(str(doomed.path))
+                archive_linked = metadata_linked(doomed.path, infos, blobs)
         if tally.max_links > 1 or archive_linked:
             linked.add(entry)
         sizes[entry] = tally.freed + archive_bytes
+        memory.beside[entry] = tally.occupied
     # A blob every link of which goes (its own, and several going archives') is freed,
-    # though no one archive frees it alone: it counts for the first of them.
-    also = survey.blobs.also_going
-    for (dev, ino), (first, total, most, nlink, size) in shared.items():
+    # though no one archive frees it alone: it counts for the last of them.
+    also = blobs.also_going
+    for (dev, ino), (last, total, most, nlink, size) in shared.items():
         if total + also(dev, ino) >= nlink > most + also(dev, ino):
-            sizes[first] += size
+            sizes[last] += size
     memory.save(survey.facts.archives)
     return sizes, frozenset(linked)
 
 
-def _archive_size(
-    entry: str,
-    path: Path,
-    memory: SizeMemory,
-    blobs: Blobs,
-    shared: dict[tuple[int, int], list[Any]] | None = None,
+def _content_archive_size(
+    entry: str, path: Path, blobs: Blobs, shared: dict[tuple[int, int], list[Any]] | None
 ) -> tuple[int, bool]:
-    """An archive tree's size and whether a file in it has a link outside: remembered
-    (then its METADATA link counts stand for the files'), or walked now. In a
-    content-addressed cache what an archive frees depends on which other archives share
-    its blobs now, so it is walked every time; a blob goes with its last archive."""
-    if blobs.where:
-        tally = SizeTally()
-        tally.add_tree(path)
-        linked = metadata_linked(path, read_dist_infos(str(path)), blobs)
-        if shared is not None:
-            for dev, ino, count, nlink, size in tally.linked_files():
-                seen = shared.setdefault((dev, ino), [entry, 0, 0, nlink, size])
-                seen[1] += count
-                seen[2] = max(seen[2], count)
-        return tally.freed_with(blobs.also_going), linked
-    found = memory.of(entry, path)
-    if found is None:
-        return 0, False
-    # The same rule as the sweep's re-check: METADATA's links (uv links every file of an
-    # install alike; a deduplicating tool may link any other file, which is not a use).
-    return found[2], metadata_linked(path, found[3], blobs)
+    """In a content-addressed cache, an archive tree's size and whether a file in it has a
+    link outside, walked every time: what it frees depends on which other archives share
+    its blobs now; a blob goes with its last archive."""
+    tally = SizeTally()
+    tally.add_tree(path)
+    linked = metadata_linked(path, read_dist_infos(str(path)), blobs)
+    if shared is not None:
+        for dev, ino, count, nlink, size in tally.linked_files():
+            seen = shared.setdefault((dev, ino), [entry, 0, 0, nlink, size])
+            seen[0] = entry
+            seen[1] += count
+            seen[2] = max(seen[2], count)
+    return tally.freed_with(blobs.also_going), linked
 
 
 def plan_with_policy(
@@ -278,6 +305,7 @@ def plan_with_policy(
     progress: Progress | None = None,
     *,
     sized: bool = True,
+    memory: SizeMemory | None = None,
 ) -> Plan:
     """Plan, measure the candidates, then plan again with what was measured and the policy.
 
@@ -286,37 +314,37 @@ def plan_with_policy(
     facts = survey.facts
     base = plan_collection(facts)
     wants_untracked = policy.untracked or policy.budget is not None
-    candidates = [d.entry for d in base.free] + (untracked_ids(facts) if wants_untracked else [])
-    if sized:
-        sizes, linked = measure(cache, survey, store, candidates, set(candidates), progress)
-    else:
-        sizes = {}
-        linked = frozenset(e for e in candidates if linked_elsewhere(cache, e, survey.blobs))
     names: dict[str, tuple[str | None, str | None]] = {}
     unpacked: dict[str, float] = {}
     for archive in survey.index.cache.archives() if wants_untracked else []:
         info = archive.dist_infos[0] if archive.dist_infos else None
         names[archive.id] = split_dist_info(info) if info else (None, None)
         unpacked[archive.id] = archive.path.lstat().st_mtime
+    facts = replace(
+        facts, names=names, unpacked_at=unpacked, now=time.time(), dead_since=store.dead_since()
+    )
+    # In the order the policy frees them (oldest first), so that a file several share is
+    # counted for the last of them, whose deletion frees it.
+    candidates = oldest_first(base.free, facts) + (untracked_ids(facts) if wants_untracked else [])
+    memory = memory or SizeMemory(store)
+    if sized:
+        sizes, linked = measure(cache, survey, store, candidates, set(candidates), progress, memory)
+    else:
+        sizes = {}
+        linked = frozenset(e for e in candidates if linked_elsewhere(cache, e, survey.blobs))
     total = SizeTally()
     if policy.budget is not None:
         total.add_tree(cache.root)
-    facts = replace(
-        facts,
-        linked_elsewhere=linked,
-        sizes=sizes,
-        names=names,
-        unpacked_at=unpacked,
-        now=time.time(),
-        dead_since=store.dead_since(),
-        total=total.occupied,
-    )
+    facts = replace(facts, linked_elsewhere=linked, sizes=sizes, total=total.occupied)
     survey.facts = facts
     plan = apply_policy(plan_collection(facts) if linked else base, facts, policy)
-    going = {d.entry for d in plan.free}
-    if sized and going != set(candidates):  # an sdist revision goes only with its last wheel
-        sizes.update(measure(cache, survey, store, sorted(going), going)[0])
-    return replace(plan, free=tuple(replace(d, bytes=sizes.get(d.entry, 0)) for d in plan.free))
+    going = [d.entry for d in plan.free]
+    if sized and going != candidates:  # an sdist revision goes only with its last wheel
+        sizes.update(measure(cache, survey, store, going, set(going), memory=memory)[0])
+    plan = replace(plan, free=tuple(replace(d, bytes=sizes.get(d.entry, 0)) for d in plan.free))
+    if sized and policy.budget is not None:
+        plan = replace(plan, note=budget_note(facts.total, plan, policy.budget))
+    return plan
 
 
 def collect(

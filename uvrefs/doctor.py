@@ -15,6 +15,7 @@ from uvrefs.cache import Cache
 from uvrefs.files import create_exclusive, open_lock
 from uvrefs.refs import CorruptRefs, RefsStore, host_id
 from uvrefs.sweep import TRASH_NAME
+from uvrefs.units import plural
 
 Status = Literal["ok", "warn", "fail"]
 # Bucket names of the uv releases uvrefs is tested against (tests/test_uv_versions.py):
@@ -244,9 +245,10 @@ def check_store(cache: Cache, store: RefsStore) -> list[Check]:
         first = sorted(symlinked)[0]
         checks.append(
             Check(
-                "link mode",
+                "symlink-mode envs",
                 "warn",
-                f"{len(symlinked)} environment(s) use symlink link mode ({first}"
+                f"{plural(len(symlinked), 'environment')} "
+                f"{'uses' if len(symlinked) == 1 else 'use'} symlink link mode ({first}"
                 + (f" and {len(symlinked) - 1} more" if len(symlinked) > 1 else "")
                 + "): their files live only in the cache, so anything that frees an entry "
                 "they use (`uv cache clean`, or a collect that cannot see them) breaks them; "

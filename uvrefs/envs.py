@@ -268,7 +268,9 @@ def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:
     symlink mode: METADATA links into the archive. hardlink (and clone falling back to it):
     METADATA shares the archive's inode. clone/copy: METADATA and WHEEL are byte-identical
     and every hashed file in the archive's RECORD appears with the same hash in the
-    installed RECORD; several equal archives are all referenced (keeping is safe)."""
+    installed RECORD; several equal archives are all referenced (keeping is safe). Content
+    is evidence only for files uv copied or cloned (`_copied_by_uv`): not for another
+    cache's hard links, nor for an env pip made."""
     metadata = installed / "METADATA"
     try:
         lst = os.lstat(metadata)
@@ -287,11 +289,31 @@ def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:
         st = index.stat(archive.path / installed.name / "METADATA")
         if st is not None and (st.st_dev, st.st_ino) == (lst.st_dev, lst.st_ino):
             return {archive.id: "hardlink"}
+    if not candidates or not _copied_by_uv(installed, lst):
+        return {}
     return {
         a.id: "content"
         for a in candidates
         if _same_content(installed, a.path / installed.name, lst.st_size, index)
     }
+
+
+def _copied_by_uv(installed: Path, metadata: os.stat_result) -> bool:
+    """Whether identical content would mean a use of our archives: uv copied (or cloned)
+    the files, so METADATA has no other link, and `INSTALLER` (when there is one) says
+    uv. A METADATA hard-linked from anywhere but our archives is another cache's (an env
+    installed in hardlink mode from another uv cache); an env pip or another installer
+    made never used any uv cache. When INSTALLER cannot be read, it counts (keeping is
+    safe)."""
+    if metadata.st_nlink > 1:
+        return False
+    from uvrefs.files import read_file
+
+    try:
+        installer = read_file(str(installed / "INSTALLER"), 4096)
+    except OSError:  # missing, or not a regular file: cannot tell
+        return True
+    return installer.strip() == b"uv"
 
 
 def _same_content(installed: Path, cached: Path, metadata_size: int, index: ArchiveIndex) -> bool:

@@ -132,15 +132,16 @@ def _collect(
     from uvrefs import collect as core
     from uvrefs import report, uv
     from uvrefs.lockholders import held_by, holders
-    from uvrefs.plan import GRACE, Policy, normal_name
-    from uvrefs.units import format_duration, parse_duration, parse_size
+    from uvrefs.names import normalize
+    from uvrefs.plan import GRACE, Policy
+    from uvrefs.units import format_duration, parse_duration, parse_size, plural
 
     age = parse_duration(min_age, "--min-age") if min_age is not None else None
     policy = Policy(
         min_age=age or 0.0,
         grace=GRACE if age is None else age,  # an explicit --min-age sets the grace too
         max_freed=parse_size(max_freed, "--max-freed") if max_freed is not None else None,
-        keep=frozenset(normal_name(k) for k in keep),
+        keep=frozenset(normalize(k) for k in keep),
         untracked=untracked,
         budget=parse_size(budget, "--budget") if budget is not None else None,
     )
@@ -185,7 +186,7 @@ def _collect(
     finally:
         progress.close()
     unreadable = [
-        f"{len(result.unreadable)} refs file(s) unreadable, their entries kept (first: "
+        f"{plural(len(result.unreadable), 'refs file')} unreadable, their entries kept (first: "
         f"{result.unreadable[0]}); fix or delete them"
         for _ in result.unreadable[:1]
     ]

@@ -104,8 +104,15 @@ class StoreInfo(BaseModel):
 class ArchiveSizes(BaseModel):
     """`sizes.json`: what each archive occupied when first measured and the dist-infos it
     holds, keyed by entry, with the inode and mtime (ns) of its directory so a recreated
-    archive is measured again. A cache for dry runs and policies (uv never changes an
-    archive once written); what a collect frees is measured as it deletes."""
+    archive is measured again, then (`footprints.Footprint`) every directory below it with
+    its mtime (null: walk it again), ranges of its files' inodes (first, last, ...) and
+    whether it shared a file with another archive. A cache for dry runs and policies (uv
+    never changes an archive once written); what a collect frees is measured as it deletes.
+    Records of 4 items (before directories were kept) are read and walked again."""
 
     format: Literal[1] = FORMAT
-    archives: dict[str, tuple[int, int, int, list[str]]] = Field(default_factory=dict)
+    archives: dict[
+        str,
+        tuple[int, int, int, list[str]]
+        | tuple[int, int, int, list[str], list[tuple[str, int]] | None, list[int], bool],
+    ] = Field(default_factory=dict)

@@ -7,15 +7,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from uvrefs import uv
 from uvrefs.cache import Cache
 from uvrefs.collect import SizeMemory, Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import UvrefsError
+from uvrefs.footprints import Footprints
 from uvrefs.mark import Progress
-from uvrefs.plan import entry_states, referrer_verdict
+from uvrefs.names import normalize
+from uvrefs.plan import Facts, entry_states, referrer_verdict, used_by
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
@@ -108,8 +110,9 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
         if len(who) == 1 and entry in facts.archives:
             sole.setdefault(next(iter(who)), []).append(entry)
     memory = SizeMemory(store)
+    footprints = memory.footprints(cache)
     views = []
-    for env in sorted(set(survey.roots.envs) | others):
+    for env in set(survey.roots.envs) | others:
         scan = facts.envs.get(env)
         root = survey.roots.envs.get(env)
         if scan is None:
@@ -117,8 +120,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
         else:
             state, detail = scan.state, scan.detail
         modes = tuple(sorted(set(scan.uses.values()))) if scan and not scan.reused else ()
-        before = memory.from_memory
-        sole_bytes = sum(_occupies(memory, cache, entry) for entry in sole.get(env, ()))
+        alone = sole.get(env, [])
         views.append(
             EnvView(
                 env,
@@ -127,19 +129,13 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
                 _python_of(env),
                 modes,
                 len(scan.uses) if scan else 0,
-                sole_bytes,
+                sum(footprints.frees(alone, outside=False).values()),
                 root.kind if root else "other host",
-                memory.from_memory - before,
+                len(footprints.remembered.intersection(alone)),
             )
         )
     memory.save(facts.archives)
-    return views
-
-
-def _occupies(memory: SizeMemory, cache: Cache, entry: str) -> int:
-    path = cache.archive_path(entry)
-    found = memory.of(entry, path) if path is not None else None
-    return found[2] if found is not None else 0
+    return sorted(views, key=lambda v: (-v.sole_bytes, v.path))
 
 
 def _python_of(env: str) -> str | None:
@@ -176,6 +172,7 @@ class EntryView:
     referrers: tuple[Keeper, ...]
     state: str = ""
     reason: str = ""
+    bytes: int = 0  # what its archive occupies
 
 
 def why(
@@ -191,7 +188,7 @@ def why(
     plan = plan_with_policy(cache, store, survey, Policy(), progress, sized=False)
     facts = survey.facts
     states = entry_states(plan, facts)
-    wanted = _normalize(query)
+    wanted = normalize(query)
     memory = SizeMemory(store)
 
     def remembered(entry: os.DirEntry[str]) -> tuple[str, ...] | None:
@@ -201,30 +198,57 @@ def why(
             return None
         return found[3] if found is not None else None
 
-    views = []
-    for archive in sorted(cache.archives(remembered), key=lambda a: a.id):
+    matched = []
+    for archive in cache.archives(remembered):
         names = [n.removesuffix(".dist-info").rpartition("-")[0] for n in archive.dist_infos]
-        if archive.id != query and wanted not in {_normalize(n) for n in names}:
-            continue
+        if archive.id == query or wanted in {normalize(n) for n in names}:
+            matched.append(archive)
+    # what each occupies, remembered or walked now (no other archive is looked at)
+    sizes = Footprints.measure([(a.id, str(a.path)) for a in matched], memory.known)
+    memory.new.update(sizes.walked)
+    memory.save(facts.archives)
+    labels = {root.label: root.path for root in survey.roots.envs.values()}
+    views = []
+    for archive in matched:
         refs = facts.refs.get(archive.id)
         dist, version, tags = cache.describe(archive.id)
-        keepers = tuple(
-            Keeper(r.env, *referrer_verdict(r, archive.id, facts))
-            for r in (refs.referrers if refs else [])
-        )
+        keepers = []
+        for ref in refs.referrers if refs else []:
+            verdict, because = referrer_verdict(ref, archive.id, facts)
+            if verdict == "holds" and _evidence(facts, archive.id, ref.env) == "content":
+                because += " (by content)"
+            keepers.append(Keeper(ref.env, verdict, because))
         state, reason = states[archive.id]
+        users = facts.live.get(archive.id, ())
+        if state == "live" and users and reason == used_by(users):
+            content = _evidence(facts, archive.id, labels.get(users[0], "")) == "content"
+            reason = used_by((users[0] + " (by content)" * content, *users[1:]))
         if state == "dead":
             reason = f"the next collect frees it ({reason})"
         views.append(
             EntryView(
-                archive.id, dist, version, tuple(tags), refs is not None, keepers, state, reason
+                archive.id,
+                normalize(dist) if dist else None,
+                version,
+                tuple(tags),
+                refs is not None,
+                tuple(keepers),
+                state,
+                reason,
+                sizes.occupied.get(archive.id, 0),
             )
         )
-    return views
+    return sorted(views, key=lambda v: (-v.bytes, v.dist or "", v.version or "", v.entry))
 
 
-def _normalize(name: str) -> str:
-    return name.lower().replace("-", "_").replace(".", "_")
+def _evidence(facts: Facts, entry: str, env: str) -> str | None:
+    """How `env` uses `entry` (symlink, hardlink, content, build): from its scan, or,
+    when its record stood in for a scan, from what its referrer recorded."""
+    scan = facts.envs.get(env)
+    if scan is not None and not scan.reused:
+        return scan.uses.get(entry)
+    refs = facts.refs.get(entry)
+    return next((r.how for r in refs.referrers if r.env == env), None) if refs else None
 
 
 @dataclass(frozen=True)
@@ -234,12 +258,36 @@ class Share:
 
 
 @dataclass(frozen=True)
+class PackageView:
+    """One package (by uv's normalised name) across its cache entries: versions, builds
+    (wheel tags), what its entries occupy, how many are in each state and the environments
+    that use them."""
+
+    name: str
+    versions: tuple[str, ...]
+    builds: tuple[str, ...]
+    bytes: int
+    entries: int
+    states: dict[str, int]
+    envs: tuple[str, ...]
+
+    @property
+    def state(self) -> str:
+        """`live`, or with counts when mixed: `live 1, dead 2`."""
+        if len(self.states) == 1:
+            return next(iter(self.states))
+        return ", ".join(f"{state} {n}" for state, n in self.states.items())
+
+
+@dataclass(frozen=True)
 class Status:
     """The cache split the way collect sees it. `total` is counted as `uv cache size`
     counts (every inode once); `dead_frees` is what the next collect really frees.
-    live: some living root uses it; dead: the next collect frees it; held: tracked, no root
-    uses it, kept all the same (uncertain, hard-linked, another store's, unreadable refs);
-    untracked: no root uses it and no store ever tracked it."""
+    live: some living root uses it; dead: the next collect frees it (its archives, and the
+    pointers and sdist revisions that go with them); held: tracked, no root uses it, kept
+    all the same (uncertain, hard-linked, another store's, unreadable refs); untracked: no
+    root uses it and no store ever tracked it. A file several archives share counts once,
+    in the one collect keeps longest."""
 
     cache: str
     total: int
@@ -251,40 +299,53 @@ class Status:
     held: Share = Share(0, 0)
     remembered: int = 0  # archives whose size came from an earlier walk (unchanged since)
     archives: int = 0
+    packages: tuple[PackageView, ...] | None = None  # with `packages`: largest first
     warnings: tuple[str, ...] = ()  # about the store as read (`collect.survey_warnings`)
 
 
-def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> Status:
-    """The split of the cache, from one walk of it (the total, and each archive's share)
+STATES = ("live", "uv's own", "held", "untracked", "dead")  # the order collect keeps them in
+
+
+def status(
+    cache: Cache, store: RefsStore, progress: Progress | None = None, *, packages: bool = False
+) -> Status:
+    """The split of the cache, from one look at it (the total, and each archive's share)
     and the same mark and plan as a dry run. An archive measured before (by a status, an
-    envs or a dry run) and unchanged since is not walked again: uv never changes one."""
-    from uvrefs.cache import sizes_by_archive
+    envs or a dry run) and unchanged since is not walked again: uv never changes one.
+    With `packages`, the same figures per package too."""
     from uvrefs.collect import plan_with_policy, survey_warnings
+    from uvrefs.footprints import cache_total
     from uvrefs.plan import Policy
 
     survey = gather_facts(cache, store, progress, reuse=True)
-    plan = plan_with_policy(cache, store, survey, Policy(), progress)
-    by_state: dict[str, list[str]] = {}
-    for entry, (state, _) in entry_states(plan, survey.facts).items():
-        by_state.setdefault(state, []).append(entry)
     memory = SizeMemory(store)
-    walk = must_walk(cache, survey)
-    total, per_archive, walked, remembered = sizes_by_archive(
-        cache,
-        None if walk is None else {e: v[:3] for e, v in memory.known.items()},
-        walk or frozenset(),
-    )
-    for entry, figure in walked.items():
-        path = cache.archive_path(entry)
-        if path is not None:
-            memory.learn(entry, figure, path)
+    plan = plan_with_policy(cache, store, survey, Policy(), progress, memory=memory)
+    states = entry_states(plan, survey.facts)
+    by_state: dict[str, list[str]] = {}
+    for entry, (state, _) in states.items():
+        by_state.setdefault(state, []).append(entry)
+    rank = {state: number for number, state in enumerate(STATES)}
+
+    def kept_longest(entry: str) -> tuple[int, str]:
+        return rank.get(states.get(entry, ("",))[0], len(rank)), entry
+
+    footprints = None if survey.blobs.where else memory.footprints(cache)
+    total, per_archive, walked = cache_total(cache, footprints, kept_longest)
+    if walked is not None:
+        memory.new.update(walked)
     memory.save(per_archive)
+    remembered = footprints.from_memory if footprints is not None and walked is None else 0
+    going = {d.entry: memory.beside.get(d.entry, 0) for d in plan.free}  # its pointers
     shares = {
-        name: Share(len(ids), sum(per_archive.get(e, 0) for e in ids))
+        name: Share(len(ids), sum(per_archive.get(e, 0) + going.get(e, 0) for e in ids))
         for name in ("live", "dead", "held", "untracked")
         for ids in [by_state.get(name, [])]
     }
     archived = sum(s.bytes for s in shares.values())
+    views = None
+    if packages:
+        sizes = {e: per_archive.get(e, 0) + going.get(e, 0) for e in states}
+        views = package_views(cache, survey, states, sizes)
     return Status(
         str(cache.root),
         total,
@@ -296,25 +357,57 @@ def status(cache: Cache, store: RefsStore, progress: Progress | None = None) -> 
         shares["held"],
         remembered,
         len(per_archive),
+        views,
         tuple(survey_warnings(survey)),
     )
 
 
-def must_walk(cache: Cache, survey: Survey) -> frozenset[str] | None:
-    """Archives whose size is walked even if remembered (None: every one): those an
-    environment inside the cache (uv's cached envs, project envs) uses or is, since its
-    files may be links to theirs and the total counts each inode once; every archive in a
-    content-addressed cache (archives share blobs) or when such an env cannot be read."""
-    if survey.blobs.where:
-        return None
-    ids = set(survey.facts.uv_owned)
-    buckets = {str(d) for d in cache.archive_dirs}
-    for path, scan in survey.facts.envs.items():
-        if not cache.contains(Path(path)):
-            continue
-        if scan.state == "unknown":
-            return None
-        ids.update(scan.uses)
-        if os.path.dirname(path) in buckets:
-            ids.add(os.path.basename(path))
-    return frozenset(ids)
+def package_views(
+    cache: Cache,
+    survey: Survey,
+    states: dict[str, tuple[str, str]],
+    sizes: dict[str, int],
+) -> tuple[PackageView, ...]:
+    """One row per package (uv's normalised name) over the archives holding a dist-info,
+    largest first: names, versions and tags from the refs, else from the archive."""
+    facts = survey.facts
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in sorted(states):
+        refs = facts.refs.get(entry)
+        dist: str | None
+        version: str | None
+        if refs is not None and refs.dist:
+            dist, version, tags = refs.dist, refs.version, list(refs.tags)
+        else:
+            dist, version, tags = cache.describe(entry)
+        if not dist:
+            continue  # no dist-info: one of uv's cached environments (uv's own)
+        row = rows.setdefault(
+            normalize(dist),
+            {"versions": set(), "builds": set(), "bytes": 0, "states": {}, "envs": set()},
+        )
+        row["versions"].add(version or "?")
+        row["builds"].update(tags)
+        row["bytes"] += sizes.get(entry, 0)
+        state = states[entry][0]
+        row["states"][state] = row["states"].get(state, 0) + 1
+        row["envs"].update(facts.live.get(entry, ()))
+    views = [
+        PackageView(
+            name,
+            tuple(sorted(row["versions"], key=_version_key)),
+            tuple(sorted(row["builds"])),
+            row["bytes"],
+            sum(row["states"].values()),
+            {s: row["states"][s] for s in STATES if s in row["states"]},
+            tuple(sorted(row["envs"])),
+        )
+        for name, row in rows.items()
+    ]
+    return tuple(sorted(views, key=lambda v: (-v.bytes, v.name)))
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Versions in numeric order where they are numbers (`2.10` after `2.9`)."""
+    parts = version.replace("-", ".").replace("+", ".").split(".")
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)

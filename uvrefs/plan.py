@@ -4,11 +4,13 @@ Nothing here reads the disk; tests/test_plan.py holds it to its properties."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from uvrefs.envs import EnvScan
+from uvrefs.names import normalize
 from uvrefs.refs import Ref, Refs
+from uvrefs.units import human_duration, human_size
 
 
 @dataclass(frozen=True)
@@ -277,19 +279,17 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
     def held(d: Decision, why: str) -> None:
         keep.append(replace(d, free=False, bytes=0, reason=why, state="held"))
 
-    def age(seconds: float) -> str:
-        return f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds / 3600:.1f} h"
-
     dead: list[Decision] = []
-    for d in sorted(plan.free, key=lambda d: (facts.dead_since.get(d.entry, facts.now), d.entry)):
+    for d in sorted(plan.free, key=lambda d: _dead_order(d.entry, facts)):
         since = facts.dead_since.get(d.entry, facts.now)
         dead_for = facts.now - since
-        if normal_name(d.dist) in policy.keep:
+        if normalize(d.dist) in policy.keep:
             held(d, "kept by --keep")
         elif d.grace and dead_for < max(policy.grace, policy.min_age):
             held(d, graced(d.reason, since + max(policy.grace, policy.min_age)))
         elif dead_for < policy.min_age:
-            held(d, f"dead for {age(dead_for)}, less than --min-age")
+            minimum = human_duration(policy.min_age)
+            held(d, f"dead for {human_duration(dead_for)}, less than --min-age ({minimum})")
         else:
             dead.append(d)
     wait = max(policy.grace, policy.min_age)
@@ -311,7 +311,8 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
                 (env, graced(f"{scan.detail if scan else ''}, maybe moved", since + wait))
             )
         else:
-            held_envs.append((env, f"dead for {age(facts.now - since)}, less than --min-age"))
+            minimum, gone_for = human_duration(policy.min_age), human_duration(facts.now - since)
+            held_envs.append((env, f"dead for {gone_for}, less than --min-age ({minimum})"))
     extra: list[Decision] = []
     if (policy.untracked or policy.budget is not None) and not facts.blocked:
         for entry in untracked_ids(facts):
@@ -319,7 +320,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
             unpacked = facts.now - facts.unpacked_at.get(entry, facts.now)
             if (
                 entry in facts.linked_elsewhere
-                or normal_name(dist) in policy.keep
+                or normalize(dist) in policy.keep
                 or unpacked < policy.min_age
             ):
                 continue
@@ -330,7 +331,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
                     version,
                     (),
                     True,
-                    f"untracked, no root uses it, unpacked {age(unpacked)} ago",
+                    f"untracked, no root uses it, unpacked {human_duration(unpacked)} ago",
                     untracked=True,
                 )
             )
@@ -346,11 +347,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
             within.append(d)
             over -= facts.sizes.get(d.entry, 0)
         chosen = within
-        if over > 0:
-            note = (
-                f"--budget cannot be met without touching live entries: the cache stays "
-                f"{over} bytes over it"
-            )
+        note = _over_budget(over, policy.budget)
     elif not policy.untracked:
         chosen = dead
     if policy.max_freed is not None:
@@ -387,6 +384,24 @@ def graced(why: str, until: float) -> str:
     )
 
 
-def normal_name(name: str | None) -> str:
-    """A package name as PEP 503 compares them (`-`, `_` and `.` alike, any case)."""
-    return (name or "").lower().replace("-", "_").replace(".", "_")
+def _dead_order(entry: str, facts: Facts) -> tuple[float, str]:
+    return facts.dead_since.get(entry, facts.now), entry
+
+
+def oldest_first(decisions: Iterable[Decision], facts: Facts) -> list[str]:
+    """Dead entries in the order `apply_policy` frees them: dead longest first."""
+    return sorted((d.entry for d in decisions), key=lambda e: _dead_order(e, facts))
+
+
+def budget_note(total: int, plan: Plan, budget: int) -> str | None:
+    """What `--budget` could not do, with the plan's entries measured as they go."""
+    return _over_budget(total - sum(d.bytes for d in plan.free) - budget, budget)
+
+
+def _over_budget(over: int, budget: int) -> str | None:
+    if over <= 0:
+        return None
+    return (
+        f"--budget {human_size(budget)} cannot be met without touching live entries (nor "
+        f"held ones, nor uv's own files): the cache stays {human_size(over)} over it"
+    )

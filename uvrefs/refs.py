@@ -32,6 +32,7 @@ from uvrefs.errors import StoreError
 
 if TYPE_CHECKING:
     from uvrefs.envs import How
+    from uvrefs.footprints import Footprint
     from uvrefs.formats import EntryRefs, EnvRecord
 
 FORMAT = 1  # the version of every file written here; equals formats.FORMAT (a test pins it)
@@ -101,7 +102,6 @@ class KnownEnv(NamedTuple):
     projects: tuple[tuple[str, str | None], ...] = ()  # (`.venv` link, its mount point)
 
 
-ArchiveSize = tuple[int, int, int, tuple[str, ...]]  # inode, mtime_ns, bytes, dist-infos
 HOWS = frozenset({"symlink", "hardlink", "content", "build"})
 REF_KEYS = frozenset(Ref._fields)
 # RFC 3339, as uvrefs writes times: a subset of what pydantic reads as a datetime.
@@ -430,15 +430,27 @@ class RefsStore:
 
     # -- archive sizes (archives never change once uv has written them)
 
-    def archive_sizes(self) -> dict[str, ArchiveSize]:
-        """entry -> (inode, mtime_ns, bytes, dist-infos) as measured earlier; empty if
-        unreadable. A cache, never a safety fact: a wrong or missing figure costs a walk."""
+    def archive_sizes(self) -> dict[str, Footprint]:
+        """entry -> its `Footprint` as measured earlier; empty if unreadable. A cache, never
+        a safety fact: a wrong or missing figure costs a walk. A record from before
+        directories and inode ranges were kept reads with `dirs` None (walked again)."""
+        from uvrefs.footprints import Footprint
+
         try:
             data = _read_store_json(self.dir / "sizes.json", limit=512 << 20)
             if data.get("format") != FORMAT:
                 return {}
             return {
-                k: (int(v[0]), int(v[1]), int(v[2]), tuple(str(n) for n in v[3]))
+                k: Footprint(
+                    int(v[0]),
+                    int(v[1]),
+                    int(v[2]),
+                    tuple(str(n) for n in v[3]),
+                    # checked as they are used (`Footprint.holds`): there are many
+                    None if len(v) < 7 or v[4] is None else tuple(map(tuple, v[4])),
+                    tuple(int(i) for i in v[5]) if len(v) >= 7 else (),
+                    bool(v[6]) if len(v) >= 7 else False,
+                )
                 for k, v in data["archives"].items()
             }
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
@@ -446,10 +458,19 @@ class RefsStore:
         except (CorruptRefs, OverflowError):  # not a regular file, or a number out of range
             return {}
 
-    def save_archive_sizes(self, sizes: Mapping[str, ArchiveSize]) -> None:
+    def save_archive_sizes(self, sizes: Mapping[str, Footprint]) -> None:
         """Replace the size cache (formats.ArchiveSizes); last writer wins, which is fine."""
         self._ensure_dirs()
-        archives = {k: [*v[:3], list(v[3])] for k, v in sorted(sizes.items())}
+        archives = {
+            k: [
+                *v[:3],
+                list(v[3]),
+                None if v[4] is None else [list(d) for d in v[4]],
+                list(v[5]),
+                v[6],
+            ]
+            for k, v in sorted(sizes.items())
+        }
         _write_json(self.dir / "sizes.json", {"format": FORMAT, "archives": archives})
 
     # -- environment records

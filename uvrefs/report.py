@@ -6,32 +6,28 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
+
+from uvrefs.names import normalize
+from uvrefs.units import human_size as human
+from uvrefs.units import plural
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and inventory's imports
     from uvrefs.collect import Removal
     from uvrefs.doctor import Check, Repair
-    from uvrefs.inventory import Adoption, EntryView, EnvView, Status
+    from uvrefs.inventory import Adoption, EntryView, EnvView, PackageView, Status
     from uvrefs.plan import Decision
 
 JSON_FORMAT = 1
 
 
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def _decision(d: Decision) -> dict[str, Any]:
     return {
         "entry": d.entry,
-        "dist": d.dist,
+        "dist": normalize(d.dist) if d.dist else None,
         "version": d.version,
         "tags": list(d.tags),
         "bytes": d.bytes,
@@ -101,19 +97,25 @@ def print_json(doc: dict[str, Any]) -> None:
 
 
 def _label(d: Decision) -> str:
-    return f"{d.dist or '?'} {d.version or ''}".strip()
+    return f"{normalize(d.dist) or '?'} {d.version or ''}".strip()
+
+
+def by_size(decisions: Iterable[Decision]) -> list[Decision]:
+    """Largest first, then by name as uv shows it, version and entry."""
+    return sorted(decisions, key=lambda d: (-d.bytes, normalize(d.dist), d.version or "", d.entry))
 
 
 def removal_summary(r: Removal) -> str:
     verb = "would free" if r.dry_run else "freed"
     uv_own = r.count("uv's own")
     own = f", {uv_own} uv's own" if uv_own else ""
-    blobs = f", {len(r.envs)} project environment{'s' * (len(r.envs) != 1)}" if r.envs else ""
-    blobs += f" and {r.blobs} unlinked content blobs" if r.blobs else ""
+    blobs = f", {plural(len(r.envs), 'project environment')}" if r.envs else ""
+    blobs += f" and {plural(r.blobs, 'unlinked content blob')}" if r.blobs else ""
+    kept = r.count("live") + r.count("held") + uv_own + r.untracked
     return (
-        f"{verb} {len(r.freed)} entries{blobs}, {human(r.bytes_freed)}; "
-        f"kept {r.count('live')} live, {r.count('held')} held{own} "
-        f"and {r.untracked} untracked entries" + (f"; {len(r.errors)} errors" if r.errors else "")
+        f"{verb} {plural(len(r.freed), 'entry')}{blobs}, {human(r.bytes_freed)}; "
+        f"kept {plural(kept, 'entry')}: {r.count('live')} live, {r.count('held')} held{own} "
+        f"and {r.untracked} untracked" + (f"; {plural(len(r.errors), 'error')}" if r.errors else "")
     )
 
 
@@ -128,20 +130,20 @@ def print_removal(r: Removal) -> None:
             table = Table(title=f"{verb.capitalize()} ({r.cache})", title_justify="left")
             for col in ("package", "tags", "size", "entry", "why"):
                 table.add_column(col, justify="right" if col == "size" else "left")
-            for d in r.freed:
+            for d in by_size(r.freed):
                 table.add_row(_label(d), ",".join(d.tags), human(d.bytes), d.entry, d.reason)
             console.print(table)
         if r.kept:
             table = Table(title="Kept", title_justify="left")
             for col in ("package", "entry", "why"):
                 table.add_column(col)
-            for d in r.kept:
+            for d in by_size(r.kept):
                 table.add_row(_label(d), d.entry, d.reason)
             console.print(table)
     else:
-        for d in r.freed:
+        for d in by_size(r.freed):
             print(f"{verb} {_label(d)} [{','.join(d.tags)}] {human(d.bytes)} {d.entry}: {d.reason}")
-        for d in r.kept:
+        for d in by_size(r.kept):
             print(f"kept {_label(d)} {d.entry}: {d.reason}")
     for path, why, size in r.envs:
         print(f"{verb} uv's project environment {os.path.basename(path)} ({human(size)}), {why}")
@@ -206,7 +208,10 @@ def adopted_json(done: Adoption) -> dict[str, Any]:
 
 def print_adopted(done: Adoption) -> None:
     for a in done.adopted:
-        print(f"adopted {a.env}: uses {a.entries} cache entries, {a.refs_written} refs written")
+        print(
+            f"adopted {a.env}: uses {plural(a.entries, 'cache entry')}, "
+            f"{plural(a.refs_written, 'ref')} written"
+        )
 
 
 def envs_json(views: list[EnvView]) -> dict[str, Any]:
@@ -242,11 +247,11 @@ def print_envs(views: list[EnvView]) -> None:
     else:
         for row in rows:
             print("\t".join(row))
-    print(f"{len(views)} environments, {sum(v.state == 'alive' for v in views)} alive")
+    print(f"{plural(len(views), 'environment')}, {sum(v.state == 'alive' for v in views)} alive")
     remembered = sum(v.sizes_from_memory for v in views)
     if remembered:
         print(
-            f"sizes of {remembered} archives from memory: measured when first seen, "
+            f"sizes of {plural(remembered, 'archive')} from memory: measured when first seen, "
             "unchanged since (uv never changes an archive)"
         )
 
@@ -259,7 +264,7 @@ def print_why(query: str, views: list[EntryView]) -> None:
     if not views:
         print(f"no cache entry of {query!r}")
     for v in views:
-        print(f"{v.dist or '?'} {v.version or ''} [{','.join(v.tags)}] {v.entry}:")
+        print(f"{v.dist or '?'} {v.version or ''} [{','.join(v.tags)}] {human(v.bytes)} {v.entry}:")
         print(f"  {v.state}: {v.reason}")
         for k in v.referrers:
             print(f"    {k.verdict}: {k.why}")
@@ -276,27 +281,97 @@ def status_json(s: Status) -> dict[str, Any]:
         "untracked": {"entries": s.untracked.entries, "bytes": s.untracked.bytes},
         "uv_own_bytes": s.uv_own,
         "archives_sized_from_memory": s.remembered,
+        **({} if s.packages is None else {"packages": [_package(p) for p in s.packages]}),
     }
+
+
+def _package(p: PackageView) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "versions": list(p.versions),
+        "builds": list(p.builds),
+        "bytes": p.bytes,
+        "entries": p.entries,
+        "state": p.state,
+        "states": p.states,
+        "envs": list(p.envs),
+    }
+
+
+def print_packages(s: Status) -> None:
+    """`status --packages`: one row per package, largest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    packages = s.packages or ()
+    console = Console(highlight=False)
+    title = f"{s.cache}: {human(s.total)} ({s.total} bytes, as `uv cache size` counts)"
+    rows = [
+        (
+            p.name,
+            ", ".join(p.versions),
+            ",".join(p.builds),
+            human(p.bytes),
+            p.state,
+            ", ".join(p.envs) or "-",
+        )
+        for p in packages
+    ]
+    if console.is_terminal:
+        table = Table(title=title, title_justify="left")
+        for col in ("package", "versions", "builds", "size", "state", "used by"):
+            table.add_column(col, justify="right" if col == "size" else "left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        print(title)
+        for name, versions, builds, size, state, envs in rows:
+            used = f"; used by {envs}" if envs != "-" else ""
+            print(f"{name} {versions} [{builds}] {size}: {state}{used}")
+    in_packages = sum(p.bytes for p in packages)
+    other = s.total - in_packages - s.uv_own  # archives without a dist-info, not uv's
+    print(
+        f"{plural(len(packages), 'package')}, {human(in_packages)}; uv's own {human(s.uv_own)}"
+        + (f"; other archives {human(other)}" if other else "")
+    )
+
+
+def _dead_note(s: Status) -> str:
+    """What the next collect frees: the dead entries (pointers and sdist revisions
+    included), or what of them stays and why."""
+    frees = f"the next collect frees {human(s.dead_frees)}"
+    stays = s.dead.bytes - s.dead_frees
+    if stays > 0:
+        return f"{frees} ({human(stays)} stays: files also linked from elsewhere)"
+    if stays < 0:
+        return f"{frees} ({human(-stays)} more: files they share with other entries)"
+    return frees
 
 
 def print_status(s: Status) -> None:
     rows = [
-        ("live", f"{s.live.entries} entries", human(s.live.bytes), "used by a living environment"),
+        (
+            "live",
+            plural(s.live.entries, "entry"),
+            human(s.live.bytes),
+            "used by a living environment",
+        ),
         (
             "dead",
-            f"{s.dead.entries} entries",
+            plural(s.dead.entries, "entry"),
             human(s.dead.bytes),
-            f"the next collect frees {human(s.dead_frees)}",
+            _dead_note(s),
         ),
         (
             "held",
-            f"{s.held.entries} entries",
+            plural(s.held.entries, "entry"),
             human(s.held.bytes),
             "unused but kept: uncertain, hard-linked or another store's (`uvrefs why`)",
         ),
         (
             "untracked",
-            f"{s.untracked.entries} entries",
+            plural(s.untracked.entries, "entry"),
             human(s.untracked.bytes),
             "no environment uvrefs knows uses them (kept; `uvrefs watch add` your projects)",
         ),
@@ -325,6 +400,6 @@ def print_status(s: Status) -> None:
             print(f"  {name:<10} {count:>14} {size:>11}  {note}")
     if s.remembered:
         print(
-            f"sizes of {s.remembered} of {s.archives} archives from memory: measured when "
-            "first seen, unchanged since (uv never changes an archive)"
+            f"sizes of {s.remembered} of {plural(s.archives, 'archive')} from memory: "
+            "measured when first seen, unchanged since (uv never changes an archive)"
         )

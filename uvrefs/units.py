@@ -1,5 +1,6 @@
-"""Durations and sizes as users write them (`7d`, `500M`). Light on purpose: the install
-path reads `UVREFS_AUTO_COLLECT` with it."""
+"""Durations and sizes as users write them (`7d`, `500M`), and as uvrefs writes them back
+(`3 minutes`, `1.2 MiB`, `1 entry`). Light on purpose: the install path reads
+`UVREFS_AUTO_COLLECT` with it."""
 
 from __future__ import annotations
 
@@ -52,3 +53,37 @@ def parse_size(text: str, option: str = "size") -> int:
             f"{option} {text!r}: use a size of 0 or more with K, M, G or T (e.g. 500M)"
         )
     return int(size)
+
+
+def human_size(n: int) -> str:
+    """Bytes in powers of 1024, as `uv cache size --human` shows them: `1.2 MiB`."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+DURATIONS = (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60))
+
+
+def human_duration(seconds: float) -> str:
+    """A duration in whole units, the largest that gives at least 2 (or exactly 1):
+    `45 seconds`, `3 minutes`, `1 hour`, `36 hours`, `9 days`, `3 weeks`."""
+    seconds = max(0.0, seconds)
+    for name, length in DURATIONS:
+        if seconds >= 2 * length or seconds == length:
+            return plural(int(seconds // length), name)
+    return plural(int(seconds), "second")
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 entry`, `2 entries`: `words` is the plural where adding `s` is wrong."""
+    if n == 1:
+        return f"1 {word}"
+    if words is None:
+        words = (
+            word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else word + "s"
+        )
+    return f"{n} {words}"
