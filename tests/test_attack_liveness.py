@@ -1,0 +1,327 @@
+"""Adversarial review of "liveness from one place" (issue 18). Each test in the first part
+is a sequence after which `collect` frees (or would free) what a living environment uses;
+each FAILS on the code it was written against (364571d): that failure is the proof. The
+tests marked "defended" pin attacks that code withstood.
+
+Every env here uses uv's symlink link mode, where a wrong free breaks it, and the check is
+that every file of its installed RECORD still exists (`intact`): a half-freed package can
+still import, as an empty namespace package."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SYMLINK, World, collect_json, freed, install
+from tests.test_attack import in_process_collect
+from tests.test_liveness import a_dead_tracked_user, backdate, intact, store_dir, works
+
+
+def alpha_freed(result: object) -> bool:
+    return any(d.dist == "alpha" for d in result.freed)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- timing windows
+
+
+def test_a_link_under_a_watched_dir_whose_target_appears_before_the_sweep(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`~/projects/proj -> /data/proj` while /data/proj does not exist yet (a disk not
+    mounted, a checkout not made): at planning the link leads nowhere, so the listing of
+    `projects` holds no `proj`. While collect waits for uv's lock, /data/proj appears with
+    an env using alpha (mounted, or renamed into place). `projects` itself did not change
+    (its mtime is the link's creation), so under the lock its listing is reused, `proj`
+    is still taken for no directory, the env is never found, and alpha goes."""
+    projects = world.root / "projects"
+    projects.mkdir()
+    (projects / "proj").symlink_to(world.root / "data" / "proj")
+    a_dead_tracked_user(world, "alpha==1.0")
+    world.uvrefs("watch", "add", projects)
+    backdate(projects)
+    env = world.root / "data" / "proj" / ".venv"
+
+    def appears_meanwhile() -> None:
+        world.venv("staging/proj/.venv")
+        install(world, world.root / "staging/proj/.venv", "alpha==1.0", tracked=False)
+        (world.root / "data").mkdir()
+        (world.root / "staging" / "proj").rename(world.root / "data" / "proj")
+
+    result = in_process_collect(world, monkeypatch, appears_meanwhile)
+    assert intact(env), "freed what an env under a watched directory (through a link) uses"
+    assert not alpha_freed(result), result.freed  # type: ignore[attr-defined]
+    assert works(world, env / "bin" / "python", "alpha", "1.0")
+
+
+def test_an_env_restored_under_a_watched_dir_with_its_mtime_kept_before_the_sweep(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rsync -a backup/projects/ projects/` (or `tar -x`, `cp -a`) while collect waits for
+    uv's lock: a project with its env comes back under the watched `projects`, and the
+    tool sets the mtime of `projects` back to the one it had (rsync -a restores the mtime
+    of every directory it copies, the top one included). Under the lock the listing of
+    `projects` is reused on the strength of (st_dev, st_ino, st_mtime_ns), which did not
+    change; st_ctime_ns did (it cannot be set back), but is not looked at."""
+    projects = world.root / "projects"
+    world.venv("projects/old/.venv")
+    a_dead_tracked_user(world, "alpha==1.0")
+    world.uvrefs("watch", "add", projects)
+    backdate(projects)
+    before = os.stat(projects)
+    env = projects / "restored" / ".venv"
+
+    def restored_meanwhile() -> None:
+        world.venv("backup/restored/.venv")
+        install(world, world.root / "backup/restored/.venv", "alpha==1.0", tracked=False)
+        (world.root / "backup" / "restored").rename(projects / "restored")
+        os.utime(projects, ns=(before.st_atime_ns, before.st_mtime_ns))  # as rsync -a does
+
+    result = in_process_collect(world, monkeypatch, restored_meanwhile)
+    assert os.stat(projects).st_ctime_ns != before.st_ctime_ns
+    assert intact(env), "freed what an env under a watched directory uses"
+    assert not alpha_freed(result), result.freed  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- the caller's environment
+
+
+def cron(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    """`uvrefs ARGS` as the scheduled job runs it: `env -i` with only what
+    `schedule install` pins (the cache, the store, uv) and HOME, PATH."""
+    pinned = {
+        "HOME": world.env["HOME"],
+        "PATH": "/usr/bin:/bin",
+        "UV_CACHE_DIR": str(world.cache),
+        "UVREFS_DIR": str(world.state),
+        "UVREFS_UV": world.uv_bin,
+    }
+    return subprocess.run(
+        ["env", "-i", *(f"{k}={v}" for k, v in pinned.items()), sys.executable, "-m", "uvrefs"]
+        + list(args),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=world.root,
+    )
+
+
+def test_a_tool_dir_missing_for_a_moment_is_forgotten_and_its_tools_freed(world: World) -> None:
+    """Every command records where it sees uv keep tools (settings.json), "kept while they
+    exist": `Settings.merge` drops a recorded directory that does not exist at that
+    moment. UV_TOOL_DIR on a disk that is not mounted (or a tool dir renamed for a
+    minute) while any uvrefs command runs -- here a tracked install elsewhere -- and the
+    directory is forgotten for good. Back in place, the scheduled job (`env -i`) no
+    longer searches it, and frees what the tools installed there with plain uv use."""
+    tools = world.root / "data" / "uv" / "custom-tools"
+    user = {"UV_TOOL_DIR": str(tools), **SYMLINK}
+    world.uv("tool", "install", "-q", *world.offline(), "tooly", extra_env=user)
+    tool_env = tools / "tooly"
+    dead = world.venv("dead")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "tooly", extra_env=user)
+    settings = store_dir(world) / "settings.json"
+    assert str(tools) in json.loads(settings.read_text())["tool_dirs"]
+    away = world.root / "data" / "uv" / "away"
+    tools.rename(away)  # the disk is unplugged for a while
+    other = world.venv("other")
+    world.uvrefs("install", "-q", "-p", other, *world.offline(), "beta", extra_env=user)
+    away.rename(tools)  # and back
+    shutil.rmtree(dead)
+    assert intact(tool_env)
+    job = cron(world, "collect", "--no-wait", "--min-age", "0", "--json")
+    assert job.returncode == 0, job.stderr
+    assert intact(tool_env), f"the tool's entries were freed: {freed(json.loads(job.stdout))}"
+    assert world.run(tool_env / "bin" / "tooly").stdout == "tooly\n"
+
+
+# ---------------------------------------------------------------- the grace period
+
+
+DAY = 86400.0
+
+
+def collect_on_day(world: World, monkeypatch: pytest.MonkeyPatch, days: float) -> object:
+    """A default `collect` (grace 7 days) run `days` from now (negative: ago): only its
+    clock is moved (what it stamps in dead-since.json, and the ages it judges by, are
+    what a collect on that day would stamp and judge)."""
+    import types
+
+    from uvrefs import collect as core
+    from uvrefs.cache import Cache
+    from uvrefs.plan import Policy
+    from uvrefs.refs import RefsStore
+
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+    then = time.time() + days * DAY
+    clock = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if n[0] != "_"})
+    clock.time = lambda: then
+    with monkeypatch.context() as patched:
+        patched.setattr(core, "time", clock)
+        cache = Cache.open(world.cache)
+        return core.collect(cache, RefsStore(world.state, cache.root), dry_run=False,
+                            timeout=10, policy=Policy())
+
+
+def test_an_env_moved_today_loses_its_grace_to_an_entry_seen_dead_last_week(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grace period of a maybe-moved env is measured from when its *entry* was first
+    seen dead (dead-since.json is keyed by entry), not from when the env was first seen
+    gone. Last week a symlink-mode env using alpha was deleted and a collect saw alpha
+    dead (kept: grace). Today a new tracked env installs alpha (uv reuses the cached
+    archive) and its project is moved with `mv` out of sight; no collect ran in between.
+    Today's default collect finds alpha "dead for 8 days", past the 7-day grace, and
+    frees it at once: the project moved minutes ago breaks."""
+    a_dead_tracked_user(world, "alpha==1.0")
+    week_ago = collect_on_day(world, monkeypatch, -8)
+    assert not alpha_freed(week_ago)  # kept then: the deleted env may have moved
+    proj = world.root / "projects" / "proj"
+    env = world.venv("projects/proj/.venv")
+    (proj / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\n')
+    install(world, env, "alpha==1.0")
+    elsewhere = world.root / "elsewhere" / "deeper" / "still"
+    elsewhere.mkdir(parents=True)
+    proj.rename(elsewhere / "proj")
+    moved = elsewhere / "proj" / ".venv"
+    result = collect_json(world, grace=True)  # the default: 7 days for maybe-moved envs
+    assert intact(moved), f"moved minutes ago, freed at once: {result['freed']}"
+    assert freed(result) == set()
+
+
+# ---------------------------------------------------------------- facts of the wrong object
+
+
+@pytest.fixture
+def other_fs() -> object:
+    """A directory on another filesystem (tmpfs), where `mv` copies and deletes."""
+    import tempfile
+
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    path = Path(tempfile.mkdtemp(prefix="uvrefs-a18-", dir="/dev/shm"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_an_env_moved_to_another_disk_is_taken_for_the_new_env_that_reused_its_inode(
+    world: World, other_fs: Path
+) -> None:
+    """`mv ~/venvs/e /mnt/usb/e` across filesystems copies and deletes: e's directory inode
+    is freed, and ext4 hands it to the next directory made there (here at once). A new
+    env `~/venvs/f` gets it. `note_moves` takes the recorded (st_dev, st_ino) of e for
+    proof that e was renamed to f ("moved to f"), which also drops e's `maybe_moved`: what
+    only e used is freed with no grace, and e, alive on the other disk, breaks."""
+    e = world.venv("venvs/e")
+    install(world, e, "alpha==1.0")
+    old = os.stat(e)
+    moved = other_fs / "e"
+    shutil.copytree(e, moved, symlinks=True)  # what `mv` does across filesystems
+    shutil.rmtree(e)
+    for n in range(200):  # the next directory made in venvs/ (ext4: the first one)
+        candidate = world.root / "venvs" / f"f{n}"
+        candidate.mkdir()
+        if os.stat(candidate).st_ino == old.st_ino:
+            break
+    else:
+        pytest.skip("this filesystem did not reuse the inode")
+    f = world.root / "venvs" / "f"
+    candidate.rename(f)
+    for other in (world.root / "venvs").glob("f[0-9]*"):
+        other.rmdir()
+    world.uv("venv", "-q", "--allow-existing", "--python", sys.executable, f)
+    install(world, f, "beta")
+    assert (os.stat(f).st_dev, os.stat(f).st_ino) == (old.st_dev, old.st_ino)
+    result = collect_json(world, grace=True)  # the default: a moved env waits 7 days
+    assert intact(moved), f"e, moved to another disk, lost {freed(result)}"
+    assert works(world, moved / "bin" / "python", "alpha", "1.0")
+
+
+def target_install(world: World) -> Path:
+    """`uvrefs install --target DIR alpha==1.0` in symlink mode, beside a dead tracked user
+    of alpha 1.0 (so only DIR's record says it is used)."""
+    a_dead_tracked_user(world, "alpha==1.0")
+    target = world.root / "target"
+    world.uvrefs(
+        "install", "-q", "--target", target, *world.offline(), "alpha==1.0", extra_env=SYMLINK
+    )
+    assert intact(target)
+    return target
+
+
+def test_a_target_dir_moved_and_linked_back_is_recorded_with_the_links_site_dir(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mv ~/lib/target /data/target; ln -s /data/target ~/lib/target` (moved, a link left
+    for compatibility), a collect, then the link is removed. The collect folded the
+    record of ~/lib/target onto the real path and `tidy_refs` wrote a record of
+    /data/target with the alias's facts: `site_dirs: [~/lib/target]` (and its mount).
+    Once the link is gone, /data/target -- alive, where it was recorded -- is scanned
+    with a site dir that no longer exists, "no longer uses" alpha, and alpha is freed
+    (today with `--min-age 0`, which the "maybe moved" message of the old path suggests;
+    by a default collect once the grace period of the old path is over)."""
+    target = target_install(world)
+    real = world.root / "data" / "target"
+    real.parent.mkdir()
+    target.rename(real)
+    target.symlink_to(real)
+    assert freed(collect_json(world, grace=True)) == set()
+    from uvrefs.stamps import env_key
+
+    record = json.loads((store_dir(world) / "envs" / f"{env_key(str(real))}.json").read_text())
+    assert record["entries"] and record["site_dirs"] == [str(target)]  # the alias's site dir
+    target.unlink()  # the compatibility link is no longer needed
+    assert freed(collect_json(world, grace=True)) == set()  # the old path: maybe moved
+    later = collect_on_day(world, monkeypatch, 8)  # a week on: its grace is over
+    assert intact(real), f"/data/target, alive and recorded there, lost {later.freed}"  # type: ignore[attr-defined]
+    assert works(world, Path(sys.executable), "alpha", "1.0", real)
+
+
+def test_a_project_moved_to_a_disk_and_linked_back_is_judged_gone_when_the_disk_is_out(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tracked project moved to another disk and linked back (`mv ~/projects/proj
+    /mnt/disk/proj; ln -s /mnt/disk/proj ~/projects/proj`). A collect folds the record
+    onto the real path and `tidy_refs` records /mnt/disk/proj/.venv with the mount point
+    of the *alias's* record (the home's filesystem), not of the disk. Unplug the disk:
+    the env is judged gone from a mounted filesystem ("maybe moved") instead of unknown
+    ("its filesystem /mnt/disk is not mounted", kept as long as it takes), so once the
+    grace period is over its entries go; plugged back in, it is broken."""
+    real, mnt = world.root / "real", world.root / "mnt"
+    real.mkdir()
+    mnt.mkdir()
+    if subprocess.run(["mount", "--bind", str(real), str(mnt)], check=False).returncode:
+        pytest.skip("bind mounts are not allowed here")
+    mounted = True
+    try:
+        a_dead_tracked_user(world, "alpha==1.0")
+        proj = world.root / "projects" / "proj"
+        env = world.venv("projects/proj/.venv")
+        (proj / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\n')
+        install(world, env, "alpha==1.0")
+        shutil.copytree(proj, mnt / "proj", symlinks=True)  # `mv` onto another disk
+        shutil.rmtree(proj)
+        proj.symlink_to(mnt / "proj")
+        assert freed(collect_json(world, grace=True)) == set()
+        from uvrefs.stamps import env_key
+
+        moved = mnt / "proj" / ".venv"
+        record = store_dir(world) / "envs" / f"{env_key(str(moved))}.json"
+        assert json.loads(record.read_text())["mount"] != str(mnt)  # the alias's mount
+        subprocess.run(["umount", str(mnt)], check=True)
+        mounted = False
+        assert freed(collect_json(world, grace=True)) == set()
+        later = collect_on_day(world, monkeypatch, 8)  # the disk is out for a week
+        subprocess.run(["mount", "--bind", str(real), str(mnt)], check=True)
+        mounted = True
+        assert intact(moved), f"an env on an unplugged disk lost {later.freed}"  # type: ignore[attr-defined]
+        assert works(world, moved / "bin" / "python", "alpha", "1.0")
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mnt)], check=False)
