@@ -325,3 +325,115 @@ def test_a_project_moved_to_a_disk_and_linked_back_is_judged_gone_when_the_disk_
     finally:
         if mounted:
             subprocess.run(["umount", str(mnt)], check=False)
+
+
+# ---------------------------------------------------------------- newer formats
+
+
+def from_the_future(path: Path, doc: dict[str, object]) -> bytes:
+    """`doc` as a newer uvrefs would write it at `path`: format 2, a field unknown here."""
+    raw = json.dumps({**doc, "format": 2, "from_the_future": {"kept": True}}).encode()
+    path.write_bytes(raw)
+    return raw
+
+
+def every_command(world: World, env: Path) -> None:
+    """Every command that may write the store: dry run, status, envs, why, collect, a
+    tracked install, adopt, watch add and remove, doctor --repair."""
+    for args in (
+        ("collect", "--dry-run"),
+        ("status",),
+        ("envs",),
+        ("why", "alpha"),
+        ("collect", "--min-age", "0"),
+        ("adopt", str(env)),
+        ("watch", "add", str(world.root)),
+        ("watch", "remove", str(world.root / "projects")),
+        ("doctor", "--repair"),
+    ):
+        done = world.uvrefs(*args, check=False)
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+    install(world, env, "gamma")
+
+
+def test_defended_store_files_a_newer_uvrefs_wrote_are_left_byte_for_byte(world: World) -> None:
+    """watch.json, holders.json, peers.json, settings.json, dead-since.json, sizes.json,
+    store.json, an env record and a refs file, each of format 2 with a field this version
+    does not know, through every command that writes the store: none is rewritten or
+    deleted, and what the refs file and the record hold stays (the record's env deleted)."""
+    from uvrefs.stamps import env_key
+
+    env = world.venv("projects/env")
+    install(world, env, "alpha==1.0")
+    gone = world.venv("projects/gone")
+    install(world, gone, "beta")
+    a_dead_tracked_user(world, "alpha==2.0")
+    store = store_dir(world)
+    (Path(world.env["XDG_DATA_HOME"]) / "uv" / "tools").mkdir(parents=True)  # a setting to add
+    files = {
+        store / name: from_the_future(store / name, doc)
+        for name, doc in (
+            ("watch.json", {"dirs": [str(world.root / "projects")]}),
+            ("holders.json", {"dirs": ["/nonexistent-holder"]}),
+            ("peers.json", {"stores": []}),
+            ("settings.json", {"tool_dirs": [], "python_dirs": []}),
+            ("dead-since.json", {"dead_since": {}}),
+            ("sizes.json", {"archives": {}}),
+            ("store.json", {"cache": str(world.cache)}),
+        )
+    }
+    record = store / "envs" / f"{env_key(str(gone))}.json"
+    files[record] = from_the_future(record, json.loads(record.read_text()))
+    (entry,) = world.archive_of("alpha", "1.0")
+    refs = store / "refs" / f"{entry}.refs"
+    files[refs] = from_the_future(refs, json.loads(refs.read_text()))
+    beta = world.archive_of("beta", "1.0")
+    shutil.rmtree(gone)
+    every_command(world, env)
+    changed = [p.name for p, raw in files.items() if not p.exists() or p.read_bytes() != raw]
+    assert changed == []
+    assert world.archive_of("alpha", "1.0") == {entry} and world.archive_of("beta", "1.0") == beta
+    assert intact(env)
+
+
+def test_a_stamp_a_newer_uvrefs_wrote_is_rewritten(world: World) -> None:
+    """Stamps (`envs/<key>.stamp`) are the one store file with no `format` and no
+    `NewerFile` check: `write_stamp` replaces whatever is there. A stamp a newer uvrefs
+    wrote is rewritten by collect (tidy_refs), a tracked install, adopt... (Low stakes:
+    a stamp only spares a scan; but it is a file a newer uvrefs wrote, rewritten.)"""
+    from uvrefs.stamps import env_key
+
+    env = world.venv("projects/env")
+    install(world, env, "alpha==1.0")
+    stamp = store_dir(world) / "envs" / f"{env_key(str(env))}.stamp"
+    raw = from_the_future(stamp, {"fingerprint": "what a newer uvrefs keeps"})
+    install(world, env, "beta", tracked=False)  # changed since: the next command rescans it
+    every_command(world, env)
+    assert stamp.read_bytes() == raw
+
+
+# ---------------------------------------------------------------- permissions (unprivileged)
+
+
+def test_a_watched_directory_the_collector_cannot_list_hides_every_env_in_it(
+    open_world: World,
+) -> None:
+    """A directory below a searched one that cannot be listed blocks every free ("an env
+    there would be invisible") -- but not the searched directory itself: `_walk` drops an
+    unlistable top silently (`if current != top.path`). A shared `/srv/projects` (mode
+    0711: members traverse it, no one else lists it) is watched; a project in it, made
+    with plain uv, uses alpha. `watch add` says "0 environments found" (no error), and
+    every collect frees alpha: the env was never seen."""
+    from tests.conftest import as_nobody
+
+    world = open_world
+    a_dead_tracked_user(world, "alpha==1.0")
+    projects = world.root / "srv" / "shared" / "projects"  # below what any holder searches
+    env = world.venv("srv/shared/projects/proj/.venv")
+    install(world, env, "alpha==1.0", tracked=False)
+    projects.chmod(0o711)
+    added = as_nobody(world, "watch", "add", str(projects))
+    assert added.returncode == 0, added.stderr
+    done = as_nobody(world, "collect", "--min-age", "0", "--json")
+    assert "alpha 1.0" not in freed(json.loads(done.stdout)), (added.stdout, done.stderr)
+    assert intact(env)
