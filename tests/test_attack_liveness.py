@@ -140,6 +140,27 @@ def test_a_tool_dir_missing_for_a_moment_is_forgotten_and_its_tools_freed(world:
     assert world.run(tool_env / "bin" / "tooly").stdout == "tooly\n"
 
 
+
+def test_a_tool_dir_made_after_the_last_uvrefs_command_is_never_searched(world: World) -> None:
+    """`settings.seen()` records the tool directory the user's environment names only if
+    it exists at that moment. UV_TOOL_DIR set in the user's shell profile, tracked
+    installs run before any tool was installed (the directory does not exist yet: not
+    recorded), then `uv tool install` (plain uv) makes it: the scheduled job never
+    learns of it and frees what the tools use. Searching a directory that does not exist
+    yet costs nothing; the setting could be recorded as the user's environment says."""
+    tools = world.root / "data" / "uv" / "custom-tools"
+    user = {"UV_TOOL_DIR": str(tools), **SYMLINK}
+    dead = world.venv("dead")
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "tooly", extra_env=user)
+    world.uv("tool", "install", "-q", *world.offline(), "tooly", extra_env=user)
+    tool_env = tools / "tooly"
+    shutil.rmtree(dead)
+    assert intact(tool_env)
+    job = cron(world, "collect", "--no-wait", "--min-age", "0", "--json")
+    assert job.returncode == 0, job.stderr
+    assert intact(tool_env), f"the tool's entries were freed: {freed(json.loads(job.stdout))}"
+
+
 # ---------------------------------------------------------------- the grace period
 
 
@@ -193,6 +214,30 @@ def test_an_env_moved_today_loses_its_grace_to_an_entry_seen_dead_last_week(
     result = collect_json(world, grace=True)  # the default: 7 days for maybe-moved envs
     assert intact(moved), f"moved minutes ago, freed at once: {result['freed']}"
     assert freed(result) == set()
+
+
+
+def test_an_env_moved_away_and_replaced_at_its_path_loses_its_grace(world: World) -> None:
+    """`mv ~/projects/app ~/old/2025/app` (out of sight), then a fresh checkout at
+    ~/projects/app with a new `.venv` (other packages). The record at ~/projects/app/.venv
+    names a directory identity the new env does not have, yet the path is "alive": every
+    referrer of the old env is judged by the new env's scan, "no longer uses it", dead
+    and not maybe moved, so what only the moved env used is freed by a default collect,
+    with no grace, and the moved project breaks."""
+    app = world.root / "projects" / "app"
+    env = world.venv("projects/app/.venv")
+    (app / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "0"\n')
+    install(world, env, "alpha==1.0")
+    old = world.root / "old" / "2025" / "deeper"
+    old.mkdir(parents=True)
+    app.rename(old / "app")
+    moved = old / "app" / ".venv"
+    fresh = world.venv("projects/app/.venv")  # the new checkout's env
+    (app / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "1"\n')
+    install(world, fresh, "beta")
+    result = collect_json(world, grace=True)  # the default: a moved env waits 7 days
+    assert intact(moved), f"the moved project lost {freed(result)} at once"
+    assert works(world, moved / "bin" / "python", "alpha", "1.0")
 
 
 # ---------------------------------------------------------------- facts of the wrong object
@@ -437,3 +482,51 @@ def test_a_watched_directory_the_collector_cannot_list_hides_every_env_in_it(
     done = as_nobody(world, "collect", "--min-age", "0", "--json")
     assert "alpha 1.0" not in freed(json.loads(done.stdout)), (added.stdout, done.stderr)
     assert intact(env)
+
+
+def test_the_scheduled_job_judges_envs_as_another_host_when_uvrefs_host_is_set(
+    world: World,
+) -> None:
+    """`host_id()` comes from the caller's environment (`UVREFS_HOST`, which the docs tell
+    CI runners sharing a cache to set), and `schedule install` does not pin it: on such a
+    machine the scheduled job (`env -i`) is another host. Records of this machine's envs
+    made with UVREFS_HOST set are then "on host ci": not roots. An env on this very disk,
+    tracked under UVREFS_HOST=ci, into which alpha was later installed with plain uv, is
+    never scanned; alpha's only referrer of the job's host is a deleted env, and the job
+    frees alpha. (Any collect, status or dry run with UVREFS_HOST=ci scans the env, keeps
+    alpha, and remembers the env's directory as a holder, which the job then searches; the
+    job alone, with only the runner's tracked installs between, does not.)"""
+    ci = {"UVREFS_HOST": "ci", **SYMLINK}
+    env = world.venv("runner/jobs/42/env")  # below what any holder searches
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "beta", extra_env=ci)
+    install(world, env, "alpha==1.0", tracked=False)  # a job's plain `uv pip install`
+    dead = world.venv("dead")  # tracked once from a shell without UVREFS_HOST
+    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0",
+                 extra_env={"UV_LINK_MODE": "hardlink"})
+    shutil.rmtree(dead)
+    job = cron(world, "collect", "--no-wait", "--min-age", "0", "--json")
+    assert job.returncode == 0, job.stderr
+    assert intact(env), f"freed what a living env of this machine uses: {freed(json.loads(job.stdout))}"
+
+
+def test_one_collect_with_a_clock_set_back_ends_every_grace_period_it_starts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose clock is wrong for a while (no RTC battery, offline at boot: the
+    timer fires `OnBootSec=15min` before time sync; a VM restored from a snapshot)
+    runs a collect that stamps a project moved out of sight as "first seen dead" a month
+    ago. Once the clock is right, the next collect finds it dead for 30 days and frees
+    what it used at once, minutes after the move. The stamp is trusted although the env
+    was recorded alive (its referrer's `recorded_at`) after the time it claims."""
+    proj = world.root / "projects" / "proj"
+    env = world.venv("projects/proj/.venv")
+    (proj / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\n')
+    install(world, env, "alpha==1.0")
+    elsewhere = world.root / "elsewhere" / "deeper" / "still"
+    elsewhere.mkdir(parents=True)
+    proj.rename(elsewhere / "proj")
+    moved = elsewhere / "proj" / ".venv"
+    wrong_clock = collect_on_day(world, monkeypatch, -30)
+    assert not alpha_freed(wrong_clock)  # kept: maybe moved
+    result = collect_json(world, grace=True)  # the clock is right again
+    assert intact(moved), f"moved minutes ago, freed at once: {freed(result)}"
