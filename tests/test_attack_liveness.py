@@ -372,6 +372,47 @@ def test_a_project_moved_to_a_disk_and_linked_back_is_judged_gone_when_the_disk_
             subprocess.run(["umount", str(mnt)], check=False)
 
 
+
+@pytest.mark.parametrize("own_record", ["deleted", "newer"])
+def test_a_planted_peer_record_overrides_an_unknown_env_of_ours(
+    world: World, own_record: str
+) -> None:
+    """A `--target` dir whose record in our store was lost (or is of a newer format) is
+    unknown and what it uses is held: only its record says where its packages live. Any
+    local user can register a peer store (the registry is 1777) holding a record of the
+    same path with this host's id and no site dirs. `Roots.add` lets a record replace a
+    root that has none -- and an unknown root of ours has none -- so the target dir is
+    scanned as a venv by the planted record's word, uses nothing, and alpha, which our
+    own referrer names, is "no longer used" and freed."""
+    from tests.test_attack import plant_peer
+    from uvrefs.refs import host_id
+    from uvrefs.stamps import env_key
+
+    target = target_install(world)
+    record = store_dir(world) / "envs" / f"{env_key(str(target))}.json"
+    if own_record == "deleted":
+        record.unlink()
+    else:
+        from_the_future(record, json.loads(record.read_text()))
+    peer = plant_peer(world)
+    (peer / "envs" / f"{env_key(str(target))}.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "path": str(target),
+                "host": host_id(),
+                "site_dirs": [],
+                "mount": "/",
+                "command": "install",
+                "recorded_at": "2026-01-01T00:00:00Z",
+                "entries": [],
+            }
+        )
+    )
+    result = collect_json(world, check=False)
+    assert intact(target), f"freed what an unknown env of ours uses: {freed(result)}"
+
+
 # ---------------------------------------------------------------- newer formats
 
 
@@ -530,3 +571,132 @@ def test_one_collect_with_a_clock_set_back_ends_every_grace_period_it_starts(
     assert not alpha_freed(wrong_clock)  # kept: maybe moved
     result = collect_json(world, grace=True)  # the clock is right again
     assert intact(moved), f"moved minutes ago, freed at once: {freed(result)}"
+
+
+# ---------------------------------------------------------------- defended (pinned)
+
+
+def test_defended_a_moved_env_keeps_its_grace_through_every_other_command(world: World) -> None:
+    """A tracked symlink-mode project moved out of sight, then: collect, a dry run with
+    `--min-age 0`, status, why, envs, doctor --repair, a tracked install elsewhere, watch
+    add and remove of another directory, and collect again. Its entries stay (graced),
+    and so do its record and referrers (what holds them through the grace period)."""
+    from uvrefs.stamps import env_key
+
+    proj = world.root / "projects" / "proj"
+    env = world.venv("projects/proj/.venv")
+    (proj / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\n')
+    install(world, env, "alpha==1.0")
+    (entry,) = world.archive_of("alpha", "1.0")
+    store = store_dir(world)
+    record = store / "envs" / f"{env_key(str(env))}.json"
+    refs = store / "refs" / f"{entry}.refs"
+    elsewhere = world.root / "elsewhere" / "deeper" / "still"
+    elsewhere.mkdir(parents=True)
+    proj.rename(elsewhere / "proj")
+    moved = elsewhere / "proj" / ".venv"
+    other = world.root / "other"
+    other.mkdir()
+    for step in (
+        ("collect",),
+        ("collect", "--dry-run", "--min-age", "0"),
+        ("status",),
+        ("why", "alpha"),
+        ("envs",),
+        ("doctor", "--repair"),
+        ("watch", "add", str(other)),
+        ("watch", "remove", str(other)),
+        ("collect",),
+    ):
+        done = world.uvrefs(*step, check=False)
+        assert "Traceback" not in done.stderr, (step, done.stderr)
+        assert record.is_file() and str(env) in refs.read_text(), step
+        assert world.archive_of("alpha", "1.0") == {entry}, step
+        if step == ("doctor", "--repair"):
+            install(world, world.venv("elsewhere-env"), "beta")
+    assert intact(moved) and works(world, moved / "bin" / "python", "alpha", "1.0")
+
+
+def test_defended_changes_the_sweep_sees_again_under_the_lock(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While collect waits for uv's lock, under a watched directory whose listings were
+    trusted at planning: a filesystem is bind-mounted on an empty directory (its parent's
+    mtime does not change, but the mount point's identity does), an env appears in the
+    target of a symlinked directory (the target's mtime changes), and an env appears
+    three levels below an unchanged directory. Each uses an entry a deleted tracked env
+    used; the sweep finds all three."""
+    a_dead_tracked_user(world, "alpha==1.0", "beta", "plat")
+    watched = world.root / "watched"
+    (watched / "mnt").mkdir(parents=True)
+    (watched / "a" / "b").mkdir(parents=True)
+    (world.root / "data").mkdir()
+    (watched / "link").symlink_to(world.root / "data")
+    world.uvrefs("watch", "add", watched)
+    for top in (watched, world.root / "data"):
+        backdate(top)
+    real = world.root / "real"
+    mounted: list[Path] = []
+
+    def meanwhile() -> None:
+        env = world.venv("real/proj/.venv")
+        install(world, env, "alpha==1.0", tracked=False)
+        if subprocess.run(["mount", "--bind", str(real), str(watched / "mnt")]).returncode:
+            pytest.skip("bind mounts are not allowed here")
+        mounted.append(watched / "mnt")
+        install(world, world.venv("data/proj/.venv"), "beta", tracked=False)
+        install(world, world.venv("watched/a/b/c/.venv"), "plat", tracked=False)
+
+    try:
+        result = in_process_collect(world, monkeypatch, meanwhile)
+        assert result.freed == ()  # type: ignore[attr-defined]
+        for env in (watched / "mnt/proj/.venv", watched / "link/proj/.venv", watched / "a/b/c/.venv"):
+            assert intact(env), env
+    finally:
+        for point in mounted:
+            subprocess.run(["umount", str(point)], check=False)
+
+
+def test_defended_fifos_under_a_watched_directory_never_hang(world: World) -> None:
+    """A FIFO as a project's `.venv` (read as a redirect file), a `.venv` link to a FIFO,
+    and a FIFO as `pyvenv.cfg`, under a watched directory: collect, status, envs, why and
+    watch add finish, with no traceback."""
+    from tests.test_attack import run_with_timeout
+
+    install(world, world.venv("live"), "alpha==1.0")
+    watched = world.root / "watched"
+    for name in ("p1", "p2", "p3"):
+        (watched / name).mkdir(parents=True)
+        (watched / name / "pyproject.toml").write_text(f'[project]\nname = "{name}"\n')
+    os.mkfifo(watched / "p1" / ".venv")
+    os.mkfifo(watched / "fifo")
+    (watched / "p2" / ".venv").symlink_to(watched / "fifo")
+    (watched / "p3" / ".venv").mkdir()
+    os.mkfifo(watched / "p3" / ".venv" / "pyvenv.cfg")
+    centralized = {"UV_PREVIEW_FEATURES": "centralized-project-envs,venv-redirect-files"}
+    world.env.update(centralized)
+    for args in (
+        ("watch", "add", str(watched)),
+        ("collect", "--min-age", "0"),
+        ("status",),
+        ("envs",),
+        ("why", "alpha"),
+    ):
+        done = run_with_timeout(world, *args, timeout=30)
+        assert done is not None, f"{args} hung"
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_defended_an_env_found_under_a_watched_dir_stays_a_root_after_watch_remove(
+    world: World,
+) -> None:
+    """`watch remove` says "environments found there stay tracked": a plain-uv env found
+    by `watch add` (tracked at once), the directory no longer watched, is still a root."""
+    a_dead_tracked_user(world, "alpha==1.0")
+    watched = world.root / "srv" / "deep" / "watched"  # below what any holder searches
+    env = world.venv("srv/deep/watched/a/b/.venv")
+    install(world, env, "alpha==1.0", tracked=False)
+    world.uvrefs("watch", "add", watched)
+    world.uvrefs("watch", "remove", watched)
+    assert freed(collect_json(world)) == set()
+    assert intact(env)
