@@ -1,7 +1,8 @@
-"""Adversarial review of "liveness from one place" (issue 18). Each test in the first part
-is a sequence after which `collect` frees (or would free) what a living environment uses;
-each FAILS on the code it was written against (364571d): that failure is the proof. The
-tests marked "defended" pin attacks that code withstood.
+"""Adversarial review of "liveness from one place" (issue 18). Each test not marked
+"defended" is a sequence after which `collect` frees what a living environment uses (one
+rewrites a file a newer uvrefs wrote); each FAILS on the code it was written against
+(364571d): that failure is the proof. The tests named `test_defended_*` pin attacks that
+code withstood, and pass.
 
 Every env here uses uv's symlink link mode, where a wrong free breaks it, and the check is
 that every file of its installed RECORD still exists (`intact`): a half-freed package can
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -103,8 +105,15 @@ def cron(world: World, *args: str) -> subprocess.CompletedProcess[str]:
         "UVREFS_UV": world.uv_bin,
     }
     return subprocess.run(
-        ["env", "-i", *(f"{k}={v}" for k, v in pinned.items()), sys.executable, "-m", "uvrefs"]
-        + list(args),
+        [
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in pinned.items()),
+            sys.executable,
+            "-m",
+            "uvrefs",
+            *args,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -140,7 +149,6 @@ def test_a_tool_dir_missing_for_a_moment_is_forgotten_and_its_tools_freed(world:
     assert world.run(tool_env / "bin" / "tooly").stdout == "tooly\n"
 
 
-
 def test_a_tool_dir_made_after_the_last_uvrefs_command_is_never_searched(world: World) -> None:
     """`settings.seen()` records the tool directory the user's environment names only if
     it exists at that moment. UV_TOOL_DIR set in the user's shell profile, tracked
@@ -159,6 +167,40 @@ def test_a_tool_dir_made_after_the_last_uvrefs_command_is_never_searched(world: 
     job = cron(world, "collect", "--no-wait", "--min-age", "0", "--json")
     assert job.returncode == 0, job.stderr
     assert intact(tool_env), f"the tool's entries were freed: {freed(json.loads(job.stdout))}"
+
+
+def test_the_scheduled_job_judges_envs_as_another_host_when_uvrefs_host_is_set(
+    world: World,
+) -> None:
+    """`host_id()` comes from the caller's environment (`UVREFS_HOST`, which the docs tell
+    CI runners sharing a cache to set), and `schedule install` does not pin it: on such a
+    machine the scheduled job (`env -i`) is another host. Records of this machine's envs
+    made with UVREFS_HOST set are then "on host ci": not roots. An env on this very disk,
+    tracked under UVREFS_HOST=ci, into which alpha was later installed with plain uv, is
+    never scanned; alpha's only referrer of the job's host is a deleted env, and the job
+    frees alpha. (Any collect, status or dry run with UVREFS_HOST=ci scans the env, keeps
+    alpha, and remembers the env's directory as a holder, which the job then searches; the
+    job alone, with only the runner's tracked installs between, does not.)"""
+    ci = {"UVREFS_HOST": "ci", **SYMLINK}
+    env = world.venv("runner/jobs/42/env")  # below what any holder searches
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "beta", extra_env=ci)
+    install(world, env, "alpha==1.0", tracked=False)  # a job's plain `uv pip install`
+    dead = world.venv("dead")  # tracked once from a shell without UVREFS_HOST
+    world.uvrefs(
+        "install",
+        "-q",
+        "-p",
+        dead,
+        *world.offline(),
+        "alpha==1.0",
+        extra_env={"UV_LINK_MODE": "hardlink"},
+    )
+    shutil.rmtree(dead)
+    job = cron(world, "collect", "--no-wait", "--min-age", "0", "--json")
+    assert job.returncode == 0, job.stderr
+    assert intact(env), (
+        f"freed what a living env of this machine uses: {freed(json.loads(job.stdout))}"
+    )
 
 
 # ---------------------------------------------------------------- the grace period
@@ -186,8 +228,9 @@ def collect_on_day(world: World, monkeypatch: pytest.MonkeyPatch, days: float) -
     with monkeypatch.context() as patched:
         patched.setattr(core, "time", clock)
         cache = Cache.open(world.cache)
-        return core.collect(cache, RefsStore(world.state, cache.root), dry_run=False,
-                            timeout=10, policy=Policy())
+        return core.collect(
+            cache, RefsStore(world.state, cache.root), dry_run=False, timeout=10, policy=Policy()
+        )
 
 
 def test_an_env_moved_today_loses_its_grace_to_an_entry_seen_dead_last_week(
@@ -215,6 +258,28 @@ def test_an_env_moved_today_loses_its_grace_to_an_entry_seen_dead_last_week(
     assert intact(moved), f"moved minutes ago, freed at once: {result['freed']}"
     assert freed(result) == set()
 
+
+def test_one_collect_with_a_clock_set_back_ends_every_grace_period_it_starts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose clock is wrong for a while (no RTC battery, offline at boot: the
+    timer fires `OnBootSec=15min` before time sync; a VM restored from a snapshot)
+    runs a collect that stamps a project moved out of sight as "first seen dead" a month
+    ago. Once the clock is right, the next collect finds it dead for 30 days and frees
+    what it used at once, minutes after the move. The stamp is trusted although the env
+    was recorded alive (its referrer's `recorded_at`) after the time it claims."""
+    proj = world.root / "projects" / "proj"
+    env = world.venv("projects/proj/.venv")
+    (proj / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\n')
+    install(world, env, "alpha==1.0")
+    elsewhere = world.root / "elsewhere" / "deeper" / "still"
+    elsewhere.mkdir(parents=True)
+    proj.rename(elsewhere / "proj")
+    moved = elsewhere / "proj" / ".venv"
+    wrong_clock = collect_on_day(world, monkeypatch, -30)
+    assert not alpha_freed(wrong_clock)  # kept: maybe moved
+    result = collect_json(world, grace=True)  # the clock is right again
+    assert intact(moved), f"moved minutes ago, freed at once: {freed(result)}"
 
 
 def test_an_env_moved_away_and_replaced_at_its_path_loses_its_grace(world: World) -> None:
@@ -244,7 +309,7 @@ def test_an_env_moved_away_and_replaced_at_its_path_loses_its_grace(world: World
 
 
 @pytest.fixture
-def other_fs() -> object:
+def other_fs() -> Iterator[Path]:
     """A directory on another filesystem (tmpfs), where `mv` copies and deletes."""
     import tempfile
 
@@ -372,6 +437,53 @@ def test_a_project_moved_to_a_disk_and_linked_back_is_judged_gone_when_the_disk_
             subprocess.run(["umount", str(mnt)], check=False)
 
 
+# ---------------------------------------------------------------- newer formats
+
+
+def from_the_future(path: Path, doc: Mapping[str, object]) -> bytes:
+    """`doc` as a newer uvrefs would write it at `path`: format 2, a field unknown here."""
+    raw = json.dumps({**doc, "format": 2, "from_the_future": {"kept": True}}).encode()
+    path.write_bytes(raw)
+    return raw
+
+
+def every_command(world: World, env: Path) -> None:
+    """Every command that may write the store: dry run, status, envs, why, collect, a
+    tracked install, adopt, watch add and remove, doctor --repair."""
+    for args in (
+        ("collect", "--dry-run"),
+        ("status",),
+        ("envs",),
+        ("why", "alpha"),
+        ("collect", "--min-age", "0"),
+        ("adopt", str(env)),
+        ("watch", "add", str(world.root)),
+        ("watch", "remove", str(world.root / "projects")),
+        ("doctor", "--repair"),
+    ):
+        done = world.uvrefs(*args, check=False)
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+    install(world, env, "gamma")
+
+
+def test_a_stamp_a_newer_uvrefs_wrote_is_rewritten(world: World) -> None:
+    """Stamps (`envs/<key>.stamp`) are the one store file with no `format` and no
+    `NewerFile` check: `write_stamp` replaces whatever is there. A stamp a newer uvrefs
+    wrote is rewritten by collect (tidy_refs), a tracked install, adopt... (Low stakes:
+    a stamp only spares a scan; but it is a file a newer uvrefs wrote, rewritten.)"""
+    from uvrefs.stamps import env_key
+
+    env = world.venv("projects/env")
+    install(world, env, "alpha==1.0")
+    stamp = store_dir(world) / "envs" / f"{env_key(str(env))}.stamp"
+    raw = from_the_future(stamp, {"fingerprint": "what a newer uvrefs keeps"})
+    install(world, env, "beta", tracked=False)  # changed since: the next command rescans it
+    every_command(world, env)
+    assert stamp.read_bytes() == raw
+
+
+# ---------------------------------------------------------------- records lost or overridden
+
 
 @pytest.mark.parametrize("own_record", ["deleted", "newer"])
 def test_a_planted_peer_record_overrides_an_unknown_env_of_ours(
@@ -413,33 +525,34 @@ def test_a_planted_peer_record_overrides_an_unknown_env_of_ours(
     assert intact(target), f"freed what an unknown env of ours uses: {freed(result)}"
 
 
-# ---------------------------------------------------------------- newer formats
+# ---------------------------------------------------------------- permissions (unprivileged)
 
 
-def from_the_future(path: Path, doc: dict[str, object]) -> bytes:
-    """`doc` as a newer uvrefs would write it at `path`: format 2, a field unknown here."""
-    raw = json.dumps({**doc, "format": 2, "from_the_future": {"kept": True}}).encode()
-    path.write_bytes(raw)
-    return raw
+def test_a_watched_directory_the_collector_cannot_list_hides_every_env_in_it(
+    open_world: World,
+) -> None:
+    """A directory below a searched one that cannot be listed blocks every free ("an env
+    there would be invisible") -- but not the searched directory itself: `_walk` drops an
+    unlistable top silently (`if current != top.path`). A shared `/srv/projects` (mode
+    0711: members traverse it, no one else lists it) is watched; a project in it, made
+    with plain uv, uses alpha. `watch add` says "0 environments found" (no error), and
+    every collect frees alpha: the env was never seen."""
+    from tests.conftest import as_nobody
+
+    world = open_world
+    a_dead_tracked_user(world, "alpha==1.0")
+    projects = world.root / "srv" / "shared" / "projects"  # below what any holder searches
+    env = world.venv("srv/shared/projects/proj/.venv")
+    install(world, env, "alpha==1.0", tracked=False)
+    projects.chmod(0o711)
+    added = as_nobody(world, "watch", "add", str(projects))
+    assert added.returncode == 0, added.stderr
+    done = as_nobody(world, "collect", "--min-age", "0", "--json")
+    assert "alpha 1.0" not in freed(json.loads(done.stdout)), (added.stdout, done.stderr)
+    assert intact(env)
 
 
-def every_command(world: World, env: Path) -> None:
-    """Every command that may write the store: dry run, status, envs, why, collect, a
-    tracked install, adopt, watch add and remove, doctor --repair."""
-    for args in (
-        ("collect", "--dry-run"),
-        ("status",),
-        ("envs",),
-        ("why", "alpha"),
-        ("collect", "--min-age", "0"),
-        ("adopt", str(env)),
-        ("watch", "add", str(world.root)),
-        ("watch", "remove", str(world.root / "projects")),
-        ("doctor", "--repair"),
-    ):
-        done = world.uvrefs(*args, check=False)
-        assert "Traceback" not in done.stderr, (args, done.stderr)
-    install(world, env, "gamma")
+# ---------------------------------------------------------------- defended (these pass)
 
 
 def test_defended_store_files_a_newer_uvrefs_wrote_are_left_byte_for_byte(world: World) -> None:
@@ -480,100 +593,6 @@ def test_defended_store_files_a_newer_uvrefs_wrote_are_left_byte_for_byte(world:
     assert changed == []
     assert world.archive_of("alpha", "1.0") == {entry} and world.archive_of("beta", "1.0") == beta
     assert intact(env)
-
-
-def test_a_stamp_a_newer_uvrefs_wrote_is_rewritten(world: World) -> None:
-    """Stamps (`envs/<key>.stamp`) are the one store file with no `format` and no
-    `NewerFile` check: `write_stamp` replaces whatever is there. A stamp a newer uvrefs
-    wrote is rewritten by collect (tidy_refs), a tracked install, adopt... (Low stakes:
-    a stamp only spares a scan; but it is a file a newer uvrefs wrote, rewritten.)"""
-    from uvrefs.stamps import env_key
-
-    env = world.venv("projects/env")
-    install(world, env, "alpha==1.0")
-    stamp = store_dir(world) / "envs" / f"{env_key(str(env))}.stamp"
-    raw = from_the_future(stamp, {"fingerprint": "what a newer uvrefs keeps"})
-    install(world, env, "beta", tracked=False)  # changed since: the next command rescans it
-    every_command(world, env)
-    assert stamp.read_bytes() == raw
-
-
-# ---------------------------------------------------------------- permissions (unprivileged)
-
-
-def test_a_watched_directory_the_collector_cannot_list_hides_every_env_in_it(
-    open_world: World,
-) -> None:
-    """A directory below a searched one that cannot be listed blocks every free ("an env
-    there would be invisible") -- but not the searched directory itself: `_walk` drops an
-    unlistable top silently (`if current != top.path`). A shared `/srv/projects` (mode
-    0711: members traverse it, no one else lists it) is watched; a project in it, made
-    with plain uv, uses alpha. `watch add` says "0 environments found" (no error), and
-    every collect frees alpha: the env was never seen."""
-    from tests.conftest import as_nobody
-
-    world = open_world
-    a_dead_tracked_user(world, "alpha==1.0")
-    projects = world.root / "srv" / "shared" / "projects"  # below what any holder searches
-    env = world.venv("srv/shared/projects/proj/.venv")
-    install(world, env, "alpha==1.0", tracked=False)
-    projects.chmod(0o711)
-    added = as_nobody(world, "watch", "add", str(projects))
-    assert added.returncode == 0, added.stderr
-    done = as_nobody(world, "collect", "--min-age", "0", "--json")
-    assert "alpha 1.0" not in freed(json.loads(done.stdout)), (added.stdout, done.stderr)
-    assert intact(env)
-
-
-def test_the_scheduled_job_judges_envs_as_another_host_when_uvrefs_host_is_set(
-    world: World,
-) -> None:
-    """`host_id()` comes from the caller's environment (`UVREFS_HOST`, which the docs tell
-    CI runners sharing a cache to set), and `schedule install` does not pin it: on such a
-    machine the scheduled job (`env -i`) is another host. Records of this machine's envs
-    made with UVREFS_HOST set are then "on host ci": not roots. An env on this very disk,
-    tracked under UVREFS_HOST=ci, into which alpha was later installed with plain uv, is
-    never scanned; alpha's only referrer of the job's host is a deleted env, and the job
-    frees alpha. (Any collect, status or dry run with UVREFS_HOST=ci scans the env, keeps
-    alpha, and remembers the env's directory as a holder, which the job then searches; the
-    job alone, with only the runner's tracked installs between, does not.)"""
-    ci = {"UVREFS_HOST": "ci", **SYMLINK}
-    env = world.venv("runner/jobs/42/env")  # below what any holder searches
-    world.uvrefs("install", "-q", "-p", env, *world.offline(), "beta", extra_env=ci)
-    install(world, env, "alpha==1.0", tracked=False)  # a job's plain `uv pip install`
-    dead = world.venv("dead")  # tracked once from a shell without UVREFS_HOST
-    world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0",
-                 extra_env={"UV_LINK_MODE": "hardlink"})
-    shutil.rmtree(dead)
-    job = cron(world, "collect", "--no-wait", "--min-age", "0", "--json")
-    assert job.returncode == 0, job.stderr
-    assert intact(env), f"freed what a living env of this machine uses: {freed(json.loads(job.stdout))}"
-
-
-def test_one_collect_with_a_clock_set_back_ends_every_grace_period_it_starts(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A machine whose clock is wrong for a while (no RTC battery, offline at boot: the
-    timer fires `OnBootSec=15min` before time sync; a VM restored from a snapshot)
-    runs a collect that stamps a project moved out of sight as "first seen dead" a month
-    ago. Once the clock is right, the next collect finds it dead for 30 days and frees
-    what it used at once, minutes after the move. The stamp is trusted although the env
-    was recorded alive (its referrer's `recorded_at`) after the time it claims."""
-    proj = world.root / "projects" / "proj"
-    env = world.venv("projects/proj/.venv")
-    (proj / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\n')
-    install(world, env, "alpha==1.0")
-    elsewhere = world.root / "elsewhere" / "deeper" / "still"
-    elsewhere.mkdir(parents=True)
-    proj.rename(elsewhere / "proj")
-    moved = elsewhere / "proj" / ".venv"
-    wrong_clock = collect_on_day(world, monkeypatch, -30)
-    assert not alpha_freed(wrong_clock)  # kept: maybe moved
-    result = collect_json(world, grace=True)  # the clock is right again
-    assert intact(moved), f"moved minutes ago, freed at once: {freed(result)}"
-
-
-# ---------------------------------------------------------------- defended (pinned)
 
 
 def test_defended_a_moved_env_keeps_its_grace_through_every_other_command(world: World) -> None:
@@ -641,7 +660,8 @@ def test_defended_changes_the_sweep_sees_again_under_the_lock(
     def meanwhile() -> None:
         env = world.venv("real/proj/.venv")
         install(world, env, "alpha==1.0", tracked=False)
-        if subprocess.run(["mount", "--bind", str(real), str(watched / "mnt")]).returncode:
+        bind = ["mount", "--bind", str(real), str(watched / "mnt")]
+        if subprocess.run(bind, check=False).returncode:
             pytest.skip("bind mounts are not allowed here")
         mounted.append(watched / "mnt")
         install(world, world.venv("data/proj/.venv"), "beta", tracked=False)
@@ -650,7 +670,11 @@ def test_defended_changes_the_sweep_sees_again_under_the_lock(
     try:
         result = in_process_collect(world, monkeypatch, meanwhile)
         assert result.freed == ()  # type: ignore[attr-defined]
-        for env in (watched / "mnt/proj/.venv", watched / "link/proj/.venv", watched / "a/b/c/.venv"):
+        for env in (
+            watched / "mnt/proj/.venv",
+            watched / "link/proj/.venv",
+            watched / "a/b/c/.venv",
+        ):
             assert intact(env), env
     finally:
         for point in mounted:
