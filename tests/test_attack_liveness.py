@@ -1,8 +1,8 @@
 """Adversarial review of "liveness from one place" (issue 18). Each test not marked
-"defended" is a sequence after which `collect` frees what a living environment uses (one
-rewrites a file a newer uvrefs wrote); each FAILS on the code it was written against
-(364571d): that failure is the proof. The tests named `test_defended_*` pin attacks that
-code withstood, and pass.
+"defended" is a sequence after which `collect` freed what a living environment used (one
+rewrote a file a newer uvrefs wrote) on the code it was written against (364571d), where
+each failed; each passes since its fix (docs/reliability.md lists them). The tests named
+`test_defended_*` pin attacks that code withstood.
 
 Every env here uses uv's symlink link mode, where a wrong free breaks it, and the check is
 that every file of its installed RECORD still exists (`intact`): a half-freed package can
@@ -385,7 +385,7 @@ def test_a_target_dir_moved_and_linked_back_is_recorded_with_the_links_site_dir(
     from uvrefs.stamps import env_key
 
     record = json.loads((store_dir(world) / "envs" / f"{env_key(str(real))}.json").read_text())
-    assert record["entries"] and record["site_dirs"] == [str(target)]  # the alias's site dir
+    assert record["entries"] and record["site_dirs"] == [str(real)]  # its own, not the link's
     target.unlink()  # the compatibility link is no longer needed
     assert freed(collect_json(world, grace=True)) == set()  # the old path: maybe moved
     later = collect_on_day(world, monkeypatch, 8)  # a week on: its grace is over
@@ -423,7 +423,7 @@ def test_a_project_moved_to_a_disk_and_linked_back_is_judged_gone_when_the_disk_
 
         moved = mnt / "proj" / ".venv"
         record = store_dir(world) / "envs" / f"{env_key(str(moved))}.json"
-        assert json.loads(record.read_text())["mount"] != str(mnt)  # the alias's mount
+        assert json.loads(record.read_text())["mount"] == str(mnt)  # its own, not the alias's
         subprocess.run(["umount", str(mnt)], check=True)
         mounted = False
         assert freed(collect_json(world, grace=True)) == set()
@@ -542,13 +542,17 @@ def test_a_watched_directory_the_collector_cannot_list_hides_every_env_in_it(
     world = open_world
     a_dead_tracked_user(world, "alpha==1.0")
     projects = world.root / "srv" / "shared" / "projects"  # below what any holder searches
-    env = world.venv("srv/shared/projects/proj/.venv")
+    projects.mkdir(parents=True)
+    watched = as_nobody(world, "watch", "add", str(projects))  # listable then: watched
+    assert watched.returncode == 0, watched.stderr
+    env = world.venv("srv/shared/projects/proj/.venv")  # made since, with plain uv
     install(world, env, "alpha==1.0", tracked=False)
-    projects.chmod(0o711)
-    added = as_nobody(world, "watch", "add", str(projects))
-    assert added.returncode == 0, added.stderr
+    projects.chmod(0o711)  # and made private: no one else lists it now
+    added = as_nobody(world, "watch", "add", str(projects))  # refused now, in one line
+    assert added.returncode == 2 and "cannot list" in added.stderr, added.stderr
     done = as_nobody(world, "collect", "--min-age", "0", "--json")
     assert "alpha 1.0" not in freed(json.loads(done.stdout)), (added.stdout, done.stderr)
+    assert done.returncode == 1 and "cannot be listed" in done.stderr, done.stderr
     assert intact(env)
 
 
@@ -652,8 +656,7 @@ def test_defended_changes_the_sweep_sees_again_under_the_lock(
     (world.root / "data").mkdir()
     (watched / "link").symlink_to(world.root / "data")
     world.uvrefs("watch", "add", watched)
-    for top in (watched, world.root / "data"):
-        backdate(top)
+    backdate(watched, world.root / "data")
     real = world.root / "real"
     mounted: list[Path] = []
 

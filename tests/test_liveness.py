@@ -61,13 +61,17 @@ def store_dir(world: World) -> Path:
     return store
 
 
-def backdate(top: Path, seconds: float = 3600) -> None:
+def backdate(*tops: Path, seconds: float = 3600) -> None:
     """Make every directory under `top` look unchanged for a while (so a search under
-    uv's lock trusts its listing of them unless they change again)."""
+    uv's lock trusts its listing of them unless they change again): mtimes set back, then
+    a wait past the 2 s in which a change (its ctime, which no one can set back) makes a
+    listing untrustworthy."""
     then = time.time() - seconds
-    for path in [top, *top.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            os.utime(path, (then, then))
+    for top in tops:
+        for path in [top, *top.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                os.utime(path, (then, then))
+    time.sleep(2.1)
 
 
 # ---------------------------------------------------------------- facts of the wrong object
@@ -295,8 +299,7 @@ def test_the_sweep_finds_roots_with_the_planners_finder(world: World) -> None:
     tool_dir = {"UV_TOOL_DIR": str(tools)}
     world.uv("tool", "install", "-q", *world.offline(), "tooly", extra_env=tool_dir)
     world.uvrefs("status", extra_env=tool_dir)  # sees the tool dir
-    backdate(world.root / "projects")
-    backdate(tools)
+    backdate(world.root / "projects", tools)
     for key, value in world.env.items():
         os.environ[key] = value
     cache = Cache.open(world.cache)

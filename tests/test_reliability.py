@@ -386,25 +386,32 @@ def test_doctor_reports_and_repair_rebuilds(world: World) -> None:
     assert world.archives() == world.archive_of("alpha", "2.0") | world.archive_of("beta", "1.0")
 
 
-def test_other_hosts_refs_are_kept_unless_uvrefs_host_says_same(world: World) -> None:
+def test_other_hosts_refs_are_kept_and_this_machines_names_are_its_own(world: World) -> None:
+    """A referrer recorded on another machine is kept ("recorded on another host") until a
+    collect there judges it. Every `UVREFS_HOST` name used on this machine is one of its
+    own (recorded in the store as such), so a collect run without it, or with another of
+    its names, judges the envs recorded under it: the host is not what the caller's
+    environment says (the scheduled job has no UVREFS_HOST)."""
     env = world.venv("env")
-    world.uvrefs(
-        "install",
-        "-q",
-        "-p",
-        env,
-        *world.offline(),
-        "alpha==1.0",
-        extra_env={"UVREFS_HOST": "runner-1"},
-    )
+    runner_1 = {"UVREFS_HOST": "runner-1"}
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0", extra_env=runner_1)
     shutil.rmtree(env)
+    # As if runner-1 had been recorded on another machine (another machine id).
+    (settings,) = world.state.glob("caches/*/settings.json")
+    doc = json.loads(settings.read_text())
+    assert doc["hosts"] == {"runner-1": doc["hosts"]["runner-1"]}  # recorded as this machine's
+    mine = doc["hosts"]["runner-1"]
+    doc["hosts"] = {"runner-1": "another-machine"}
+    settings.write_text(json.dumps(doc))
     out = json.loads(
         world.uvrefs("collect", "--json", extra_env={"UVREFS_HOST": "runner-2"}).stdout
     )
     assert out["freed"] == [] and "recorded on another host" in out["kept"][0]["reason"]
-    out = json.loads(
-        world.uvrefs("collect", "--json", extra_env={"UVREFS_HOST": "runner-1"}).stdout
-    )
+    out = json.loads(world.uvrefs("collect", "--json").stdout)  # no UVREFS_HOST: this machine
+    assert out["freed"] == []
+    doc["hosts"] = {"runner-1": mine}  # runner-1 was this machine after all
+    settings.write_text(json.dumps(doc))
+    out = json.loads(world.uvrefs("collect", "--json").stdout)
     assert [d["dist"] for d in out["freed"]] == ["alpha"]
 
 

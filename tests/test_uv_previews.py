@@ -109,6 +109,10 @@ def nothing_for_prune(world: World) -> None:
     cached environments apart, which it always removes)."""
     blobs = sorted(str(p) for p in world.cache.glob("files-v*/*/*"))
     archives = world.archives()
+    # Nor a directory we emptied: prune removes empty fan-out directories of `files-v0`
+    # ("Removed 7 directories", after a collect that left them).
+    emptied = [d for d in world.cache.glob("files-v*/*") if d.is_dir() and not any(d.iterdir())]
+    assert emptied == [], emptied
     pruned = world.uv("cache", "prune", "-v")
     removed = [
         line

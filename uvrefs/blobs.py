@@ -23,7 +23,11 @@ class Blobs:
     cache: Cache
     device: int
     where: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # ino -> path parts
+    # Each fan-out directory: how many entries it holds (blobs and anything else), and its
+    # blocks: it goes with its last blob (`uv cache prune` would remove it empty).
+    fans: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     _archive_links: Counter[int] | None = None
+    _orphans: list[Blob] | None = None
     # Links that go with this collect: the files of dead project envs in the cache (their
     # hard links are not a use once the env goes with them).
     going: Counter[tuple[int, int]] = field(default_factory=Counter)
@@ -34,9 +38,26 @@ class Blobs:
         blobs = cls(cache, device)
         for bucket in content_buckets(cache):
             for fan in _subdirs(cache.root / bucket):
-                for name, ino in _files(cache.root / bucket / fan):
-                    blobs.where[ino] = (bucket, fan, name)
+                entries = _scan(cache.root / bucket / fan)
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False):
+                        blobs.where[entry.inode()] = (bucket, fan, entry.name)
+                try:
+                    size = os.lstat(cache.root / bucket / fan).st_blocks * 512
+                except OSError:
+                    continue
+                blobs.fans[bucket, fan] = (len(entries), size)
         return blobs
+
+    def emptied(self, going: set[int]) -> dict[tuple[str, str], int]:
+        """The fan-out directories left empty once the blobs `going` (inodes) are gone:
+        directory -> its blocks."""
+        left: dict[tuple[str, str], int] = {k: n for k, (n, _size) in self.fans.items()}
+        for ino in going:
+            parts = self.where.get(ino)
+            if parts is not None and parts[:2] in left:
+                left[parts[:2]] -= 1
+        return {k: self.fans[k][1] for k, n in left.items() if n == 0}
 
     def __bool__(self) -> bool:
         return bool(self.where) or bool(self.going)
@@ -87,9 +108,12 @@ class Blobs:
             self._archive_links = counts
         return self._archive_links
 
-    def orphans(self) -> list[Blob]:
-        """Blobs no archive links (one link left) as they are now: candidates only, each
-        re-checked under the lock before it goes."""
+    def orphans(self, *, again: bool = True) -> list[Blob]:
+        """Blobs no archive links (one link left) as they are now (with `again` false: as
+        first found this run, for planning and dry runs): candidates only, each re-checked
+        under the lock before it goes."""
+        if not again and self._orphans is not None:
+            return self._orphans
         found = []
         for ino, parts in self.where.items():
             try:
@@ -98,6 +122,8 @@ class Blobs:
                 continue
             if st.st_ino == ino and st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
                 found.append(Blob(parts, ino, st.st_blocks * 512))
+        if self._orphans is None:
+            self._orphans = found
         return found
 
 
@@ -134,13 +160,6 @@ def _subdirs(path: Path) -> Iterator[str]:
     for entry in _scan(path):
         if entry.is_dir(follow_symlinks=False):
             yield entry.name
-
-
-def _files(path: Path) -> Iterator[tuple[str, int]]:
-    """Regular files and their inodes, from the listing alone (d_type, d_ino)."""
-    for entry in _scan(path):
-        if entry.is_file(follow_symlinks=False):
-            yield entry.name, entry.inode()
 
 
 def _scan(path: Path) -> list[os.DirEntry[str]]:

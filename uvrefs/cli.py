@@ -522,6 +522,13 @@ def watch_add(directory: WatchDir) -> None:
         path = os.path.realpath(os.path.expanduser(directory))
         if not os.path.isdir(path):
             raise UvrefsError(f"{directory} is not a directory; give one that holds your projects")
+        try:
+            os.listdir(path)
+        except OSError as exc:  # envs there could not be seen: watching it would hide them
+            raise UvrefsError(
+                f"cannot list {directory} ({exc.strerror}): envs there could not be seen; "
+                "fix its permissions, or run this as a user who may list it"
+            ) from None
         cache, store = cache_and_store()
         with store.locked():
             store.save_watched([*store.watched(), path])

@@ -89,6 +89,7 @@ class Survey:
     roots: Roots
     marks: Marks
     blobs: Blobs
+    orphan_fans: int = 0  # fan-out directories of `files-v*` only unlinked blobs leave empty
 
 
 def gather_facts(
@@ -272,11 +273,41 @@ def measure(
     # A blob every link of which goes (its own, and several going archives') is freed,
     # though no one archive frees it alone: it counts for the last of them.
     also = blobs.also_going
+    going_blobs: dict[int, str] = {}  # blob -> the entry whose deletion frees it
     for (dev, ino), (last, total, most, nlink, size) in shared.items():
-        if total + also(dev, ino) >= nlink > most + also(dev, ino):
-            sizes[last] += size
+        if total + also(dev, ino) >= nlink:
+            if blobs.device_ino(dev, ino):
+                going_blobs[ino] = last
+            if nlink > most + also(dev, ino):
+                sizes[last] += size
+    if blobs.where:
+        survey.orphan_fans = _emptied_fans(blobs, going_blobs, sizes, entries)
     memory.save(survey.facts.archives)
     return sizes, frozenset(linked)
+
+
+def _emptied_fans(
+    blobs: Blobs, going: Mapping[int, str], sizes: dict[str, int], order: list[str]
+) -> int:
+    """A fan-out directory of `files-v*` goes with its last blob (the sweep removes it, as
+    `uv cache prune` would): its blocks count for the last entry that frees a blob in it,
+    or, if only blobs no archive links (a killed collect's) are in it, are returned."""
+    orphans = {b.ino for b in blobs.orphans(again=False)}
+    rank = {entry: n for n, entry in enumerate(order)}
+    freeing: dict[
+        tuple[str, str], list[str]
+    ] = {}  # fan-out directory -> entries freeing blobs there
+    for ino, entry in going.items():
+        parts = blobs.where.get(ino)
+        if parts is not None:
+            freeing.setdefault(parts[:2], []).append(entry)
+    loose = 0
+    for fan, size in blobs.emptied({*going, *orphans}).items():
+        if fan in freeing:
+            sizes[max(freeing[fan], key=rank.__getitem__)] += size
+        else:
+            loose += size
+    return loose
 
 
 def _content_archive_size(
@@ -432,29 +463,32 @@ def tidy_refs(
     """After a sweep: forget refs of entries that left the cache some other way (uv cache
     clean), and record what every living root of ours uses now: envs plain uv changed
     since they were recorded, and roots found by discovery, uv's cached envs and tool envs,
-    which are tracked from now on (so their deletion frees what only they used)."""
+    which are tracked from now on (so their deletion frees what only they used). Every
+    fact recorded is taken from the env's path now (its mount, its identity, its site
+    directories by their real paths), never copied from a record made through another
+    path (a link that led to it then)."""
     from uvrefs.envs import identity, mount_namespace, mount_point
-    from uvrefs.stamps import stamp_path, write_stamp
 
     with store.locked():
         for path, root in survey.roots.envs.items():
             scan = scans.get(path)
             if scan is None or scan.state != "alive" or scan.reused or root.kind == "peer":
                 continue
+            ident = identity(Path(path))
             store.save_env(
                 path,
-                list(root.record.site_dirs) if root.record else [],
-                root.record.mount if root.record else mount_point(Path(path)),
+                [os.path.realpath(s) for s in root.record.site_dirs] if root.record else [],
+                mount_point(Path(path)),
                 root.record.command if root.record else f"collect ({root.kind})",
                 sorted(scan.uses),
                 mntns=mount_namespace(),
-                identity=identity(Path(path)),
+                identity=ident,
                 sources=list(scan.sources),
                 projects=list(root.links),
             )
-            store.record(Path(path), scan.uses, "collect", cache.describe)
+            store.record(Path(path), scan.uses, "collect", cache.describe, ident)
             if scan is survey.marks.scans.get(path) and path in survey.marks.prints:
-                write_stamp(stamp_path(str(store.dir), path), survey.marks.prints[path])
+                store.write_stamp(path, survey.marks.prints[path])
         for entry in plan.stale:
             store.delete(entry)
     register_store(cache, store.dir)
@@ -486,7 +520,7 @@ def survey_warnings(survey: Survey) -> list[str]:
 
 
 def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
-    orphans = survey.blobs.orphans()  # those the planned entries free are in their sizes
+    orphans = survey.blobs.orphans(again=False)  # those the planned entries free are in their sizes
     return Removal(
         survey.index.cache.root,
         True,
@@ -499,7 +533,7 @@ def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
         live_untracked=plan.live_untracked,
         uv_own=plan.uv_own,
         blobs=len(orphans),
-        blob_bytes=sum(b.bytes for b in orphans),
+        blob_bytes=sum(b.bytes for b in orphans) + survey.orphan_fans,
         envs=tuple((env, _why_dead(survey, env), _env_bytes(env)) for env in plan.free_envs),
     )
 

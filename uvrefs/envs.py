@@ -34,6 +34,9 @@ class EnvScan:
     # Gone from its path, but it may have moved there, out of sight, and still link into
     # the cache (symlink mode, or a project's `.venv` link): its entries wait a grace period.
     maybe_moved: bool = False
+    # `[st_dev, st_ino]` of the env's directory when scanned (alive): a referrer recorded
+    # with another one names an env that was at this path before (it may have moved).
+    identity: tuple[int, int] | None = None
 
 
 # ---------------------------------------------------------------- which entries an env uses
@@ -236,7 +239,8 @@ def scan_env(
     project = path.parent / "pyproject.toml"
     if path.name == ".venv" and project.is_file():
         sources.append(str(path.parent))
-    return EnvScan(path, "alive", "", uses, tuple(dists), sources=tuple(sorted(set(sources))))
+    found = tuple(sorted(set(sources)))
+    return EnvScan(path, "alive", "", uses, tuple(dists), sources=found, identity=identity(path))
 
 
 def local_source(installed: Path) -> str | None:

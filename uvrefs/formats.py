@@ -17,7 +17,9 @@ FORMAT: Literal[1] = 1
 class Referrer(BaseModel):
     """One environment that uses an entry: where it is, on which host, how the use was
     proven (symlink, hardlink, content, or build: appeared while uv built for it), by which
-    uvrefs command and when first recorded."""
+    uvrefs command and when first recorded, and the `[st_dev, st_ino]` of the env's
+    directory then (an env made since at the same path is another env: the one recorded
+    may have moved away). `identity` came after format 1 was first written."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -26,6 +28,7 @@ class Referrer(BaseModel):
     how: Literal["symlink", "hardlink", "content", "build"]
     command: str
     recorded_at: datetime
+    identity: tuple[int, int] | None = None
 
 
 class EntryRefs(BaseModel):

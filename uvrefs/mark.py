@@ -137,7 +137,10 @@ def scan_or_reuse(
     if stamp != print_ or not os.path.isdir(root.path):
         return scan_root(root, index)
     uses: dict[str, How] = dict.fromkeys(record.entries, "hardlink")
-    return EnvScan(Path(root.path), "alive", "", uses, reused=True, sources=record.sources)
+    here = identity(Path(root.path))
+    return EnvScan(
+        Path(root.path), "alive", "", uses, reused=True, sources=record.sources, identity=here
+    )
 
 
 def mark(
@@ -251,7 +254,13 @@ def note_moves(roots: Iterable[Root], scans: dict[str, EnvScan], refs: Mapping[s
         if scan is None or scan.state != "gone":
             continue
         ident = root.record.identity if root.record else None
+        # Linking into the cache, it may have moved out of sight, links and all; "moved
+        # to" (the same inode, on the same filesystem, alive) is a guess an inode reused
+        # by a new directory also fits, so it does not end the wait.
+        moved = scan.maybe_moved or root.path in linking
         if ident in alive:
-            scans[root.path] = EnvScan(scan.path, "gone", f"moved to {alive[ident]}")
-        elif root.path in linking and not scan.maybe_moved:
+            scans[root.path] = EnvScan(
+                scan.path, "gone", f"moved to {alive[ident]}", maybe_moved=moved
+            )
+        elif moved and not scan.maybe_moved:
             scans[root.path] = replace(scan, maybe_moved=True)

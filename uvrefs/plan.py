@@ -27,8 +27,11 @@ class Decision:
     untracked: bool = False  # freed under --untracked/--budget: no refs to re-read
     state: str = ""  # dead, live, held or uv's own: the words `status` and `why` use
     # Dead because an env that linked into the cache is gone from its path, where it may
-    # have been moved out of sight: freed only after the grace period (`Policy.grace`).
+    # have been moved out of sight: freed only after the grace period (`Policy.grace`),
+    # which starts no earlier than the newest record of such an env (`grace_from`, epoch
+    # seconds): a stamp older than that (a clock set back) cannot shorten it.
     grace: bool = False
+    grace_from: float = 0.0
 
 
 GRACE = 7 * 86400.0  # seconds: the default wait for entries of envs that may have moved
@@ -129,6 +132,8 @@ def referrer_verdict(ref: Ref, entry: str, facts: Facts) -> Verdict:
     if scan.state == "unknown":
         return "unsure", f"{ref.env} {scan.detail}"
     if scan.state == "gone":
+        if scan.maybe_moved and scan.detail.startswith("moved to "):
+            return "dead", f"{ref.env} {scan.detail}"  # by its inode: maybe, so it waits
         if scan.maybe_moved:
             return "dead", f"gone from {ref.env}, maybe moved"
         return "dead", f"{ref.env} {scan.detail or 'no longer exists'}"
@@ -136,12 +141,43 @@ def referrer_verdict(ref: Ref, entry: str, facts: Facts) -> Verdict:
         return "holds", f"built for {ref.env}"
     if entry in scan.uses:
         return "holds", f"used by {ref.env}"
+    if replaced(ref, scan):
+        return "dead", f"gone from {ref.env} (another env is there now), maybe moved"
     return "dead", f"{ref.env} no longer uses it"
+
+
+def replaced(ref: Ref, scan: EnvScan) -> bool:
+    """Whether the env a referrer names is not the one at its path now (another directory
+    was made there since it was recorded): the one recorded may have moved away."""
+    return ref.identity is not None and scan.identity is not None and ref.identity != scan.identity
 
 
 def maybe_moved(env: str, facts: Facts) -> bool:
     scan = facts.envs.get(env)
     return scan is not None and scan.maybe_moved
+
+
+def moved_referrer(ref: Ref, facts: Facts) -> bool:
+    """A referrer whose env may have moved out of sight with its links into the cache:
+    gone from its path (`maybe_moved`), or another env at its path now while it was
+    recorded linking into the cache (symlink mode)."""
+    scan = facts.envs.get(ref.env)
+    if scan is None:
+        return False
+    return scan.maybe_moved or (ref.how == "symlink" and replaced(ref, scan))
+
+
+def epoch(when: object) -> float:
+    """An RFC 3339 time as uvrefs writes it (or a datetime), in epoch seconds (0 if
+    unreadable)."""
+    from datetime import datetime
+
+    if isinstance(when, datetime):
+        return when.timestamp()
+    try:
+        return datetime.fromisoformat(str(when).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def used_by(roots: tuple[str, ...]) -> str:
@@ -209,13 +245,15 @@ def plan_collection(facts: Facts) -> Plan:
             keep.append(decide("held", "files still hard-linked elsewhere (an untracked env?)"))
         else:
             dead = [why for verdict, why in verdicts if verdict == "dead"]
-            moved = [
-                why
+            movers = [
+                (why, ref)
                 for (verdict, why), ref in zip(verdicts, refs.referrers, strict=True)
-                if verdict == "dead" and maybe_moved(ref.env, facts)
+                if verdict == "dead" and moved_referrer(ref, facts)
             ]
-            why = (moved or dead or ["no environment uses it any more"])[0]
-            free.append(decide("dead", why, grace=bool(moved)))
+            why = ([w for w, _ in movers] or dead or ["no environment uses it any more"])[0]
+            decision = decide("dead", why, grace=bool(movers))
+            since = max((epoch(r.recorded_at) for _, r in movers), default=0.0)
+            free.append(replace(decision, grace_from=since))
     stale = tuple(sorted(e for e in set(facts.refs) - facts.archives if facts.is_own(e)))
     gone = frozenset(p for p, s in facts.envs.items() if s.state == "gone" and s.maybe_moved)
     return Plan(
@@ -282,6 +320,8 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
     dead: list[Decision] = []
     for d in sorted(plan.free, key=lambda d: _dead_order(d.entry, facts)):
         since = facts.dead_since.get(d.entry, facts.now)
+        if d.grace:  # a wait starts no earlier than the record of the env that may have moved
+            since = max(since, min(d.grace_from, facts.now))
         dead_for = facts.now - since
         if normalize(d.dist) in policy.keep:
             held(d, "kept by --keep")

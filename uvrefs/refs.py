@@ -42,11 +42,17 @@ LOCK_TIMEOUT = 60.0
 
 @cache
 def host_id() -> str:
-    """This machine's identity: `UVREFS_HOST` if set (CI runners that share one cache and
-    store across machines set it to one name), else the systemd machine id, else the host
-    name."""
-    if os.environ.get("UVREFS_HOST"):
-        return os.environ["UVREFS_HOST"]
+    """The host name envs are recorded under: `UVREFS_HOST` if set (CI runners that share
+    one cache and store across machines set it to one name), else `machine_id()`. Each
+    command that runs with `UVREFS_HOST` records it in the store as a name of this machine
+    (`Settings.hosts`), so a collect run without it (a scheduler's) still judges the envs
+    recorded under it as this machine's own."""
+    return os.environ.get("UVREFS_HOST") or machine_id()
+
+
+@cache
+def machine_id() -> str:
+    """This machine's own identity: the systemd machine id, else the host name."""
     from uvrefs.files import read_utf8
 
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
@@ -74,6 +80,7 @@ class Ref(NamedTuple):
     how: str
     command: str
     recorded_at: str
+    identity: tuple[int, int] | None = None
 
 
 class Refs(NamedTuple):
@@ -103,7 +110,7 @@ class KnownEnv(NamedTuple):
 
 
 HOWS = frozenset({"symlink", "hardlink", "content", "build"})
-REF_KEYS = frozenset(Ref._fields)
+REF_KEYS = frozenset(Ref._fields) - {"identity"}  # identity may be absent (older referrers)
 # RFC 3339, as uvrefs writes times: a subset of what pydantic reads as a datetime.
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 
@@ -136,10 +143,14 @@ def _opt_str(value: object) -> bool:
 
 
 def _fast_ref(r: object) -> Ref | None:
-    if not (isinstance(r, dict) and r.keys() == REF_KEYS):
+    if not (isinstance(r, dict) and REF_KEYS <= r.keys() <= REF_KEYS | {"identity"}):
         return None
-    ok = all(isinstance(r[k], str) for k in Ref._fields) and r["how"] in HOWS
-    return Ref(**r) if ok and _is_time(r["recorded_at"]) else None
+    ok = all(isinstance(r[k], str) for k in REF_KEYS) and r["how"] in HOWS
+    ident = r.get("identity")
+    if not (ok and _is_time(r["recorded_at"]) and (ident is None or _ints2(ident))):
+        return None
+    pair = (ident[0], ident[1]) if ident is not None else None
+    return Ref(r["env"], r["host"], r["how"], r["command"], r["recorded_at"], pair)
 
 
 def fast_refs(data: object) -> Refs | None:
@@ -214,7 +225,8 @@ def _ints2(value: object) -> bool:
 
 def refs_from_model(model: EntryRefs) -> Refs:
     refs = tuple(
-        Ref(r.env, r.host, r.how, r.command, _time(r.recorded_at)) for r in model.referrers
+        Ref(r.env, r.host, r.how, r.command, _time(r.recorded_at), r.identity)
+        for r in model.referrers
     )
     return Refs(model.entry, model.dist, model.version, tuple(model.tags), refs)
 
@@ -354,12 +366,15 @@ class RefsStore:
         uses: Mapping[str, How],
         command: str,
         describe: Callable[[str], tuple[str | None, str | None, list[str]]],
+        identity: tuple[int, int] | None = None,
     ) -> tuple[int, list[str]]:
-        """Add `env` as a referrer of every entry in `uses` (id -> how). Call with the
-        store locked. Returns how many files changed and the ids whose refs are unreadable
-        (left as they are: rewriting them would drop referrers we cannot read)."""
+        """Add `env` (its directory's `identity`) as a referrer of every entry in `uses`
+        (id -> how). Call with the store locked. Returns how many files changed and the
+        ids whose refs are unreadable (left as they are: rewriting them would drop
+        referrers we cannot read)."""
         changed, corrupt = 0, []
         when = now()  # one recording, one time
+        ident = list(identity) if identity else None
         for entry_id, how in sorted(uses.items()):
             try:
                 data = self._read_raw(entry_id)
@@ -381,7 +396,7 @@ class RefsStore:
                 for r in data["referrers"]
                 if r.get("env") == str(env) and r.get("host") == host_id()
             ]
-            if mine and mine[0].get("how") == how:
+            if mine and mine[0].get("how") == how and mine[0].get("identity") == ident:
                 continue
             me = {
                 "env": str(env),
@@ -389,6 +404,7 @@ class RefsStore:
                 "how": how,
                 "command": command,
                 "recorded_at": when,
+                "identity": ident,
             }
             data["referrers"] = [r for r in data["referrers"] if r not in mine] + [me]
             _write_json(self.refs_path(entry_id), data, checked=True)
@@ -423,8 +439,11 @@ class RefsStore:
             return {}
 
     def save_dead_since(self, dead: set[str], now: float) -> None:
-        """Stamp entries first seen dead now; forget those no longer dead. Store locked."""
+        """Stamp entries first seen dead now; forget those no longer dead. Store locked.
+        Never a time earlier than the newest already there: a clock set back (no time sync
+        yet at boot) would otherwise end every wait at once once it is right again."""
         known = self.dead_since()
+        now = max(now, *known.values()) if known else now
         stamped = {e: known.get(e, now) for e in sorted(dead)}
         _write_json(self.dir / "dead-since.json", {"format": FORMAT, "dead_since": stamped})
 
@@ -481,6 +500,9 @@ class RefsStore:
     def stamp_path(self, env: str) -> str:
         """The env's fingerprint at its last record (written by the install path)."""
         return stamps.stamp_path(str(self.dir), env)
+
+    def write_stamp(self, env: str, fingerprint: str) -> None:
+        stamps.write_stamp(self.stamp_path(env), fingerprint)
 
     def env_record(self, env: str) -> KnownEnv | None:
         """The record of one env, if there is a readable one."""
@@ -561,9 +583,10 @@ class RefsStore:
         for path in (self.env_path(Path(env)), Path(self.stamp_path(env))):
             path.unlink(missing_ok=True)
 
-    def drop_referrers(self, entry_id: str, envs: set[str], host: str) -> bool:
-        """Remove this host's referrers named in `envs` from an entry's refs (they were
-        re-judged gone under uv's exclusive lock). Store locked. True if rewritten."""
+    def drop_referrers(self, entry_id: str, envs: set[str], hosts: frozenset[str]) -> bool:
+        """Remove this host's referrers (under any of its names, `hosts`) named in `envs`
+        from an entry's refs (they were re-judged gone under uv's exclusive lock). Store
+        locked. True if rewritten."""
         try:
             data = self._read_raw(entry_id)
         except CorruptRefs:
@@ -571,7 +594,7 @@ class RefsStore:
         if data is None:
             return False
         kept = [
-            r for r in data["referrers"] if not (r.get("env") in envs and r.get("host") == host)
+            r for r in data["referrers"] if not (r.get("env") in envs and r.get("host") in hosts)
         ]
         if len(kept) == len(data["referrers"]):
             return False
@@ -607,7 +630,7 @@ class RefsStore:
                     st = None
                 known = old.get(key)
                 if st is not None and known is not None and known[0] == _stat_key(st):
-                    if st.st_mtime_ns < cutoff:
+                    if max(st.st_mtime_ns, st.st_ctime_ns) < cutoff:
                         view.parsed[key] = known
                         return known[1], True
             try:
@@ -691,9 +714,11 @@ class RefsStore:
             data = _read_store_json(self.dir / SETTINGS)
         except (OSError, CorruptRefs):
             data = None
+        import time
+
         known = Settings.of(data) if data is not None else Settings()
-        merged = known.merge(seen)
-        if merged != known:
+        merged = known.merge(seen, time.time())
+        if _named(merged) != _named(known) or _stale(known, time.time()):
             self._ensure_dirs()
             _write_json(self.dir / SETTINGS, {"format": FORMAT, **merged.as_json()})
 
@@ -739,18 +764,42 @@ RACY_NS = 2_000_000_000  # a file written this close to a read may have changed 
 SETTINGS = "settings.json"
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
-    return st.st_ino, st.st_mtime_ns, st.st_size
+def _named(settings: Settings) -> tuple[object, ...]:
+    """What a settings file says, its times apart (rewritten when this changes)."""
+    return (
+        tuple(sorted(settings.tool_dirs)),
+        tuple(sorted(settings.python_dirs)),
+        settings.preview_features,
+        tuple(sorted(settings.hosts.items())),
+    )
+
+
+def _stale(settings: Settings, now: float) -> bool:
+    """Whether a directory's last sighting is over a day old (refreshed once a day)."""
+    return any(
+        now - t > 86400 for t in (*settings.tool_dirs.values(), *settings.python_dirs.values())
+    )
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a store file unchanged: its inode, size, mtime and ctime (an mtime set
+    back by hand, or a same-size rewrite within one mtime tick, still changes the ctime)."""
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+SETTINGS_KEEP = 365 * 86400.0  # seconds: a recorded directory missing this long is forgotten
 
 
 class Settings(NamedTuple):
-    """`settings.json`: where uv keeps tool environments and managed Pythons (and the
-    preview features in effect), as uvrefs commands have seen them in their environment
-    and uv's configuration. A collect searches every one of these that exists."""
+    """`settings.json`: where uv keeps tool environments and managed Pythons (each with
+    when a uvrefs command last saw it named), and the preview features in effect, as
+    uvrefs commands have seen them in their environment and uv's configuration. A
+    collect searches every one of these directories that exists."""
 
-    tool_dirs: tuple[str, ...] = ()
-    python_dirs: tuple[str, ...] = ()
+    tool_dirs: Mapping[str, float] = {}
+    python_dirs: Mapping[str, float] = {}
     preview_features: tuple[str, ...] = ()
+    hosts: Mapping[str, str] = {}  # a `UVREFS_HOST` name -> the machine id it was used on
 
     @classmethod
     def of(cls, data: object) -> Settings:
@@ -759,28 +808,59 @@ class Settings(NamedTuple):
         if not isinstance(data, dict):
             return cls()
 
-        def strs(key: str) -> tuple[str, ...]:
+        def dirs(key: str) -> dict[str, float]:
             value = data.get(key)
-            if not isinstance(value, list):
-                return ()
-            return tuple(sorted({v for v in value if isinstance(v, str)}))
+            if isinstance(value, list):  # as first written: no times
+                value = dict.fromkeys(value, 0.0)
+            if not isinstance(value, dict):
+                return {}
+            return {
+                k: float(v)
+                for k, v in value.items()
+                if isinstance(k, str) and os.path.isabs(k) and type(v) in (int, float)
+            }
 
-        return cls(strs("tool_dirs"), strs("python_dirs"), strs("preview_features"))
+        named = data.get("hosts")
+        hosts = (
+            {k: v for k, v in named.items() if isinstance(k, str) and isinstance(v, str)}
+            if isinstance(named, dict)
+            else {}
+        )
+        features = data.get("preview_features")
+        names = (
+            sorted({f for f in features if isinstance(f, str)})
+            if isinstance(features, list)
+            else []
+        )
+        return cls(dirs("tool_dirs"), dirs("python_dirs"), tuple(names), hosts)
 
-    def merge(self, seen: Settings) -> Settings:
-        """These and `seen`; directories that no longer exist are dropped."""
+    def merge(self, seen: Settings, now: float) -> Settings:
+        """These and `seen` (seen `now`). A directory is forgotten only once it has been
+        missing and unnamed for a year: one missing for a moment (renamed, unmounted, not
+        made yet) is still searched when it is back."""
 
-        def dirs(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-            return tuple(sorted(d for d in {*a, *b} if os.path.isabs(d) and os.path.isdir(d)))
+        def dirs(known: Mapping[str, float], new: Mapping[str, float]) -> dict[str, float]:
+            merged = {**known, **dict.fromkeys(new, now)}
+            return {
+                d: t
+                for d, t in sorted(merged.items())
+                if now - t < SETTINGS_KEEP or os.path.isdir(d)
+            }
 
         return Settings(
             dirs(self.tool_dirs, seen.tool_dirs),
             dirs(self.python_dirs, seen.python_dirs),
             tuple(sorted({*self.preview_features, *seen.preview_features})),
+            dict(sorted({**self.hosts, **seen.hosts}.items())),
         )
 
-    def as_json(self) -> dict[str, list[str]]:
-        return {k: list(v) for k, v in self._asdict().items()}
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tool_dirs": dict(self.tool_dirs),
+            "python_dirs": dict(self.python_dirs),
+            "preview_features": list(self.preview_features),
+            "hosts": dict(self.hosts),
+        }
 
 
 @dataclass
@@ -801,7 +881,7 @@ class StoreView:
     holders: list[str] = field(default_factory=list)
     peers: list[str] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
-    parsed: dict[str, tuple[tuple[int, int, int], Any]] = field(default_factory=dict)
+    parsed: dict[str, tuple[tuple[int, int, int, int], Any]] = field(default_factory=dict)
 
 
 def _parse_store_json(raw: bytes) -> Any:

@@ -95,9 +95,20 @@ class Roots:
     # A recorded env path reached through a symbolic link now -> the env's real path,
     # under which it is a root (one env, listed and scanned once).
     aliases: dict[str, str] = field(default_factory=dict)
+    # Every name this machine's envs are recorded under: its machine id and the
+    # `UVREFS_HOST` names commands on it used (referrers and records under any of them are
+    # this host's, and read as `host`).
+    hosts: frozenset[str] = frozenset()
 
     def add(self, root: Root) -> None:
+        """Add a root; one with a record replaces one found without (by discovery, uv's
+        cache), but never one of ours by a peer store's (anyone may register a store), nor
+        one whose record cannot be read (unknown is final)."""
         known = self.envs.get(root.path)
+        if known is not None and (
+            known.unreadable or (known.kind == "tracked" and root.kind == "peer")
+        ):
+            return
         if known is None or (known.record is None and root.record is not None):
             self.envs[root.path] = root
 
@@ -150,6 +161,11 @@ def find_roots(
                 f"the refs store {peer.dir}, which tracks this cache too, cannot be read "
                 f"({exc.strerror}); delete its entry in {registry_dir(cache)} if it is gone"
             )
+    from uvrefs.refs import machine_id
+
+    me = machine_id()
+    named = {a for v in roots.views for a, m in v.settings.hosts.items() if m == me}
+    roots.hosts = frozenset({host, me, *named})
     centralized = set(project_envs(cache))
     for view in roots.views:
         _add_store(roots, view, host, cache, centralized, own=view is ours)
@@ -192,7 +208,11 @@ def find_roots(
 def _fold_aliases(roots: Roots) -> None:
     """Key every env by its real path: a recorded path that now leads through a symbolic
     link (a folder above it was moved and linked back) is the env at the link's target,
-    one root, found once."""
+    one root, found once. What its record says of its place is taken from the real path
+    (the filesystem it is on, its site directories by their real paths), never from the
+    link that led to it."""
+    from uvrefs.envs import mount_point
+
     for path, root in list(roots.envs.items()):
         if root.kind in ("uv-cached", "uv-project") or not os.path.exists(path):
             continue
@@ -201,9 +221,13 @@ def _fold_aliases(roots: Roots) -> None:
             continue
         roots.aliases[path] = real
         del roots.envs[path]
+        record = root.record
+        if record is not None:
+            sites = tuple(os.path.realpath(s) for s in record.site_dirs)
+            record = record._replace(path=real, mount=mount_point(Path(real)), site_dirs=sites)
         known = roots.envs.get(real)
-        if known is None or (known.record is None and root.record is not None):
-            roots.envs[real] = replace(root, path=real)
+        if known is None or (known.record is None and record is not None):
+            roots.envs[real] = replace(root, path=real, record=record)
 
 
 def _add_store(
@@ -221,6 +245,10 @@ def _add_store(
         return "uv-cached" if path.startswith(inside) else kind
 
     roots.newer += view.newer
+
+    def ours(named: str | None) -> bool:
+        return named in roots.hosts
+
     for entry, why in view.set_aside.items():
         roots.set_aside.setdefault(entry, why)
     for entry, why in view.corrupt.items():
@@ -230,15 +258,19 @@ def _add_store(
             roots.blocked = roots.blocked or (
                 f"the refs of {entry} in {view.store.dir} cannot be read ({why})"
             )
-    for entry, loaded in view.refs.items():
+    for entry, read in view.refs.items():
         if own:
             roots.own.add(entry)
+        # Referrers of this machine under another of its names read as `host`.
+        referrers = tuple(r._replace(host=host) if ours(r.host) else r for r in read.referrers)
+        loaded = read._replace(referrers=referrers)
         known = roots.refs.get(entry)
         if known is None:
             roots.refs[entry] = loaded
         else:
             roots.refs[entry] = known._replace(referrers=known.referrers + loaded.referrers)
-    for record in view.records.values():
+    for read_record in view.records.values():
+        record = read_record._replace(host=host) if ours(read_record.host) else read_record
         label = record.path if record.host == host else f"{record.path} (on host {record.host})"
         for entry in record.entries:
             roots.listed.setdefault(entry, []).append(label)
@@ -250,7 +282,7 @@ def _add_store(
         for entry in problem.entries:
             roots.listed.setdefault(entry, []).append(f"{problem.path} ({problem.why})")
         if problem.path is not None and os.path.isabs(problem.path):
-            if problem.host in (None, host) and problem.path not in roots.envs:
+            if (problem.host is None or ours(problem.host)) and problem.path not in roots.envs:
                 roots.envs[problem.path] = Root(
                     problem.path,
                     kind_of(problem.path),
@@ -263,7 +295,7 @@ def _add_store(
             roots.blocked = roots.blocked or f"an env record cannot be read ({problem.why})"
     for loaded in view.refs.values():
         for r in loaded.referrers:
-            if r.host == host and os.path.isabs(r.env) and r.env not in roots.envs:
+            if ours(r.host) and os.path.isabs(r.env) and r.env not in roots.envs:
                 roots.envs[r.env] = Root(r.env, kind_of(r.env), None, view.store)
 
 
@@ -528,14 +560,17 @@ def python_installs(dirs: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Listing:
-    """A directory as discovery read it: its identity and mtime when read, whether it is
-    an environment, its subdirectories (symbolic links to directories included) and its
-    `.venv` links or redirect files. `racy`: changed too close to the read to be trusted
-    unchanged later on the strength of its mtime."""
+    """A directory as discovery read it: its identity and times when read, whether it is
+    an environment, its subdirectories, its symbolic links (any of which may lead to a
+    directory now: they are looked at again every time, since a link's target can appear
+    without its directory changing) and its `.venv` links or redirect files. `racy`:
+    changed too close to the read to be trusted unchanged later on the strength of its
+    times."""
 
-    ident: tuple[int, int, int]  # st_dev, st_ino, st_mtime_ns
+    ident: tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_ctime_ns
     env: bool
     subdirs: tuple[str, ...]
+    symlinks: tuple[str, ...]
     links: tuple[str, ...]
     racy: bool
 
@@ -621,18 +656,20 @@ def _walk(
     directory reached twice (a link loop, two links to one place) is read once (by
     `(st_dev, st_ino)`, with the most levels left); never into VCS metadata,
     node_modules, an env or the cache. A `.venv` that is a link or a file (a redirect)
-    is added to `links`; a directory below the top that exists but cannot be listed
-    to `found.unlistable`."""
+    is added to `links`; a directory that exists but cannot be listed (an env in it could
+    not be seen) to `found.unlistable`, the top included if the user asked for it to be
+    searched (watched): a holder is only searched in case a tracked env was renamed there,
+    and one the collector may not list hides nothing it was asked to see."""
     stack = [(top.path, top.depth)]
+    hidden = found.unlistable if top.why == "watched" else []
     while stack:
         current, left = stack.pop()
         try:
             st = os.stat(current)
-        except PermissionError:
-            if current != top.path:
-                found.unlistable.append(current)
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone, or a dangling link: nothing there to see
         except OSError:
+            (hidden if current == top.path else found.unlistable).append(current)
             continue
         key = (st.st_dev, st.st_ino)
         if not stat.S_ISDIR(st.st_mode) or key == skip or visited.get(key, -1) >= left:
@@ -640,8 +677,7 @@ def _walk(
         visited[key] = left
         listing = _listing(current, st, previous)
         if listing is None:
-            if current != top.path:
-                found.unlistable.append(current)
+            (hidden if current == top.path else found.unlistable).append(current)
             continue
         if listing is not previous_listing(previous, current):
             found.relisted += 1
@@ -650,8 +686,11 @@ def _walk(
             yield os.path.realpath(current)
             continue
         links += [os.path.join(current, n) for n in listing.links]
-        if left > 0:
-            stack.extend((os.path.join(current, n), left - 1) for n in listing.subdirs)
+        if left > 0:  # a link is followed only if it leads to a directory when popped
+            children = (*listing.subdirs, *listing.symlinks)
+            stack.extend(
+                (os.path.join(current, n), left - 1) for n in sorted(children, reverse=True)
+            )
 
 
 def previous_listing(previous: Discovery | None, path: str) -> Listing | None:
@@ -659,32 +698,27 @@ def previous_listing(previous: Discovery | None, path: str) -> Listing | None:
 
 
 def _listing(path: str, st: os.stat_result, previous: Discovery | None) -> Listing | None:
-    """The directory's listing: the previous one if nothing in it changed since, else
-    read now. None if it cannot be listed for lack of permission."""
-    ident = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    """The directory's listing: the previous one if nothing in it changed since (the same
+    directory, the same mtime and ctime: setting an mtime back, as `rsync -a` or `tar` do,
+    still changes the ctime), else read now. None if it cannot be listed (permission, an
+    I/O error): an env there could not be seen."""
+    ident = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
     known = previous_listing(previous, path)
     if known is not None and known.ident == ident and not known.racy:
         return known
     try:
         with os.scandir(path) as it:
             entries = list(it)
-    except PermissionError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return Listing(ident, False, (), (), (), True)  # gone meanwhile
     except OSError:
-        return Listing(ident, False, (), (), True)
+        return None
     names = {e.name for e in entries}
-    subdirs = tuple(  # reversed: popped from the stack in name order
-        sorted((e.name for e in entries if e.name not in SKIP_DIRS and _is_dir(e)), reverse=True)
-    )
+    wanted = [e for e in entries if e.name not in SKIP_DIRS]
+    subdirs = tuple(e.name for e in wanted if e.is_dir(follow_symlinks=False))
+    symlinks = tuple(e.name for e in wanted if e.is_symlink())
     venv_links = tuple(
         e.name for e in entries if e.name == ".venv" and not e.is_dir(follow_symlinks=False)
     )
-    racy = time.time_ns() - st.st_mtime_ns < RACY_NS
-    return Listing(ident, "pyvenv.cfg" in names, subdirs, venv_links, racy)
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()  # follows a symbolic link (read only)
-    except OSError:
-        return False
+    racy = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
+    return Listing(ident, "pyvenv.cfg" in names, subdirs, symlinks, venv_links, racy)

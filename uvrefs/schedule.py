@@ -139,7 +139,9 @@ def resolve_job(
     min_age: str, log: Path, uvrefs: tuple[str, ...] | None = None, retry_for: str = "0s"
 ) -> Job:
     """The job for this user now: uv as uvrefs finds it (`UVREFS_UV`, else PATH), the
-    cache uv uses here and the store uvrefs uses, all pinned as absolute paths. While uv
+    cache uv uses here and the store uvrefs uses, all pinned as absolute paths, and the
+    host name uvrefs records envs under (`UVREFS_HOST`, if set: the job must judge this
+    machine's envs as its own, not as another host's). While uv
     holds the cache, the job tries again for `retry_for` (half the interval: done before
     the next run) before it skips."""
     from uvrefs import stamps, uv
@@ -149,6 +151,7 @@ def resolve_job(
         ("UV_CACHE_DIR", os.path.abspath(uv.cache_dir())),
         ("UVREFS_DIR", stamps.default_state_dir()),
         ("UVREFS_UV", uvbin),
+        *((("UVREFS_HOST", os.environ["UVREFS_HOST"]),) if os.environ.get("UVREFS_HOST") else ()),
     )
     argv = (
         *(uvrefs or uvrefs_command()),

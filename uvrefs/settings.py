@@ -42,13 +42,16 @@ def python_dir(environ: Mapping[str, str] = os.environ) -> str:
 
 
 def seen(environ: Mapping[str, str] = os.environ, *, config: bool = True) -> Settings:
-    """What this process sees: the tool and Python directories that exist, and (reading
-    uv's configuration files, unless `config` is false: the install path skips them)
-    the cache-related preview features in effect."""
-    dirs = [(tool_dir(environ),), (python_dir(environ),)]
-    tools, pythons = (tuple(d for d in group if os.path.isdir(d)) for group in dirs)
+    """What this process sees: the tool and Python directories its environment names
+    (whether they exist yet or not: a tool installed there later is still a root), and
+    (reading uv's configuration files, unless `config` is false: the install path skips
+    them) the cache-related preview features in effect."""
+    from uvrefs.refs import machine_id
+
     previews = tuple(sorted(preview_features(environ))) if config else ()
-    return Settings(tools, pythons, previews)
+    named = environ.get("UVREFS_HOST")
+    hosts = {named: machine_id()} if named else {}
+    return Settings({tool_dir(environ): 0.0}, {python_dir(environ): 0.0}, previews, hosts)
 
 
 # uv 0.13.9's preview features that change the cache's layout or what lives in it.

@@ -80,7 +80,23 @@ def read_stamp(path: str) -> str | None:
 
 
 def write_stamp(path: str, fingerprint: str) -> None:
+    """Replace an env's stamp, never one a newer uvrefs wrote (a JSON document with a
+    newer `format`: an older uvrefs never writes over what a newer one wrote)."""
+    old = read_stamp(path)
+    if old is not None and old.startswith("{") and _newer_doc(old):
+        return
     files.write_atomic(path, fingerprint)
+
+
+def _newer_doc(text: str) -> bool:
+    import json
+
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    version = data.get("format") if isinstance(data, dict) else None
+    return type(version) is int and version > 1
 
 
 RECORDING_LOCK = "recording.lock"

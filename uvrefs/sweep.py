@@ -33,7 +33,7 @@ from uvrefs.files import open_dir, open_dir_below
 from uvrefs.mark import Marks, facts_of, mark_again
 from uvrefs.plan import Decision, Facts, Plan, plan_collection, untracked_state
 from uvrefs.refs import RefsStore
-from uvrefs.roots import Root, Roots, find_roots
+from uvrefs.roots import Roots, find_roots
 
 TRASH_PREFIX = ".uvrefs-trash"  # each collector's own: `.uvrefs-trash-<random>`
 TRASH_NAME = re.compile(r"\.uvrefs-trash(-[A-Za-z0-9_]+)?")
@@ -113,10 +113,13 @@ def sweep(
             facts_now = facts_of(roots_now, marks_now, facts.host, frozenset(candidates))
             now = plan_collection(facts_now)
             scans, live = marks_now.scans, marks_now.live
-            envs_going = [
+            envs_going = [  # none if something now says nothing may be freed
                 env
                 for env in plan.free_envs
-                if env in scans and scans[env].state == "gone" and cache.contains(Path(env))
+                if env in scans
+                and scans[env].state == "gone"
+                and cache.contains(Path(env))
+                and not facts_now.blocked
             ]
             if blobs is not None:  # their links go with them: not a use of any archive
                 blobs.count_going(envs_going)
@@ -150,9 +153,7 @@ def sweep(
                 except OSError as exc:
                     errors.append(f"{decision.entry}: {_why(exc)}")
             freeing = {d.entry for d, _ in moved}
-            warnings += forget_gone(
-                store, facts_now, scans, roots_now.envs, freeing, plan.forgettable
-            )
+            warnings += forget_gone(store, facts_now, scans, roots_now, freeing, plan.forgettable)
             held = time.monotonic() - started
         # uv's lock is released: what is in the trash is out of uv's sight, and this
         # collector's lock on the trash keeps every other collector out of it. The refs
@@ -256,9 +257,13 @@ def sweep_blobs(
 def remove_orphans(root_fd: int, candidates: list[Blob]) -> list[Blob]:
     """Under uv's exclusive lock: unlink each candidate blob that still has one link, is the
     same regular file, and lies in a real directory of the cache (opened component by
-    component without following links). Returns the blobs removed, as measured then."""
-    removed = []
+    component without following links); then remove each fan-out directory this left
+    empty, as `uv cache prune` would (so a prune after a collect finds nothing to do): its
+    blocks count in the last blob removed from it. Returns the blobs removed, as measured
+    then."""
+    removed: list[Blob] = []
     dirs: dict[tuple[str, str], int] = {}
+    last: dict[tuple[str, str], int] = {}  # fan-out directory -> its last blob removed
     try:
         for blob in candidates:
             bucket, fan, name = blob.parts
@@ -277,12 +282,34 @@ def remove_orphans(root_fd: int, candidates: list[Blob]) -> list[Blob]:
                 os.unlink(name, dir_fd=fd)
             except OSError:
                 continue  # gone, or not removable: the next collect looks again
+            last[bucket, fan] = len(removed)
             removed.append(Blob(blob.parts, blob.ino, st.st_blocks * 512))
+        for (bucket, fan), n in last.items():
+            if not os.listdir(dirs[bucket, fan]):
+                size = _remove_empty(root_fd, bucket, fan)
+                removed[n] = replace(removed[n], bytes=removed[n].bytes + size)
     finally:
         for fd in dirs.values():
             if fd >= 0:
                 os.close(fd)
     return removed
+
+
+def _remove_empty(root_fd: int, bucket: str, name: str) -> int:
+    """rmdir `bucket/name` through the bucket's descriptor (it fails if anything is in
+    it); the blocks it freed."""
+    try:
+        bucket_fd = open_dir_below(root_fd, (bucket,))
+    except OSError:
+        return 0
+    try:
+        size = os.stat(name, dir_fd=bucket_fd, follow_symlinks=False).st_blocks * 512
+        os.rmdir(name, dir_fd=bucket_fd)
+    except OSError:
+        return 0  # not empty after all, or gone: nothing freed
+    finally:
+        os.close(bucket_fd)
+    return size
 
 
 def _why(exc: OSError) -> str:
@@ -382,7 +409,7 @@ def forget_gone(
     store: RefsStore,
     facts: Facts,
     scans: Mapping[str, EnvScan],
-    roots: Mapping[str, Root],
+    roots: Roots,
     freeing: set[str],
     forgettable: frozenset[str] = frozenset(),
 ) -> list[str]:
@@ -406,9 +433,9 @@ def forget_gone(
                 if facts.is_own(entry) and any(
                     r.env in gone and r.host == facts.host for r in refs.referrers
                 ):
-                    store.drop_referrers(entry, gone, facts.host)
+                    store.drop_referrers(entry, gone, roots.hosts)
             for path in gone:
-                root = roots.get(path)
+                root = roots.envs.get(path)
                 if root is not None and root.kind != "peer":
                     store.forget_env(path)
     except (OSError, StoreError) as exc:  # bookkeeping only: the next collect retries

@@ -430,8 +430,11 @@ def record_env(
             sources=list(scan.sources),
             projects=projects,
         )
-        changed, corrupt = store.record(env, uses, command, cache.describe)
-        store.remember_settings(seen(config=False))  # where uv keeps tools and Pythons
+        changed, corrupt = store.record(env, uses, command, cache.describe, identity(env))
+        try:  # where uv keeps tools and Pythons; best effort: the env is recorded
+            store.remember_settings(seen(config=False))
+        except StoreError:
+            pass  # a settings file a newer uvrefs wrote: left as it is
     register_store(cache, store.dir)
     return Recorded(str(env), len(uses), changed, corrupt=tuple(corrupt))
 
