@@ -454,10 +454,17 @@ above); the 1x row is mostly the fixed cost of starting (see below).
         )
     )
     old = (HERE / "docs/benchmarks.md").read_text()
-    start, end = "<!-- bench-big -->", "<!-- /bench-big -->"
-    if start in old and end in old:  # `make bench-big`'s section (benchmarks/big.py) stays
-        big = old[old.index(start) : old.index(end) + len(end)] + "\n"
-        doc = doc.replace("\n## Reading the tables", "\n" + big + "\n## Reading the tables")
+    # Sections measured by other means stay: `make bench-big`'s (benchmarks/big.py), and
+    # those marked `<!-- kept:NAME -->` ... `<!-- /kept:NAME -->` (measured by hand).
+    kept = [("<!-- bench-big -->", "<!-- /bench-big -->")]
+    kept += [
+        (f"<!-- kept:{name} -->", f"<!-- /kept:{name} -->")
+        for name in sorted({part.split(" -->")[0] for part in old.split("<!-- kept:")[1:]})
+    ]
+    for start, end in kept:
+        if start in old and end in old:
+            section = old[old.index(start) : old.index(end) + len(end)] + "\n"
+            doc = doc.replace("\n## Reading the tables", "\n" + section + "\n## Reading the tables")
     (HERE / "docs/benchmarks.md").write_text(doc)
     print(f"wrote docs/benchmarks.md ({minutes:.1f} min)")
 

@@ -109,14 +109,17 @@ def build(
     if dead_referrers:
         import json
 
+        from uvrefs.envs import mount_namespace, mount_point
+
         per_entry = dead_referrers // len(shared)
+        gone = [root / "gone" / f"job{j:05d}" / ".venv" for j in range(per_entry)]
+        for env in gone:  # each recorded as `uvrefs install` records: the record first
+            used = sorted(ids[i] for i in shared)
+            store.save_env(str(env), [], mount_point(root), "install", used, mntns=mount_namespace())
         for i in shared:
             refs = Path(store.refs_path(ids[i]))
             doc = json.loads(refs.read_text())
-            doc["referrers"] += [
-                {**doc["referrers"][0], "env": str(root / "gone" / f"job{j:05d}" / ".venv")}
-                for j in range(per_entry)
-            ]
+            doc["referrers"] += [{**doc["referrers"][0], "env": str(env)} for env in gone]
             refs.write_text(json.dumps(doc))
     dead_envs = env_paths[: envs // 2]
     dead_entries = [i for e in range(envs // 2) for i in own[e::envs]]

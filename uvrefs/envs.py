@@ -9,7 +9,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from uvrefs.cache import Archive, Cache
 from uvrefs.targets import follow_redirect, site_dirs
@@ -146,21 +146,62 @@ def mount_namespace() -> str | None:
         return None
 
 
-def mount_table() -> set[str] | None:
-    """Every mount point now (Linux: /proc/self/mountinfo, which lists bind mounts of one
-    filesystem too); None where there is no mount table to read."""
+class Mount(NamedTuple):
+    """One line of /proc/self/mountinfo: where it is mounted, which directory of its
+    filesystem is mounted there (`root`: a bind mount of a subdirectory, an NFS export's
+    subdirectory), the filesystem's type and source (`server:/export` for NFS,
+    `user@host:/path` for sshfs, a device for a local disk) and its options."""
+
+    point: str
+    root: str
+    fstype: str
+    source: str
+    options: str
+
+
+_MOUNTS: dict[str, tuple[float, list[Mount] | None]] = {}  # "now": (when read, mounts)
+
+
+def mounts(*, fresh: bool = False) -> list[Mount] | None:
+    """Every mount now (Linux: /proc/self/mountinfo, which lists bind mounts of one
+    filesystem too); None where there is no mount table to read. Read at most once a
+    second (a mark judges thousands of gone envs against it), unless `fresh`."""
+    import time
+
     from uvrefs.files import read_file
 
+    read_at, known = _MOUNTS.get("now", (-1.0, None))
+    if not fresh and time.monotonic() - read_at < 1.0:
+        return known
     try:
         lines = read_file("/proc/self/mountinfo", 64 << 20).decode("utf-8", "surrogateescape")
     except OSError:
+        _MOUNTS["now"] = (time.monotonic(), None)
         return None
-    points = set()
+    found = []
     for line in lines.splitlines():
         fields = line.split(" ")
-        if len(fields) > 4:
-            points.add(_unescape_mount(fields[4]))
-    return points
+        if len(fields) < 5 or "-" not in fields[5:]:
+            continue
+        tail = fields[fields.index("-", 5) + 1 :]
+        fstype, source, super_options = [*tail, "", "", ""][:3]
+        found.append(
+            Mount(
+                _unescape_mount(fields[4]),
+                _unescape_mount(fields[3]),
+                fstype,
+                _unescape_mount(source),
+                f"{fields[5]},{super_options}",
+            )
+        )
+    _MOUNTS["now"] = (time.monotonic(), found)
+    return found
+
+
+def mount_table(*, fresh: bool = False) -> set[str] | None:
+    """Every mount point now (see `mounts`)."""
+    table = mounts(fresh=fresh)
+    return None if table is None else {m.point for m in table}
 
 
 def _unescape_mount(field: str) -> str:

@@ -600,18 +600,18 @@ def discover_roots(
     directory changes its mtime, so the answer is what a full search would find."""
     found = Discovery()
     skip = _ident(str(cache_root)) if cache_root else None
+    inside = os.path.join(os.path.realpath(cache_root), "") if cache_root else None
     seen_links: list[str] = []
     visited: dict[tuple[int, int], int] = {}
     for top in tops:
-        for env in _walk(top, skip, previous, found, visited, seen_links):
+        for env in _walk(top, (skip, inside), previous, found, visited, seen_links):
             found.envs.setdefault(env, top.why)
             if progress:
                 progress("finding environments", len(found.envs), 0)
-    if cache_root is not None:
+    if inside is not None:
         from uvrefs.envs import link_mount
         from uvrefs.targets import follow_redirect, project_link
 
-        inside = os.path.join(os.path.realpath(cache_root), "")
         for seen in dict.fromkeys(seen_links):
             link = project_link(seen)
             env = os.path.realpath(follow_redirect(seen))
@@ -645,7 +645,7 @@ def _ident(path: str) -> tuple[int, int] | None:
 
 def _walk(
     top: Searched,
-    skip: tuple[int, int] | None,
+    cache: tuple[tuple[int, int] | None, str | None],
     previous: Discovery | None,
     found: Discovery,
     visited: dict[tuple[int, int], int],
@@ -660,10 +660,14 @@ def _walk(
     not be seen) to `found.unlistable`, the top included if the user asked for it to be
     searched (watched): a holder is only searched in case a tracked env was renamed there,
     and one the collector may not list hides nothing it was asked to see."""
-    stack = [(top.path, top.depth)]
+    skip, inside = cache  # the cache root's identity, and its real path with a "/"
+    stack = [(top.path, top.depth, False)]
     hidden = found.unlistable if top.why == "watched" else []
+    now = time.time_ns()
     while stack:
-        current, left = stack.pop()
+        current, left, via_link = stack.pop()
+        if via_link and inside and os.path.realpath(current).startswith(inside):
+            continue  # a link into the cache: uv's own environments are found there
         try:
             st = os.stat(current)
         except (FileNotFoundError, NotADirectoryError):
@@ -675,7 +679,7 @@ def _walk(
         if not stat.S_ISDIR(st.st_mode) or key == skip or visited.get(key, -1) >= left:
             continue
         visited[key] = left
-        listing = _listing(current, st, previous)
+        listing = _listing(current, st, previous, now)
         if listing is None:
             (hidden if current == top.path else found.unlistable).append(current)
             continue
@@ -685,40 +689,52 @@ def _walk(
         if listing.env:
             yield os.path.realpath(current)
             continue
-        links += [os.path.join(current, n) for n in listing.links]
+        if listing.links:
+            links += [os.path.join(current, n) for n in listing.links]
         if left > 0:  # a link is followed only if it leads to a directory when popped
-            children = (*listing.subdirs, *listing.symlinks)
-            stack.extend(
-                (os.path.join(current, n), left - 1) for n in sorted(children, reverse=True)
-            )
+            prefix = current + os.sep if current != os.sep else current
+            linked = set(listing.symlinks)
+            children = sorted((*listing.subdirs, *listing.symlinks), reverse=True)
+            stack.extend((prefix + n, left - 1, n in linked) for n in children)
 
 
 def previous_listing(previous: Discovery | None, path: str) -> Listing | None:
     return previous.listings.get(path) if previous is not None else None
 
 
-def _listing(path: str, st: os.stat_result, previous: Discovery | None) -> Listing | None:
+def _listing(
+    path: str, st: os.stat_result, previous: Discovery | None, now: int
+) -> Listing | None:
     """The directory's listing: the previous one if nothing in it changed since (the same
     directory, the same mtime and ctime: setting an mtime back, as `rsync -a` or `tar` do,
-    still changes the ctime), else read now. None if it cannot be listed (permission, an
-    I/O error): an env there could not be seen."""
+    still changes the ctime), else read now (one pass over its entries: a million-file
+    tree passes through here). None if it cannot be listed (permission, an I/O error): an
+    env there could not be seen."""
     ident = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
-    known = previous_listing(previous, path)
+    known = previous.listings.get(path) if previous is not None else None
     if known is not None and known.ident == ident and not known.racy:
         return known
+    env = False
+    subdirs: list[str] = []
+    symlinks: list[str] = []
+    venv_links: list[str] = []
     try:
         with os.scandir(path) as it:
-            entries = list(it)
+            for entry in it:
+                name = entry.name
+                if name == "pyvenv.cfg":
+                    env = True
+                elif entry.is_dir(follow_symlinks=False):
+                    if name not in SKIP_DIRS:
+                        subdirs.append(name)
+                    continue
+                if name == ".venv":  # a link, or a file: a redirect
+                    venv_links.append(name)
+                if entry.is_symlink() and name not in SKIP_DIRS:
+                    symlinks.append(name)
     except (FileNotFoundError, NotADirectoryError):
         return Listing(ident, False, (), (), (), True)  # gone meanwhile
     except OSError:
         return None
-    names = {e.name for e in entries}
-    wanted = [e for e in entries if e.name not in SKIP_DIRS]
-    subdirs = tuple(e.name for e in wanted if e.is_dir(follow_symlinks=False))
-    symlinks = tuple(e.name for e in wanted if e.is_symlink())
-    venv_links = tuple(
-        e.name for e in entries if e.name == ".venv" and not e.is_dir(follow_symlinks=False)
-    )
-    racy = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
-    return Listing(ident, "pyvenv.cfg" in names, subdirs, symlinks, venv_links, racy)
+    racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
+    return Listing(ident, env, tuple(subdirs), tuple(symlinks), tuple(venv_links), racy)

@@ -566,13 +566,13 @@ def mounts_under(root: Path) -> set[str]:
     ones `mounts_inside` can find below a path in the cache whose parents were opened
     without following links; an empty set spares every entry the check."""
     top = os.path.realpath(root)
-    return {p for p in mount_table() or set() if p == top or p.startswith(top + "/")}
+    return {p for p in mount_table(fresh=True) or set() if p == top or p.startswith(top + "/")}
 
 
 def mounts_inside(path: Path, table: set[str] | None = None) -> str | None:
     """A mount point at or below `path` (the mount table knows bind mounts that share a
     filesystem, which `st_dev` cannot tell)."""
-    table = (mount_table() or set()) if table is None else table
+    table = (mount_table(fresh=True) or set()) if table is None else table
     top = os.path.realpath(path)
     return next((p for p in sorted(table) if p == top or p.startswith(top + "/")), None)
 
