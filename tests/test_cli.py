@@ -173,6 +173,7 @@ def test_fast_collect_options_are_the_typer_commands() -> None:
         ["-n", "--keep", "numpy", "--keep=torch", "--min-age", "7d"],
         ["--max-freed=2G", "--untracked", "--budget", "10G", "--no-wait", "--log", "x.log"],
         ["--retry-for", "6h", "--no-wait"],
+        ["--host-lease", "2w"],
     ],
 )
 def test_fast_collect_calls_what_typer_calls(
@@ -201,6 +202,7 @@ def test_fast_collect_calls_what_typer_calls(
         "log": None,
         "no_wait": False,
         "retry_for": None,
+        "host_lease": None,
     }
     assert len(calls) == 2 and {**defaults, **calls[0]} == calls[1]
 

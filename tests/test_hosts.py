@@ -91,6 +91,14 @@ def test_an_env_made_on_one_host_is_used_and_deleted_on_others(cluster: Cluster)
     assert not (cluster.export / "proj/.venv").exists()  # the server's side
 
 
+def host_name(machine_id: str, hostname: str) -> str:
+    """What uvrefs names a host: its machine id, and in a container (as this test machine
+    is: `hosts.in_container`) its host name too (containers of one image share the id)."""
+    from uvrefs.hosts import in_container
+
+    return f"{machine_id}:{hostname}" if in_container() else machine_id
+
+
 def test_uvrefs_runs_on_a_host_and_names_it_by_its_machine_id(cluster: Cluster) -> None:
     a = cluster.host("A", machine_id="a" * 32)
     env = cluster.shared / "proj/.venv"
@@ -99,7 +107,7 @@ def test_uvrefs_runs_on_a_host_and_names_it_by_its_machine_id(cluster: Cluster) 
     refs = list((cluster.export / "state").glob("caches/*/refs/*.refs"))
     assert refs, "uvrefs recorded nothing in the shared store"
     hosts = {r["host"] for ref in refs for r in json.loads(ref.read_text())["referrers"]}
-    assert hosts == {"a" * 32}
+    assert hosts == {host_name("a" * 32, "A")}
 
 
 def test_each_host_has_its_own_name_and_machine_id(cluster: Cluster) -> None:
@@ -111,7 +119,8 @@ def test_each_host_has_its_own_name_and_machine_id(cluster: Cluster) -> None:
     )
     seen = {host.name: host.python(probe).split() for host in hosts}
     for host in hosts:
-        assert seen[host.name] == [host.name, host.machine_id, host.machine_id]
+        named = host_name(host.machine_id, host.name)
+        assert seen[host.name] == [host.name, host.machine_id, named]
         if Path("/var/lib/dbus/machine-id").exists():
             dbus = host.run("cat", "/var/lib/dbus/machine-id").stdout.strip()
             assert dbus == host.machine_id

@@ -237,6 +237,14 @@ def collect(
             "skip (implies --no-wait): 6h.",
         ),
     ] = None,
+    host_lease: Annotated[
+        str | None,
+        typer.Option(
+            "--host-lease",
+            metavar="DUR",
+            help="Judge gone the local envs of another host unseen this long (default 4w).",
+        ),
+    ] = None,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
     from uvrefs.fastcli import run_collect
@@ -253,6 +261,7 @@ def collect(
             log=log,
             no_wait=no_wait,
             retry_for=retry_for,
+            host_lease=host_lease,
         )
     raise typer.Exit(code)
 

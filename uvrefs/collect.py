@@ -90,6 +90,7 @@ class Survey:
     marks: Marks
     blobs: Blobs
     orphan_fans: int = 0  # fan-out directories of `files-v*` only unlinked blobs leave empty
+    returned: bool = False  # this host renewed a lease that had expired: it was away
 
 
 def gather_facts(
@@ -104,6 +105,7 @@ def gather_facts(
     environments under watched directories) and mark from them. With `reuse`, roots
     unchanged since their last record are not scanned again."""
     host = host_id()
+    returned = renew_lease(store, host)
     remember_settings(store)
     pointers = cache.pointers()
     roots = find_roots(cache, store, host, discover_envs=discover)
@@ -114,7 +116,19 @@ def gather_facts(
     facts = facts_of(roots, marks, host, frozenset(cache.archive_ids()))
     blobs = Blobs.load(cache)
     blobs.count_going(sorted(facts.dead_project_envs))
-    return Survey(facts, pointers, index, roots, marks, blobs)
+    return Survey(facts, pointers, index, roots, marks, blobs, returned=returned)
+
+
+def renew_lease(store: RefsStore, host: str) -> bool:
+    """Say in the store that this host is alive (`hosts.renew`); True if its lease had
+    expired (other hosts may have judged its local envs gone meanwhile)."""
+    from uvrefs.hosts import renew
+
+    try:
+        store.dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return renew(str(store.dir), host)
 
 
 def remember_settings(store: RefsStore) -> None:
@@ -342,7 +356,8 @@ def plan_with_policy(
 
     Without `sized` (a sweep whose policy needs no sizes), candidates are not walked: the
     sweep measures what it frees as it deletes, and only their link counts are read."""
-    facts = survey.facts
+    gone = {h: t for h, t in survey.facts.host_seen.items() if time.time() - t > policy.host_lease}
+    facts = survey.facts = replace(survey.facts, gone_hosts=gone)
     base = plan_collection(facts)
     wants_untracked = policy.untracked or policy.budget is not None
     names: dict[str, tuple[str | None, str | None]] = {}
@@ -468,6 +483,7 @@ def tidy_refs(
     directories by their real paths), never copied from a record made through another
     path (a link that led to it then)."""
     from uvrefs.envs import identity, mount_namespace, mount_point
+    from uvrefs.hosts import shared_place
 
     with store.locked():
         for path, root in survey.roots.envs.items():
@@ -485,6 +501,7 @@ def tidy_refs(
                 identity=ident,
                 sources=list(scan.sources),
                 projects=list(root.links),
+                shared=shared_place(path),
             )
             store.record(Path(path), scan.uses, "collect", cache.describe, ident)
             if scan is survey.marks.scans.get(path) and path in survey.marks.prints:
@@ -516,6 +533,12 @@ def survey_warnings(survey: Survey) -> list[str]:
         )
     if survey.facts.blocked:
         found.append(f"nothing can be freed: {survey.facts.blocked}")
+    if survey.returned:
+        found.append(
+            "this host had not been seen here for longer than the default --host-lease: other "
+            "hosts may have freed what only its environments used (`uv sync` or reinstall "
+            "them; a symlink-mode env breaks)"
+        )
     return found
 
 

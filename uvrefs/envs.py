@@ -216,15 +216,23 @@ def is_mounted(point: str) -> bool:
     return point in table if table is not None else os.path.ismount(point)
 
 
+def mount_of(path: str | Path) -> Mount | None:
+    """The mount holding the (real) path: the last mounted at the longest mount point
+    that contains it; None where there is no mount table to read."""
+    real = os.path.realpath(path)
+    inside = [
+        m for m in mounts() or [] if real == m.point or real.startswith(m.point.rstrip("/") + "/")
+    ]
+    return max(inside, key=lambda m: len(m.point)) if inside else None
+
+
 def mount_point(path: Path) -> str:
     """The mount point of the filesystem holding `path`: the longest mount-table entry
     that contains it (recorded, to tell an unmounted disk from a deleted env later)."""
     real = os.path.realpath(path)
-    table = mount_table()
-    if table is not None:
-        inside = [p for p in table if real == p or real.startswith(p.rstrip("/") + "/")]
-        if inside:
-            return max(inside, key=len)
+    found = mount_of(real)
+    if found is not None:
+        return found.point
     current = Path(real)
     while not os.path.ismount(current) and current != current.parent:
         current = current.parent

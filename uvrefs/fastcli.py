@@ -34,6 +34,7 @@ COLLECT_OPTIONS: dict[str, tuple[str, bool]] = {
     "--log": ("log", True),
     "--no-wait": ("no_wait", False),
     "--retry-for": ("retry_for", True),
+    "--host-lease": ("host_lease", True),
 }
 
 
@@ -74,6 +75,7 @@ def run_collect(
     log: str | None = None,
     no_wait: bool = False,
     retry_for: str | None = None,
+    host_lease: str | None = None,
 ) -> int:
     """Plan (and unless a dry run, sweep), report, and return the exit code. Raises
     `UvrefsError` for the caller to turn into one line. With `log`, every run that could
@@ -94,6 +96,7 @@ def run_collect(
             budget=budget,
             no_wait=no_wait,
             retry_for=retry_for,
+            host_lease=host_lease,
         )
     except UvrefsError as exc:
         log_line(log_fd, log, f"failed (exit {exc.exit_code}): {exc}")
@@ -126,6 +129,7 @@ def _collect(
     budget: str | None,
     no_wait: bool,
     retry_for: str | None,
+    host_lease: str | None,
 ) -> int:
     import time
 
@@ -144,6 +148,7 @@ def _collect(
         keep=frozenset(normalize(k) for k in keep),
         untracked=untracked,
         budget=parse_size(budget, "--budget") if budget is not None else None,
+        **({"host_lease": parse_duration(host_lease, "--host-lease")} if host_lease else {}),
     )
     retry = parse_duration(retry_for, "--retry-for") if retry_for is not None else 0.0
     skips = no_wait or retry_for is not None

@@ -54,9 +54,11 @@ class EnvRecord(BaseModel):
     backends stay live with it), the entries it used at the last record, and, for a
     project environment kept in uv's cache (preview `centralized-project-envs`), the
     project `.venv` links (or redirect files) seen leading to it, each with its mount point:
-    the environment lives while one of them does. (Its fingerprint lives beside it in a
-    plain `.stamp` file.) The last four fields came after format 1 was first written;
-    files without them read as empty."""
+    the environment lives while one of them does, and, on a filesystem other hosts mount
+    too (NFS, sshfs, ...), where it is on it (`[family, source, path within]`), so any
+    host that mounts it judges the env. (Its fingerprint lives beside it in a plain
+    `.stamp` file.) The last five fields came after format 1 was first written; files
+    without them read as empty."""
 
     format: Literal[1] = FORMAT
     path: str
@@ -70,6 +72,7 @@ class EnvRecord(BaseModel):
     identity: tuple[int, int] | None = None
     sources: list[str] = Field(default_factory=list)
     projects: list[tuple[str, str | None]] = Field(default_factory=list)
+    shared: tuple[str, str, str] | None = None
 
 
 class Watched(BaseModel):

@@ -55,6 +55,8 @@ def facts_of(roots: Roots, marks: Marks, host: str, archives: frozenset[str]) ->
         dead_project_envs=dead_envs,
         listed={entry: tuple(labels) for entry, labels in roots.listed.items()},
         set_aside=roots.set_aside,
+        shared=roots.shared,
+        host_seen=roots.host_seen,
     )
 
 
@@ -126,7 +128,8 @@ def scan_or_reuse(
     record = root.record
     if (
         record is None
-        or root.kind == "uv-project"  # its project is checked every time
+        or root.kind in ("uv-project", "shared")  # its project is checked every time; or
+        # another host's env on a shared filesystem, whose stamps are that host's
         or trusted is None
         or root.store is None
         or root.store.dir != trusted.dir

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from uvrefs.envs import EnvScan
+from uvrefs.hosts import HOST_LEASE
 from uvrefs.names import normalize
 from uvrefs.refs import Ref, Refs
 from uvrefs.units import human_duration, human_size
@@ -51,6 +53,8 @@ class Policy:
     # How long what only a maybe-moved env used waits (`Decision.grace`); an explicit
     # --min-age sets both. Julia's Pkg waits 7 days before deleting orphans, cargo a month.
     grace: float = GRACE
+    # How long another host may stay unseen before its local envs are judged gone.
+    host_lease: float = HOST_LEASE
 
     @property
     def needs_sizes(self) -> bool:
@@ -95,6 +99,12 @@ class Facts:
     # Entries whose refs `doctor --repair` set aside (in any store): who they named is not
     # known, so they are held (unless live), quietly: the reason says what to do.
     set_aside: Mapping[str, str] = field(default_factory=dict)
+    # Other hosts' envs on a filesystem this host mounts too: (host, their path) -> where
+    # it is here (a root, scanned here); and when each other host was last seen, and
+    # those whose lease is over (`Policy.host_lease`): their local envs are gone.
+    shared: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    host_seen: Mapping[str, float] = field(default_factory=dict)
+    gone_hosts: Mapping[str, float] = field(default_factory=dict)
 
     def is_own(self, entry: str) -> bool:
         return entry in self.refs if self.own is None else entry in self.own
@@ -123,10 +133,18 @@ Verdict = tuple[str, str]  # ("holds" | "dead" | "unsure", why)
 
 
 def referrer_verdict(ref: Ref, entry: str, facts: Facts) -> Verdict:
-    """("holds" | "dead" | "unsure", why) for one reference to `entry`."""
+    """("holds" | "dead" | "unsure", why) for one reference to `entry`. Another host's env
+    is judged here if it is on a filesystem this host mounts too (`facts.shared`), judged
+    gone if it is local to a host whose lease is over (`facts.gone_hosts`), else unsure."""
+    env = ref.env
     if ref.host != facts.host:
-        return "unsure", f"recorded on another host ({ref.host[:24]}) for {ref.env}"
-    scan = facts.envs.get(ref.env)
+        here = facts.shared.get((ref.host, ref.env))
+        if here is None and ref.host in facts.gone_hosts:
+            return "dead", f"host {ref.host[:24]} not seen since {day(facts.gone_hosts[ref.host])}"
+        if here is None:
+            return "unsure", f"recorded on another host ({ref.host[:24]}) for {ref.env}"
+        env = here  # where this host sees it
+    scan = facts.envs.get(env)
     if scan is None:
         return "unsure", f"{ref.env} was not scanned"
     if scan.state == "unknown":
@@ -157,14 +175,30 @@ def maybe_moved(env: str, facts: Facts) -> bool:
     return scan is not None and scan.maybe_moved
 
 
+def scan_of(ref: Ref, facts: Facts) -> EnvScan | None:
+    """The scan of a referrer's env: ours by its path, another host's where this host
+    sees it (a shared filesystem); None for another host's local env."""
+    if ref.host == facts.host:
+        return facts.envs.get(ref.env)
+    here = facts.shared.get((ref.host, ref.env))
+    return facts.envs.get(here) if here is not None else None
+
+
 def moved_referrer(ref: Ref, facts: Facts) -> bool:
     """A referrer whose env may have moved out of sight with its links into the cache:
     gone from its path (`maybe_moved`), or another env at its path now while it was
     recorded linking into the cache (symlink mode)."""
-    scan = facts.envs.get(ref.env)
+    scan = scan_of(ref, facts)
     if scan is None:
         return False
     return scan.maybe_moved or (ref.how == "symlink" and replaced(ref, scan))
+
+
+def day(when: float) -> str:
+    """A time as a date and minute, local time."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(when).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def epoch(when: object) -> float:
@@ -174,8 +208,15 @@ def epoch(when: object) -> float:
 
     if isinstance(when, datetime):
         return when.timestamp()
+    return _epoch(str(when))
+
+
+@lru_cache(maxsize=8192)  # the referrers of one recording share one time
+def _epoch(when: str) -> float:
+    from datetime import datetime
+
     try:
-        return datetime.fromisoformat(str(when).replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return 0.0
 

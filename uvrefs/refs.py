@@ -43,11 +43,20 @@ LOCK_TIMEOUT = 60.0
 @cache
 def host_id() -> str:
     """The host name envs are recorded under: `UVREFS_HOST` if set (CI runners that share
-    one cache and store across machines set it to one name), else `machine_id()`. Each
-    command that runs with `UVREFS_HOST` records it in the store as a name of this machine
-    (`Settings.hosts`), so a collect run without it (a scheduler's) still judges the envs
-    recorded under it as this machine's own."""
-    return os.environ.get("UVREFS_HOST") or machine_id()
+    one cache and store across machines set it to one name), else `machine_id()`, and in a
+    container `machine_id():hostname` (every container of an image has the image's machine
+    id; each has a host name of its own). Each command that runs with `UVREFS_HOST` records
+    it in the store as a name of this machine (`Settings.hosts`), so a collect run without
+    it (a scheduler's) still judges the envs recorded under it as this machine's own."""
+    if os.environ.get("UVREFS_HOST"):
+        return os.environ["UVREFS_HOST"]
+    from uvrefs.hosts import in_container
+
+    if in_container():
+        import socket
+
+        return f"{machine_id()}:{socket.gethostname()}"
+    return machine_id()
 
 
 @cache
@@ -107,6 +116,7 @@ class KnownEnv(NamedTuple):
     identity: tuple[int, int] | None = None
     sources: tuple[str, ...] = ()
     projects: tuple[tuple[str, str | None], ...] = ()  # (`.venv` link, its mount point)
+    shared: tuple[str, str, str] | None = None  # (family, source, path within): `hosts.SharedPlace`
 
 
 HOWS = frozenset({"symlink", "hardlink", "content", "build"})
@@ -179,7 +189,7 @@ def fast_env(data: object) -> KnownEnv | None:
         return None
     site_dirs, entries = data.get("site_dirs", []), data.get("entries", [])
     sources, ident = data.get("sources", []), data.get("identity")
-    projects = data.get("projects", [])
+    projects, shared = data.get("projects", []), data.get("shared")
     if not (
         isinstance(data.get("path"), str)
         and isinstance(data.get("host"), str)
@@ -192,6 +202,7 @@ def fast_env(data: object) -> KnownEnv | None:
         and (ident is None or _ints2(ident))
         and isinstance(projects, list)
         and all(_project_link(p) for p in projects)
+        and (shared is None or (_strs(shared) and len(shared) == 3))
         and _is_time(data.get("recorded_at"))
     ):
         return None
@@ -207,6 +218,7 @@ def fast_env(data: object) -> KnownEnv | None:
         (ident[0], ident[1]) if ident is not None else None,
         tuple(sources),
         tuple((p[0], p[1]) for p in projects),
+        (shared[0], shared[1], shared[2]) if shared is not None else None,
     )
 
 
@@ -244,6 +256,7 @@ def env_from_model(model: EnvRecord) -> KnownEnv:
         model.identity,
         tuple(model.sources),
         tuple(model.projects),
+        model.shared,
     )
 
 
@@ -556,6 +569,7 @@ class RefsStore:
         identity: tuple[int, int] | None = None,
         sources: list[str] | None = None,
         projects: list[tuple[str, str | None]] | None = None,
+        shared: tuple[str, str, str] | None = None,
     ) -> None:
         """Write an env record (formats.EnvRecord, field for field)."""
         _write_json(
@@ -573,6 +587,7 @@ class RefsStore:
                 "identity": list(identity) if identity else None,
                 "sources": sources or [],
                 "projects": [list(p) for p in projects or []],
+                "shared": list(shared) if shared else None,
             },
         )
 
@@ -583,10 +598,9 @@ class RefsStore:
         for path in (self.env_path(Path(env)), Path(self.stamp_path(env))):
             path.unlink(missing_ok=True)
 
-    def drop_referrers(self, entry_id: str, envs: set[str], hosts: frozenset[str]) -> bool:
-        """Remove this host's referrers (under any of its names, `hosts`) named in `envs`
-        from an entry's refs (they were re-judged gone under uv's exclusive lock). Store
-        locked. True if rewritten."""
+    def drop_referrers(self, entry_id: str, gone: Callable[[str, str], bool]) -> bool:
+        """Remove the referrers `gone(host, env)` says were judged gone under uv's
+        exclusive lock from an entry's refs. Store locked. True if rewritten."""
         try:
             data = self._read_raw(entry_id)
         except CorruptRefs:
@@ -594,7 +608,13 @@ class RefsStore:
         if data is None:
             return False
         kept = [
-            r for r in data["referrers"] if not (r.get("env") in envs and r.get("host") in hosts)
+            r
+            for r in data["referrers"]
+            if not (
+                isinstance(r.get("host"), str)
+                and isinstance(r.get("env"), str)
+                and gone(r["host"], r["env"])
+            )
         ]
         if len(kept) == len(data["referrers"]):
             return False

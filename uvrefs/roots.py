@@ -26,7 +26,9 @@ from typing import Literal
 from uvrefs.cache import Cache
 from uvrefs.refs import RACY_NS, KnownEnv, Refs, RefsStore, StoreView
 
-RootKind = Literal["tracked", "peer", "uv-cached", "uv-project", "tool", "python", "discovered"]
+RootKind = Literal[
+    "tracked", "peer", "shared", "uv-cached", "uv-project", "tool", "python", "discovered"
+]
 REGISTRY = ".uvrefs-stores"  # in the cache's sdists bucket: one file per refs store tracking it
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
 HOLDER_DEPTH = 2  # a tracked env's holder: <holder>/<project>/.venv, <holder>/<venv>
@@ -99,6 +101,11 @@ class Roots:
     # `UVREFS_HOST` names commands on it used (referrers and records under any of them are
     # this host's, and read as `host`).
     hosts: frozenset[str] = frozenset()
+    # Other hosts' envs on a filesystem this host mounts too: (host, their path) -> where
+    # it is here (a "shared" root); and when each other host was last seen (its lease, or
+    # the newest record it made).
+    shared: dict[tuple[str, str], str] = field(default_factory=dict)
+    host_seen: dict[str, float] = field(default_factory=dict)
 
     def add(self, root: Root) -> None:
         """Add a root; one with a record replaces one found without (by discovery, uv's
@@ -170,6 +177,7 @@ def find_roots(
     for view in roots.views:
         _add_store(roots, view, host, cache, centralized, own=view is ours)
     _add_missing_records(roots, host)
+    _add_other_hosts(roots)
     roots.uv_owned = frozenset(cache.pointers(buckets=("environments",)))
     for archive_id in sorted(roots.uv_owned):
         path = cache.archive_path(archive_id)
@@ -297,6 +305,41 @@ def _add_store(
         for r in loaded.referrers:
             if ours(r.host) and os.path.isabs(r.env) and r.env not in roots.envs:
                 roots.envs[r.env] = Root(r.env, kind_of(r.env), None, view.store)
+
+
+def _add_other_hosts(roots: Roots) -> None:
+    """Another host's envs on a filesystem this host mounts too (the same export, NFS or
+    sshfs or ...) are judged here: each is a root ("shared") where this host sees it, with
+    the filesystem's mount point here and no mount namespace (it is visible here). When
+    each other host was last seen: its lease (any store's), or the newest record it made."""
+    from uvrefs.envs import mount_point
+    from uvrefs.hosts import SharedPlace, leases, local_path
+    from uvrefs.plan import epoch
+
+    seen: dict[str, float] = {}
+
+    def saw(named: str, when: float) -> None:
+        if named not in roots.hosts and when > seen.get(named, 0.0):
+            seen[named] = when
+
+    for view in roots.views:
+        for lease in leases(str(view.store.dir)).values():
+            saw(lease.host, lease.seen)
+        for refs in view.refs.values():
+            for r in refs.referrers:
+                if r.host not in roots.hosts:
+                    saw(r.host, epoch(r.recorded_at))
+        for record in view.records.values():
+            if record.host in roots.hosts:
+                continue
+            saw(record.host, epoch(record.recorded_at))
+            here = local_path(SharedPlace(*record.shared)) if record.shared else None
+            if here is None or not os.path.isabs(here):
+                continue
+            roots.shared[record.host, record.path] = here
+            local = record._replace(path=here, mount=mount_point(Path(here)), mntns=None)
+            roots.add(Root(here, "shared", local, view.store))
+    roots.host_seen = seen
 
 
 def _add_missing_records(roots: Roots, host: str) -> None:
@@ -702,9 +745,7 @@ def previous_listing(previous: Discovery | None, path: str) -> Listing | None:
     return previous.listings.get(path) if previous is not None else None
 
 
-def _listing(
-    path: str, st: os.stat_result, previous: Discovery | None, now: int
-) -> Listing | None:
+def _listing(path: str, st: os.stat_result, previous: Discovery | None, now: int) -> Listing | None:
     """The directory's listing: the previous one if nothing in it changed since (the same
     directory, the same mtime and ctime: setting an mtime back, as `rsync -a` or `tar` do,
     still changes the ctime), else read now (one pass over its entries: a million-file

@@ -30,6 +30,7 @@ from uvrefs.cache import (
 from uvrefs.envs import ArchiveIndex, EnvScan, mount_table
 from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.files import open_dir, open_dir_below
+from uvrefs.hosts import forget as forget_lease
 from uvrefs.mark import Marks, facts_of, mark_again
 from uvrefs.plan import Decision, Facts, Plan, plan_collection, untracked_state
 from uvrefs.refs import RefsStore
@@ -110,7 +111,10 @@ def sweep(
             warnings += empty_leftover_trash(cache.root, root_fd)
             candidates = [d.entry for d in plan.free]
             roots_now, marks_now = mark_now(cache, store, facts.host, roots, marks, candidates)
-            facts_now = facts_of(roots_now, marks_now, facts.host, frozenset(candidates))
+            facts_now = replace(  # the hosts whose lease was over when planning still are
+                facts_of(roots_now, marks_now, facts.host, frozenset(candidates)),
+                gone_hosts=facts.gone_hosts,
+            )
             now = plan_collection(facts_now)
             scans, live = marks_now.scans, marks_now.live
             envs_going = [  # none if something now says nothing may be freed
@@ -414,30 +418,49 @@ def forget_gone(
     forgettable: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Keep the store bounded: drop referrers whose env was judged gone under this lock
-    (nothing can be recording now), and the records and stamps of those envs. Only ours
-    (a peer store is its owner's to tidy), and not in refs about to be deleted. An env
-    that may have moved keeps its referrers and record: they are what holds its entries
-    through the grace period (`forgettable`: those whose grace period is over)."""
-    gone = {
-        path
-        for path, scan in scans.items()
-        if scan.state == "gone" and (not scan.maybe_moved or path in forgettable)
-    }
-    if not gone:
+    (nothing can be recording now), and the records and stamps of those envs: this host's
+    gone envs, other hosts' envs on a shared filesystem judged gone here, and every env of
+    a host whose lease is over (its lease goes too). Only in our store (a peer store is its
+    owner's to tidy), and not in refs about to be deleted. An env that may have moved
+    keeps its referrers and record: they are what holds its entries through the grace
+    period (`forgettable`: those whose grace period is over)."""
+
+    def over(path: str) -> bool:
+        scan = scans.get(path)
+        return (
+            scan is not None
+            and scan.state == "gone"
+            and (not scan.maybe_moved or path in forgettable)
+        )
+
+    ours = {path for path in scans if over(path)}
+    theirs = {pair for pair, here in roots.shared.items() if over(here)}
+    expired = set(facts.gone_hosts)
+
+    def dropped(host: str, env: str) -> bool:
+        if host in roots.hosts or host == facts.host:
+            return env in ours
+        return host in expired or (host, env) in theirs
+
+    if not ours and not theirs and not expired:
         return []
+    view = roots.views[0] if roots.views else None
     try:
         with store.locked():
             for entry, refs in facts.refs.items():
-                if entry in freeing:
+                if entry in freeing or not facts.is_own(entry):
                     continue
-                if facts.is_own(entry) and any(
-                    r.env in gone and r.host == facts.host for r in refs.referrers
-                ):
-                    store.drop_referrers(entry, gone, roots.hosts)
-            for path in gone:
+                if any(dropped(r.host, r.env) for r in refs.referrers):
+                    store.drop_referrers(entry, dropped)
+            for path in ours:
                 root = roots.envs.get(path)
-                if root is not None and root.kind != "peer":
+                if root is not None and root.kind not in ("peer", "shared"):
                     store.forget_env(path)
+            for record in view.records.values() if view is not None else ():
+                if record.host not in roots.hosts and dropped(record.host, record.path):
+                    store.forget_env(record.path)
+            for host in expired:
+                forget_lease(str(store.dir), host)
     except (OSError, StoreError) as exc:  # bookkeeping only: the next collect retries
         return [store_warning(store, exc)]
     return []

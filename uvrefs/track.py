@@ -398,6 +398,8 @@ def record_env(
         mount_point,
         scan_env,
     )
+    from uvrefs.hosts import renew, shared_place
+    from uvrefs.refs import host_id
     from uvrefs.roots import is_project_env, register_store
     from uvrefs.settings import seen
 
@@ -429,12 +431,14 @@ def record_env(
             identity=identity(env),
             sources=list(scan.sources),
             projects=projects,
+            shared=shared_place(str(env)),
         )
         changed, corrupt = store.record(env, uses, command, cache.describe, identity(env))
         try:  # where uv keeps tools and Pythons; best effort: the env is recorded
             store.remember_settings(seen(config=False))
         except StoreError:
             pass  # a settings file a newer uvrefs wrote: left as it is
+    renew(str(store.dir), host_id())  # this host is alive (once an hour at most)
     register_store(cache, store.dir)
     return Recorded(str(env), len(uses), changed, corrupt=tuple(corrupt))
 

@@ -1,0 +1,249 @@
+"""Hosts: the machines and containers that share a cache and its refs store. Each says it is
+alive by renewing its lease in the store (one small file per host, written by atomic
+rename: never one file many hosts append to); an env local to a host whose lease is older
+than `--host-lease` is judged gone. Also: which filesystems other hosts can see too (a
+network filesystem), so that an env on one is judged by any host that has it mounted.
+
+Light on purpose (`os` only at import): a tracked install renews its host's lease."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+LEASES = "hosts"  # in a store: hosts/<sha256(host)[:20]>.json
+HOST_LEASE = 28 * 86400.0  # seconds: the default `--host-lease`; a host unseen this long is gone
+RENEW_EVERY = 3600.0  # seconds: a lease younger than this is not written again
+FORMAT = 1
+# Filesystems every host that mounts them sees alike: the same export, the same files.
+NETWORK_FS = {
+    "nfs": "nfs",
+    "nfs4": "nfs",
+    "cifs": "smb",
+    "smb3": "smb",
+    "smbfs": "smb",
+    "lustre": "lustre",
+    "gpfs": "gpfs",
+    "beegfs": "beegfs",
+    "ceph": "ceph",
+    "fuse.ceph": "ceph",
+    "fuse.cephfs": "ceph",
+    "glusterfs": "gluster",
+    "fuse.glusterfs": "gluster",
+    "fuse.sshfs": "sshfs",
+    "9p": "9p",
+    "virtiofs": "virtiofs",
+    "afs": "afs",
+    "panfs": "panfs",
+}
+# Filesystems whose clients do not see the server's link counts (every file has st_nlink 1).
+HIDDEN_LINK_COUNTS = {"fuse.sshfs"}
+CONTAINER_MARKS = ("/.dockerenv", "/run/.containerenv")
+
+
+class Lease(NamedTuple):
+    """`hosts/<key>.json`: a host's name, when it last said it was alive (its clock, and
+    the file's mtime: on a network filesystem the server's), and what it is."""
+
+    host: str
+    seen: float  # epoch seconds: the newer of the file's time and its mtime
+    name: str = ""  # the host name then (a container's is its id)
+    container: bool = False
+    newer: bool = False  # a newer uvrefs wrote it: left as it is
+
+
+def in_container() -> bool:
+    """Whether this process runs in a container (Docker, Podman, systemd-nspawn, LXC,
+    Kubernetes): the image's machine id is the same in every container of it, so the
+    host name (each container's own: its id, or the pod's name) tells them apart."""
+    if any(os.path.exists(mark) for mark in CONTAINER_MARKS):
+        return True
+    if os.environ.get("container"):  # set by systemd-nspawn, Podman, LXC for PID 1 and on
+        return True
+    from uvrefs.files import read_utf8
+
+    try:
+        cgroup = read_utf8("/proc/1/cgroup", 1 << 16)
+    except OSError:
+        return False
+    return any(word in cgroup for word in ("docker", "kubepods", "containerd", "libpod", "lxc"))
+
+
+def lease_path(store_dir: str, host: str) -> str:
+    key = hashlib.sha256(host.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return os.path.join(store_dir, LEASES, f"{key}.json")
+
+
+def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
+    """Say this host is alive: write its lease unless one younger than `every` (by its
+    mtime) is there already, or a newer uvrefs wrote it. Best effort (a read-only store
+    cannot hold it). True if the lease had expired before (the host was away longer than
+    the default lease: others may have judged its envs gone)."""
+    import json
+    import socket
+
+    from uvrefs.files import write_atomic
+
+    path = lease_path(store_dir, host)
+    known = read_lease(path)
+    now = time.time()
+    if known is not None and (known.newer or now - known.seen < every):
+        return False
+    doc = {
+        "format": FORMAT,
+        "host": host,
+        "seen": now,
+        "name": socket.gethostname(),
+        "container": in_container(),
+    }
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, json.dumps(doc))
+    except OSError:
+        return False
+    return known is not None and now - known.seen > HOST_LEASE
+
+
+def read_lease(path: str) -> Lease | None:
+    """A lease file, or None if it is missing or not one (read leniently: a newer format
+    is read for its host and time, and marked so it is never written over)."""
+    import json
+
+    from uvrefs.files import read_file_stat
+
+    try:
+        raw, st = read_file_stat(path, 1 << 16)
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("host"), str):
+        return None
+    seen = data.get("seen")
+    when = float(seen) if isinstance(seen, int | float) and not isinstance(seen, bool) else 0.0
+    version = data.get("format")
+    return Lease(
+        data["host"],
+        max(when, st.st_mtime),
+        data["name"] if isinstance(data.get("name"), str) else "",
+        data.get("container") is True,
+        type(version) is int and version > FORMAT,
+    )
+
+
+def leases(store_dir: str) -> dict[str, Lease]:
+    """Every host's lease in a store, by host."""
+    try:
+        names = sorted(os.listdir(os.path.join(store_dir, LEASES)))
+    except OSError:
+        return {}
+    found: dict[str, Lease] = {}
+    for name in (n for n in names if n.endswith(".json")):
+        lease = read_lease(os.path.join(store_dir, LEASES, name))
+        if lease is not None and lease_path(store_dir, lease.host).endswith(name):
+            known = found.get(lease.host)
+            if known is None or lease.seen > known.seen:
+                found[lease.host] = lease
+    return found
+
+
+def forget(store_dir: str, host: str) -> None:
+    """Drop a host's lease (it is gone for good), unless a newer uvrefs wrote it."""
+    path = lease_path(store_dir, host)
+    known = read_lease(path)
+    if known is not None and not known.newer:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def last_seen(host: str, lease_of: Mapping[str, Lease], recorded: Mapping[str, float]) -> float:
+    """When a host was last known alive: its lease, or the newest record it made (a host
+    that recorded envs before leases existed, or whose lease was lost)."""
+    lease = lease_of.get(host)
+    return max(lease.seen if lease else 0.0, recorded.get(host, 0.0))
+
+
+# ---------------------------------------------------------------- shared filesystems
+
+
+class SharedPlace(NamedTuple):
+    """Where an env is on a filesystem other hosts may mount too: the filesystem's family
+    (`nfs` for nfs and nfs4), its source (`server:/export`, `user@host:/path`), and the
+    env's path within it. Any host that mounts the same source sees the same env."""
+
+    family: str
+    source: str
+    path: str
+
+
+def shared_place(path: str) -> SharedPlace | None:
+    """The shared place of a (real) path, if it lies on a network filesystem."""
+    from uvrefs.envs import mount_of
+
+    real = os.path.realpath(path)
+    mount = mount_of(real)
+    family = NETWORK_FS.get(mount.fstype) if mount is not None else None
+    if mount is None or family is None:
+        return None
+    below = os.path.relpath(real, mount.point)
+    within = os.path.normpath(os.path.join(mount.root, below)) if below != "." else mount.root
+    return SharedPlace(family, mount.source, within)
+
+
+def local_path(place: SharedPlace, mounts: Iterable[object] | None = None) -> str | None:
+    """Where a shared place is on this host, if its filesystem is mounted here (the same
+    family and source, a mount whose root holds the path); None otherwise."""
+    from uvrefs.envs import Mount
+    from uvrefs.envs import mounts as current
+
+    table = list(mounts) if mounts is not None else current() or []
+    best: tuple[int, str] | None = None
+    for mount in table:
+        assert isinstance(mount, Mount)
+        if NETWORK_FS.get(mount.fstype) != place.family or mount.source != place.source:
+            continue
+        root = mount.root.rstrip("/") or "/"
+        if place.path != root and not place.path.startswith(root.rstrip("/") + "/"):
+            continue
+        here = os.path.normpath(os.path.join(mount.point, os.path.relpath(place.path, root)))
+        if best is None or len(root) > best[0]:
+            best = (len(root), here)
+    return best[1] if best else None
+
+
+def hides_link_counts(path: str) -> str | None:
+    """The filesystem type of `path` if its clients cannot see the server's link counts
+    (sshfs: every file has st_nlink 1), else None."""
+    from uvrefs.envs import mount_of
+
+    mount = mount_of(path)
+    return mount.fstype if mount is not None and mount.fstype in HIDDEN_LINK_COUNTS else None
+
+
+def local_locks(path: str) -> str | None:
+    """Why `flock` on `path` is local to this host, if its filesystem says so (an sshfs or
+    other FUSE mount, an NFS mount with `nolock` or `local_lock=`), else None."""
+    from uvrefs.envs import mount_of
+
+    mount = mount_of(path)
+    if mount is None:
+        return None
+    options = set(mount.options.split(","))
+    if mount.fstype.startswith("fuse."):
+        return f"{mount.fstype} keeps locks local to each host that mounts it"
+    if NETWORK_FS.get(mount.fstype) == "nfs":
+        if "nolock" in options:
+            return "an NFS mount with `nolock`: locks are local to each host"
+        local = next(
+            (o for o in options if o.startswith("local_lock=") and o != "local_lock=none"), None
+        )
+        if local:
+            return f"an NFS mount with `{local}`: those locks are local to each host"
+    return None
