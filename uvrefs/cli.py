@@ -78,6 +78,14 @@ watch = typer.Typer(
 app.add_typer(watch, name="watch")
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+HostLease = Annotated[
+    str | None,
+    typer.Option(
+        "--host-lease",
+        metavar="DUR",
+        help="Judge gone the local envs of another host unseen this long (default 4w).",
+    ),
+]
 UvArgs = Annotated[
     list[str] | None, typer.Argument(metavar="[UV_ARGS]...", help="Passed to uv verbatim.")
 ]
@@ -237,14 +245,7 @@ def collect(
             "skip (implies --no-wait): 6h.",
         ),
     ] = None,
-    host_lease: Annotated[
-        str | None,
-        typer.Option(
-            "--host-lease",
-            metavar="DUR",
-            help="Judge gone the local envs of another host unseen this long (default 4w).",
-        ),
-    ] = None,
+    host_lease: HostLease = None,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
     from uvrefs.fastcli import run_collect
@@ -377,15 +378,17 @@ def status(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    host_lease: HostLease = None,
 ) -> None:
     """Show the cache split into live, dead (freed by the next collect), untracked and uv's own."""
     from uvrefs import inventory, report
 
     with _errors():
+        lease = parse_duration(host_lease, "--host-lease") if host_lease else None
         cache, store = cache_and_store()
         settled(store)
         progress = report.ScanProgress()
-        result = inventory.status(cache, store, progress, packages=packages)
+        result = inventory.status(cache, store, progress, packages=packages, host_lease=lease)
         progress.close()
     if as_json:
         report.print_json(report.status_json(result))
@@ -406,15 +409,17 @@ def why(
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    host_lease: HostLease = None,
 ) -> None:
     """Say which environments keep a package's cache entries, and which would let them go."""
     from uvrefs import inventory, report
 
     with _errors():
+        lease = parse_duration(host_lease, "--host-lease") if host_lease else None
         cache, store = cache_and_store()
         settled(store)
         progress = report.ScanProgress()
-        views = inventory.why(cache, store, query, progress)
+        views = inventory.why(cache, store, query, progress, host_lease=lease)
         progress.close()
     if as_json:
         report.print_json(report.why_json(views))

@@ -23,6 +23,7 @@ from uvrefs.cache import (
 from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import StoreError
 from uvrefs.footprints import Footprint, Footprints
+from uvrefs.hosts import store_clock
 from uvrefs.mark import Marks, Progress, facts_of, mark
 from uvrefs.plan import (
     Decision,
@@ -91,6 +92,7 @@ class Survey:
     blobs: Blobs
     orphan_fans: int = 0  # fan-out directories of `files-v*` only unlinked blobs leave empty
     returned: bool = False  # this host renewed a lease that had expired: it was away
+    clock: float = 0.0  # the time now by the store's clock, which lease times are read by
 
 
 def gather_facts(
@@ -106,6 +108,7 @@ def gather_facts(
     unchanged since their last record are not scanned again."""
     host = host_id()
     returned = renew_lease(store, host)
+    clock = store_clock(str(store.dir))
     remember_settings(store)
     pointers = cache.pointers()
     roots = find_roots(cache, store, host, discover_envs=discover)
@@ -116,7 +119,7 @@ def gather_facts(
     facts = facts_of(roots, marks, host, frozenset(cache.archive_ids()))
     blobs = Blobs.load(cache)
     blobs.count_going(sorted(facts.dead_project_envs))
-    return Survey(facts, pointers, index, roots, marks, blobs, returned=returned)
+    return Survey(facts, pointers, index, roots, marks, blobs, returned=returned, clock=clock)
 
 
 def renew_lease(store: RefsStore, host: str) -> bool:
@@ -356,7 +359,8 @@ def plan_with_policy(
 
     Without `sized` (a sweep whose policy needs no sizes), candidates are not walked: the
     sweep measures what it frees as it deletes, and only their link counts are read."""
-    gone = {h: t for h, t in survey.facts.host_seen.items() if time.time() - t > policy.host_lease}
+    clock = survey.clock or time.time()
+    gone = {h: t for h, t in survey.facts.host_seen.items() if clock - t > policy.host_lease}
     facts = survey.facts = replace(survey.facts, gone_hosts=gone)
     base = plan_collection(facts)
     wants_untracked = policy.untracked or policy.budget is not None

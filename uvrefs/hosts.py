@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
 LEASES = "hosts"  # in a store: hosts/<sha256(host)[:20]>.json
 HOST_LEASE = 28 * 86400.0  # seconds: the default `--host-lease`; a host unseen this long is gone
@@ -48,14 +48,19 @@ CONTAINER_MARKS = ("/.dockerenv", "/run/.containerenv")
 
 
 class Lease(NamedTuple):
-    """`hosts/<key>.json`: a host's name, when it last said it was alive (its clock, and
-    the file's mtime: on a network filesystem the server's), and what it is."""
+    """`hosts/<key>.json`: a host's name, when it last said it was alive, and what it is.
+    `seen` is the file's mtime: the clock of the filesystem the store is on (on a network
+    filesystem the server's), one clock for every host, whatever each host's own says;
+    judged against `store_clock`, never against this host's time."""
 
     host: str
-    seen: float  # epoch seconds: the newer of the file's time and its mtime
+    seen: float  # epoch seconds, the store's clock: the file's mtime
     name: str = ""  # the host name then (a container's is its id)
     container: bool = False
     newer: bool = False  # a newer uvrefs wrote it: left as it is
+    # The host's network filesystems then, (mount point, family, source, root) each: where
+    # its paths are on a filesystem other hosts may mount too (`place_on`).
+    mounts: tuple[tuple[str, str, str, str], ...] = ()
 
 
 def in_container() -> bool:
@@ -93,7 +98,9 @@ def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
     path = lease_path(store_dir, host)
     known = read_lease(path)
     now = time.time()
-    if known is not None and (known.newer or now - known.seen < every):
+    # A lease is written when it is `every` old or more by this host's clock; a clock
+    # that differs from the store's (either way) only makes it written more often.
+    if known is not None and (known.newer or abs(now - known.seen) < every):
         return False
     doc = {
         "format": FORMAT,
@@ -101,6 +108,7 @@ def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
         "seen": now,
         "name": socket.gethostname(),
         "container": in_container(),
+        "mounts": network_mounts(),
     }
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -108,6 +116,28 @@ def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
     except OSError:
         return False
     return known is not None and now - known.seen > HOST_LEASE
+
+
+def store_clock(store_dir: str) -> float:
+    """The time now by the clock of the filesystem `store_dir` is on (the mtime of a file
+    made there now: on a network filesystem the server sets it), which lease times are
+    judged against; this host's clock if nothing can be made there."""
+    from uvrefs.files import create_exclusive
+
+    try:
+        place = os.path.join(store_dir, LEASES)
+        os.makedirs(place, exist_ok=True)
+        fd, name = create_exclusive(place, ".clock-")
+    except OSError:
+        return time.time()
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
 
 
 def read_lease(path: str) -> Lease | None:
@@ -124,15 +154,19 @@ def read_lease(path: str) -> Lease | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("host"), str):
         return None
-    seen = data.get("seen")
-    when = float(seen) if isinstance(seen, int | float) and not isinstance(seen, bool) else 0.0
     version = data.get("format")
+    mounts = data.get("mounts")
     return Lease(
         data["host"],
-        max(when, st.st_mtime),
+        st.st_mtime,
         data["name"] if isinstance(data.get("name"), str) else "",
         data.get("container") is True,
         type(version) is int and version > FORMAT,
+        tuple(
+            (m[0], m[1], m[2], m[3])
+            for m in (mounts if isinstance(mounts, list) else [])[:256]
+            if isinstance(m, list) and len(m) == 4 and all(isinstance(x, str) for x in m)
+        ),
     )
 
 
@@ -163,13 +197,6 @@ def forget(store_dir: str, host: str) -> None:
             pass
 
 
-def last_seen(host: str, lease_of: Mapping[str, Lease], recorded: Mapping[str, float]) -> float:
-    """When a host was last known alive: its lease, or the newest record it made (a host
-    that recorded envs before leases existed, or whose lease was lost)."""
-    lease = lease_of.get(host)
-    return max(lease.seen if lease else 0.0, recorded.get(host, 0.0))
-
-
 # ---------------------------------------------------------------- shared filesystems
 
 
@@ -192,9 +219,45 @@ def shared_place(path: str) -> SharedPlace | None:
     family = NETWORK_FS.get(mount.fstype) if mount is not None else None
     if mount is None or family is None:
         return None
-    below = os.path.relpath(real, mount.point)
-    within = os.path.normpath(os.path.join(mount.root, below)) if below != "." else mount.root
-    return SharedPlace(family, mount.source, within)
+    return _within(real, mount.point, family, mount.source, mount.root)
+
+
+def _within(path: str, point: str, family: str, source: str, root: str) -> SharedPlace:
+    below = os.path.relpath(path, point)
+    within = os.path.normpath(os.path.join(root, below)) if below != "." else root
+    return SharedPlace(family, source, within)
+
+
+def network_mounts() -> list[list[str]]:
+    """This host's network filesystems, [mount point, family, source, root] each, and any
+    other filesystem mounted below one (family "", local), so that a path below it is not
+    taken for the network filesystem's (a lease says them: another host maps this host's
+    paths to where it sees them)."""
+    from uvrefs.envs import mounts
+
+    table = mounts() or []
+    network = [m for m in table if m.fstype in NETWORK_FS]
+    points = [m.point.rstrip("/") + "/" for m in network]
+    return [
+        [m.point, NETWORK_FS.get(m.fstype, ""), m.source, m.root]
+        for m in table
+        if m.fstype in NETWORK_FS or any(m.point.startswith(p) for p in points)
+    ]
+
+
+def place_on(mounts: Iterable[tuple[str, str, str, str]], path: str) -> SharedPlace | None:
+    """Where a path of another host is, by that host's network mounts (its lease): the
+    place on the filesystem mounted at the longest mount point holding it; None if the
+    path is on none of them (local to that host)."""
+    best: tuple[str, str, str, str] | None = None
+    for mount in mounts:
+        point = mount[0]
+        if path == point or path.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= len(best[0]):  # the last mounted
+                best = mount
+    if best is None or not best[1] or not os.path.isabs(path):
+        return None
+    return _within(path, *best)
 
 
 def local_path(place: SharedPlace, mounts: Iterable[object] | None = None) -> str | None:

@@ -17,7 +17,7 @@ from uvrefs.errors import UvrefsError
 from uvrefs.footprints import Footprints
 from uvrefs.mark import Progress
 from uvrefs.names import normalize
-from uvrefs.plan import Facts, entry_states, referrer_verdict, used_by
+from uvrefs.plan import Facts, Policy, entry_states, referrer_verdict, used_by
 from uvrefs.refs import RefsStore
 from uvrefs.roots import discover
 from uvrefs.targets import target_of_path
@@ -175,17 +175,26 @@ class EntryView:
     bytes: int = 0  # what its archive occupies
 
 
+def policy_with(host_lease: float | None) -> Policy:
+    """The policy collect judges by (its defaults), with `--host-lease` if given."""
+    return Policy() if host_lease is None else Policy(host_lease=host_lease)
+
+
 def why(
-    cache: Cache, store: RefsStore, query: str, progress: Progress | None = None
+    cache: Cache,
+    store: RefsStore,
+    query: str,
+    progress: Progress | None = None,
+    *,
+    host_lease: float | None = None,
 ) -> list[EntryView]:
     """Every entry of a package (any version or build), or the entry with that id, its
     state and each referrer's verdict, as `collect` would judge it now."""
     from uvrefs.collect import plan_with_policy
-    from uvrefs.plan import Policy
 
     survey: Survey = gather_facts(cache, store, progress, reuse=True)  # as collect judges
     # the plan collect makes (outside hard links read), so `why` says what status counts
-    plan = plan_with_policy(cache, store, survey, Policy(), progress, sized=False)
+    plan = plan_with_policy(cache, store, survey, policy_with(host_lease), progress, sized=False)
     facts = survey.facts
     states = entry_states(plan, facts)
     wanted = normalize(query)
@@ -307,7 +316,12 @@ STATES = ("live", "uv's own", "held", "untracked", "dead")  # the order collect 
 
 
 def status(
-    cache: Cache, store: RefsStore, progress: Progress | None = None, *, packages: bool = False
+    cache: Cache,
+    store: RefsStore,
+    progress: Progress | None = None,
+    *,
+    packages: bool = False,
+    host_lease: float | None = None,
 ) -> Status:
     """The split of the cache, from one look at it (the total, and each archive's share)
     and the same mark and plan as a dry run. An archive measured before (by a status, an
@@ -315,11 +329,10 @@ def status(
     With `packages`, the same figures per package too."""
     from uvrefs.collect import plan_with_policy, survey_warnings
     from uvrefs.footprints import cache_total
-    from uvrefs.plan import Policy
 
     survey = gather_facts(cache, store, progress, reuse=True)
     memory = SizeMemory(store)
-    plan = plan_with_policy(cache, store, survey, Policy(), progress, memory=memory)
+    plan = plan_with_policy(cache, store, survey, policy_with(host_lease), progress, memory=memory)
     states = entry_states(plan, survey.facts)
     by_state: dict[str, list[str]] = {}
     for entry, (state, _) in states.items():

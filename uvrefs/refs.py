@@ -50,6 +50,13 @@ def host_id() -> str:
     it (a scheduler's) still judges the envs recorded under it as this machine's own."""
     if os.environ.get("UVREFS_HOST"):
         return os.environ["UVREFS_HOST"]
+    return own_id()
+
+
+@cache
+def own_id() -> str:
+    """This machine's (or container's) own name, whatever `UVREFS_HOST` says: the names
+    that variable gives are recorded as names of this one (`Settings.hosts`)."""
     from uvrefs.hosts import in_container
 
     if in_container():

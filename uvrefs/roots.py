@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from uvrefs.cache import Cache
+from uvrefs.hosts import Lease, SharedPlace, leases, local_path, place_on
 from uvrefs.refs import RACY_NS, KnownEnv, Refs, RefsStore, StoreView
 
 RootKind = Literal[
@@ -102,8 +103,8 @@ class Roots:
     # this host's, and read as `host`).
     hosts: frozenset[str] = frozenset()
     # Other hosts' envs on a filesystem this host mounts too: (host, their path) -> where
-    # it is here (a "shared" root); and when each other host was last seen (its lease, or
-    # the newest record it made).
+    # it is here (a "shared" root); and when each other host last renewed its lease (the
+    # store's clock). A host with no lease (an older uvrefs) is never judged gone.
     shared: dict[tuple[str, str], str] = field(default_factory=dict)
     host_seen: dict[str, float] = field(default_factory=dict)
 
@@ -168,16 +169,16 @@ def find_roots(
                 f"the refs store {peer.dir}, which tracks this cache too, cannot be read "
                 f"({exc.strerror}); delete its entry in {registry_dir(cache)} if it is gone"
             )
-    from uvrefs.refs import machine_id
+    from uvrefs.refs import own_id
 
-    me = machine_id()
+    me = own_id()  # a container's: its image's machine id is every other container's too
     named = {a for v in roots.views for a, m in v.settings.hosts.items() if m == me}
     roots.hosts = frozenset({host, me, *named})
     centralized = set(project_envs(cache))
     for view in roots.views:
         _add_store(roots, view, host, cache, centralized, own=view is ours)
+    _add_other_hosts(roots, ours)
     _add_missing_records(roots, host)
-    _add_other_hosts(roots)
     roots.uv_owned = frozenset(cache.pointers(buckets=("environments",)))
     for archive_id in sorted(roots.uv_owned):
         path = cache.archive_path(archive_id)
@@ -307,39 +308,78 @@ def _add_store(
                 roots.envs[r.env] = Root(r.env, kind_of(r.env), None, view.store)
 
 
-def _add_other_hosts(roots: Roots) -> None:
+def _add_other_hosts(roots: Roots, ours: StoreView | None) -> None:
     """Another host's envs on a filesystem this host mounts too (the same export, NFS or
     sshfs or ...) are judged here: each is a root ("shared") where this host sees it, with
     the filesystem's mount point here and no mount namespace (it is visible here). When
-    each other host was last seen: its lease (any store's), or the newest record it made."""
+    each other host last renewed its lease, in any store (by that store's clock).
+
+    A referrer of another host whose env has no record of that host's (another host
+    recorded the env since: records are one per path) is judged where its host's network
+    mounts (its lease) say the env is, if that is a root here already (one with a record,
+    so known how to judge); else it stays another host's."""
     from uvrefs.envs import mount_point
-    from uvrefs.hosts import SharedPlace, leases, local_path
-    from uvrefs.plan import epoch
 
     seen: dict[str, float] = {}
-
-    def saw(named: str, when: float) -> None:
-        if named not in roots.hosts and when > seen.get(named, 0.0):
-            seen[named] = when
-
+    lease_of: dict[str, Lease] = {}
     for view in roots.views:
         for lease in leases(str(view.store.dir)).values():
-            saw(lease.host, lease.seen)
-        for refs in view.refs.values():
-            for r in refs.referrers:
-                if r.host not in roots.hosts:
-                    saw(r.host, epoch(r.recorded_at))
+            if lease.host not in roots.hosts and lease.seen > seen.get(lease.host, 0.0):
+                seen[lease.host] = lease.seen
+                lease_of[lease.host] = lease
         for record in view.records.values():
             if record.host in roots.hosts:
                 continue
-            saw(record.host, epoch(record.recorded_at))
             here = local_path(SharedPlace(*record.shared)) if record.shared else None
             if here is None or not os.path.isabs(here):
                 continue
+            if view is not ours and here in roots.envs:
+                continue  # a peer's record never stands for an env of ours
             roots.shared[record.host, record.path] = here
-            local = record._replace(path=here, mount=mount_point(Path(here)), mntns=None)
+            sites = _sites_here(record, here, lease_of.get(record.host))
+            if sites is None:
+                why = (
+                    f"recorded on host {record.host[:24]} with packages outside it, in "
+                    "directories not known to be on a filesystem this host mounts"
+                )
+                roots.envs[here] = Root(here, "shared", None, view.store, unreadable=why,
+                                        held=record.entries)  # fmt: skip
+                continue
+            local = record._replace(
+                path=here, site_dirs=sites, mount=mount_point(Path(here)), mntns=None
+            )
             roots.add(Root(here, "shared", local, view.store))
     roots.host_seen = seen
+    looked: set[tuple[str, str]] = set()
+    for view in roots.views if lease_of else ():
+        for refs in view.refs.values():
+            for r in refs.referrers:
+                pair = (r.host, r.env)
+                if r.host not in lease_of or pair in roots.shared or pair in looked:
+                    continue
+                looked.add(pair)
+                place = place_on(lease_of[r.host].mounts, r.env)
+                here = local_path(place) if place is not None else None
+                if here is not None and here in roots.envs and roots.envs[here].record:
+                    roots.shared[pair] = here
+
+
+def _sites_here(record: KnownEnv, here: str, lease: Lease | None) -> tuple[str, ...] | None:
+    """Another host's record's site directories where this host sees them: inside the env,
+    rebased onto where the env is here; outside it, by that host's network mounts (its
+    lease) and this host's; None if one cannot be placed here."""
+    sites = []
+    for site in record.site_dirs:
+        below = os.path.relpath(site, record.path) if os.path.isabs(site) else ".."
+        if below != ".." and not below.startswith("../"):
+            sites.append(os.path.normpath(os.path.join(here, below)))
+            continue
+        place = place_on(lease.mounts, site) if lease is not None else None
+        there = local_path(place) if place is not None else None
+        if there is None:
+            return None
+        sites.append(there)
+    return tuple(sites)
 
 
 def _add_missing_records(roots: Roots, host: str) -> None:

@@ -46,11 +46,11 @@ def seen(environ: Mapping[str, str] = os.environ, *, config: bool = True) -> Set
     (whether they exist yet or not: a tool installed there later is still a root), and
     (reading uv's configuration files, unless `config` is false: the install path skips
     them) the cache-related preview features in effect."""
-    from uvrefs.refs import machine_id
+    from uvrefs.refs import own_id
 
     previews = tuple(sorted(preview_features(environ))) if config else ()
     named = environ.get("UVREFS_HOST")
-    hosts = {named: machine_id()} if named else {}
+    hosts = {named: own_id()} if named else {}
     return Settings({tool_dir(environ): 0.0}, {python_dir(environ): 0.0}, previews, hosts)
 
 

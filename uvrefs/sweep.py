@@ -111,9 +111,13 @@ def sweep(
             warnings += empty_leftover_trash(cache.root, root_fd)
             candidates = [d.entry for d in plan.free]
             roots_now, marks_now = mark_now(cache, store, facts.host, roots, marks, candidates)
-            facts_now = replace(  # the hosts whose lease was over when planning still are
+            facts_now = replace(  # the hosts whose lease was over, unless renewed since
                 facts_of(roots_now, marks_now, facts.host, frozenset(candidates)),
-                gone_hosts=facts.gone_hosts,
+                gone_hosts={
+                    host: seen
+                    for host, seen in facts.gone_hosts.items()
+                    if roots_now.host_seen.get(host, seen) <= seen
+                },
             )
             now = plan_collection(facts_now)
             scans, live = marks_now.scans, marks_now.live
@@ -419,8 +423,9 @@ def forget_gone(
 ) -> list[str]:
     """Keep the store bounded: drop referrers whose env was judged gone under this lock
     (nothing can be recording now), and the records and stamps of those envs: this host's
-    gone envs, other hosts' envs on a shared filesystem judged gone here, and every env of
-    a host whose lease is over (its lease goes too). Only in our store (a peer store is its
+    gone envs, other hosts' envs on a shared filesystem judged gone here, and every local
+    env of a host whose lease is over (its lease goes too; its envs on a shared filesystem
+    are judged here, and stay while they live). Only in our store (a peer store is its
     owner's to tidy), and not in refs about to be deleted. An env that may have moved
     keeps its referrers and record: they are what holds its entries through the grace
     period (`forgettable`: those whose grace period is over)."""
@@ -440,7 +445,9 @@ def forget_gone(
     def dropped(host: str, env: str) -> bool:
         if host in roots.hosts or host == facts.host:
             return env in ours
-        return host in expired or (host, env) in theirs
+        if (host, env) in roots.shared:  # judged here, whatever its host's lease
+            return (host, env) in theirs
+        return host in expired
 
     if not ours and not theirs and not expired:
         return []
