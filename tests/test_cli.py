@@ -54,16 +54,18 @@ def test_collect_json_contract(isolated: Path) -> None:
         "lock_held_seconds",
         "deleting_seconds",
         "note",
+        "bytes_upper_bound",
     ]
     assert doc["format"] == 1 and doc["freed"] == [] and doc["dry_run"] is False
 
 
 CONTRACT = {
     (): {"install", "sync", "pip", "uv", "collect", "status", "envs", "why", "adopt"}
-    | {"doctor", "watch", "schedule", "shell-init"},
+    | {"doctor", "watch", "schedule", "shell-init", "hosts"},
     ("pip",): {"install", "sync", "uninstall"},
     ("schedule",): {"install", "remove", "status"},
     ("watch",): {"add", "remove", "list"},
+    ("hosts",): {"forget"},
 }
 
 

@@ -90,6 +90,8 @@ def test_an_env_made_on_one_host_and_deleted_on_another_is_freed_by_a_third(
     assert freed(result) == {"alpha 1.0"}, result
     for host in (a, b, c):
         assert intact(host, live), host.name
+    # sshfs shows every file with one link: what is freed is an upper bound, and says so
+    assert "hides link counts" in str(result["bytes_upper_bound"])
     # An env on the share made by B, then installed into by C: the env's record is C's now
     # (one per path), B's referrers are judged where B's lease says its share is mounted.
     again = venv(cluster, b, cluster.shared / "again/.venv", "alpha==3.0")
@@ -210,3 +212,59 @@ def test_fifty_containers_on_one_cache(cluster: Cluster) -> None:
     assert intact(node, live)
     left = store_files(cluster, "refs", "envs", "hosts")
     assert len(left) <= 4, left  # the live env's record and refs, the node's lease
+
+
+def hosts_json(host: Host, *args: str) -> dict[str, dict[str, Any]]:
+    doc = json.loads(host.uvrefs("hosts", "--json", *args).stdout)
+    return {h["host"]: h for h in doc["hosts"]}
+
+
+def test_hosts_says_what_each_keeps_and_forgets_one(cluster: Cluster) -> None:
+    a, b, c = cluster.host("A"), cluster.host("B"), cluster.host("C")
+    local = venv(cluster, a, a.home / "venv", "alpha==1.0", "beta==1.0")
+    venv(cluster, a, cluster.shared / "theirs/.venv", "alpha==2.0")
+    venv(cluster, b, b.home / "venv", "beta==1.0")
+    venv(cluster, c, c.home / "venv", "alpha==3.0")
+    listed = hosts_json(c)
+    ids = {h["name"]: h["host"] for h in listed.values()}
+    a_id, b_id, c_id = ids["A"], ids["B"], ids["C"]
+    assert listed[c_id]["this_host"] and listed[c_id]["state"] == "this host"
+    assert listed[a_id]["state"] == listed[b_id]["state"] == "alive"
+    assert (listed[a_id]["envs"], listed[a_id]["shared_envs"]) == (2, 1)
+    # alpha 1.0 is A's alone (beta is B's too; alpha 2.0's env is on the share: judged here)
+    assert listed[a_id]["sole_entries"] == 1 and listed[a_id]["sole_bytes"] > 0
+    assert listed[b_id]["sole_entries"] == 0
+    time.sleep(3)
+    expired = hosts_json(c, "--host-lease", "2s")
+    assert expired[a_id]["state"] == expired[b_id]["state"] == "expired"
+    text = c.uvrefs("hosts", "--host-lease", "2s").stdout
+    assert "expired" in text and "2 expired" in text, text
+    # forget: refused for this host, for a name that is nobody's; A by its host name
+    refused = c.uvrefs("hosts", "forget", c_id, check=False)
+    assert refused.returncode != 0 and "this host" in refused.stderr
+    assert c.uvrefs("hosts", "forget", "nobody", check=False).returncode != 0
+    done = c.uvrefs("hosts", "forget", "A")
+    assert "forgot host" in done.stdout and a_id in done.stdout
+    # its lease and local env's records are gone; its env on the share stays, judged here
+    after = hosts_json(c)[a_id]
+    assert (after["state"], after["envs"], after["shared_envs"]) == ("no lease", 1, 1)
+    result = collect(c)  # no --host-lease: forgotten, A's local env is gone
+    assert freed(result) == {"alpha 1.0"}, result
+    assert intact(c, cluster.shared / "theirs/.venv") and intact(b, b.home / "venv")
+    assert not intact(a, local)
+
+
+def test_doctor_says_what_a_shared_cache_cannot_do(cluster: Cluster) -> None:
+    a, b = cluster.host("A"), cluster.host("B")
+    venv(cluster, a, cluster.shared / "live/.venv", "alpha==1.0")
+    venv(cluster, b, b.home / "venv", "beta==1.0")
+    checks = {
+        c["name"]: c for c in json.loads(b.uvrefs("doctor", "--json", check=False).stdout)["checks"]
+    }
+    shared = checks["shared cache"]
+    assert shared["status"] == "ok" and "sshfs" in shared["detail"], shared
+    assert "2 hosts renew a lease" in shared["detail"], shared
+    locks = checks["locks across hosts"]
+    assert locks["status"] == "warn" and "fuse.sshfs keeps locks local" in locks["detail"], locks
+    link = checks["link mode"]
+    assert link["status"] == "warn" and "hides link counts" in link["detail"], link

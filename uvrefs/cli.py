@@ -13,7 +13,7 @@ from uvrefs import __version__
 from uvrefs.errors import UsageError, UvrefsError, from_os_error
 from uvrefs.fastcli import cache_and_store, settled
 from uvrefs.launch import apply_global_option, fail, hoist_global_options
-from uvrefs.units import format_duration, parse_duration
+from uvrefs.units import format_duration, parse_duration, plural
 
 
 class _Command(TyperCommand):
@@ -76,6 +76,11 @@ watch = typer.Typer(
     **PLAIN,
 )
 app.add_typer(watch, name="watch")
+hosts = typer.Typer(
+    help="The hosts (machines, containers) sharing this cache: leases, envs, what they keep.",
+    **{**PLAIN, "no_args_is_help": False},
+)
+app.add_typer(hosts, name="hosts")
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 HostLease = Annotated[
@@ -588,6 +593,52 @@ def watch_list() -> None:
         found = roots.find_roots(cache, store, host_id(), discover_envs=False)
         for searched in roots.searched_dirs(found, found.views[0]):
             print(f"{searched.path}\t{searched.why} ({searched.depth} levels deep)")
+
+
+@hosts.callback(invoke_without_command=True)
+def hosts_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    host_lease: HostLease = None,
+) -> None:
+    """Every host of this cache: its last lease and lease state, its envs, and what only
+    they keep (freed once its lease is over, or it is forgotten)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from uvrefs import inventory, report
+
+    with _errors():
+        lease = parse_duration(host_lease, "--host-lease") if host_lease else None
+        cache, store = cache_and_store()
+        settled(store)
+        progress = report.ScanProgress()
+        found = inventory.list_hosts(cache, store, progress, host_lease=lease)
+        progress.close()
+    if as_json:
+        report.print_json(report.hosts_json(found))
+    else:
+        report.print_hosts(found)
+
+
+@hosts.command("forget", cls=_Command)
+def hosts_forget(
+    host: Annotated[
+        str,
+        typer.Argument(metavar="ID", help="A host id (or its start), or its host name."),
+    ],
+) -> None:
+    """Forget a host gone for good: its lease, its local envs' records and refs. The next
+    collect frees what only they kept; its envs on a shared filesystem are still judged."""
+    from uvrefs import inventory
+
+    with _errors():
+        cache, store = cache_and_store()
+        settled(store)
+        named, envs, dropped = inventory.forget_host(cache, store, host)
+    print(
+        f"forgot host {named}: {plural(envs, 'environment')}, {plural(dropped, 'reference')}; "
+        "the next collect frees what only they kept"
+    )
 
 
 def _tracked(command: str, args: list[str] | None) -> None:

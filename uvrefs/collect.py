@@ -68,6 +68,9 @@ class Removal:
     blobs: int = 0  # content blobs no archive links, freed apart from any entry
     blob_bytes: int = 0
     envs: tuple[tuple[str, str, int], ...] = ()  # project envs of dead projects: path, why, bytes
+    # Why the sizes freed are upper bounds, if they are: the cache's filesystem hides link
+    # counts (sshfs), so a file an env still links looks freed but keeps its space.
+    upper_bound: str | None = None
 
     def count(self, state: str) -> int:
         """Kept entries in `state` (live, held, uv's own), the untracked ones included."""
@@ -461,6 +464,7 @@ def collect(
         len(swept.blobs),
         sum(b.bytes for b in swept.blobs),
         tuple((env, _why_dead(survey, env), size) for env, size in swept.envs),
+        upper_bound(cache),
     )
 
 
@@ -562,6 +566,20 @@ def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
         blobs=len(orphans),
         blob_bytes=sum(b.bytes for b in orphans) + survey.orphan_fans,
         envs=tuple((env, _why_dead(survey, env), _env_bytes(env)) for env in plan.free_envs),
+        upper_bound=upper_bound(survey.index.cache),
+    )
+
+
+def upper_bound(cache: Cache) -> str | None:
+    """Why what a collect frees of this cache is an upper bound, if it is."""
+    from uvrefs.hosts import hides_link_counts
+
+    fstype = hides_link_counts(str(cache.root))
+    if fstype is None:
+        return None
+    return (
+        f"{fstype} hides link counts: a file an env still links keeps its space, and only "
+        "the file server knows; sizes freed are upper bounds"
     )
 
 

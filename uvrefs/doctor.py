@@ -13,6 +13,7 @@ from typing import Literal
 from uvrefs import uv
 from uvrefs.cache import Cache
 from uvrefs.files import create_exclusive, open_lock
+from uvrefs.hosts import hides_link_counts
 from uvrefs.refs import CorruptRefs, RefsStore, host_id
 from uvrefs.sweep import TRASH_NAME
 from uvrefs.units import plural
@@ -49,6 +50,7 @@ def diagnose(cache: Cache, store: RefsStore, uvbin: str | None) -> list[Check]:
         check_preview(cache),
         check_link_mode(cache, store),
         check_lock(cache),
+        *check_hosts(cache, store),
         *check_store(cache, store),
     ]
 
@@ -114,11 +116,65 @@ def check_link_mode(cache: Cache, store: RefsStore) -> Check:
         "hardlink": "hardlink" if can_link else "copy (different filesystems)",
     }.get(mode, mode)
     status: Status = "ok" if effective.split()[0] in ("clone", "hardlink", mode) else "warn"
-    return Check(
-        "link mode",
-        status,
-        f"{mode} requested, {effective} in effect between {cache.root} and {target}",
+    detail = f"{mode} requested, {effective} in effect between {cache.root} and {target}"
+    hidden = hides_link_counts(str(cache.root))
+    if hidden:
+        status = "warn"
+        detail += (
+            f"; {hidden} hides link counts (every file shows 1 link), so an env of plain uv "
+            "hard-linked to the cache cannot be seen by its links: collect judges as on a "
+            "clone-mode disk (watch the directories of such envs), and its freed sizes are "
+            "upper bounds"
+        )
+    return Check("link mode", status, detail)
+
+
+def check_hosts(cache: Cache, store: RefsStore) -> list[Check]:
+    """Where the cache is shared: its filesystem, the hosts with a lease in the store, and
+    whether locks there reach other hosts."""
+    from uvrefs.hosts import HOST_LEASE, leases, local_locks, shared_place, store_clock
+    from uvrefs.units import human_duration
+
+    checks = []
+    place = shared_place(str(cache.root))
+    found = leases(str(store.dir)) if store.dir.is_dir() else {}
+    now = store_clock(str(store.dir)) if found else 0.0
+    expired = sum(now - lease.seen > HOST_LEASE for lease in found.values())
+    counted = (
+        f"{len(found)} hosts renew a lease in this store"
+        + (
+            f" ({expired} not seen for {human_duration(HOST_LEASE)}: see `uvrefs hosts`)"
+            if expired
+            else ""
+        )
+        if len(found) > 1
+        else "one host uses this store"
     )
+    if place is not None:
+        checks.append(
+            Check(
+                "shared cache",
+                "ok",
+                f"{cache.root} is on {place.family} ({place.source}): envs on it are judged by "
+                f"any host that mounts it" + (f"; {counted}" if counted else ""),
+            )
+        )
+    elif len(found) > 1:
+        checks.append(Check("shared cache", "ok", counted))
+    for what, path in (("uv's cache lock", cache.root), ("the refs store's lock", store.dir)):
+        why = local_locks(str(path)) if path.exists() else None
+        if why:
+            checks.append(
+                Check(
+                    "locks across hosts",
+                    "warn",
+                    f"{what} ({path}): {why}: a collect here does not wait for uv on another "
+                    "host; judging is read only and each host deletes under its own lock, "
+                    "but run collect where no other host installs at the same time (its "
+                    "schedule, or one collecting host)",
+                )
+            )
+    return checks
 
 
 def _cwd_or_home() -> Path:

@@ -424,3 +424,176 @@ def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     """Versions in numeric order where they are numbers (`2.10` after `2.9`)."""
     parts = version.replace("-", ".").replace("+", ".").split(".")
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
+# ---------------------------------------------------------------- hosts
+
+
+@dataclass(frozen=True)
+class HostView:
+    """One host of this cache's store: its lease, its envs, and what only they keep."""
+
+    host: str
+    name: str  # its host name at its last lease ("" without one)
+    container: bool
+    this: bool  # this host (under any of its names)
+    seen: float | None  # its last lease, by the store's clock; None: no lease
+    recorded: float  # its newest record or referrer (its own clock), 0 if none
+    state: str  # this host | alive | expired | no lease
+    envs: int  # envs it recorded (records or referrers)
+    shared_envs: int  # of those, on a filesystem this host mounts too (judged here)
+    sole_entries: int  # entries only its envs keep (as if it were alive)
+    sole_bytes: int  # what freeing them frees (a file shared with another entry counted once)
+    sizes_from_memory: int = 0
+
+
+@dataclass(frozen=True)
+class HostsReport:
+    hosts: tuple[HostView, ...]
+    lease: float  # --host-lease: another host unseen this long is judged gone
+    clock: float  # now, by the store's clock
+
+
+def list_hosts(
+    cache: Cache,
+    store: RefsStore,
+    progress: Progress | None = None,
+    *,
+    host_lease: float | None = None,
+) -> HostsReport:
+    """Every host of this cache: this one, each with a lease in a store, each named by a
+    record or referrer; its lease state (by `--host-lease`), its envs, and the entries
+    only its envs keep: what the next collect frees once its lease is over (or
+    `hosts forget`), counted as if it were alive."""
+    from dataclasses import replace
+
+    from uvrefs.hosts import Lease, leases
+    from uvrefs.plan import epoch
+
+    policy = policy_with(host_lease)
+    survey = gather_facts(cache, store, progress, reuse=True)
+    facts = replace(survey.facts, gone_hosts={})  # what each would keep if alive
+    roots = survey.roots
+    clock = survey.clock
+
+    def owner(host: str, env: str) -> str:
+        """Whose an env is: its host's, or nobody's alone on a shared filesystem."""
+        if host != facts.host and (host, env) in roots.shared:
+            return ""
+        return host
+
+    keepers: dict[str, set[str]] = {}
+    shared_here = set(roots.shared.values())
+    for path, scan in facts.envs.items():
+        if scan.state == "alive":
+            keeper = "" if path in shared_here else facts.host
+            for entry in scan.uses:
+                keepers.setdefault(entry, set()).add(keeper)
+    envs: dict[str, set[str]] = {}
+    shared: dict[str, set[str]] = {}
+    recorded: dict[str, float] = {}
+
+    def saw(host: str, env: str, when: object) -> None:
+        envs.setdefault(host, set()).add(env)
+        if not owner(host, env):
+            shared.setdefault(host, set()).add(env)
+        recorded[host] = max(recorded.get(host, 0.0), epoch(when))
+
+    for entry, refs in facts.refs.items():
+        for ref in refs.referrers:
+            saw(ref.host, ref.env, ref.recorded_at)
+            if referrer_verdict(ref, entry, facts)[0] != "dead":
+                keepers.setdefault(entry, set()).add(owner(ref.host, ref.env))
+    for view in roots.views:
+        for record in view.records.values():
+            saw(facts.host if record.host in roots.hosts else record.host, record.path,
+                record.recorded_at)  # fmt: skip
+    lease_of: dict[str, Lease] = {}
+    for view in roots.views:
+        for read in leases(str(view.store.dir)).values():
+            whose = facts.host if read.host in roots.hosts else read.host
+            if whose not in lease_of or read.seen > lease_of[whose].seen:
+                lease_of[whose] = read
+    sole: dict[str, list[str]] = {}
+    for entry, who in keepers.items():
+        if len(who) == 1 and entry in facts.archives and (only := next(iter(who))):
+            sole.setdefault(only, []).append(entry)
+    memory = SizeMemory(store)
+    footprints = memory.footprints(cache)
+    views = []
+    for host in sorted({facts.host, *envs, *lease_of}):
+        lease = lease_of.get(host)
+        if host == facts.host:
+            state = "this host"
+        elif lease is None:
+            state = "no lease"
+        else:
+            state = "expired" if clock - lease.seen > policy.host_lease else "alive"
+        alone = sole.get(host, [])
+        views.append(
+            HostView(
+                host,
+                lease.name if lease else "",
+                lease.container if lease else False,
+                host == facts.host,
+                lease.seen if lease else None,
+                recorded.get(host, 0.0),
+                state,
+                len(envs.get(host, ())),
+                len(shared.get(host, ())),
+                len(alone),
+                sum(footprints.frees(alone, outside=False).values()),
+                len(footprints.remembered.intersection(alone)),
+            )
+        )
+    memory.save(facts.archives)
+    order = {"this host": 0, "alive": 1, "no lease": 2, "expired": 3}
+    views.sort(key=lambda v: (order[v.state], -(v.seen or v.recorded), v.host))
+    return HostsReport(tuple(views), policy.host_lease, clock)
+
+
+def forget_host(cache: Cache, store: RefsStore, query: str) -> tuple[str, int, int]:
+    """Forget a host gone for good: drop from our store its lease, the records of its envs
+    and its referrers, except those of envs on a filesystem this host mounts too (judged
+    here, whoever recorded them). `query`: a host id, its unique prefix, or its host name.
+    (host, envs forgotten, referrers dropped). What only it kept goes at the next collect."""
+    from uvrefs.hosts import leases
+    from uvrefs.sweep import drop_from_store
+
+    survey = gather_facts(cache, store, None, reuse=True)
+    facts, roots = survey.facts, survey.roots
+    named = {r.host for refs in facts.refs.values() for r in refs.referrers}
+    named |= {rec.host for view in roots.views for rec in view.records.values()}
+    names = {lease.host: lease.name for lease in leases(str(store.dir)).values()}
+    named |= set(names)
+    exact = [h for h in named if h == query]
+    matches = exact or sorted(
+        {h for h in named if h.startswith(query) or names.get(h) == query} if query else set()
+    )
+    if not matches:
+        raise UvrefsError(f"no host {query!r} in this cache's store (see `uvrefs hosts`)")
+    if len(matches) > 1:
+        raise UvrefsError(
+            f"{query!r} names {len(matches)} hosts ({', '.join(m[:24] for m in matches[:4])}"
+            f"{', ...' if len(matches) > 4 else ''}): give more of its id"
+        )
+    host = matches[0]
+    if host in roots.hosts or host == facts.host:
+        raise UvrefsError(
+            f"{host[:24]} is this host: its envs are judged here (delete them, then collect)"
+        )
+
+    def dropped(named_host: str, env: str) -> bool:
+        return named_host == host and (named_host, env) not in roots.shared
+
+    local = {
+        r.env for refs in facts.refs.values() for r in refs.referrers if dropped(r.host, r.env)
+    }
+    local |= {
+        rec.path
+        for view in roots.views[:1]
+        for rec in view.records.values()
+        if dropped(rec.host, rec.path)
+    }
+    count = drop_from_store(store, facts, roots, dropped, hosts=[host])
+    return host, len(local), count

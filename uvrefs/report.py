@@ -18,7 +18,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and inventory's imports
     from uvrefs.collect import Removal
     from uvrefs.doctor import Check, Repair
-    from uvrefs.inventory import Adoption, EntryView, EnvView, PackageView, Status
+    from uvrefs.inventory import (
+        Adoption,
+        EntryView,
+        EnvView,
+        HostsReport,
+        HostView,
+        PackageView,
+        Status,
+    )
     from uvrefs.plan import Decision
 
 JSON_FORMAT = 1
@@ -55,6 +63,7 @@ def removal_json(r: Removal) -> dict[str, Any]:
         "lock_held_seconds": round(r.lock_held, 4),
         "deleting_seconds": round(r.deleting, 4),
         "note": r.note,
+        "bytes_upper_bound": r.upper_bound,
     }
 
 
@@ -113,7 +122,8 @@ def removal_summary(r: Removal) -> str:
     blobs += f" and {plural(r.blobs, 'unlinked content blob')}" if r.blobs else ""
     kept = r.count("live") + r.count("held") + uv_own + r.untracked
     return (
-        f"{verb} {plural(len(r.freed), 'entry')}{blobs}, {human(r.bytes_freed)}; "
+        f"{verb} {plural(len(r.freed), 'entry')}{blobs}, "
+        f"{'up to ' if r.upper_bound else ''}{human(r.bytes_freed)}; "
         f"kept {plural(kept, 'entry')}: {r.count('live')} live, {r.count('held')} held{own} "
         f"and {r.untracked} untracked" + (f"; {plural(len(r.errors), 'error')}" if r.errors else "")
     )
@@ -151,6 +161,8 @@ def print_removal(r: Removal) -> None:
         print(f"error {error}")
     if r.note:
         print(f"note: {r.note}")
+    if r.upper_bound:
+        print(f"note: {r.upper_bound}")
     print(removal_summary(r))
 
 
@@ -403,3 +415,85 @@ def print_status(s: Status) -> None:
             f"sizes of {s.remembered} of {plural(s.archives, 'archive')} from memory: "
             "measured when first seen, unchanged since (uv never changes an archive)"
         )
+
+
+def hosts_json(r: HostsReport) -> dict[str, Any]:
+    """The `hosts --json` document (schema in docs/cli.md)."""
+    return {
+        "format": JSON_FORMAT,
+        "host_lease_seconds": r.lease,
+        "hosts": [
+            {
+                "host": h.host,
+                "name": h.name,
+                "container": h.container,
+                "this_host": h.this,
+                "state": h.state,
+                "last_lease": _utc(h.seen) if h.seen is not None else None,
+                "last_recorded": _utc(h.recorded) if h.recorded else None,
+                "envs": h.envs,
+                "shared_envs": h.shared_envs,
+                "sole_entries": h.sole_entries,
+                "sole_bytes": h.sole_bytes,
+            }
+            for h in r.hosts
+        ],
+    }
+
+
+def _utc(when: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
+
+
+def print_hosts(r: HostsReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from uvrefs.plan import day
+    from uvrefs.units import human_duration
+
+    def state(h: HostView) -> str:
+        if h.state == "expired":
+            return "expired: its local envs are gone"
+        if h.state == "no lease" and h.envs == h.shared_envs:
+            return "no lease: its envs are on a shared filesystem, judged here"
+        if h.state == "no lease":
+            return "no lease (an older uvrefs): its local envs are never judged gone"
+        if h.state == "alive" and h.seen is not None:
+            return f"alive ({human_duration(r.clock - h.seen)} ago)"
+        return h.state
+
+    def name(h: HostView) -> str:
+        label = h.host if len(h.host) <= 45 else h.host[:44] + "…"
+        what = ", container" if h.container else ""
+        return f"{label} ({h.name}{what})" if h.name and h.name not in h.host else label
+
+    rows = [
+        (
+            name(h),
+            day(h.seen) if h.seen is not None else (day(h.recorded) if h.recorded else "-"),
+            state(h),
+            str(h.envs) + (f" ({h.shared_envs} shared)" if h.shared_envs else ""),
+            human(h.sole_bytes),
+        )
+        for h in r.hosts
+    ]
+    console = Console(highlight=False)
+    if console.is_terminal:
+        table = Table(title="Hosts of this cache", title_justify="left")
+        for col in ("host", "last seen", "lease", "envs", "only its envs keep"):
+            table.add_column(col, justify="right" if col == "only its envs keep" else "left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        for row in rows:
+            print("\t".join(row))
+    expired = sum(h.state == "expired" for h in r.hosts)
+    print(
+        f"{plural(len(r.hosts), 'host')}; another host unseen for {human_duration(r.lease)} "
+        f"is gone (--host-lease)"
+        + (f"; {expired} expired: the next collect frees what only they kept" if expired else "")
+    )

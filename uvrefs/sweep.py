@@ -12,7 +12,7 @@ import re
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -451,26 +451,45 @@ def forget_gone(
 
     if not ours and not theirs and not expired:
         return []
-    view = roots.views[0] if roots.views else None
     try:
-        with store.locked():
-            for entry, refs in facts.refs.items():
-                if entry in freeing or not facts.is_own(entry):
-                    continue
-                if any(dropped(r.host, r.env) for r in refs.referrers):
-                    store.drop_referrers(entry, dropped)
-            for path in ours:
-                root = roots.envs.get(path)
-                if root is not None and root.kind not in ("peer", "shared"):
-                    store.forget_env(path)
-            for record in view.records.values() if view is not None else ():
-                if record.host not in roots.hosts and dropped(record.host, record.path):
-                    store.forget_env(record.path)
-            for host in expired:
-                forget_lease(str(store.dir), host)
+        drop_from_store(store, facts, roots, dropped, ours, expired, freeing)
     except (OSError, StoreError) as exc:  # bookkeeping only: the next collect retries
         return [store_warning(store, exc)]
     return []
+
+
+def drop_from_store(
+    store: RefsStore,
+    facts: Facts,
+    roots: Roots,
+    dropped: Callable[[str, str], bool],
+    ours: Iterable[str] = (),
+    hosts: Iterable[str] = (),
+    freeing: Container[str] = frozenset(),
+) -> int:
+    """Under the store's lock, drop from our store the referrers `dropped(host, env)`
+    names (not in refs about to be deleted, `freeing`), the records of `ours` (this host's
+    envs, gone) and of other hosts' envs `dropped` names, and the leases of `hosts`. The
+    number of referrers dropped."""
+    count = 0
+    view = roots.views[0] if roots.views else None
+    with store.locked():
+        for entry, refs in facts.refs.items():
+            if entry in freeing or not facts.is_own(entry):
+                continue
+            going = sum(dropped(r.host, r.env) for r in refs.referrers)
+            if going and store.drop_referrers(entry, dropped):
+                count += going
+        for path in ours:
+            root = roots.envs.get(path)
+            if root is not None and root.kind not in ("peer", "shared"):
+                store.forget_env(path)
+        for record in view.records.values() if view is not None else ():
+            if record.host not in roots.hosts and dropped(record.host, record.path):
+                store.forget_env(record.path)
+        for host in hosts:
+            forget_lease(str(store.dir), host)
+    return count
 
 
 # ---------------------------------------------------------------- removing an entry
