@@ -7,7 +7,9 @@ on throw-away caches under .bench/.
 3. synthetic caches of ~10k and ~100k files with 50 and 200 envs, half of them dead:
    `collect --dry-run` vs `du -s`, `collect` vs `rm -rf` of exactly the dead entries, and
    `uv cache prune` on the same cache;
-4. scaling of `collect --dry-run` and `collect` at 1x, 4x and 16x entries and envs.
+4. scaling of `collect --dry-run` and `collect` at 1x, 4x and 16x entries and envs;
+5. a store shared by 100 hosts x 20 envs: `collect --dry-run` time and memory against the
+   same cache with this host's records only.
 """
 
 from __future__ import annotations
@@ -255,6 +257,46 @@ def discovery_case(dirs: int = 100_000, envs: int = 200, rounds: int = 5) -> dic
     return {"dirs": count, "uvrefs": statistics.median(ours), "find": statistics.median(find)}
 
 
+def measured(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Seconds and peak memory (MiB, the child's max RSS) of one run."""
+    start = time.perf_counter()
+    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    took = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), args)
+    return took, usage.ru_maxrss / 1024
+
+
+def hosts_case(
+    uvrefs: str, hosts: int = 100, per_host: int = 20, rounds: int = 5
+) -> dict[str, float]:
+    """`collect --dry-run` on a 12k-file cache with 20 envs of this host, then with the
+    records of `hosts` other hosts x `per_host` envs added (half of the hosts' leases
+    expired): the time of each (median of warm runs) and the peak memory."""
+    from benchmarks.synthetic import add_hosts, build
+
+    world = build(WORK / "hosts", 1500, 8, 20)
+    env = {**ENV, "UV_CACHE_DIR": str(world.cache), "UVREFS_DIR": str(world.state)}
+    args = [uvrefs, "collect", "--dry-run", "--json"]
+
+    def runs() -> tuple[float, float]:
+        done = [measured(args, env) for _ in range(rounds + 1)]
+        return statistics.median(t for t, _ in done[1:]), max(m for _, m in done)
+
+    one, one_mem = runs()
+    alone = json.loads(subprocess.run(args, env=env, check=True, capture_output=True).stdout)
+    referrers = add_hosts(world, hosts, per_host, expired=hosts // 2)
+    many, many_mem = runs()
+    doc = json.loads(subprocess.run(args, env=env, check=True, capture_output=True).stdout)
+    shutil.rmtree(world.root)
+    return {
+        "one": one, "one_mem": one_mem, "many": many, "many_mem": many_mem,
+        "referrers": referrers, "freed": len(doc["freed"]), "freed_alone": len(alone["freed"]),
+        "hosts": hosts, "per_host": per_host,
+    }  # fmt: skip
+
+
 def per_added_file(now: dict[str, float], before: dict[str, float], key: str) -> str:
     """Milliseconds per 1,000 files added between two scales: steady if growth is linear."""
     added = now["files"] - before["files"]
@@ -353,6 +395,16 @@ def main() -> None:
         f"{'met' if d['uvrefs'] <= 1.5 * d['find'] else 'NOT met'} (target <= 1.5x) |"
     )
     print(roots_rows[-1], flush=True)
+    h = hosts_case(uvrefs)
+    host_rows = [
+        f"| this host's 20 envs ({h['freed_alone']} entries would be freed) | "
+        f"{h['one'] * 1e3:.0f} ms | {h['one_mem']:.0f} MiB | |",
+        f"| + {h['hosts']} hosts x {h['per_host']} envs ({h['referrers']:,} referrers; "
+        f"{h['hosts'] // 2} hosts expired; {h['freed']} entries would be freed) | "
+        f"{h['many'] * 1e3:.0f} ms ({h['many'] / h['one']:.2f}x) | {h['many_mem']:.0f} MiB | "
+        f"memory <= 100 MiB: {'met' if h['many_mem'] <= 100 else 'NOT met'} |",
+    ]
+    print(host_rows[-1], flush=True)
     base: dict[str, float] = {}
     last: dict[str, float] = {}
     for factor in (1, 4, 16):
@@ -429,6 +481,20 @@ the search for environments under a watched directory.
 |---|---|---|---|
 """
         + "\n".join(roots_rows)
+        + """
+
+## A store shared by many hosts
+
+`collect --dry-run` on a 12k-file cache (1,500 entries, 20 envs of this host, half deleted),
+then with the records of 100 other hosts added to its store, 20 envs each, local to them
+(`benchmarks/synthetic.py:add_hosts`): every env uses the 20 entries all envs use and one
+of its own; half of the hosts renewed their lease 60 days ago. Peak memory is the
+collect process's maximum resident set.
+
+| store | `collect --dry-run` | peak memory | target |
+|---|---|---|---|
+"""
+        + "\n".join(host_rows)
         + """
 
 ## Scaling

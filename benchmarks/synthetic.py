@@ -115,7 +115,9 @@ def build(
         gone = [root / "gone" / f"job{j:05d}" / ".venv" for j in range(per_entry)]
         for env in gone:  # each recorded as `uvrefs install` records: the record first
             used = sorted(ids[i] for i in shared)
-            store.save_env(str(env), [], mount_point(root), "install", used, mntns=mount_namespace())
+            store.save_env(
+                str(env), [], mount_point(root), "install", used, mntns=mount_namespace()
+            )
         for i in shared:
             refs = Path(store.refs_path(ids[i]))
             doc = json.loads(refs.read_text())
@@ -131,3 +133,59 @@ def build(
         dead_paths += [Path(f"{key}.http"), Path(f"{key}.lock"), key, cache / "archive-v0" / ids[i]]
     files = sum(len(fs) + len(ds) for _, ds, fs in os.walk(cache))
     return World(root, cache, state, env_paths[envs // 2 :], dead_paths, files)
+
+
+def add_hosts(world: World, hosts: int, envs_per_host: int, expired: int, seed: int = 1) -> int:
+    """Records of `hosts` other hosts sharing the cache's store, `envs_per_host` envs each
+    (local to them: not on this machine), each env using the entries every env uses and
+    one more: its own for the first `expired` hosts' envs, one of the rest for the
+    others'. Each host has a lease, the first `expired` last renewed 60 days ago (their envs are judged gone at the default --host-lease). Written
+    as uvrefs writes them: records by `RefsStore.save_env`, leases by `hosts.renew`, and
+    every entry's refs file once with all its new referrers. The number of referrers."""
+    import json
+    import time
+
+    from uvrefs.cache import Cache
+    from uvrefs.hosts import lease_path, renew
+    from uvrefs.refs import RefsStore
+
+    rng = random.Random(seed)
+    cache = Cache.open(world.cache)
+    store = RefsStore(world.state, cache.root)
+    refs_files = sorted(Path(store.refs_path("x")).parent.glob("*.refs"))
+    docs = {p: json.loads(p.read_text()) for p in refs_files}
+    by_count = sorted(docs, key=lambda p: -len(docs[p]["referrers"]))
+    common = by_count[:20]  # the entries every env uses
+    rest = by_count[20:]
+    when = "2026-10-01T00:00:00Z"
+    added = 0
+    saved = os.environ.get("UVREFS_HOST")
+    try:
+        for h in range(hosts):
+            host = f"{rng.getrandbits(128):032x}:host{h:03d}"
+            os.environ["UVREFS_HOST"] = host  # what save_env and renew name the host
+            for e in range(envs_per_host):
+                env = f"/home/user{h:03d}/job{e:02d}/.venv"
+                k = h * envs_per_host + e
+                alone = expired * envs_per_host
+                used = [*common, rest[k] if h < expired else rest[alone + k % (len(rest) - alone)]]
+                entries = [docs[p]["entry"] for p in used]
+                store.save_env(env, [], "/", "install", entries)
+                for p in used:
+                    docs[p]["referrers"].append(
+                        {"env": env, "host": host, "how": "hardlink", "command": "install",
+                         "recorded_at": when, "identity": None}
+                    )  # fmt: skip
+                    added += 1
+            renew(str(store.dir), host, every=0)
+            if h < expired:
+                old = time.time() - 60 * 86400
+                os.utime(lease_path(str(store.dir), host), (old, old))
+    finally:
+        if saved is None:
+            os.environ.pop("UVREFS_HOST", None)
+        else:
+            os.environ["UVREFS_HOST"] = saved
+    for p, doc in docs.items():
+        p.write_text(json.dumps(doc))
+    return added

@@ -194,6 +194,7 @@ def test_fifty_containers_on_one_cache(cluster: Cluster) -> None:
     its own (machine id and host name), installs into a job env on its local disk and is
     gone. Once their leases are over the store holds nothing of them, and the cache holds
     what the living envs use."""
+    started = time.monotonic()
     node = cluster.host("node")
     live = venv(cluster, node, cluster.shared / "live/.venv", "beta==1.0")
     containers = cluster.containers(50, node=node)
@@ -202,6 +203,12 @@ def test_fifty_containers_on_one_cache(cluster: Cluster) -> None:
         venv(cluster, container, container.home / "job", f"alpha=={version}")
     hosts = {json.loads(f.read_text())["host"] for f in store_files(cluster, "hosts")}
     assert len(hosts) >= 50, hosts  # each container its own lease
+    # a job frees its own dead at its end: its envs are its own to judge
+    first = containers[0]
+    scratch = venv(cluster, first, first.home / "scratch", "big==1.0")
+    first.run("rm", "-rf", scratch)
+    assert freed(collect(first)) == {"big 1.0"}
+    stored = store_files(cluster, "refs", "envs", "hosts")
     for container in containers:
         container.stop()
     kept = collect(node)
@@ -212,6 +219,14 @@ def test_fifty_containers_on_one_cache(cluster: Cluster) -> None:
     assert intact(node, live)
     left = store_files(cluster, "refs", "envs", "hosts")
     assert len(left) <= 4, left  # the live env's record and refs, the node's lease
+    archives = list((cluster.export / "cache/archive-v0").iterdir())
+    assert len(archives) == 1  # beta 1.0, all the living env uses
+    print(
+        f"[shared caches] 50 containers: store {len(stored)} files "
+        f"({sum(f.stat().st_size for f in stored) / 1024:.0f} KiB) after their jobs, "
+        f"{len(left)} ({sum(f.stat().st_size for f in left) / 1024:.1f} KiB) once their leases "
+        f"were over; cache {len(archives)} archive left; {time.monotonic() - started:.0f} s"
+    )
 
 
 def hosts_json(host: Host, *args: str) -> dict[str, dict[str, Any]]:
