@@ -426,3 +426,24 @@ def test_a_store_whose_cache_is_there_under_another_name_is_never_taken(tmp_path
         assert store.is_dir()
     finally:
         subprocess.run(["umount", str(other)], check=True)
+
+
+def test_doctor_lists_stores_of_caches_not_found_here(world: World) -> None:
+    """A state dir saved at changing paths by a uvrefs that did not follow a moved cache
+    holds a folder per path; doctor says which stores were made for caches not found here,
+    and that one of them tracks entries of this cache."""
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    (entry,) = world.archive_of("alpha", "1.0")
+    fake_store(world.state, "/gone/job-1/.uv-cache", [entry, "unknown000000000"])
+    fake_store(world.state, "/gone/job-2/.uv-cache", ["unknown000000001"])
+    checks = json.loads(world.uvrefs("doctor", "--json").stdout)["checks"]
+    (other,) = [c for c in checks if c["name"] == "other stores"]
+    assert other["status"] == "warn"
+    assert other["detail"].startswith(
+        f"2 stores in {world.state}/caches were made for caches not found here "
+        "(/gone/job-1/.uv-cache, /gone/job-2/.uv-cache); 1 of them tracks entries of this "
+        "cache"
+    ), other
+    (place,) = [c for c in checks if c["name"] == "store location"]
+    assert place["detail"].endswith(f"made for this cache at {world.cache}"), place

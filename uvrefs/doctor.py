@@ -301,7 +301,7 @@ def check_store_place(cache: Cache, store: RefsStore) -> list[Check]:
                 detail += f"; it was first made for {moved[0]['from_path']}"
         checks.append(Check("store location", "ok", detail))
     others = moves.survey(state, str(cache.root))
-    gone = [s for s in others if s.cache_there is False]
+    gone = sorted((s for s in others if s.cache_there is False), key=lambda s: str(s.cache))
     if gone:
         ours = [s for s in gone if s.shared]
         names = ", ".join(str(s.cache) for s in gone[:3]) + (
