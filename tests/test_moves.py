@@ -447,3 +447,23 @@ def test_doctor_lists_stores_of_caches_not_found_here(world: World) -> None:
     ), other
     (place,) = [c for c in checks if c["name"] == "store location"]
     assert place["detail"].endswith(f"made for this cache at {world.cache}"), place
+
+
+def test_store_json_remembers_the_first_path_and_the_last_moves(tmp_path: Path) -> None:
+    """Twelve moves in a row (a CI cache at a new path every job): one store folder, and
+    store.json stays bounded: where the store was made and the last nine moves."""
+    state = tmp_path / "state"
+    cache = fake_cache(tmp_path / "job-0", IDS)
+    fake_store(state, str(cache), IDS)
+    paths = [str(cache)]
+    for job in range(1, 13):
+        moved = tmp_path / f"job-{job}" / "cache"
+        moved.parent.mkdir()
+        cache.rename(moved)
+        cache = moved
+        paths.append(os.path.realpath(cache))
+        key = stamps.find_store(str(state), str(cache))
+    assert os.listdir(state / "caches") == [os.path.basename(key)]
+    info = json.loads((Path(key) / "store.json").read_text())
+    assert [m["from_path"] for m in info["moves"]] == [paths[0], *paths[3:12]]
+    assert info["cache"] == paths[12]
