@@ -120,3 +120,26 @@ def test_ci_runs_the_linters_and_the_tests() -> None:
     """`make lint` passed, but CI ran only `make test`: a lint error could land."""
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text().splitlines()
     assert "make lint" in ci and "make test" in ci, ci
+
+
+def test_the_ci_recipes_install_uvrefs_outside_the_saved_cache_and_key_on_python() -> None:
+    """docs/ci.md's recipes as written on a fresh runner (issue 20): uvrefs comes from its
+    repository (it is not on PyPI: `uv tool install uvrefs` failed) with a uv cache of its
+    own, outside the cached UV_CACHE_DIR (its dependencies rode in every saved cache);
+    setup-uv's own cache is off; the key holds the Python version as well as the lock
+    (a Python switch's cache was never saved); collect is the last command."""
+    text = (DOCS / "docs/ci.md").read_text()
+    github, gitlab = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    for recipe in (github, gitlab):
+        assert "uv tool install uvrefs" not in recipe
+        assert 'uv tool install "git+<repository URL>@<tag or commit>"' in recipe
+    steps = github.split("      - ")
+    (install,) = [s for s in steps if "uv tool install" in s]
+    assert "UV_CACHE_DIR: ${{ runner.temp }}/" in install
+    assert "UV_TOOL_DIR: ${{ runner.temp }}/" in install and "GITHUB_PATH" in install
+    assert "enable-cache: false" in github
+    assert "key: uv-${{ runner.os }}-${{ hashFiles('uv.lock', '.python-version') }}" in github
+    assert steps[-1].startswith("run: uvrefs collect")
+    assert "UV_CACHE_DIR=/tmp/uvrefs-install-cache" in gitlab
+    assert "files: [uv.lock, .python-version]" in gitlab
+    assert gitlab.rstrip().endswith("- uvrefs collect")

@@ -52,6 +52,7 @@ def diagnose(cache: Cache, store: RefsStore, uvbin: str | None) -> list[Check]:
         check_lock(cache),
         *check_hosts(cache, store),
         *check_store(cache, store),
+        *check_store_place(cache, store),
     ]
 
 
@@ -321,6 +322,91 @@ def check_store(cache: Cache, store: RefsStore) -> list[Check]:
             )
         )
     return checks
+
+
+def check_store_place(cache: Cache, store: RefsStore) -> list[Check]:
+    """Which path the store was made for, and when it followed this cache here (a CI cache
+    restored in another workspace; `uvrefs.moves`); other stores in the state dir whose
+    cache is not there any more (each a folder nothing uses), and a store that tracks this
+    cache but was not taken, and why."""
+    from uvrefs import moves
+
+    state = str(store.dir.parent.parent)
+    info = moves.read_info(str(store.dir))
+    checks = []
+    if info is not None and os.path.realpath(info["cache"]) != os.path.realpath(cache.root):
+        checks.append(
+            Check(
+                "store location",
+                "warn",
+                f"{store.dir} says it was made for the cache at {info['cache']}, not "
+                f"{cache.root} (copied there by hand?); it is used as this cache's store",
+            )
+        )
+    elif info is not None:
+        known = info.get("moves")
+        moved = [m for m in known if _is_move(m)] if isinstance(known, list) else []
+        detail = f"{store.dir}: made for this cache at {cache.root}"
+        if moved:
+            last = moved[-1]
+            detail = (
+                f"the store of this cache was made for {last['from_path']}; the cache moved "
+                f"here on {_when(last['at'])} ({store.dir})"
+            )
+            if len(moved) > 1:
+                detail += f"; it was first made for {moved[0]['from_path']}"
+        checks.append(Check("store location", "ok", detail))
+    others = moves.survey(state, str(cache.root))
+    gone = sorted((s for s in others if s.cache_there is False), key=lambda s: str(s.cache))
+    if gone:
+        ours = [s for s in gone if s.shared]
+        names = ", ".join(str(s.cache) for s in gone[:3]) + (
+            f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+        )
+        were = "was" if len(gone) == 1 else "were"
+        text = (
+            f"{plural(len(gone), 'store')} in {state}/caches {were} made for caches not "
+            f"found here ({names})"
+        )
+        if ours:
+            tracks = "tracks" if len(ours) == 1 else "track"
+            text += (
+                f"; {len(ours)} of them {tracks} entries of this cache (earlier paths of it "
+                "whose store was not carried over)"
+            )
+        checks.append(
+            Check("other stores", "warn", text + "; delete those whose cache will not come back")
+        )
+    held_back = [s for s in others if s.shared and s.refused and s.cache_there is not False]
+    if held_back and not store.dir.exists():
+        first = max(held_back, key=lambda s: s.shared)
+        checks.append(
+            Check(
+                "store location",
+                "ok",
+                f"no store for this cache yet; {first.dir} tracks {first.shared} of its "
+                f"entries but is not taken: {first.refused}",
+            )
+        )
+    return checks
+
+
+def _is_move(move: object) -> bool:
+    return (
+        isinstance(move, dict)
+        and isinstance(move.get("from_path"), str)
+        and isinstance(move.get("at"), str)
+    )
+
+
+def _when(at: str) -> str:
+    """A store.json time, as a date and time in UTC."""
+    from datetime import UTC, datetime
+
+    try:
+        return datetime.fromisoformat(at).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return at
 
 
 @dataclass(frozen=True)

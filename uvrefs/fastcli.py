@@ -209,7 +209,9 @@ def _collect(
 
 
 def cache_and_store() -> tuple[Cache, RefsStore]:
-    """The cache uv uses here (validated) and its refs store."""
+    """The cache uv uses here (validated) and its refs store: where `stamps.find_store`
+    says, as for tracked installs (a store the cache brought from another path is moved
+    to its key first)."""
     from pathlib import Path
 
     from uvrefs import stamps, uv
@@ -217,7 +219,10 @@ def cache_and_store() -> tuple[Cache, RefsStore]:
     from uvrefs.refs import RefsStore
 
     cache = Cache.open(Path(uv.cache_dir()))
-    store = RefsStore(Path(stamps.default_state_dir()), cache.root)
+    state = stamps.default_state_dir()
+    store = RefsStore(
+        Path(state), cache.root, directory=Path(stamps.find_store(state, str(cache.root)))
+    )
     stamps.check_store(str(store.dir))
     return cache, store
 

@@ -100,11 +100,22 @@ class Peers(BaseModel):
     stores: list[str] = Field(default_factory=list)
 
 
+class StoreMove(BaseModel):
+    """One move of a store's cache: the path it was at, and when the store followed it."""
+
+    from_path: str
+    at: datetime
+
+
 class StoreInfo(BaseModel):
-    """`store.json`: which cache this part of the store belongs to."""
+    """`store.json`: which cache this part of the store belongs to (its real path), and
+    the paths that cache was at before, with when the store followed it to the next
+    (`uvrefs.moves`: the first, where the store was made, and the last 9). `moves` came
+    after format 1 was first written; files without it read as empty."""
 
     format: Literal[1] = FORMAT
     cache: str
+    moves: list[StoreMove] = Field(default_factory=list)
 
 
 class ArchiveSizes(BaseModel):

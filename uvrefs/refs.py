@@ -338,7 +338,7 @@ class RefsStore:
             self.envs_dir.mkdir(exist_ok=True)
             info = self.dir / "store.json"
             if not info.exists():
-                _write_json(info, {"format": FORMAT, "cache": str(self.cache_root)})
+                _write_json(info, {"format": FORMAT, "cache": str(self.cache_root), "moves": []})
         except OSError as exc:
             raise StoreError(
                 f"cannot write the refs store at {self.dir}: {exc.strerror}; "

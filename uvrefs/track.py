@@ -176,7 +176,7 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
         if not lock.held and os.path.isfile(os.path.join(root, "CACHEDIR.TAG")):
             lock.acquire()  # uv created the cache just now
         if lock.held and records_in_background(environ):
-            store = stamps.store_dir(stamps.default_state_dir(environ), root)
+            store = stamps.find_store(stamps.default_state_dir(environ), root)
             stamps.hold_recording(store)  # inherited by the recorder, like uv's lock
             if _fork_recorder():
                 os._exit(code)  # the recorder now holds uv's lock until the refs are written
@@ -278,7 +278,7 @@ def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> Non
         _say(f"warning: UVREFS_AUTO_COLLECT ignored: {exc}")
         return
     state_dir = stamps.default_state_dir(environ)
-    stamp = os.path.join(stamps.store_dir(state_dir, root), "auto-collect.stamp")
+    stamp = os.path.join(stamps.find_store(state_dir, root), "auto-collect.stamp")
     try:
         if time.time() - os.stat(stamp).st_mtime < interval:
             return
@@ -353,7 +353,8 @@ def record_if_changed(
     # redirect file) is the same env. The way in is kept: a project's link to its env.
     link = os.path.abspath(target.path)
     target = Target(os.path.realpath(follow_redirect(target.path)), target.site_dirs)
-    stamp = stamps.stamp_path(stamps.store_dir(state_dir, root), target.path)
+    where = stamps.find_store(state_dir, root)  # one lstat, unless the cache has moved
+    stamp = stamps.stamp_path(where, target.path)
     print_ = fingerprint(target)
     if not new_ids and stamps.read_stamp(stamp) == print_:
         return Recorded(target.path, skipped=True)
@@ -362,10 +363,10 @@ def record_if_changed(
     from uvrefs.cache import Cache
     from uvrefs.refs import RefsStore
 
-    stamps.check_store(stamps.store_dir(state_dir, root))  # never record through a link
+    stamps.check_store(where)  # never record through a link
     cache = Cache.open(Path(root))
     try:
-        store = RefsStore(Path(state_dir), cache.root)
+        store = RefsStore(Path(state_dir), cache.root, directory=Path(where))
         result = record_env(cache, store, target, command, new_ids, link=link)
         stamps.write_stamp(stamp, print_)
     except OSError as exc:  # a full or read-only disk: nothing recorded, so nothing freed
