@@ -209,6 +209,7 @@ def test_fifty_containers_on_one_cache(cluster: Cluster) -> None:
     first.run("rm", "-rf", scratch)
     assert freed(collect(first)) == {"big 1.0"}
     stored = store_files(cluster, "refs", "envs", "hosts")
+    stored_bytes = sum(f.stat().st_size for f in stored)
     for container in containers:
         container.stop()
     kept = collect(node)
@@ -223,7 +224,7 @@ def test_fifty_containers_on_one_cache(cluster: Cluster) -> None:
     assert len(archives) == 1  # beta 1.0, all the living env uses
     print(
         f"[shared caches] 50 containers: store {len(stored)} files "
-        f"({sum(f.stat().st_size for f in stored) / 1024:.0f} KiB) after their jobs, "
+        f"({stored_bytes / 1024:.0f} KiB) after their jobs, "
         f"{len(left)} ({sum(f.stat().st_size for f in left) / 1024:.1f} KiB) once their leases "
         f"were over; cache {len(archives)} archive left; {time.monotonic() - started:.0f} s"
     )
