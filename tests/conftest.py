@@ -344,15 +344,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"multi-host suite: {hosts.summary(terminalreporter.stats)}")
 
 
-def suite_summary(outcome: str, stats: dict[str, list[pytest.TestReport]], test_file: str) -> str:
+def suite_summary(
+    outcome: str, stats: dict[str, list[pytest.TestReport]], *test_files: str
+) -> str:
     """`outcome` ("ran on ...", "skipped (why)", "not selected"), with the counts of
-    `test_file`'s results when it ran: "ran on xfs (3 passed, 1 xfailed)"."""
+    `test_files`' results when it ran: "ran on xfs (3 passed, 1 xfailed)"."""
     if not outcome.startswith("ran"):
         return outcome
     counts = {
         kind: n
         for kind in ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
-        if (n := sum(1 for r in stats.get(kind, []) if test_file in r.nodeid))
+        if (n := sum(1 for r in stats.get(kind, []) if any(f in r.nodeid for f in test_files)))
     }
     return f"{outcome} ({', '.join(f'{n} {k}' for k, n in counts.items())})" if counts else outcome
 

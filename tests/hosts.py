@@ -584,7 +584,9 @@ class Cluster:
 def summary(stats: dict[str, list[pytest.TestReport]]) -> str:
     """How the multi-host suite went: "ran on sshfs ... (6 passed)", "skipped (why)" or
     "not selected"; with what starting a host and running a command took."""
-    line = suite_summary(SESSION.get("outcome", "not selected"), stats, "test_hosts.py")
+    line = suite_summary(
+        SESSION.get("outcome", "not selected"), stats, "test_hosts.py", "test_shared_caches.py"
+    )
     timing = [f"{what} {SESSION[what]}" for what in ("host start", "command") if what in SESSION]
     return f"{line}; {', '.join(timing)}" if timing and line.startswith("ran") else line
 

@@ -142,4 +142,5 @@ def test_the_ci_recipes_install_uvrefs_outside_the_saved_cache_and_key_on_python
     assert steps[-1].startswith("run: uvrefs collect")
     assert "UV_CACHE_DIR=/tmp/uvrefs-install-cache" in gitlab
     assert "files: [uv.lock, .python-version]" in gitlab
-    assert gitlab.rstrip().endswith("- uvrefs collect")
+    assert "- uvrefs collect --host-lease 0" in gitlab.splitlines()[-1]
+    assert "UVREFS_HOST" not in gitlab  # a container job is a host of its own

@@ -7,11 +7,15 @@ which `intact` sees (every file of every installed RECORD exists)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.conftest import World, collect_json
 from tests.hosts import Cluster, Host
 
 SYMLINK = {"UV_LINK_MODE": "symlink"}
@@ -284,3 +288,109 @@ def test_doctor_says_what_a_shared_cache_cannot_do(cluster: Cluster) -> None:
     assert locks["status"] == "warn" and "fuse.sshfs keeps locks local" in locks["detail"], locks
     link = checks["link mode"]
     assert link["status"] == "warn" and "hides link counts" in link["detail"], link
+
+
+def test_a_job_in_its_own_mount_namespace_is_held_not_live(world: World) -> None:
+    """A CI job in a mount namespace of its own, its env on a disk only it mounts: a
+    collect outside cannot judge the env, so what it uses is kept, and called what it is,
+    held (uncertain), never live."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    job = world.root / "job"
+    job.mkdir()
+    script = (
+        f"mount -t tmpfs job {job} && {world.uv_bin} venv -q --python {sys.executable} "
+        f"{job}/.venv && {sys.executable} -m uvrefs install -q -p {job}/.venv "
+        f"{' '.join(world.offline())} alpha==1.0"
+    )
+    world.run("unshare", "-m", "--propagation", "private", "sh", "-c", script, extra_env=SYMLINK)
+    result = collect_json(world)
+    (kept,) = [d for d in result["kept"] if d["dist"] == "alpha"]
+    assert kept["state"] == "held", kept
+    assert "another mount namespace" in kept["reason"], kept
+    status = json.loads(world.uvrefs("status", "--json").stdout)
+    assert status["live"]["entries"] == 0 and status["held"]["entries"] == 1, status
+
+
+def test_container_jobs_on_a_restored_cache_free_the_previous_jobs(cluster: Cluster) -> None:
+    """CI jobs, each in a container of its own (a new host name, a new mount namespace) on
+    the cache a previous job saved: the cache is this job's copy, so every other job is
+    over, and `collect --host-lease 0` at its end frees what only earlier jobs used."""
+    node = cluster.host("node")
+    (first,) = cluster.containers(1, node=node, prefix="job1-")
+    venv(cluster, first, first.home / "proj/.venv", "alpha==1.0", "beta==1.0")
+    first.uvrefs("collect", "--host-lease", "0")
+    first.stop()
+    (second,) = cluster.containers(1, node=node, prefix="job2-")
+    env = venv(cluster, second, second.home / "proj/.venv", "alpha==2.0", "beta==1.0")
+    result = collect(second, "--host-lease", "0")
+    assert freed(result) == {"alpha 1.0"}, result
+    assert intact(second, env)
+    leases = [json.loads(f.read_text())["name"] for f in store_files(cluster, "hosts")]
+    assert leases == [second.hostname], leases  # the store keeps only the living job's
+
+
+# ---------------------------------------------------------------- without hosts
+
+
+def fake_mounts(monkeypatch: pytest.MonkeyPatch, *table: tuple[str, ...]) -> None:
+    """This process's mount table, as (point, root, fstype, source, options) rows."""
+    from uvrefs import envs
+
+    rows = [envs.Mount(*row) for row in table]
+    monkeypatch.setattr(envs, "mounts", lambda *, fresh=False: rows)
+    monkeypatch.setattr(envs.os.path, "realpath", lambda p, **kw: str(p))
+
+
+def test_where_a_shared_place_is_on_each_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uvrefs.hosts import SharedPlace, local_path, network_mounts, place_on, shared_place
+
+    fake_mounts(
+        monkeypatch,
+        ("/", "/", "ext4", "/dev/sda1", "rw"),
+        ("/home", "/", "nfs4", "fs1:/export/home", "rw,vers=4.2"),
+        ("/home/u/scratch", "/", "tmpfs", "tmpfs", "rw"),  # a local disk below the share
+    )
+    place = shared_place("/home/u/proj/.venv")
+    assert place == SharedPlace("nfs", "fs1", "/export/home/u/proj/.venv")
+    assert shared_place("/home/u/scratch/.venv") is None
+    assert shared_place("/opt/venv") is None
+    # another host mounts the export above it elsewhere: the same env, its own path
+    from uvrefs import envs
+
+    theirs = [envs.Mount("/", "/", "ext4", "/dev/vda", "rw")]
+    theirs.append(envs.Mount("/net/fs1", "/", "nfs", "fs1:/export", "rw"))
+    assert local_path(place, theirs) == "/net/fs1/home/u/proj/.venv"
+    below = [envs.Mount("/p", "/", "nfs", "fs1:/export/home/u/proj", "rw")]
+    assert local_path(place, below) == "/p/.venv"
+    other = [envs.Mount("/home", "/", "nfs", "fs2:/export/home", "rw")]
+    assert local_path(place, other) is None  # another server
+    sshfs = [envs.Mount("/x", "/", "fuse.sshfs", "fs1:/export/home", "rw")]
+    assert local_path(place, sshfs) is None  # another kind of filesystem
+    # a lease lists the network mounts and the local ones below them
+    listed = network_mounts()
+    assert [m[0] for m in listed] == ["/home", "/home/u/scratch"]
+    assert place_on([tuple(m) for m in listed], "/home/u/proj/.venv") == place  # type: ignore[misc]
+    assert place_on([tuple(m) for m in listed], "/home/u/scratch/.venv") is None  # type: ignore[misc]
+    assert place_on([], "/home/u/proj/.venv") is None
+
+
+def test_which_mounts_keep_locks_and_link_counts_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uvrefs.hosts import hides_link_counts, local_locks
+
+    fake_mounts(
+        monkeypatch,
+        ("/", "/", "ext4", "/dev/sda1", "rw"),
+        ("/nfs", "/", "nfs4", "fs:/e", "rw,vers=4.2,local_lock=none"),
+        ("/nolock", "/", "nfs", "fs:/e", "rw,nolock"),
+        ("/flocal", "/", "nfs", "fs:/e", "rw,local_lock=flock"),
+        ("/sshfs", "/", "fuse.sshfs", "u@h:/e", "rw"),
+        ("/lustre", "/", "lustre", "mgs@tcp:/fs", "rw,localflock"),
+        ("/lustre2", "/", "lustre", "mgs@tcp:/fs", "rw,flock"),
+    )
+    assert local_locks("/nfs/cache") is None and local_locks("/lustre2/c") is None
+    assert local_locks("/var/cache") is None
+    for path in ("/nolock/c", "/flocal/c", "/sshfs/c", "/lustre/c"):
+        assert local_locks(path), path
+    assert hides_link_counts("/sshfs/cache") == "fuse.sshfs"
+    assert hides_link_counts("/nfs/cache") is None

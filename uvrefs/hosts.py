@@ -202,8 +202,9 @@ def forget(store_dir: str, host: str) -> None:
 
 class SharedPlace(NamedTuple):
     """Where an env is on a filesystem other hosts may mount too: the filesystem's family
-    (`nfs` for nfs and nfs4), its source (`server:/export`, `user@host:/path`), and the
-    env's path within it. Any host that mounts the same source sees the same env."""
+    (`nfs` for nfs and nfs4), its server (`fs1` of `fs1:/export`, `user@host` for sshfs; a
+    source with no `:/` is its own), and the env's path on that server. Any host that
+    mounts the server's directory holding it (at any mount point) sees the same env."""
 
     family: str
     source: str
@@ -223,9 +224,21 @@ def shared_place(path: str) -> SharedPlace | None:
 
 
 def _within(path: str, point: str, family: str, source: str, root: str) -> SharedPlace:
+    server, base = _base(source, root)
     below = os.path.relpath(path, point)
-    within = os.path.normpath(os.path.join(root, below)) if below != "." else root
-    return SharedPlace(family, source, within)
+    within = os.path.normpath(os.path.join(base, below)) if below != "." else base
+    return SharedPlace(family, server, within)
+
+
+def _base(source: str, root: str) -> tuple[str, str]:
+    """(server, the mount's directory on it) of a mount: `fs1:/export/home` mounted with
+    root `/` and `fs1:/export` with root `/home` are both fs1's `/export/home`, so hosts
+    that mount an export at different depths agree. A source with no `:/` (a GPFS device,
+    a 9p or virtiofs tag) is its own server, its root the directory."""
+    cut = source.find(":/")
+    if cut <= 0:
+        return source, os.path.normpath(root or "/")
+    return source[:cut], os.path.normpath(os.path.join(source[cut + 1 :], root.lstrip("/")))
 
 
 def network_mounts() -> list[list[str]]:
@@ -270,14 +283,16 @@ def local_path(place: SharedPlace, mounts: Iterable[object] | None = None) -> st
     best: tuple[int, str] | None = None
     for mount in table:
         assert isinstance(mount, Mount)
-        if NETWORK_FS.get(mount.fstype) != place.family or mount.source != place.source:
+        if NETWORK_FS.get(mount.fstype) != place.family:
             continue
-        root = mount.root.rstrip("/") or "/"
-        if place.path != root and not place.path.startswith(root.rstrip("/") + "/"):
+        server, base = _base(mount.source, mount.root)
+        if server != place.source:
             continue
-        here = os.path.normpath(os.path.join(mount.point, os.path.relpath(place.path, root)))
-        if best is None or len(root) > best[0]:
-            best = (len(root), here)
+        if place.path != base and not place.path.startswith(base.rstrip("/") + "/"):
+            continue
+        here = os.path.normpath(os.path.join(mount.point, os.path.relpath(place.path, base)))
+        if best is None or len(base) > best[0]:
+            best = (len(base), here)
     return best[1] if best else None
 
 
@@ -309,4 +324,8 @@ def local_locks(path: str) -> str | None:
         )
         if local:
             return f"an NFS mount with `{local}`: those locks are local to each host"
+    if mount.fstype == "lustre" and "localflock" in options:
+        return "a Lustre mount with `localflock`: locks are local to each host"
+    if mount.fstype == "lustre" and "noflock" in options:
+        return "a Lustre mount with `noflock`: `flock` fails there (uv's lock with it)"
     return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, project_state, scan_env
-from uvrefs.plan import Facts
+from uvrefs.plan import UNCERTAIN, Facts
 from uvrefs.refs import Refs, RefsStore
 from uvrefs.roots import Root, Roots
 from uvrefs.stamps import read_stamp, stamp_path
@@ -221,7 +221,7 @@ def live_set(
             # What it last used, as far as anyone knows, and what a scan of it finds now.
             recorded = root.record.entries if root.record is not None else root.held
             for entry in {*recorded, *scan.uses}:
-                live.setdefault(entry, []).append(f"{root.label} ({scan.detail})")
+                live.setdefault(entry, []).append(f"{UNCERTAIN}{root.label} {scan.detail}")
         if scan is None or scan.state != "alive":
             continue
         for entry in scan.uses:

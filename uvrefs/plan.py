@@ -226,6 +226,20 @@ def used_by(roots: tuple[str, ...]) -> str:
     return f"used by {roots[0]}{more}"
 
 
+UNCERTAIN = "uncertain: "  # a live-set label of a root that may use an entry (`mark.live_set`)
+
+
+def live_state(labels: tuple[str, ...]) -> tuple[str, str]:
+    """(state, why) of an entry in the live set: live if a living root uses it, held if
+    only roots that cannot be judged (unknown: unreadable, another mount namespace, an
+    unmounted disk) may."""
+    certain = tuple(label for label in labels if not label.startswith(UNCERTAIN))
+    if certain:
+        return "live", used_by(certain)
+    more = f" (+{len(labels) - 1} more)" if len(labels) > 1 else ""
+    return "held", labels[0] + more
+
+
 def plan_collection(facts: Facts) -> Plan:
     """Free an entry only when our store tracks it, no living root uses it, and no
     referrer is uncertain; keep everything untracked, unreadable, live, uncertain, uv's
@@ -237,7 +251,7 @@ def plan_collection(facts: Facts) -> Plan:
         refs = facts.refs.get(entry)
         if entry in facts.corrupt or entry in facts.set_aside:
             if entry in facts.live:
-                why, state = used_by(facts.live[entry]), "live"
+                state, why = live_state(facts.live[entry])
             elif entry in facts.corrupt:
                 why, state = f"refs unreadable: {facts.corrupt[entry]}", "held"
             else:
@@ -271,8 +285,8 @@ def plan_collection(facts: Facts) -> Plan:
         unsure = [why for verdict, why in verdicts if verdict == "unsure"]
         if entry in facts.uv_owned:
             keep.append(decide("uv's own", "uv's own: a cached environment"))
-        elif entry in facts.live:
-            keep.append(decide("live", used_by(facts.live[entry])))
+        elif entry in facts.live and not (holding and live_state(facts.live[entry])[0] == "held"):
+            keep.append(decide(*live_state(facts.live[entry])))
         elif holding:
             more = f" (+{len(holding) - 1} more)" if len(holding) > 1 else ""
             keep.append(decide("live", holding[0] + more))
@@ -315,7 +329,7 @@ def untracked_state(entry: str, facts: Facts) -> tuple[str, str]:
     if entry in facts.uv_owned:
         return "uv's own", "a cached environment of uv's"
     if entry in facts.live:
-        return "live", used_by(facts.live[entry])
+        return live_state(facts.live[entry])
     if entry in facts.listed:
         return "held", f"its refs are gone, but the record of {facts.listed[entry][0]} lists it"
     if facts.blocked:  # a store or directory that may track it cannot be read
