@@ -120,7 +120,7 @@ FLOORS = {
     "forward": "import uvrefs.launch, uvrefs.track",
     "record": "import uvrefs.launch, uvrefs.track, uvrefs.refs, uvrefs.envs, filelock",
     "filelock": "import filelock",
-    "collect": "import uvrefs.launch, uvrefs.fastcli, uvrefs.collect, uvrefs.report, uvrefs.refs",
+    "collect": "import uvrefs.launch, uvrefs.cli, uvrefs.runner, uvrefs.collect, uvrefs.report, uvrefs.refs",
     "frameworks": "import typer; import uvrefs.formats",  # pydantic loads lazily: build models
 }
 

@@ -344,9 +344,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"multi-host suite: {hosts.summary(terminalreporter.stats)}")
 
 
-def suite_summary(
-    outcome: str, stats: dict[str, list[pytest.TestReport]], *test_files: str
-) -> str:
+def suite_summary(outcome: str, stats: dict[str, list[pytest.TestReport]], *test_files: str) -> str:
     """`outcome` ("ran on ...", "skipped (why)", "not selected"), with the counts of
     `test_files`' results when it ran: "ran on xfs (3 passed, 1 xfailed)"."""
     if not outcome.startswith("ran"):

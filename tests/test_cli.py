@@ -153,69 +153,6 @@ def test_linux_state_dir_matches_platformdirs(
         assert default_state_dir() == platformdirs.user_state_dir("uvrefs", appauthor=False)
 
 
-def test_fast_collect_options_are_the_typer_commands() -> None:
-    """`uvrefs.fastcli` parses collect without typer; its table must be the typer
-    command's options, each taking a value exactly when typer's does."""
-    import typer.main
-
-    from uvrefs.fastcli import COLLECT_OPTIONS
-
-    command = typer.main.get_command(app).commands["collect"]  # type: ignore[attr-defined]
-    typer_options = {
-        opt: (param.name, not param.is_flag) for param in command.params for opt in param.opts
-    }
-    assert typer_options == COLLECT_OPTIONS
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        [],
-        ["--dry-run", "--json"],
-        ["-n", "--keep", "numpy", "--keep=torch", "--min-age", "7d"],
-        ["--max-freed=2G", "--untracked", "--budget", "10G", "--no-wait", "--log", "x.log"],
-        ["--retry-for", "6h", "--no-wait"],
-        ["--host-lease", "2w"],
-    ],
-)
-def test_fast_collect_calls_what_typer_calls(
-    args: list[str], isolated: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from uvrefs import fastcli, launch
-
-    calls: list[dict[str, object]] = []
-
-    def fake(**kw: object) -> int:
-        calls.append({k: list(v) if k == "keep" else v for k, v in kw.items()})  # type: ignore[call-overload]
-        return 0
-
-    monkeypatch.setattr(fastcli, "run_collect", fake)
-    with pytest.raises(SystemExit):
-        launch.main(["collect", *args])
-    runner.invoke(app, ["collect", *args])
-    defaults = {
-        "dry_run": False,
-        "as_json": False,
-        "min_age": None,
-        "max_freed": None,
-        "keep": [],
-        "untracked": False,
-        "budget": None,
-        "log": None,
-        "no_wait": False,
-        "retry_for": None,
-        "host_lease": None,
-    }
-    assert len(calls) == 2 and {**defaults, **calls[0]} == calls[1]
-
-
-@pytest.mark.parametrize("args", [["--help"], ["--dry"], ["--min-age"], ["-n=1"], ["--json=1"]])
-def test_fast_collect_leaves_the_unknown_to_typer(args: list[str]) -> None:
-    from uvrefs.fastcli import parse_collect
-
-    assert parse_collect(args) is None
-
-
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

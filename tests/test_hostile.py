@@ -468,12 +468,12 @@ BAD_COLLECT_OPTIONS = [
 @pytest.fixture
 def nothing_done(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail if a command gets as far as opening the cache and the store."""
-    from uvrefs import fastcli
+    from uvrefs import runner
 
     def reached() -> None:
         raise AssertionError("options were accepted: the cache was opened")
 
-    monkeypatch.setattr(fastcli, "cache_and_store", reached)
+    monkeypatch.setattr(runner, "cache_and_store", reached)
 
 
 @pytest.mark.parametrize(("option", "value"), BAD_COLLECT_OPTIONS)
@@ -483,14 +483,13 @@ def test_bad_collect_options_are_refused_on_both_parsers(
     nothing_done: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The fast parser (`uvrefs.fastcli`, `--opt=value`) and the typer command refuse
-    the same values, in one line naming the option, exit 2, before anything is opened."""
+    """The command as users run it (`uvrefs.launch`, `--opt=value`) and the typer app
+    refuse the same values, in one line naming the option, exit 2, before anything is
+    opened."""
     from typer.testing import CliRunner
 
-    from uvrefs import fastcli
     from uvrefs.cli import app
 
-    assert fastcli.parse_collect([f"{option}={value}"]) is not None  # the fast path takes it
     code, err = exit_and_stderr(capsys, "collect", f"{option}={value}")
     assert code == 2 and ONE_ERROR_LINE.fullmatch(err), err
     assert err.startswith(f"uvrefs: error: {option} {value!r}: use a ")

@@ -11,8 +11,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from uvrefs import __version__
 from uvrefs.errors import UsageError, UvrefsError, from_os_error
-from uvrefs.fastcli import cache_and_store, settled
-from uvrefs.launch import apply_global_option, fail, hoist_global_options
+from uvrefs.options import apply_global_option, fail, hoist_global_options
+from uvrefs.runner import cache_and_store, settled
 from uvrefs.units import format_duration, parse_duration, plural
 
 
@@ -46,7 +46,7 @@ class _Command(TyperCommand):
 class _Group(TyperGroup):
     """The root command: uvrefs's own options are taken after the subcommand too
     (`uvrefs status --cache-dir X`), as uv takes its global options, except after a
-    tracked command, whose arguments are uv's (`uvrefs.launch.hoist_global_options`)."""
+    tracked command, whose arguments are uv's (`uvrefs.options.hoist_global_options`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -253,7 +253,7 @@ def collect(
     host_lease: HostLease = None,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
-    from uvrefs.fastcli import run_collect
+    from uvrefs.runner import run_collect
 
     with _errors():
         code = run_collect(

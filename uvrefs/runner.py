@@ -1,10 +1,6 @@
-"""`uvrefs collect` without typer. Timers, CI jobs and `UVREFS_AUTO_COLLECT` run it often,
-and typer 0.29 adapts options through pydantic: a dry run through the typer command takes
-about 120 ms longer, more than the whole dry run of a 10k-file cache. `uvrefs.launch`
-parses collect's options from the table below and calls `run_collect`; anything the table
-does not know (`--help`, a typo, a missing value) goes to the typer command, which owns
-help and errors and calls the same `run_collect`. `tests/test_cli.py` pins the table to
-the typer command."""
+"""A collect run as a command: the options as the user gave them, the wait for uv's lock
+(or a skip, or retries while uv holds it), the report and the `--log` line. Also where
+every command finds its cache and store (`cache_and_store`)."""
 
 from __future__ import annotations
 
@@ -16,51 +12,9 @@ from uvrefs.errors import LockTimeout, UsageError, UvrefsError, from_os_error
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
 
     from uvrefs.cache import Cache
     from uvrefs.refs import RefsStore
-
-# option -> (parameter, takes a value); --keep may repeat
-COLLECT_OPTIONS: dict[str, tuple[str, bool]] = {
-    "--dry-run": ("dry_run", False),
-    "-n": ("dry_run", False),
-    "--json": ("as_json", False),
-    "--min-age": ("min_age", True),
-    "--max-freed": ("max_freed", True),
-    "--keep": ("keep", True),
-    "--untracked": ("untracked", False),
-    "--budget": ("budget", True),
-    "--log": ("log", True),
-    "--no-wait": ("no_wait", False),
-    "--retry-for": ("retry_for", True),
-    "--host-lease": ("host_lease", True),
-}
-
-
-def parse_collect(args: Sequence[str]) -> dict[str, Any] | None:
-    """collect's keyword arguments from `args`, or None to let typer handle them."""
-    opts: dict[str, Any] = {"keep": []}
-    it = iter(args)
-    for arg in it:
-        name, eq, value = arg.partition("=")
-        if name not in COLLECT_OPTIONS or (not name.startswith("--") and eq):
-            return None
-        param, takes_value = COLLECT_OPTIONS[name]
-        if not takes_value:
-            if eq:
-                return None
-            opts[param] = True
-            continue
-        if not eq:
-            value = next(it, "")
-            if not value or value.startswith("-"):
-                return None
-        if param == "keep":
-            opts["keep"].append(value)
-        else:
-            opts[param] = value
-    return opts
 
 
 def run_collect(
