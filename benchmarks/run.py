@@ -108,7 +108,7 @@ def fresh(uvrefs: str, count: int) -> tuple[dict[str, float], dict[str, float]]:
 
 def wait_for_recorder() -> None:
     """Block until a background recorder is done, as uvrefs's own readers wait."""
-    from uvrefs import stamps
+    from uvrefs.store import stamps
 
     store = stamps.store_dir(ENV["UVREFS_DIR"], ENV["UV_CACHE_DIR"])
     if not stamps.wait_for_recorders(store, timeout=60):
@@ -118,10 +118,10 @@ def wait_for_recorder() -> None:
 FLOORS = {
     "start": "pass",
     "forward": "import uvrefs.launch, uvrefs.track",
-    "record": "import uvrefs.launch, uvrefs.track, uvrefs.refs, uvrefs.envs, filelock",
+    "record": "import uvrefs.launch, uvrefs.track, uvrefs.store.refs, uvrefs.envs, filelock",
     "filelock": "import filelock",
-    "collect": "import uvrefs.launch, uvrefs.cli, uvrefs.runner, uvrefs.collect, uvrefs.report, uvrefs.refs",
-    "frameworks": "import typer; import uvrefs.formats",  # pydantic loads lazily: build models
+    "collect": "import uvrefs.launch, uvrefs.cli, uvrefs.gc.runner, uvrefs.gc.collect, uvrefs.report, uvrefs.store.refs",
+    "frameworks": "import typer; import uvrefs.store.schema",  # pydantic loads lazily: build models
 }
 
 
@@ -249,7 +249,7 @@ def discovery_case(dirs: int = 100_000, envs: int = 200, rounds: int = 5) -> dic
     for leaf in random.Random(0).sample(leaves, envs):
         (leaf / "pyvenv.cfg").write_text("home = /usr/bin\n")
     python = str(BIN / "python")
-    code = f"from uvrefs.roots import discover; assert len(discover([{str(top)!r}], max_depth=9)) == {envs}"
+    code = f"from uvrefs.gc.roots import discover; assert len(discover([{str(top)!r}], max_depth=9)) == {envs}"
     ours = [timed(python, "-I", "-c", code) for _ in range(rounds + 1)][1:]
     find = [timed("find", top, "-name", "pyvenv.cfg") for _ in range(rounds + 1)][1:]
     count = sum(1 for _ in top.rglob("*") if _.is_dir())

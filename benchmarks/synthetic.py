@@ -53,8 +53,8 @@ def build(
     over the shared entries' refs (a CI runner's history)."""
     from uvrefs.cache import Cache
     from uvrefs.envs import ArchiveIndex
-    from uvrefs.refs import RefsStore
-    from uvrefs.stamps import write_stamp
+    from uvrefs.store.refs import RefsStore
+    from uvrefs.store.stamps import write_stamp
     from uvrefs.targets import Target, fingerprint
     from uvrefs.track import record_env
 
@@ -147,7 +147,7 @@ def add_hosts(world: World, hosts: int, envs_per_host: int, expired: int, seed: 
 
     from uvrefs.cache import Cache
     from uvrefs.hosts import lease_path, renew
-    from uvrefs.refs import RefsStore
+    from uvrefs.store.refs import RefsStore
 
     rng = random.Random(seed)
     cache = Cache.open(world.cache)

@@ -165,10 +165,10 @@ def in_process_collect(world: World, monkeypatch: pytest.MonkeyPatch, before_swe
     """`collect` in this process, running `before_sweep()` between planning and the sweep
     (where a real collect spends its planning time, uv's lock not yet taken). It waits no
     grace period (as `collect_json`): what it keeps, it keeps for being live."""
-    from uvrefs import collect as core
     from uvrefs.cache import Cache
-    from uvrefs.plan import Policy
-    from uvrefs.refs import RefsStore
+    from uvrefs.gc import collect as core
+    from uvrefs.gc.plan import Policy
+    from uvrefs.store.refs import RefsStore
 
     for key, value in world.env.items():
         monkeypatch.setenv(key, value)
@@ -220,8 +220,8 @@ def test_a_peer_store_record_cannot_hide_what_a_living_env_uses(world: World) ->
     record replace a record-less root, `scan_or_reuse` then trusts the peer's stamp, and
     the sweep re-scans reused roots only if they are referrers of a candidate: the env's
     packages are freed. (`uvrefs why` scans, so it says "live" for what collect frees.)"""
-    from uvrefs.refs import host_id
-    from uvrefs.stamps import env_key
+    from uvrefs.store.refs import host_id
+    from uvrefs.store.stamps import env_key
     from uvrefs.targets import Target, fingerprint
 
     dead = world.venv("dead")
@@ -412,7 +412,7 @@ def test_registering_the_store_never_writes_through_a_planted_link(
     link to a file of the collector's user: the collector truncates and overwrites it.
     (Linux's fs.protected_symlinks=1 would stop this in a root-owned sticky dir; it is 0
     here, and macOS, which the README supports, has no such protection.)"""
-    from uvrefs.roots import registry_name
+    from uvrefs.gc.roots import registry_name
 
     world = open_world
     env = world.venv("env")

@@ -215,10 +215,10 @@ def collect_on_day(world: World, monkeypatch: pytest.MonkeyPatch, days: float) -
     what a collect on that day would stamp and judge)."""
     import types
 
-    from uvrefs import collect as core
     from uvrefs.cache import Cache
-    from uvrefs.plan import Policy
-    from uvrefs.refs import RefsStore
+    from uvrefs.gc import collect as core
+    from uvrefs.gc.plan import Policy
+    from uvrefs.store.refs import RefsStore
 
     for key, value in world.env.items():
         monkeypatch.setenv(key, value)
@@ -382,7 +382,7 @@ def test_a_target_dir_moved_and_linked_back_is_recorded_with_the_links_site_dir(
     target.rename(real)
     target.symlink_to(real)
     assert freed(collect_json(world, grace=True)) == set()
-    from uvrefs.stamps import env_key
+    from uvrefs.store.stamps import env_key
 
     record = json.loads((store_dir(world) / "envs" / f"{env_key(str(real))}.json").read_text())
     assert record["entries"] and record["site_dirs"] == [str(real)]  # its own, not the link's
@@ -419,7 +419,7 @@ def test_a_project_moved_to_a_disk_and_linked_back_is_judged_gone_when_the_disk_
         shutil.rmtree(proj)
         proj.symlink_to(mnt / "proj")
         assert freed(collect_json(world, grace=True)) == set()
-        from uvrefs.stamps import env_key
+        from uvrefs.store.stamps import env_key
 
         moved = mnt / "proj" / ".venv"
         record = store_dir(world) / "envs" / f"{env_key(str(moved))}.json"
@@ -471,7 +471,7 @@ def test_a_stamp_a_newer_uvrefs_wrote_is_rewritten(world: World) -> None:
     `NewerFile` check: `write_stamp` replaces whatever is there. A stamp a newer uvrefs
     wrote is rewritten by collect (tidy_refs), a tracked install, adopt... (Low stakes:
     a stamp only spares a scan; but it is a file a newer uvrefs wrote, rewritten.)"""
-    from uvrefs.stamps import env_key
+    from uvrefs.store.stamps import env_key
 
     env = world.venv("projects/env")
     install(world, env, "alpha==1.0")
@@ -497,8 +497,8 @@ def test_a_planted_peer_record_overrides_an_unknown_env_of_ours(
     scanned as a venv by the planted record's word, uses nothing, and alpha, which our
     own referrer names, is "no longer used" and freed."""
     from tests.test_attack import plant_peer
-    from uvrefs.refs import host_id
-    from uvrefs.stamps import env_key
+    from uvrefs.store.refs import host_id
+    from uvrefs.store.stamps import env_key
 
     target = target_install(world)
     record = store_dir(world) / "envs" / f"{env_key(str(target))}.json"
@@ -564,7 +564,7 @@ def test_defended_store_files_a_newer_uvrefs_wrote_are_left_byte_for_byte(world:
     store.json, an env record and a refs file, each of format 2 with a field this version
     does not know, through every command that writes the store: none is rewritten or
     deleted, and what the refs file and the record hold stays (the record's env deleted)."""
-    from uvrefs.stamps import env_key
+    from uvrefs.store.stamps import env_key
 
     env = world.venv("projects/env")
     install(world, env, "alpha==1.0")
@@ -604,7 +604,7 @@ def test_defended_a_moved_env_keeps_its_grace_through_every_other_command(world:
     `--min-age 0`, status, why, envs, doctor --repair, a tracked install elsewhere, watch
     add and remove of another directory, and collect again. Its entries stay (graced),
     and so do its record and referrers (what holds them through the grace period)."""
-    from uvrefs.stamps import env_key
+    from uvrefs.store.stamps import env_key
 
     proj = world.root / "projects" / "proj"
     env = world.venv("projects/proj/.venv")

@@ -140,7 +140,7 @@ def test_linux_state_dir_matches_platformdirs(
     """The hot path computes the XDG state dir itself; it must agree with platformdirs."""
     import platformdirs
 
-    from uvrefs.stamps import default_state_dir
+    from uvrefs.store.stamps import default_state_dir
 
     if sys.platform != "linux":
         pytest.skip("the hand-computed rule is Linux-only")

@@ -46,8 +46,8 @@ def openings(source: str) -> list[tuple[int, str]]:
 
 def test_no_module_opens_a_file_outside_the_door() -> None:
     offenders = [
-        f"{path.name}:{line}: {call}("
-        for path in sorted(PACKAGE.glob("*.py"))
+        f"{path.relative_to(PACKAGE)}:{line}: {call}("
+        for path in sorted(PACKAGE.rglob("*.py"))
         if path.name != DOOR
         for line, call in openings(path.read_text())
     ]

@@ -1,5 +1,5 @@
 """The store is written with `json` and read through a fast check of the current format;
-the pydantic models in uvrefs.formats define it. These tests pin the three together."""
+the pydantic models in uvrefs.store.schema define it. These tests pin the three together."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uvrefs import formats, refs
-from uvrefs.formats import EntryRefs, EnvRecord, StoreInfo
-from uvrefs.refs import RefsStore
+from uvrefs.store import refs, schema
+from uvrefs.store.refs import RefsStore
+from uvrefs.store.schema import EntryRefs, EnvRecord, StoreInfo
 
 
-def as_models_dump(model: type[formats.BaseModel], text: str) -> str:
+def as_models_dump(model: type[schema.BaseModel], text: str) -> str:
     return json.dumps(model.model_validate(json.loads(text)).model_dump(mode="json"))
 
 
 def test_format_versions_agree() -> None:
-    assert refs.FORMAT == formats.FORMAT
+    assert refs.FORMAT == schema.FORMAT
 
 
 def test_what_the_store_writes_is_exactly_what_the_models_dump(tmp_path: Path) -> None:
@@ -204,11 +204,11 @@ def test_archive_sizes_round_trip_match_the_model_and_forgive_garbage(tmp_path: 
     sizes = {"AbC-123_xyzXYZ00": Footprint(12, 34, 4096, infos, dirs, (90, 99), False)}
     store.save_archive_sizes(sizes)
     text = (store.dir / "sizes.json").read_text()
-    assert formats.ArchiveSizes.model_validate_json(text).archives["AbC-123_xyzXYZ00"][2] == 4096
+    assert schema.ArchiveSizes.model_validate_json(text).archives["AbC-123_xyzXYZ00"][2] == 4096
     assert store.archive_sizes() == sizes
     # A record from before directories were kept is read, to be walked again.
     older = '{"format": 1, "archives": {"x": [12, 34, 4096, ["numpy-2.4.6.dist-info"]]}}'
-    assert formats.ArchiveSizes.model_validate_json(older).archives["x"][2] == 4096
+    assert schema.ArchiveSizes.model_validate_json(older).archives["x"][2] == 4096
     (store.dir / "sizes.json").write_text(older)
     assert store.archive_sizes() == {"x": Footprint(12, 34, 4096, infos)}
     (store.dir / "sizes.json").write_text('{"format": 1, "archives": {"x": [1, 2]}}')

@@ -37,8 +37,9 @@ from tests.conftest import (
     run_bounded,
     unprivileged_uvrefs,
 )
-from uvrefs import files, stamps
-from uvrefs.refs import CorruptRefs, RefsStore
+from uvrefs import files
+from uvrefs.store import stamps
+from uvrefs.store.refs import CorruptRefs, RefsStore
 
 
 def canary(path: Path, text: str = "canary") -> tuple[str, int]:
@@ -468,7 +469,7 @@ BAD_COLLECT_OPTIONS = [
 @pytest.fixture
 def nothing_done(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail if a command gets as far as opening the cache and the store."""
-    from uvrefs import runner
+    from uvrefs.gc import runner
 
     def reached() -> None:
         raise AssertionError("options were accepted: the cache was opened")

@@ -114,7 +114,7 @@ def test_each_host_has_its_own_name_and_machine_id(cluster: Cluster) -> None:
     hosts = [cluster.host(name) for name in ("A", "B", "C")]
     ours = Path("/etc/machine-id").read_text().strip()
     probe = (
-        "import socket; from pathlib import Path; from uvrefs.refs import host_id;"
+        "import socket; from pathlib import Path; from uvrefs.store.refs import host_id;"
         "print(socket.gethostname(), Path('/etc/machine-id').read_text().strip(), host_id())"
     )
     seen = {host.name: host.python(probe).split() for host in hosts}

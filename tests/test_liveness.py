@@ -288,8 +288,8 @@ def test_the_sweep_finds_roots_with_the_planners_finder(world: World) -> None:
     other). Now one root finder runs at both moments: on a quiet cache both find the same
     roots, kind by kind, and the second reads no directory again."""
     from uvrefs.cache import Cache
-    from uvrefs.refs import RefsStore, host_id
-    from uvrefs.roots import find_roots
+    from uvrefs.gc.roots import find_roots
+    from uvrefs.store.refs import RefsStore, host_id
 
     peer = {"UVREFS_DIR": str(world.root / "state-of-another-user")}
     install(world, world.venv("projects/a/.venv"), "alpha==1.0")
@@ -328,7 +328,7 @@ def target_install(world: World) -> tuple[Path, Path]:
     world.uvrefs(
         "install", "-q", "--target", target, *world.offline(), "alpha==1.0", extra_env=SYMLINK
     )
-    from uvrefs.stamps import env_key
+    from uvrefs.store.stamps import env_key
 
     record = store_dir(world) / "envs" / f"{env_key(str(target))}.json"
     assert record.is_file() and intact(target)
@@ -393,7 +393,7 @@ def test_files_a_newer_uvrefs_wrote_are_never_rewritten(world: World) -> None:
     env = world.venv("projects/env")
     install(world, env, "alpha==1.0")
     a_dead_tracked_user(world, "alpha==1.0")
-    from uvrefs.stamps import env_key
+    from uvrefs.store.stamps import env_key
 
     store = store_dir(world)
     record = store / "envs" / f"{env_key(str(env))}.json"

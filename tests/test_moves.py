@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import World
 from tests.test_liveness import intact
-from uvrefs import stamps
+from uvrefs.store import stamps
 
 
 @dataclass
@@ -123,7 +123,7 @@ def test_a_cache_restored_at_another_path_frees_the_previous_jobs_dead(
     info = json.loads((job.state / "caches" / job.stores()[0] / "store.json").read_text())
     assert info["cache"] == os.path.realpath(job.cache)
     assert [m["from_path"] for m in info["moves"]] == [first_cache]
-    from uvrefs.formats import StoreInfo
+    from uvrefs.store.schema import StoreInfo
 
     assert StoreInfo.model_validate(info).moves[0].from_path == first_cache
     place = doctor(job)["store location"]
@@ -171,7 +171,7 @@ def test_a_store_moved_in_the_background_and_a_no_op_install_after_the_move(
     assert ok and len(moved.stores()) == 1
     code = (
         "import sys\nfrom uvrefs.launch import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
-        "    heavy = ('typer', 'pydantic', 'filelock', 'uvrefs.refs', 'uvrefs.moves')\n"
+        "    heavy = ('typer', 'pydantic', 'filelock', 'uvrefs.store.refs', 'uvrefs.store.moves')\n"
         "    print('loaded:', [m for m in heavy if m in sys.modules], file=sys.stderr)"
     )
     args = ("-v", "install", "-q", "-p", env, *world.offline(), "alpha==1.0")
@@ -353,7 +353,7 @@ def test_a_store_is_taken_only_when_most_of_what_it_tracks_is_here(tmp_path: Pat
     assert half.is_dir() and not Path(stamps.store_dir(str(state), str(cache))).exists()
     most = fake_store(state, "/gone/most", IDS[:6] + [f"other{i:011d}" for i in range(4)])
     three = fake_store(state, "/gone/three", IDS[:3])
-    from uvrefs import moves
+    from uvrefs.store import moves
 
     seen = {s.cache: s for s in moves.survey(str(state), str(cache))}
     assert [moves.qualifies(seen[p]) for p in ("/gone/half", "/gone/most", "/gone/three")] == [
@@ -416,7 +416,7 @@ def test_a_store_whose_cache_is_there_under_another_name_is_never_taken(tmp_path
         pytest.skip("bind mounts are not allowed here")
     try:
         store = fake_store(state, str(other), IDS)
-        from uvrefs import moves
+        from uvrefs.store import moves
 
         seen = moves.survey(str(state), str(cache))
         assert [s.refused for s in seen] == [

@@ -10,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvrefs.envs import EnvScan
-from uvrefs.formats import EntryRefs, Referrer
-from uvrefs.names import normalize
-from uvrefs.plan import (
+from uvrefs.gc.plan import (
     Facts,
     Policy,
     apply_policy,
@@ -20,6 +18,8 @@ from uvrefs.plan import (
     referrer_verdict,
     untracked_ids,
 )
+from uvrefs.names import normalize
+from uvrefs.store.schema import EntryRefs, Referrer
 
 HOST = "this-host"
 ENTRIES = [f"entry{i:02d}" for i in range(8)]

@@ -279,8 +279,8 @@ def test_env_paths_with_newlines_and_odd_bytes(world: World) -> None:
     escapes) in case one reaches it by hand or from another tool."""
     from datetime import UTC, datetime
 
-    from uvrefs.formats import EntryRefs, Referrer
-    from uvrefs.refs import RefsStore
+    from uvrefs.store.refs import RefsStore
+    from uvrefs.store.schema import EntryRefs, Referrer
 
     odd = world.root / "new\nline ünï"
     world.uv("venv", "-q", "--python", sys.executable, odd)
@@ -320,9 +320,10 @@ def test_full_or_read_only_store_fails_closed(
     stale refs remain, and the next collect with a healthy store cleans them up."""
     import errno
 
-    from uvrefs import collect as core
-    from uvrefs import refs, track
+    from uvrefs import track
     from uvrefs.cache import Cache
+    from uvrefs.gc import collect as core
+    from uvrefs.store import refs
 
     for key, value in world.env.items():
         monkeypatch.setenv(key, value)

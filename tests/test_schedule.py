@@ -43,7 +43,7 @@ def test_schedule_writes_the_job_for_each_scheduler(world: World, kind: str) -> 
         assert "OnCalendar=00/12:17:00\nPersistent=true\n" in timer, timer
         assert "OnUnitActiveSec" not in timer and "OnBootSec" not in timer, timer
     elif kind == "launchd":
-        assert written == ["io.github.uvrefs.collect.plist"]
+        assert written == ["io.github.uvrefs.gc.collect.plist"]
         plist = next(home.rglob("*.plist")).read_text()
         assert "<integer>43200</integer>" in plist and "<string>--no-wait</string>" in plist
     else:

@@ -57,10 +57,10 @@ def test_trash_replaced_by_a_link_while_collecting_moves_nothing_out(
     """Someone renames the collector's trash away and plants a link under its name just
     after it is made: the collector renames into the directory it opened, by descriptor,
     so nothing leaves the cache, and it never removes what the name now points to."""
-    from uvrefs import collect as core
-    from uvrefs import sweep
     from uvrefs.cache import Cache
-    from uvrefs.refs import RefsStore
+    from uvrefs.gc import collect as core
+    from uvrefs.gc import sweep
+    from uvrefs.store.refs import RefsStore
 
     doomed = dead_entries(world)
     outside, before = canaries(world)

@@ -11,8 +11,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from uvrefs import __version__
 from uvrefs.errors import UsageError, UvrefsError, from_os_error
+from uvrefs.gc.runner import cache_and_store, settled
 from uvrefs.options import apply_global_option, fail, hoist_global_options
-from uvrefs.runner import cache_and_store, settled
 from uvrefs.units import format_duration, parse_duration, plural
 
 
@@ -253,7 +253,7 @@ def collect(
     host_lease: HostLease = None,
 ) -> None:
     """Free cache entries whose referencing environments are gone or no longer use them."""
-    from uvrefs.runner import run_collect
+    from uvrefs.gc.runner import run_collect
 
     with _errors():
         code = run_collect(
@@ -327,7 +327,8 @@ def adopt(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Track environments made with plain uv, without installing anything."""
-    from uvrefs import inventory, report, roots
+    from uvrefs import inventory, report
+    from uvrefs.gc import roots
 
     with _errors():
         if depth < 0:
@@ -440,7 +441,7 @@ def _schedule_plan(every: str, min_age: str, resolve: bool = True) -> Any:
     from pathlib import Path
 
     from uvrefs import schedule as core
-    from uvrefs import stamps
+    from uvrefs.store import stamps
 
     seconds = parse_duration(every, "--every")
     if not 1 <= seconds <= core.MAX_EVERY:
@@ -535,7 +536,8 @@ def watch_add(directory: WatchDir) -> None:
     """Watch DIR: every environment under it (4 levels deep) is a root, tracked from now."""
     import os
 
-    from uvrefs import inventory, report, roots
+    from uvrefs import inventory, report
+    from uvrefs.gc import roots
 
     with _errors():
         path = os.path.realpath(os.path.expanduser(directory))
@@ -585,8 +587,8 @@ def watch_remove(directory: WatchDir) -> None:
 def watch_list() -> None:
     """Every directory searched for environments, how deep, and why: watched, or holding
     a tracked environment."""
-    from uvrefs import roots
-    from uvrefs.refs import host_id
+    from uvrefs.gc import roots
+    from uvrefs.store.refs import host_id
 
     with _errors():
         cache, store = cache_and_store()

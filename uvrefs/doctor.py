@@ -13,9 +13,9 @@ from typing import Literal
 from uvrefs import uv
 from uvrefs.cache import Cache
 from uvrefs.files import create_exclusive, open_lock
+from uvrefs.gc.sweep import TRASH_NAME
 from uvrefs.hosts import hides_link_counts
-from uvrefs.refs import CorruptRefs, RefsStore, host_id
-from uvrefs.sweep import TRASH_NAME
+from uvrefs.store.refs import CorruptRefs, RefsStore, host_id
 from uvrefs.units import plural
 
 Status = Literal["ok", "warn", "fail"]
@@ -83,7 +83,7 @@ def check_layout(cache: Cache) -> Check:
 def check_preview(cache: Cache) -> Check:
     """Which cache-related preview layouts are in effect, and the buckets of them found."""
     from uvrefs.blobs import content_buckets
-    from uvrefs.roots import project_envs
+    from uvrefs.gc.roots import project_envs
     from uvrefs.settings import preview_features
 
     found = preview_features()
@@ -326,10 +326,10 @@ def check_store(cache: Cache, store: RefsStore) -> list[Check]:
 
 def check_store_place(cache: Cache, store: RefsStore) -> list[Check]:
     """Which path the store was made for, and when it followed this cache here (a CI cache
-    restored in another workspace; `uvrefs.moves`); other stores in the state dir whose
+    restored in another workspace; `uvrefs.store.moves`); other stores in the state dir whose
     cache is not there any more (each a folder nothing uses), and a store that tracks this
     cache but was not taken, and why."""
-    from uvrefs import moves
+    from uvrefs.store import moves
 
     state = str(store.dir.parent.parent)
     info = moves.read_info(str(store.dir))
@@ -431,7 +431,7 @@ def repair(cache: Cache, store: RefsStore) -> Repair:
     from datetime import UTC, datetime
 
     from uvrefs.envs import ArchiveIndex, env_state
-    from uvrefs.refs import newer_file
+    from uvrefs.store.refs import newer_file
     from uvrefs.targets import Target
     from uvrefs.track import record_env
 

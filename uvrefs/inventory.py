@@ -11,15 +11,15 @@ from typing import Any
 
 from uvrefs import uv
 from uvrefs.cache import Cache
-from uvrefs.collect import SizeMemory, Survey, gather_facts
 from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import UvrefsError
 from uvrefs.footprints import Footprints
-from uvrefs.mark import Progress
+from uvrefs.gc.collect import SizeMemory, Survey, gather_facts
+from uvrefs.gc.mark import Progress
+from uvrefs.gc.plan import Facts, Policy, entry_states, referrer_verdict, used_by
+from uvrefs.gc.roots import discover
 from uvrefs.names import normalize
-from uvrefs.plan import Facts, Policy, entry_states, referrer_verdict, used_by
-from uvrefs.refs import RefsStore
-from uvrefs.roots import discover
+from uvrefs.store.refs import RefsStore
 from uvrefs.targets import target_of_path
 from uvrefs.track import record_env
 
@@ -190,7 +190,7 @@ def why(
 ) -> list[EntryView]:
     """Every entry of a package (any version or build), or the entry with that id, its
     state and each referrer's verdict, as `collect` would judge it now."""
-    from uvrefs.collect import plan_with_policy
+    from uvrefs.gc.collect import plan_with_policy
 
     survey: Survey = gather_facts(cache, store, progress, reuse=True)  # as collect judges
     # the plan collect makes (outside hard links read), so `why` says what status counts
@@ -327,8 +327,8 @@ def status(
     and the same mark and plan as a dry run. An archive measured before (by a status, an
     envs or a dry run) and unchanged since is not walked again: uv never changes one.
     With `packages`, the same figures per package too."""
-    from uvrefs.collect import plan_with_policy, survey_warnings
     from uvrefs.footprints import cache_total
+    from uvrefs.gc.collect import plan_with_policy, survey_warnings
 
     survey = gather_facts(cache, store, progress, reuse=True)
     memory = SizeMemory(store)
@@ -467,8 +467,8 @@ def list_hosts(
     `hosts forget`), counted as if it were alive."""
     from dataclasses import replace
 
+    from uvrefs.gc.plan import epoch
     from uvrefs.hosts import Lease, leases
-    from uvrefs.plan import epoch
 
     policy = policy_with(host_lease)
     survey = gather_facts(cache, store, progress, reuse=True)
@@ -557,8 +557,8 @@ def forget_host(cache: Cache, store: RefsStore, query: str) -> tuple[str, int, i
     and its referrers, except those of envs on a filesystem this host mounts too (judged
     here, whoever recorded them). `query`: a host id, its unique prefix, or its host name.
     (host, envs forgotten, referrers dropped). What only it kept goes at the next collect."""
+    from uvrefs.gc.sweep import drop_from_store
     from uvrefs.hosts import leases
-    from uvrefs.sweep import drop_from_store
 
     survey = gather_facts(cache, store, None, reuse=True)
     facts, roots = survey.facts, survey.roots

@@ -16,8 +16,9 @@ from uvrefs.units import plural
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and inventory's imports
-    from uvrefs.collect import Removal
     from uvrefs.doctor import Check, Repair
+    from uvrefs.gc.collect import Removal
+    from uvrefs.gc.plan import Decision
     from uvrefs.inventory import (
         Adoption,
         EntryView,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:  # names only: `collect` must not pay for doctor's and invento
         PackageView,
         Status,
     )
-    from uvrefs.plan import Decision
 
 JSON_FORMAT = 1
 
@@ -451,7 +451,7 @@ def print_hosts(r: HostsReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from uvrefs.plan import day
+    from uvrefs.gc.plan import day
     from uvrefs.units import human_duration
 
     def state(h: HostView) -> str:

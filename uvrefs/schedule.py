@@ -25,7 +25,7 @@ from uvrefs.files import SMALL, read_file, tail
 from uvrefs.units import format_duration
 
 NAME = "uvrefs-collect"
-LABEL = "io.github.uvrefs.collect"
+LABEL = "io.github.uvrefs.gc.collect"
 CRON_MARK = f"# {NAME}"  # ends the crontab line uvrefs owns
 MAX_EVERY = 366 * 86400.0  # seconds: launchd's StartInterval and cron cannot go much further
 
@@ -144,7 +144,8 @@ def resolve_job(
     machine's envs as its own, not as another host's). While uv
     holds the cache, the job tries again for `retry_for` (half the interval: done before
     the next run) before it skips."""
-    from uvrefs import stamps, uv
+    from uvrefs import uv
+    from uvrefs.store import stamps
 
     uvbin = os.path.abspath(uv.find_uv())
     env = (

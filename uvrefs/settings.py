@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 
 from uvrefs.files import read_utf8
-from uvrefs.refs import Settings
+from uvrefs.store.refs import Settings
 
 
 def data_dir(environ: Mapping[str, str] = os.environ) -> str:
@@ -46,7 +46,7 @@ def seen(environ: Mapping[str, str] = os.environ, *, config: bool = True) -> Set
     (whether they exist yet or not: a tool installed there later is still a root), and
     (reading uv's configuration files, unless `config` is false: the install path skips
     them) the cache-related preview features in effect."""
-    from uvrefs.refs import own_id
+    from uvrefs.store.refs import own_id
 
     previews = tuple(sorted(preview_features(environ))) if config else ()
     named = environ.get("UVREFS_HOST")

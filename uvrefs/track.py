@@ -4,15 +4,16 @@ starts until the refs are written, so a collector never sees a half-recorded ins
 
 This is the path in front of every install: up to the "unchanged, skip" decision it
 uses only `os`-level modules; the scanner and the store load only to record, and pydantic
-not at all (the store is written with `json`; see uvrefs.refs)."""
+not at all (the store is written with `json`; see uvrefs.store.refs)."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from uvrefs import stamps, uv
+from uvrefs import uv
 from uvrefs.errors import StoreError, UsageError, UvrefsError
+from uvrefs.store import stamps
 from uvrefs.targets import (
     Target,
     fingerprint,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from uvrefs.cache import Cache
     from uvrefs.envs import ArchiveIndex
-    from uvrefs.refs import RefsStore
+    from uvrefs.store.refs import RefsStore
 
 # uvrefs subcommand -> the uv command it wraps
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -361,7 +362,7 @@ def record_if_changed(
     from pathlib import Path
 
     from uvrefs.cache import Cache
-    from uvrefs.refs import RefsStore
+    from uvrefs.store.refs import RefsStore
 
     stamps.check_store(where)  # never record through a link
     cache = Cache.open(Path(root))
@@ -399,10 +400,10 @@ def record_env(
         mount_point,
         scan_env,
     )
+    from uvrefs.gc.roots import is_project_env, register_store
     from uvrefs.hosts import renew, shared_place
-    from uvrefs.refs import host_id
-    from uvrefs.roots import is_project_env, register_store
     from uvrefs.settings import seen
+    from uvrefs.store.refs import host_id
 
     env = Path(os.path.realpath(follow_redirect(target.path)))
     scan = scan_env(env, index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs])

@@ -1,6 +1,6 @@
 """Collect: roots -> mark -> plan -> sweep. `gather_facts` finds the roots and marks
-from them (uvrefs.roots, uvrefs.mark), `plan_with_policy` measures the candidates and
-runs the pure planner (uvrefs.plan), and `collect` hands the plan to uvrefs.sweep, the
+from them (uvrefs.gc.roots, uvrefs.gc.mark), `plan_with_policy` measures the candidates and
+runs the pure planner (uvrefs.gc.plan), and `collect` hands the plan to uvrefs.gc.sweep, the
 only code that deletes. A dry run is the same mark and plan with no sweep."""
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from uvrefs.cache import (
 from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import StoreError
 from uvrefs.footprints import Footprint, Footprints
-from uvrefs.hosts import store_clock
-from uvrefs.mark import Marks, Progress, facts_of, mark
-from uvrefs.plan import (
+from uvrefs.gc.mark import Marks, Progress, facts_of, mark
+from uvrefs.gc.plan import (
     Decision,
     Facts,
     Plan,
@@ -36,9 +35,8 @@ from uvrefs.plan import (
     plan_collection,
     untracked_ids,
 )
-from uvrefs.refs import RefsStore, host_id
-from uvrefs.roots import Roots, find_roots, register_store
-from uvrefs.sweep import (
+from uvrefs.gc.roots import Roots, find_roots, register_store
+from uvrefs.gc.sweep import (
     by_directory,
     entry_paths,
     linked_elsewhere,
@@ -46,6 +44,8 @@ from uvrefs.sweep import (
     store_warning,
     sweep,
 )
+from uvrefs.hosts import store_clock
+from uvrefs.store.refs import RefsStore, host_id
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Roots: every environment whose packages must stay. Found from our refs store and every
 peer store of the same cache, uv's own cached and tool environments, the Pythons uv
 installed, and the directories uvrefs watches (where a renamed project, or one made with
-plain uv, is found again). Nothing here judges an entry: uvrefs.mark scans the roots,
-uvrefs.plan decides.
+plain uv, is found again). Nothing here judges an entry: uvrefs.gc.mark scans the roots,
+uvrefs.gc.plan decides.
 
 `find_roots` is the one root finder: collect calls it when planning and again under uv's
 exclusive lock with the same inputs (the cache, the stores and the host), passing the
@@ -25,7 +25,7 @@ from typing import Literal
 
 from uvrefs.cache import Cache
 from uvrefs.hosts import Lease, SharedPlace, leases, local_path, place_on
-from uvrefs.refs import RACY_NS, KnownEnv, Refs, RefsStore, StoreView
+from uvrefs.store.refs import RACY_NS, KnownEnv, Refs, RefsStore, StoreView
 
 RootKind = Literal[
     "tracked", "peer", "shared", "uv-cached", "uv-project", "tool", "python", "discovered"
@@ -169,7 +169,7 @@ def find_roots(
                 f"the refs store {peer.dir}, which tracks this cache too, cannot be read "
                 f"({exc.strerror}); delete its entry in {registry_dir(cache)} if it is gone"
             )
-    from uvrefs.refs import own_id
+    from uvrefs.store.refs import own_id
 
     me = own_id()  # a container's: its image's machine id is every other container's too
     named = {a for v in roots.views for a, m in v.settings.hosts.items() if m == me}
@@ -468,7 +468,7 @@ def peer_store_dirs(cache: Cache, store: RefsStore, remembered: Iterable[str]) -
     """Every other store of this cache: registered in the cache, remembered by ours, or at
     the default location of a local user's state directory. A peer is a directory holding
     a store, or one we may not read (then it blocks every free)."""
-    from uvrefs import stamps
+    from uvrefs.store import stamps
 
     mine = os.path.realpath(store.dir)
     found: set[str] = set(remembered)

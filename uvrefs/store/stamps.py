@@ -28,7 +28,7 @@ def find_store(state_dir: str, cache_root: str) -> str:
     doctor): `store_dir`, found with one `lstat` when it is there. When it is not, a store
     this cache brought from an earlier path (a CI cache restored in another workspace, a
     cache moved with `mv`) is recognised by the cache's own archive ids and moved there
-    first (`uvrefs.moves`); otherwise the store starts there, empty."""
+    first (`uvrefs.store.moves`); otherwise the store starts there, empty."""
     key = store_dir(state_dir, cache_root)
     try:
         os.lstat(key)
@@ -37,7 +37,7 @@ def find_store(state_dir: str, cache_root: str) -> str:
         pass
     except OSError:
         return key  # `check_store` says what is wrong with it
-    from uvrefs.moves import follow
+    from uvrefs.store.moves import follow
 
     follow(state_dir, cache_root, key)
     return key

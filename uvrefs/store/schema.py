@@ -110,7 +110,7 @@ class StoreMove(BaseModel):
 class StoreInfo(BaseModel):
     """`store.json`: which cache this part of the store belongs to (its real path), and
     the paths that cache was at before, with when the store followed it to the next
-    (`uvrefs.moves`: the first, where the store was made, and the last 9). `moves` came
+    (`uvrefs.store.moves`: the first, where the store was made, and the last 9). `moves` came
     after format 1 was first written; files without it read as empty."""
 
     format: Literal[1] = FORMAT

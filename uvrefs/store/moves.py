@@ -46,9 +46,10 @@ import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from uvrefs import files, stamps
+from uvrefs import files
 from uvrefs.cache import ENTRY_ID
 from uvrefs.errors import StoreError
+from uvrefs.store import stamps
 
 KEY = re.compile(r"[0-9a-f]{20}")  # a store's directory name (`stamps.store_dir`)
 KEEP_MOVES = 10  # moves remembered in store.json: the first (where it was made) and the last
@@ -167,7 +168,7 @@ def _its_cache(path: str, mine: str, store: str) -> tuple[bool | None, str | Non
     registered = _registered_stores(real)
     if registered is None:
         return True, f"its cache {path} is still there (and says nothing of its stores)"
-    from uvrefs.roots import registry_name
+    from uvrefs.gc.roots import registry_name
 
     if registry_name(Path(store)) in registered:
         return True, f"its cache {path} is still there and uses it"
@@ -185,7 +186,7 @@ def _is_uv_cache(path: str) -> bool:
 def _registered_stores(cache: str) -> set[str] | None:
     """Names in the cache's store registries (`roots.registry_dirs`), None if it has none
     that can be listed."""
-    from uvrefs.roots import REGISTRY
+    from uvrefs.gc.roots import REGISTRY
 
     try:
         buckets = [b for b in os.listdir(cache) if re.fullmatch(r"sdists-v\d+", b)]
@@ -293,7 +294,7 @@ def _move(found: Seen, key: str, cache: str) -> bool:
     short here leaves a store naming this cache, which the next command takes), then one
     rename, atomic on the state dir's filesystem. False if a store was made at the key
     meanwhile (this one is then left where it was)."""
-    from uvrefs.refs import now
+    from uvrefs.store.refs import now
 
     assert found.info is not None and found.cache is not None
     envs = os.path.join(found.dir, stamps.ENVS)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from uvrefs.envs import EnvScan
 from uvrefs.hosts import HOST_LEASE
 from uvrefs.names import normalize
-from uvrefs.refs import Ref, Refs
+from uvrefs.store.refs import Ref, Refs
 from uvrefs.units import human_duration, human_size
 
 

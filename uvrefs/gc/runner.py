@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from uvrefs.cache import Cache
-    from uvrefs.refs import RefsStore
+    from uvrefs.store.refs import RefsStore
 
 
 def run_collect(
@@ -87,11 +87,11 @@ def _collect(
 ) -> int:
     import time
 
-    from uvrefs import collect as core
     from uvrefs import report, uv
+    from uvrefs.gc import collect as core
+    from uvrefs.gc.plan import GRACE, Policy
     from uvrefs.lockholders import held_by, holders
     from uvrefs.names import normalize
-    from uvrefs.plan import GRACE, Policy
     from uvrefs.units import format_duration, parse_duration, parse_size, plural
 
     age = parse_duration(min_age, "--min-age") if min_age is not None else None
@@ -168,9 +168,10 @@ def cache_and_store() -> tuple[Cache, RefsStore]:
     to its key first)."""
     from pathlib import Path
 
-    from uvrefs import stamps, uv
+    from uvrefs import uv
     from uvrefs.cache import Cache
-    from uvrefs.refs import RefsStore
+    from uvrefs.store import stamps
+    from uvrefs.store.refs import RefsStore
 
     cache = Cache.open(Path(uv.cache_dir()))
     state = stamps.default_state_dir()
@@ -184,7 +185,8 @@ def cache_and_store() -> tuple[Cache, RefsStore]:
 def settled(store: RefsStore) -> None:
     """Let background recorders (tracked commands run in a terminal) finish writing the
     refs before reading them, so a command run right after an install sees it."""
-    from uvrefs import stamps, uv
+    from uvrefs import uv
+    from uvrefs.store import stamps
 
     if not stamps.wait_for_recorders(str(store.dir), uv.lock_timeout()):
         print(

@@ -30,11 +30,11 @@ from uvrefs.cache import (
 from uvrefs.envs import ArchiveIndex, EnvScan, mount_table
 from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.files import open_dir, open_dir_below
+from uvrefs.gc.mark import Marks, facts_of, mark_again
+from uvrefs.gc.plan import Decision, Facts, Plan, plan_collection, untracked_state
+from uvrefs.gc.roots import Roots, find_roots
 from uvrefs.hosts import forget as forget_lease
-from uvrefs.mark import Marks, facts_of, mark_again
-from uvrefs.plan import Decision, Facts, Plan, plan_collection, untracked_state
-from uvrefs.refs import RefsStore
-from uvrefs.roots import Roots, find_roots
+from uvrefs.store.refs import RefsStore
 
 TRASH_PREFIX = ".uvrefs-trash"  # each collector's own: `.uvrefs-trash-<random>`
 TRASH_NAME = re.compile(r"\.uvrefs-trash(-[A-Za-z0-9_]+)?")

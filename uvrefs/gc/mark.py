@@ -10,10 +10,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, project_state, scan_env
-from uvrefs.plan import UNCERTAIN, Facts
-from uvrefs.refs import Refs, RefsStore
-from uvrefs.roots import Root, Roots
-from uvrefs.stamps import read_stamp, stamp_path
+from uvrefs.gc.plan import UNCERTAIN, Facts
+from uvrefs.gc.roots import Root, Roots
+from uvrefs.store.refs import Refs, RefsStore
+from uvrefs.store.stamps import read_stamp, stamp_path
 from uvrefs.targets import Target, fingerprint
 
 Progress = Callable[[str, int, int], None]  # (what, done, total): long scans report here

@@ -5,7 +5,7 @@ per tracked entry and one record per tracked environment.
 Writes go to a temp file in the same directory and are renamed into place; every
 read-modify-write holds the store's file lock, so parallel installs never lose a ref.
 
-The formats are defined by the pydantic models in `uvrefs.formats`. Loading pydantic and
+The formats are defined by the pydantic models in `uvrefs.store.schema`. Loading pydantic and
 the models (~110 ms) costs more than uv's own no-op install and than a whole dry run of a
 10k-file cache, so this module writes with `json` and reads through a strict check of the
 current format into plain tuples (`Refs`, `Ref`, `KnownEnv`); a file that check does not
@@ -26,16 +26,17 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
-from uvrefs import files, stamps
+from uvrefs import files
 from uvrefs.cache import ENTRY_ID
 from uvrefs.errors import StoreError
+from uvrefs.store import stamps
 
 if TYPE_CHECKING:
     from uvrefs.envs import How
     from uvrefs.footprints import Footprint
-    from uvrefs.formats import EntryRefs, EnvRecord
+    from uvrefs.store.schema import EntryRefs, EnvRecord
 
-FORMAT = 1  # the version of every file written here; equals formats.FORMAT (a test pins it)
+FORMAT = 1  # the version of every file written here; equals schema.FORMAT (a test pins it)
 REFS_SUFFIX = ".refs"
 LOCK_TIMEOUT = 60.0
 
@@ -89,7 +90,7 @@ def now() -> str:
 
 
 class Ref(NamedTuple):
-    """A `formats.Referrer` as read."""
+    """A `schema.Referrer` as read."""
 
     env: str
     host: str
@@ -100,7 +101,7 @@ class Ref(NamedTuple):
 
 
 class Refs(NamedTuple):
-    """A `formats.EntryRefs` as read."""
+    """A `schema.EntryRefs` as read."""
 
     entry: str
     dist: str | None
@@ -110,7 +111,7 @@ class Refs(NamedTuple):
 
 
 class KnownEnv(NamedTuple):
-    """A `formats.EnvRecord` as read."""
+    """A `schema.EnvRecord` as read."""
 
     path: str
     host: str
@@ -172,7 +173,7 @@ def _fast_ref(r: object) -> Ref | None:
 
 def fast_refs(data: object) -> Refs | None:
     """`data` as `Refs` if it is exactly the current format, else None (then pydantic
-    decides). Accepts nothing `formats.EntryRefs` refuses (tests/test_formats.py)."""
+    decides). Accepts nothing `schema.EntryRefs` refuses (tests/test_formats.py)."""
     if not _is_current(data):
         return None
     if not (data.keys() <= {"format", *Refs._fields} and isinstance(data.get("entry"), str)):
@@ -498,7 +499,7 @@ class RefsStore:
             return {}
 
     def save_archive_sizes(self, sizes: Mapping[str, Footprint]) -> None:
-        """Replace the size cache (formats.ArchiveSizes); last writer wins, which is fine."""
+        """Replace the size cache (schema.ArchiveSizes); last writer wins, which is fine."""
         self._ensure_dirs()
         archives = {
             k: [
@@ -578,7 +579,7 @@ class RefsStore:
         projects: list[tuple[str, str | None]] | None = None,
         shared: tuple[str, str, str] | None = None,
     ) -> None:
-        """Write an env record (formats.EnvRecord, field for field)."""
+        """Write an env record (schema.EnvRecord, field for field)."""
         _write_json(
             self.env_path(Path(env)),
             {
@@ -986,7 +987,7 @@ def _validated_refs(data: Any) -> Refs:
     """Refs the fast check did not take as they are: pydantic accepts them or says why."""
     from pydantic import ValidationError
 
-    from uvrefs.formats import FORMAT, EntryRefs
+    from uvrefs.store.schema import FORMAT, EntryRefs
 
     version = data.get("format") if isinstance(data, dict) else None
     if isinstance(version, int) and version > FORMAT:
@@ -1000,7 +1001,7 @@ def _validated_refs(data: Any) -> Refs:
 def _validated_env(data: Any) -> KnownEnv | None:
     from pydantic import ValidationError
 
-    from uvrefs.formats import EnvRecord
+    from uvrefs.store.schema import EnvRecord
 
     try:
         return env_from_model(EnvRecord.model_validate(data))
