@@ -7,6 +7,7 @@ which `intact` sees (every file of every installed RECORD exists)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -75,6 +76,14 @@ def kept_why(result: dict[str, Any], name: str) -> list[str]:
     ]
 
 
+def age_leases(cluster: Cluster, seconds: float = 2 * 3600) -> None:
+    """Every lease in the shared store `seconds` older, by the file server's clock (as if
+    every host had been away that long): what `--host-lease` is judged by."""
+    then = time.time() - seconds
+    for lease in store_files(cluster, "hosts"):
+        os.utime(lease, (then, then))
+
+
 def store_files(cluster: Cluster, *kinds: str) -> list[Path]:
     """Files of the shared store (server side) under `kinds` (refs, envs, hosts)."""
     stores = list((cluster.export / "state").glob("caches/*"))
@@ -119,18 +128,18 @@ def test_a_hosts_local_env_is_kept_until_its_lease_is_over(cluster: Cluster) -> 
     result = collect(c)
     assert not freed(result)
     assert any("another host" in why for why in kept_why(result, "alpha 1.0")), result
-    time.sleep(3)
-    # A's lease is 3 s old: with --host-lease 2s, A is gone and so are its local envs
-    preview = collect(c, "--dry-run", "--host-lease", "2s")
+    age_leases(cluster)
+    # A's lease is 2 h old: with --host-lease 1h, A is gone and so are its local envs
+    preview = collect(c, "--dry-run", "--host-lease", "1h")
     assert freed(preview) == {"alpha 1.0"}, preview
-    why = json.loads(c.uvrefs("why", "alpha", "--json", "--host-lease", "2s").stdout)
+    why = json.loads(c.uvrefs("why", "alpha", "--json", "--host-lease", "1h").stdout)
     assert "not seen since" in json.dumps(why), why
-    result = collect(c, "--host-lease", "2s")
+    result = collect(c, "--host-lease", "1h")
     assert freed(result) == {"alpha 1.0"}, result
     assert intact(c, shared) and intact(c, theirs)  # A's env on the share is judged here
     assert not intact(a, local)  # A's env in symlink mode: what a lease can cost
     # A's env on the share is still recorded, and a root: not even --untracked frees it
-    assert not freed(collect(c, "--untracked", "--host-lease", "2s"))
+    assert not freed(collect(c, "--untracked", "--host-lease", "1h"))
     assert intact(c, theirs)
     # A's records, referrers and lease were dropped: nothing of it is left in the store
     records = [f.read_text() for f in store_files(cluster, "envs") if f.suffix == ".json"]
@@ -144,15 +153,15 @@ def test_a_hosts_local_env_is_kept_until_its_lease_is_over(cluster: Cluster) -> 
 def test_a_host_that_comes_back_renews_its_lease(cluster: Cluster) -> None:
     a, c = cluster.host("A"), cluster.host("C")
     local = venv(cluster, a, a.home / "venv", "alpha==1.0")
-    time.sleep(3)
-    assert freed(collect(c, "--dry-run", "--host-lease", "2s")) == {"alpha 1.0"}
+    age_leases(cluster)
+    assert freed(collect(c, "--dry-run", "--host-lease", "1h")) == {"alpha 1.0"}
     # A is back: any tracked command or collect renews its lease; its env is a root again.
     # (Leases are renewed at most once an hour: A's clock runs two hours ahead, as it
     # would two hours later; the lease's time is the file server's, so the skew does not
     # make it look newer.)
     a.set_clock_offset(2 * 3600)
     a.uvrefs("collect", "--dry-run")
-    result = collect(c, "--host-lease", "2s")
+    result = collect(c, "--host-lease", "1h")
     assert not freed(result), result
     assert intact(a, local)
 
@@ -218,8 +227,8 @@ def test_fifty_containers_on_one_cache(cluster: Cluster) -> None:
         container.stop()
     kept = collect(node)
     assert not freed(kept)  # their leases are fresh: their envs may be alive
-    time.sleep(3)
-    result = collect(node, "--host-lease", "2s")
+    age_leases(cluster)
+    result = collect(node, "--host-lease", "1h")
     assert freed(result) == {"alpha 1.0", "alpha 2.0", "alpha 3.0"}, result
     assert intact(node, live)
     left = store_files(cluster, "refs", "envs", "hosts")
@@ -254,10 +263,10 @@ def test_hosts_says_what_each_keeps_and_forgets_one(cluster: Cluster) -> None:
     # alpha 1.0 is A's alone (beta is B's too; alpha 2.0's env is on the share: judged here)
     assert listed[a_id]["sole_entries"] == 1 and listed[a_id]["sole_bytes"] > 0
     assert listed[b_id]["sole_entries"] == 0
-    time.sleep(3)
-    expired = hosts_json(c, "--host-lease", "2s")
+    age_leases(cluster)
+    expired = hosts_json(c, "--host-lease", "1h")
     assert expired[a_id]["state"] == expired[b_id]["state"] == "expired"
-    text = c.uvrefs("hosts", "--host-lease", "2s").stdout
+    text = c.uvrefs("hosts", "--host-lease", "1h").stdout
     assert "expired" in text and "2 expired" in text, text
     # forget: refused for this host, for a name that is nobody's; A by its host name
     refused = c.uvrefs("hosts", "forget", c_id, check=False)

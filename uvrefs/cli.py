@@ -12,6 +12,7 @@ from typer.core import TyperCommand, TyperGroup
 from uvrefs import __version__
 from uvrefs.errors import UsageError, UvrefsError, from_os_error
 from uvrefs.gc.runner import cache_and_store, settled
+from uvrefs.hosts import parse_host_lease
 from uvrefs.options import apply_global_option, fail, hoist_global_options
 from uvrefs.units import format_duration, parse_duration, plural
 
@@ -390,7 +391,7 @@ def status(
     from uvrefs import inventory, report
 
     with _errors():
-        lease = parse_duration(host_lease, "--host-lease") if host_lease else None
+        lease = parse_host_lease(host_lease) if host_lease else None
         cache, store = cache_and_store()
         settled(store)
         progress = report.ScanProgress()
@@ -421,7 +422,7 @@ def why(
     from uvrefs import inventory, report
 
     with _errors():
-        lease = parse_duration(host_lease, "--host-lease") if host_lease else None
+        lease = parse_host_lease(host_lease) if host_lease else None
         cache, store = cache_and_store()
         settled(store)
         progress = report.ScanProgress()
@@ -610,7 +611,7 @@ def hosts_list(
     from uvrefs import inventory, report
 
     with _errors():
-        lease = parse_duration(host_lease, "--host-lease") if host_lease else None
+        lease = parse_host_lease(host_lease) if host_lease else None
         cache, store = cache_and_store()
         settled(store)
         progress = report.ScanProgress()

@@ -140,7 +140,7 @@ def check_hosts(cache: Cache, store: RefsStore) -> list[Check]:
     place = shared_place(str(cache.root))
     found = leases(str(store.dir)) if store.dir.is_dir() else {}
     now = store_clock(str(store.dir)) if found else 0.0
-    expired = sum(now - lease.seen > HOST_LEASE for lease in found.values())
+    expired = sum(bool(now) and now - lease.seen > HOST_LEASE for lease in found.values())
     counted = (
         f"{len(found)} hosts renew a lease in this store"
         + (

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 LEASES = "hosts"  # in a store: hosts/<sha256(host)[:20]>.json
 HOST_LEASE = 28 * 86400.0  # seconds: the default `--host-lease`; a host unseen this long is gone
-RENEW_EVERY = 3600.0  # seconds: a lease younger than this is not written again
+RENEW_EVERY = 600.0  # seconds: a lease younger than this is not written again
+MIN_HOST_LEASE = 3600.0  # seconds: the shortest `--host-lease` but 0
+INIT_PID_NS = "pid:[4026531836]"  # the kernel's first PID namespace (PROC_PID_INIT_INO)
 FORMAT = 1
 # Filesystems every host that mounts them sees alike: the same export, the same files.
 NETWORK_FS = {
@@ -66,11 +68,19 @@ class Lease(NamedTuple):
 def in_container() -> bool:
     """Whether this process runs in a container (Docker, Podman, systemd-nspawn, LXC,
     Kubernetes): the image's machine id is the same in every container of it, so the
-    host name (each container's own: its id, or the pod's name) tells them apart."""
+    host name (each container's own: its id, or the pod's name) tells them apart. A
+    process in a PID namespace of its own is in one, whatever marks its runtime leaves (a
+    pod on containerd has no marker file, no variable, and with a cgroup namespace a
+    /proc/1/cgroup that names no runtime)."""
     if any(os.path.exists(mark) for mark in CONTAINER_MARKS):
         return True
     if os.environ.get("container"):  # set by systemd-nspawn, Podman, LXC for PID 1 and on
         return True
+    try:
+        if os.readlink("/proc/self/ns/pid") != INIT_PID_NS:
+            return True
+    except OSError:
+        pass
     from uvrefs.files import read_utf8
 
     try:
@@ -80,60 +90,113 @@ def in_container() -> bool:
     return any(word in cgroup for word in ("docker", "kubepods", "containerd", "libpod", "lxc"))
 
 
+def host_key(host: str) -> str:
+    """The name a host's files in a store and a cache go by: its lease, its registration."""
+    return hashlib.sha256(host.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
 def lease_path(store_dir: str, host: str) -> str:
-    key = hashlib.sha256(host.encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    return os.path.join(store_dir, LEASES, f"{key}.json")
+    return os.path.join(store_dir, LEASES, f"{host_key(host)}.json")
+
+
+def _open_leases(store_dir: str, *, create: bool) -> int | None:
+    """A descriptor of `<store>/hosts`, opened without following a link (one planted there
+    would lead every lease elsewhere: then no lease is read or written), or None."""
+    from uvrefs.files import open_dir
+
+    path = os.path.join(store_dir, LEASES)
+    if create:
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass
+    try:
+        return open_dir(path)
+    except OSError:
+        return None
+
+
+def _in(fd: int, name: str) -> str:
+    """A path to `name` in the directory open as `fd` (through /proc: never a link above)."""
+    return f"/proc/self/fd/{fd}/{name}"
 
 
 def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
     """Say this host is alive: write its lease unless one younger than `every` (by its
-    mtime) is there already, or a newer uvrefs wrote it. Best effort (a read-only store
-    cannot hold it). True if the lease had expired before (the host was away longer than
-    the default lease: others may have judged its envs gone)."""
+    mtime) that lists this host's network filesystems as they are now is there already.
+    A lease a newer uvrefs wrote is never written over: its time is renewed (its mtime),
+    so the host is alive whichever uvrefs it runs. Best effort (a read-only store cannot
+    hold it). True if the lease had expired before (the host was away longer than the
+    default lease: others may have judged its envs gone)."""
     import json
     import socket
 
     from uvrefs.files import write_atomic
 
-    path = lease_path(store_dir, host)
-    known = read_lease(path)
-    now = time.time()
-    # A lease is written when it is `every` old or more by this host's clock; a clock
-    # that differs from the store's (either way) only makes it written more often.
-    if known is not None and (known.newer or abs(now - known.seen) < every):
+    fd = _open_leases(store_dir, create=True)
+    if fd is None:
         return False
-    doc = {
-        "format": FORMAT,
-        "host": host,
-        "seen": now,
-        "name": socket.gethostname(),
-        "container": in_container(),
-        "mounts": network_mounts(),
-    }
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomic(path, json.dumps(doc))
-    except OSError:
-        return False
-    return known is not None and now - known.seen > HOST_LEASE
+        name = os.path.basename(lease_path(store_dir, host))
+        known = _read_lease(fd, name)
+        now = time.time()
+        mounts = network_mounts()
+        # A lease is written when it is `every` old or more by this host's clock; a clock
+        # that differs from the store's (either way) only makes it written more often.
+        fresh = known is not None and abs(now - known.seen) < every
+        if known is not None and known.newer:
+            if not fresh:
+                try:
+                    os.utime(name, dir_fd=fd, follow_symlinks=False)
+                except (OSError, NotImplementedError):
+                    pass
+            return False
+        if fresh and known is not None and [list(m) for m in known.mounts] == mounts:
+            return False
+        doc = {
+            "format": FORMAT,
+            "host": host,
+            "seen": now,
+            "name": socket.gethostname(),
+            "container": in_container(),
+            "mounts": mounts,
+        }
+        try:
+            write_atomic(_in(fd, name), json.dumps(doc))
+        except OSError:
+            return False
+        return known is not None and now - known.seen > HOST_LEASE
+    finally:
+        os.close(fd)
 
 
 def store_clock(store_dir: str) -> float:
     """The time now by the clock of the filesystem `store_dir` is on (the mtime of a file
     made there now: on a network filesystem the server sets it), which lease times are
-    judged against; this host's clock if nothing can be made there."""
+    judged against; 0.0 if nothing can be made there: then no lease can be judged, and no
+    host is judged gone (this host's own clock may be hours off the store's)."""
+    fd = _open_leases(store_dir, create=True)
+    if fd is None:
+        return 0.0
+    try:
+        return fs_clock(_in(fd, ""))
+    finally:
+        os.close(fd)
+
+
+def fs_clock(directory: str) -> float:
+    """The time now by the clock of the filesystem `directory` is on, 0.0 if no file can
+    be made there."""
     from uvrefs.files import create_exclusive
 
     try:
-        place = os.path.join(store_dir, LEASES)
-        os.makedirs(place, exist_ok=True)
-        fd, name = create_exclusive(place, ".clock-")
+        made, name = create_exclusive(directory, ".clock-")
     except OSError:
-        return time.time()
+        return 0.0
     try:
-        return os.fstat(fd).st_mtime
+        return os.fstat(made).st_mtime
     finally:
-        os.close(fd)
+        os.close(made)
         try:
             os.unlink(name)
         except OSError:
@@ -143,12 +206,22 @@ def store_clock(store_dir: str) -> float:
 def read_lease(path: str) -> Lease | None:
     """A lease file, or None if it is missing or not one (read leniently: a newer format
     is read for its host and time, and marked so it is never written over)."""
+    fd = _open_leases(os.path.dirname(os.path.dirname(path)), create=False)
+    if fd is None:
+        return None
+    try:
+        return _read_lease(fd, os.path.basename(path))
+    finally:
+        os.close(fd)
+
+
+def _read_lease(fd: int, name: str) -> Lease | None:
     import json
 
     from uvrefs.files import read_file_stat
 
     try:
-        raw, st = read_file_stat(path, 1 << 16)
+        raw, st = read_file_stat(name, 1 << 16, dir_fd=fd)
         data = json.loads(raw)
     except (OSError, ValueError, RecursionError):
         return None
@@ -172,29 +245,67 @@ def read_lease(path: str) -> Lease | None:
 
 def leases(store_dir: str) -> dict[str, Lease]:
     """Every host's lease in a store, by host."""
-    try:
-        names = sorted(os.listdir(os.path.join(store_dir, LEASES)))
-    except OSError:
+    fd = _open_leases(store_dir, create=False)
+    if fd is None:
         return {}
     found: dict[str, Lease] = {}
-    for name in (n for n in names if n.endswith(".json")):
-        lease = read_lease(os.path.join(store_dir, LEASES, name))
-        if lease is not None and lease_path(store_dir, lease.host).endswith(name):
-            known = found.get(lease.host)
-            if known is None or lease.seen > known.seen:
-                found[lease.host] = lease
+    try:
+        names = sorted(os.listdir(fd))
+        for name in (n for n in names if n.endswith(".json")):
+            lease = _read_lease(fd, name)
+            if lease is not None and name == f"{host_key(lease.host)}.json":
+                known = found.get(lease.host)
+                if known is None or lease.seen > known.seen:
+                    found[lease.host] = lease
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     return found
+
+
+def has_lease(store_dir: str, key: str) -> bool:
+    """Whether a store holds a lease file of the host whose `host_key` is `key`."""
+    fd = _open_leases(store_dir, create=False)
+    if fd is None:
+        return False
+    try:
+        return os.path.lexists(_in(fd, f"{key}.json"))
+    finally:
+        os.close(fd)
 
 
 def forget(store_dir: str, host: str) -> None:
     """Drop a host's lease (it is gone for good), unless a newer uvrefs wrote it."""
-    path = lease_path(store_dir, host)
-    known = read_lease(path)
-    if known is not None and not known.newer:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    fd = _open_leases(store_dir, create=False)
+    if fd is None:
+        return
+    try:
+        name = f"{host_key(host)}.json"
+        known = _read_lease(fd, name)
+        if known is not None and not known.newer:
+            try:
+                os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def parse_host_lease(text: str) -> float:
+    """`--host-lease`: a duration of 0 (every other host is gone: a CI job's restored
+    cache) or at least MIN_HOST_LEASE, so that a host renewing its lease every
+    RENEW_EVERY is never judged gone while it runs commands."""
+    from uvrefs.errors import UsageError
+    from uvrefs.units import parse_duration
+
+    seconds = parse_duration(text, "--host-lease")
+    if 0 < seconds < MIN_HOST_LEASE:
+        raise UsageError(
+            f"--host-lease {text!r}: use 0 or at least 1h (a host renews its lease every "
+            "10 minutes, so a shorter one would judge hosts gone that are running)"
+        )
+    return seconds
 
 
 # ---------------------------------------------------------------- shared filesystems

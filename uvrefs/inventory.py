@@ -528,7 +528,7 @@ def list_hosts(
         elif lease is None:
             state = "no lease"
         else:
-            state = "expired" if clock - lease.seen > policy.host_lease else "alive"
+            state = "expired" if clock and clock - lease.seen > policy.host_lease else "alive"
         alone = sole.get(host, [])
         views.append(
             HostView(

@@ -440,8 +440,8 @@ def record_env(
             store.remember_settings(seen(config=False))
         except StoreError:
             pass  # a settings file a newer uvrefs wrote: left as it is
-    renew(str(store.dir), host_id())  # this host is alive (once an hour at most)
-    register_store(cache, store.dir)
+    renew(str(store.dir), host_id())  # this host is alive (every 10 minutes at most)
+    register_store(cache, store.dir, host_id())
     return Recorded(str(env), len(uses), changed, corrupt=tuple(corrupt))
 
 

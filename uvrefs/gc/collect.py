@@ -362,9 +362,17 @@ def plan_with_policy(
 
     Without `sized` (a sweep whose policy needs no sizes), candidates are not walked: the
     sweep measures what it frees as it deletes, and only their link counts are read."""
-    clock = survey.clock or time.time()
-    gone = {h: t for h, t in survey.facts.host_seen.items() if clock - t > policy.host_lease}
-    facts = survey.facts = replace(survey.facts, gone_hosts=gone)
+    # Leases are judged by the store's clock only: without it (no file can be made in the
+    # store) no host is judged gone.
+    clock = survey.clock
+    gone = {
+        h: t for h, t in survey.facts.host_seen.items() if clock and clock - t > policy.host_lease
+    }
+    # A store another host registered that cannot be read here may track anything, while
+    # that host renews its registration.
+    hidden = [h for h, age in survey.roots.hidden.items() if age <= policy.host_lease]
+    blocked = survey.facts.blocked or (hidden[0] if hidden else None)
+    facts = survey.facts = replace(survey.facts, gone_hosts=gone, blocked=blocked)
     base = plan_collection(facts)
     wants_untracked = policy.untracked or policy.budget is not None
     names: dict[str, tuple[str | None, str | None]] = {}
@@ -516,7 +524,7 @@ def tidy_refs(
                 store.write_stamp(path, survey.marks.prints[path])
         for entry in plan.stale:
             store.delete(entry)
-    register_store(cache, store.dir)
+    register_store(cache, store.dir, host_id())
 
 
 def one_store_warning(warnings: list[str], store: RefsStore) -> tuple[str, ...]:

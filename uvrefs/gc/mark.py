@@ -57,6 +57,8 @@ def facts_of(roots: Roots, marks: Marks, host: str, archives: frozenset[str]) ->
         set_aside=roots.set_aside,
         shared=roots.shared,
         host_seen=roots.host_seen,
+        shared_ids=roots.shared_ids,
+        unjudged=roots.unjudged,
     )
 
 

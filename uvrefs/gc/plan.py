@@ -105,6 +105,10 @@ class Facts:
     shared: Mapping[tuple[str, str], str] = field(default_factory=dict)
     host_seen: Mapping[str, float] = field(default_factory=dict)
     gone_hosts: Mapping[str, float] = field(default_factory=dict)
+    # The directory (st_dev, st_ino) another host's record of a shared env names, and
+    # other hosts' envs whose record cannot be read ((host or "", path) -> why).
+    shared_ids: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    unjudged: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def is_own(self, entry: str) -> bool:
         return entry in self.refs if self.own is None else entry in self.own
@@ -138,11 +142,21 @@ def referrer_verdict(ref: Ref, entry: str, facts: Facts) -> Verdict:
     gone if it is local to a host whose lease is over (`facts.gone_hosts`), else unsure."""
     env = ref.env
     if ref.host != facts.host:
-        here = facts.shared.get((ref.host, ref.env))
+        pair = (ref.host, ref.env)
+        why = facts.unjudged.get(pair) or facts.unjudged.get(("", ref.env))
+        if why is not None:  # whatever its host's lease: its record may say it is shared
+            return "unsure", f"recorded on host {ref.host[:24]} for {ref.env}, whose {why}"
+        here = facts.shared.get(pair)
         if here is None and ref.host in facts.gone_hosts:
             return "dead", f"host {ref.host[:24]} not seen since {day(facts.gone_hosts[ref.host])}"
         if here is None:
             return "unsure", f"recorded on another host ({ref.host[:24]}) for {ref.env}"
+        recorded = facts.shared_ids.get(pair)
+        if ref.identity is not None and recorded is not None and ref.identity != recorded:
+            return "unsure", (
+                f"recorded on host {ref.host[:24]} for another directory at {ref.env} than "
+                "its record names (a namespace of its own?)"
+            )
         env = here  # where this host sees it
     scan = facts.envs.get(env)
     if scan is None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from uvrefs.cache import Cache
 from uvrefs.hosts import Lease, SharedPlace, leases, local_path, place_on
@@ -107,6 +107,19 @@ class Roots:
     # store's clock). A host with no lease (an older uvrefs) is never judged gone.
     shared: dict[tuple[str, str], str] = field(default_factory=dict)
     host_seen: dict[str, float] = field(default_factory=dict)
+    # The identity of the directory another host's record of a shared env names: (host,
+    # path) -> (st_dev, st_ino) as that host saw it. A referrer of that host naming another
+    # directory at the path (a local env of its own, where a job in a namespace of its own
+    # saw the share) is not judged by the env here.
+    shared_ids: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # Other hosts' envs whose record this uvrefs cannot read (a newer format, garbage):
+    # (host, path) -> why. Never judged, whatever their host's lease: what they name is held.
+    unjudged: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Stores of this cache another host registered that cannot be read here (on that
+    # host's own disk, or at a path this host does not have): what each says -> its
+    # registration's age, by the clock of the filesystem the cache is on. While one is
+    # younger than `--host-lease` nothing is freed (it may track any entry).
+    hidden: dict[str, float] = field(default_factory=dict)
 
     def add(self, root: Root) -> None:
         """Add a root; one with a record replaces one found without (by discovery, uv's
@@ -157,7 +170,7 @@ def find_roots(
     except FileNotFoundError:  # nothing recorded yet
         ours = StoreView(store, time.time_ns())
     roots.views.append(ours)
-    roots.peers = peer_store_dirs(cache, store, ours.peers)
+    roots.peers, registered = peer_stores(cache, store, ours.peers)
     for peer_dir in roots.peers:
         peer = RefsStore.at(Path(peer_dir), cache.root)
         try:
@@ -178,6 +191,7 @@ def find_roots(
     for view in roots.views:
         _add_store(roots, view, host, cache, centralized, own=view is ours)
     _add_other_hosts(roots, ours)
+    _add_hidden_stores(roots, cache, registered)
     _add_missing_records(roots, host)
     roots.uv_owned = frozenset(cache.pointers(buckets=("environments",)))
     for archive_id in sorted(roots.uv_owned):
@@ -302,6 +316,8 @@ def _add_store(
                 )
         else:
             roots.blocked = roots.blocked or f"an env record cannot be read ({problem.why})"
+        if problem.path is not None and not ours(problem.host):  # "": any host's
+            roots.unjudged.setdefault((problem.host or "", problem.path), problem.why)
     for loaded in view.refs.values():
         for r in loaded.referrers:
             if ours(r.host) and os.path.isabs(r.env) and r.env not in roots.envs:
@@ -336,6 +352,8 @@ def _add_other_hosts(roots: Roots, ours: StoreView | None) -> None:
             if view is not ours and here in roots.envs:
                 continue  # a peer's record never stands for an env of ours
             roots.shared[record.host, record.path] = here
+            if record.identity is not None:
+                roots.shared_ids[record.host, record.path] = record.identity
             sites = _sites_here(record, here, lease_of.get(record.host))
             if sites is None:
                 why = (
@@ -349,6 +367,12 @@ def _add_other_hosts(roots: Roots, ours: StoreView | None) -> None:
                 path=here, site_dirs=sites, mount=mount_point(Path(here)), mntns=None
             )
             roots.add(Root(here, "shared", local, view.store))
+    # A name a machine's commands used (`UVREFS_HOST`) is alive while that machine is: its
+    # collect, run without the variable, renews only the machine's own lease.
+    for view in roots.views:
+        for name, machine in view.settings.hosts.items():
+            if name in seen and machine in seen and name not in roots.hosts:
+                seen[name] = max(seen[name], seen[machine])
     roots.host_seen = seen
     looked: set[tuple[str, str]] = set()
     for view in roots.views if lease_of else ():
@@ -428,16 +452,24 @@ def registry_dirs(cache: Cache) -> list[Path]:
     ]
 
 
-def register_store(cache: Cache, store_dir: Path) -> None:
-    """Say in the cache that `store_dir` tracks it, so a collect run with any other store
-    (another user, another UVREFS_DIR) treats this store's environments as roots. Best
-    effort: a read-only cache cannot hold it (the other stores' collects then find this
-    one only at the default locations or where they saw it before)."""
+def register_store(cache: Cache, store_dir: Path, host: str) -> None:
+    """Say in the cache that `store_dir` tracks it, for `host`, so a collect run with any
+    other store (another user, another UVREFS_DIR, another host) treats this store's
+    environments as roots, or, where it cannot read this store, frees nothing while
+    `host` renews the registration (its mtime, as often as a lease). Best effort: a
+    read-only cache cannot hold it (the other stores' collects then find this one only at
+    the default locations or where they saw it before)."""
+    from uvrefs.hosts import RENEW_EVERY, host_key
+
     registry = registry_dir(cache)
     if registry.parent == cache.root:
         return  # no sdists bucket yet (uv makes one whenever it runs): next time
-    name = registry / registry_name(store_dir)
-    if os.path.lexists(name):
+    name = f"{registry_name(store_dir)}.{host_key(host)}"
+    try:
+        st: os.stat_result | None = os.lstat(registry / name)
+    except OSError:
+        st = None
+    if st is not None and abs(time.time() - st.st_mtime) < RENEW_EVERY:
         return
     try:
         try:
@@ -451,47 +483,123 @@ def register_store(cache: Cache, store_dir: Path) -> None:
         # registry's name is never chmod-ed or written into.
         fd = open_dir(str(registry))
         try:
-            st = os.fstat(fd)
-            if made and st.st_uid == os.geteuid():
+            if st is not None and stat.S_ISREG(st.st_mode):
+                os.utime(name, dir_fd=fd, follow_symlinks=False)
+                return
+            if made and os.fstat(fd).st_uid == os.geteuid():
                 os.fchmod(fd, 0o1777)  # sticky: every user registers, none replaces another
-            write_atomic(
-                f"/proc/self/fd/{fd}/{name.name}" if os.path.isdir("/proc/self/fd") else str(name),
-                os.fsdecode(os.path.realpath(store_dir)),
-            )
+            write_atomic(f"/proc/self/fd/{fd}/{name}", os.fsdecode(os.path.realpath(store_dir)))
         finally:
             os.close(fd)
-    except OSError:
+    except (OSError, NotImplementedError):
         pass
 
 
-def peer_store_dirs(cache: Cache, store: RefsStore, remembered: Iterable[str]) -> list[str]:
+def unregister_host(cache_root: Path, host: str) -> None:
+    """Drop every registration `host` made in this cache (it is gone: its lease is over or
+    it was forgotten). Best effort; regular files only, through the registry's descriptor."""
+    from uvrefs.files import open_dir
+    from uvrefs.hosts import host_key
+
+    suffix = "." + host_key(host)
+    try:
+        buckets = [b for b in os.listdir(cache_root) if re.fullmatch(r"sdists-v\d+", b)]
+    except OSError:
+        return
+    for registry in [cache_root / b / REGISTRY for b in buckets] + [cache_root / REGISTRY]:
+        try:
+            fd = open_dir(str(registry))
+        except OSError:
+            continue
+        try:
+            for name in os.listdir(fd):
+                if name.endswith(suffix):
+                    try:
+                        if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
+                            os.unlink(name, dir_fd=fd)
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+class Registration(NamedTuple):
+    """A store's registration in the cache by a host (`register_store`)."""
+
+    path: str  # the store, where the host that registered it sees it
+    key: str  # `hosts.host_key` of that host
+    mtime: float  # when it last said so (the clock of the cache's filesystem)
+    registry: str  # the directory it is in
+
+
+def peer_stores(
+    cache: Cache, store: RefsStore, remembered: Iterable[str]
+) -> tuple[list[str], list[Registration]]:
     """Every other store of this cache: registered in the cache, remembered by ours, or at
     the default location of a local user's state directory. A peer is a directory holding
-    a store, or one we may not read (then it blocks every free)."""
+    a store, or one we may not read (then it blocks every free). And every registration
+    that names its host (older uvrefs named none)."""
     from uvrefs.store import stamps
 
     mine = os.path.realpath(store.dir)
     found: set[str] = set(remembered)
+    registrations: list[Registration] = []
     for registry in registry_dirs(cache):
         try:
             names = os.listdir(registry) if not registry.is_symlink() else []
         except OSError:
             names = []
         for name in names:
-            text = _read_small(registry / name)
+            text, mtime = _read_small(registry / name)
             if text and os.path.isabs(text):
                 found.add(text)
+                key = name.partition(".")[2]
+                if len(key) == 20:
+                    registrations.append(Registration(text, key, mtime, str(registry)))
     for home in _homes():
         state = os.path.join(home, ".local", "state", "uvrefs")
         candidate = stamps.store_dir(state, str(cache.root))
         if os.path.isdir(candidate):
             found.add(os.path.realpath(candidate))
-    return sorted(
+    peers = sorted(
         p
         for p in found
         if os.path.realpath(p) != mine
         and (os.path.lexists(os.path.join(p, "store.json")) or _unreadable_dir(p))
     )
+    return peers, registrations
+
+
+def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registration]) -> None:
+    """A store another host registered is read here if it is one of the stores read (at
+    the same path here) and holds that host's lease; otherwise it is hidden from this
+    host (on the other host's own disk, or reached there by a path this one lacks), and
+    may track anything (`Roots.hidden`)."""
+    from uvrefs.hosts import fs_clock, has_lease, host_key
+
+    ours = {host_key(h) for h in roots.hosts}
+    names = {host_key(lease_host): lease_host for lease_host in roots.host_seen}
+    read = {os.path.realpath(v.store.dir): str(v.store.dir) for v in roots.views}
+    clocks: dict[str, float] = {}
+    for reg in registered:
+        if reg.key in ours:
+            continue
+        here = read.get(os.path.realpath(reg.path))
+        if here is not None and has_lease(here, reg.key):
+            continue
+        if reg.registry not in clocks:
+            clocks[reg.registry] = fs_clock(reg.registry)
+        clock = clocks[reg.registry]
+        who = names.get(reg.key, f"a host (key {reg.key[:8]})")
+        what = (
+            f"{who} keeps a refs store of this cache at {reg.path}, which this host cannot "
+            "read (on that host's own disk?): put every host's store on the shared "
+            "filesystem (UVREFS_DIR), or `uvrefs hosts forget` a host gone for good"
+        )
+        age = max(clock - reg.mtime, 0.0) if clock else 0.0
+        roots.hidden[what] = min(age, roots.hidden.get(what, age))
 
 
 def _unreadable_dir(path: str) -> bool:
@@ -504,15 +612,16 @@ def _unreadable_dir(path: str) -> bool:
     return False
 
 
-def _read_small(path: Path, limit: int = 4096) -> str | None:
-    """A registry file's text: a regular file, not a link, not a FIFO, a few bytes."""
-    from uvrefs.files import read_file
+def _read_small(path: Path, limit: int = 4096) -> tuple[str | None, float]:
+    """A registry file's text and mtime: a regular file, not a link, not a FIFO, a few
+    bytes."""
+    from uvrefs.files import read_file_stat
 
     try:
-        raw = read_file(str(path), limit)
+        raw, st = read_file_stat(str(path), limit)
     except OSError:
-        return None
-    return os.fsdecode(raw).strip() or None
+        return None, 0.0
+    return os.fsdecode(raw).strip() or None, st.st_mtime
 
 
 @cache

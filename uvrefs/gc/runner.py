@@ -90,6 +90,7 @@ def _collect(
     from uvrefs import report, uv
     from uvrefs.gc import collect as core
     from uvrefs.gc.plan import GRACE, Policy
+    from uvrefs.hosts import parse_host_lease
     from uvrefs.lockholders import held_by, holders
     from uvrefs.names import normalize
     from uvrefs.units import format_duration, parse_duration, parse_size, plural
@@ -102,7 +103,7 @@ def _collect(
         keep=frozenset(normalize(k) for k in keep),
         untracked=untracked,
         budget=parse_size(budget, "--budget") if budget is not None else None,
-        **({"host_lease": parse_duration(host_lease, "--host-lease")} if host_lease else {}),
+        **({"host_lease": parse_host_lease(host_lease)} if host_lease else {}),
     )
     retry = parse_duration(retry_for, "--retry-for") if retry_for is not None else 0.0
     skips = no_wait or retry_for is not None

@@ -32,7 +32,7 @@ from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.files import open_dir, open_dir_below
 from uvrefs.gc.mark import Marks, facts_of, mark_again
 from uvrefs.gc.plan import Decision, Facts, Plan, plan_collection, untracked_state
-from uvrefs.gc.roots import Roots, find_roots
+from uvrefs.gc.roots import Roots, find_roots, unregister_host
 from uvrefs.hosts import forget as forget_lease
 from uvrefs.store.refs import RefsStore
 
@@ -119,6 +119,9 @@ def sweep(
                     if roots_now.host_seen.get(host, seen) <= seen
                 },
             )
+            hidden = next((h for h in roots_now.hidden if h not in roots.hidden), None)
+            if hidden is not None and not facts_now.blocked:  # registered since planning
+                facts_now = replace(facts_now, blocked=hidden)
             now = plan_collection(facts_now)
             scans, live = marks_now.scans, marks_now.live
             envs_going = [  # none if something now says nothing may be freed
@@ -445,6 +448,8 @@ def forget_gone(
     def dropped(host: str, env: str) -> bool:
         if host in roots.hosts or host == facts.host:
             return env in ours
+        if (host, env) in roots.unjudged or ("", env) in roots.unjudged:
+            return False  # its record cannot be read: never dropped, whatever its lease
         if (host, env) in roots.shared:  # judged here, whatever its host's lease
             return (host, env) in theirs
         return host in expired
@@ -489,6 +494,7 @@ def drop_from_store(
                 store.forget_env(record.path)
         for host in hosts:
             forget_lease(str(store.dir), host)
+            unregister_host(store.cache_root, host)
     return count
 
 
@@ -720,6 +726,8 @@ def empty_leftover_trash(root: Path, root_fd: int) -> list[str]:
                 warnings.append(f"leftover trash {name} not emptied: {mounted} is mounted in it")
                 continue
             fd = open_dir(name, dir_fd=root_fd)
+        except FileNotFoundError:
+            continue  # its collector finished it meanwhile
         except OSError as exc:
             warnings.append(f"cannot empty the leftover trash {name}: {exc.strerror}")
             continue
@@ -732,6 +740,8 @@ def empty_leftover_trash(root: Path, root_fd: int) -> list[str]:
             for child in os.listdir(fd):
                 delete_at(fd, child, tally, device)
             os.rmdir(name, dir_fd=root_fd)
+        except FileNotFoundError:
+            pass  # its collector emptied and removed it before releasing it to us
         except OSError as exc:
             warnings.append(f"cannot empty the leftover trash {name}: {_why(exc)}")
         finally:

@@ -202,7 +202,8 @@ def _registered_stores(cache: str) -> set[str] | None:
             listed = os.listdir(registry)
         except OSError:
             continue
-        names = (names or set()) | set(listed)
+        # `<store key>` (older uvrefs) or `<store key>.<host key>`: the store's key
+        names = (names or set()) | {n.partition(".")[0] for n in listed}
     return names
 
 
