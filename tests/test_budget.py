@@ -1,0 +1,70 @@
+"""The hot path's budget, enforced: what uvrefs may import in front of every uv command a
+user runs through it. A no-op tracked install or sync and the alias's forwarding path
+(`uvrefs uv ...`) load none of the libraries the other commands use (typer and click,
+pydantic, rich, filelock): their import alone costs more than the overhead uvrefs allows
+itself there (docs/benchmarks.md). Each command runs as users run it, and the modules it
+loaded are read from the interpreter's own import log (`-X importtime`), which also
+counts what was imported before uv was exec-ed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import World
+from tests.test_uv_previews import project
+
+HEAVY = ("typer", "click", "pydantic", "pydantic_core", "rich", "filelock")
+
+
+def loaded(world: World, *args: str | Path, cwd: Path | None = None) -> set[str]:
+    """The top-level packages `uvrefs ARGS` imported (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "uvrefs", *map(str, args)],
+        cwd=cwd or world.root,
+        env=world.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {
+        line.rpartition("|")[2].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "uvrefs.launch" in names, "the import log was not read"
+    return {name.split(".")[0] for name in names}
+
+
+def heavy(names: set[str]) -> list[str]:
+    return sorted(names.intersection(HEAVY))
+
+
+def test_a_no_op_install_loads_no_heavy_library(world: World) -> None:
+    env = world.venv("venv")
+    args = ("-q", "-p", env, *world.offline(), "alpha==1.0")
+    world.uvrefs("install", *args)
+    assert heavy(loaded(world, "install", *args)) == []
+    assert heavy(loaded(world, "pip", "install", *args)) == []
+
+
+def test_a_no_op_sync_loads_no_heavy_library(world: World) -> None:
+    proj = project(world, "proj", "alpha==1.0")
+    args = ("sync", "-q", "-p", sys.executable, *world.offline())
+    world.uvrefs(*args, cwd=proj)
+    assert heavy(loaded(world, *args, cwd=proj)) == []
+
+
+@pytest.mark.parametrize("args", [("uv", "--version"), ("uv", "cache", "dir")])
+def test_the_alias_forwards_without_heavy_libraries(world: World, args: tuple[str, ...]) -> None:
+    assert heavy(loaded(world, *args)) == []
+
+
+def test_the_budget_test_sees_a_heavy_library(world: World) -> None:
+    """The check above can fail: a command that needs typer is seen loading it."""
+    world.venv("venv")  # makes the cache
+    assert "typer" in heavy(loaded(world, "status"))
