@@ -13,7 +13,7 @@ from typing import Literal
 from uvrefs import uv
 from uvrefs.cache import Cache
 from uvrefs.files import create_exclusive, open_lock
-from uvrefs.gc.sweep import TRASH_NAME
+from uvrefs.gc.trash import TRASH_NAME
 from uvrefs.hosts import hides_link_counts
 from uvrefs.store.refs import CorruptRefs, RefsStore, host_id
 from uvrefs.units import plural

@@ -6,9 +6,7 @@ descriptors opened without following symlinks, inside the cache root only."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-import re
 import stat
 import time
 from collections import Counter
@@ -24,21 +22,26 @@ from uvrefs.cache import (
     Cache,
     Pointer,
     SizeTally,
-    delete_at,
     read_dist_infos,
 )
-from uvrefs.envs import ArchiveIndex, EnvScan, mount_table
+from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.files import open_dir, open_dir_below
 from uvrefs.gc.mark import Marks, facts_of, mark_again
 from uvrefs.gc.plan import Decision, Facts, Plan, plan_collection, untracked_state
 from uvrefs.gc.roots import Roots, find_roots, unregister_host
+from uvrefs.gc.trash import (
+    CrashHook,
+    Moved,
+    Trash,
+    delete_moved,
+    empty_leftover_trash,
+    mounts_inside,
+    mounts_under,
+    os_error_text,
+)
 from uvrefs.hosts import forget as forget_lease
 from uvrefs.store.refs import RefsStore
-
-TRASH_PREFIX = ".uvrefs-trash"  # each collector's own: `.uvrefs-trash-<random>`
-TRASH_NAME = re.compile(r"\.uvrefs-trash(-[A-Za-z0-9_]+)?")
-DELETE_THREADS = 4  # on 2 cores: 1 thread 5.0 s, 2 threads 3.0 s, 4 threads 2.3 s (100k files)
 
 
 @dataclass(frozen=True)
@@ -55,23 +58,6 @@ class Swept:
     rescans: Mapping[str, EnvScan]
     blobs: tuple[Blob, ...] = ()  # content blobs freed that no entry of this sweep owned
     envs: tuple[tuple[str, int], ...] = ()  # project envs in uv's cache freed, with bytes
-
-
-class CrashHook:
-    """For the crash tests: with `UVREFS_TEST_KILL_AT=N` set, the collector SIGKILLs itself
-    at its N-th deletion step, so every step can be proven safe to die at."""
-
-    steps = 0
-
-    @classmethod
-    def step(cls) -> None:
-        kill_at = os.environ.get("UVREFS_TEST_KILL_AT")
-        if kill_at:
-            cls.steps += 1
-            if cls.steps == int(kill_at):
-                import signal
-
-                os.kill(os.getpid(), signal.SIGKILL)
 
 
 def sweep(
@@ -109,41 +95,10 @@ def sweep(
         with uv.CacheLock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
             started = time.monotonic()
             warnings += empty_leftover_trash(cache.root, root_fd)
-            candidates = [d.entry for d in plan.free]
-            roots_now, marks_now = mark_now(cache, store, facts.host, roots, marks, candidates)
-            facts_now = replace(  # the hosts whose lease was over, unless renewed since
-                facts_of(roots_now, marks_now, facts.host, frozenset(candidates)),
-                gone_hosts={
-                    host: seen
-                    for host, seen in facts.gone_hosts.items()
-                    if roots_now.host_seen.get(host, seen) <= seen
-                },
-            )
-            hidden = next((h for h in roots_now.hidden if h not in roots.hidden), None)
-            if hidden is not None and not facts_now.blocked:  # registered since planning
-                facts_now = replace(facts_now, blocked=hidden)
-            now = plan_collection(facts_now)
-            scans, live = marks_now.scans, marks_now.live
-            envs_going = [  # none if something now says nothing may be freed
-                env
-                for env in plan.free_envs
-                if env in scans
-                and scans[env].state == "gone"
-                and cache.contains(Path(env))
-                and not facts_now.blocked
-            ]
-            if blobs is not None:  # their links go with them: not a use of any archive
-                blobs.count_going(envs_going)
-            going: list[Decision] = []
-            for decision in plan.free:
-                why_keep = recheck(decision, cache, now, facts_now, blobs)
-                if why_keep:
-                    state = "live" if decision.entry in live else "held"
-                    kept.append(
-                        replace(decision, free=False, bytes=0, reason=why_keep, state=state)
-                    )
-                else:
-                    going.append(decision)
+            now = rejudge(cache, store, plan, facts, roots, marks, blobs)
+            kept += now.kept
+            scans, going, envs_going, facts_now = now.scans, now.going, now.envs_going, now.facts
+            roots_now = now.roots
             going_ids = {d.entry for d in going}
             directories = by_directory(pointers)
             trash = Trash(cache.root, root_fd) if going or envs_going else None
@@ -155,14 +110,14 @@ def sweep(
                     doomed = [Doomed(Path(env), "tree")]
                     envs_moved.append((env, unlink_entry(cache, root_fd, doomed, trash, mounts)))
                 except OSError as exc:
-                    errors.append(f"{env}: {_why(exc)}")
+                    errors.append(f"{env}: {os_error_text(exc)}")
             for decision in going:
                 assert trash is not None
                 try:
                     doomed = entry_paths(cache, decision.entry, pointers, going_ids, directories)
                     moved.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
                 except OSError as exc:
-                    errors.append(f"{decision.entry}: {_why(exc)}")
+                    errors.append(f"{decision.entry}: {os_error_text(exc)}")
             freeing = {d.entry for d, _ in moved}
             warnings += forget_gone(store, facts_now, scans, roots_now, freeing, plan.forgettable)
             held = time.monotonic() - started
@@ -184,11 +139,11 @@ def sweep(
         envs_freed = []
         for (env, env_moved), failure in zip(envs_moved, env_failures, strict=True):
             if failure is not None:
-                errors.append(f"{env}: {_why(failure)}")
+                errors.append(f"{env}: {os_error_text(failure)}")
             envs_freed.append((env, env_moved.tally.freed))
         for (decision, entry_moved), failure in zip(moved, failures, strict=True):
             if failure is not None:  # a later run retries what is left in the trash
-                errors.append(f"{decision.entry}: {_why(failure)}")
+                errors.append(f"{decision.entry}: {os_error_text(failure)}")
             freed.append(replace(decision, bytes=entry_moved.tally.freed))
         if trash is not None:
             warnings += trash.remove()
@@ -214,6 +169,67 @@ def sweep(
         tuple(blobs_freed),
         tuple(envs_freed),
     )
+
+
+@dataclass(frozen=True)
+class Rejudged:
+    """The plan judged again under uv's exclusive lock: what still goes, what is kept now
+    (and why), and the facts and scans it was judged on."""
+
+    going: list[Decision]
+    kept: list[Decision]
+    envs_going: list[str]
+    facts: Facts
+    roots: Roots
+    scans: Mapping[str, EnvScan]
+
+
+def rejudge(
+    cache: Cache,
+    store: RefsStore,
+    plan: Plan,
+    facts: Facts,
+    roots: Roots,
+    marks: Marks,
+    blobs: Blobs | None,
+) -> Rejudged:
+    """Under uv's lock: every root re-fingerprinted and what changed re-scanned, roots
+    found again (new records, envs, registrations), each candidate re-planned."""
+    candidates = [d.entry for d in plan.free]
+    roots_now, marks_now = mark_now(cache, store, facts.host, roots, marks, candidates)
+    facts_now = replace(  # the hosts whose lease was over, unless renewed since
+        facts_of(roots_now, marks_now, facts.host, frozenset(candidates)),
+        gone_hosts={
+            host: seen
+            for host, seen in facts.gone_hosts.items()
+            if roots_now.host_seen.get(host, seen) <= seen
+        },
+    )
+    hidden = next((h for h in roots_now.hidden if h not in roots.hidden), None)
+    if hidden is not None and not facts_now.blocked:  # registered since planning
+        facts_now = replace(facts_now, blocked=hidden)
+    now = plan_collection(facts_now)
+    scans, live = marks_now.scans, marks_now.live
+    envs_going = [  # none if something now says nothing may be freed
+        env
+        for env in plan.free_envs
+        if env in scans
+        and scans[env].state == "gone"
+        and cache.contains(Path(env))
+        and not facts_now.blocked
+    ]
+    if blobs is not None:  # their links go with them: not a use of any archive
+        blobs.count_going(envs_going)
+    going: list[Decision] = []
+    kept: list[Decision] = []
+    for decision in plan.free:
+        why_keep = recheck(decision, cache, now, facts_now, blobs)
+        if why_keep:
+            state = "live" if decision.entry in live else "held"
+            kept.append(replace(decision, free=False, bytes=0, reason=why_keep, state=state))
+        else:
+            going.append(decision)
+    return Rejudged(going, kept, envs_going, facts_now, roots_now, scans)
 
 
 def sweep_blobs(
@@ -321,10 +337,6 @@ def _remove_empty(root_fd: int, bucket: str, name: str) -> int:
     finally:
         os.close(bucket_fd)
     return size
-
-
-def _why(exc: OSError) -> str:
-    return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc.strerror or exc)
 
 
 def store_warning(store: RefsStore, exc: Exception) -> str:
@@ -557,15 +569,6 @@ def entry_paths(
     return doomed
 
 
-@dataclass
-class Moved:
-    """An entry taken out of uv's sight: its pointers unlinked, its trees renamed into the
-    trash (names there, still to be deleted), and what has been measured freed so far."""
-
-    trees: list[str]  # names in the trash: trees, and the pointer files renamed there
-    tally: SizeTally
-
-
 def unlink_entry(
     cache: Cache, root_fd: int, doomed: list[Doomed], trash: Trash, mounts: set[str]
 ) -> Moved:
@@ -614,136 +617,3 @@ def _points_to(parent: int, name: str, entry: str) -> bool:
         return os.path.basename(os.path.normpath(os.readlink(name, dir_fd=parent))) == entry
     except OSError:
         return False
-
-
-def mounts_under(root: Path) -> set[str]:
-    """The mount points inside the cache root (resolved, as the cache root is): the only
-    ones `mounts_inside` can find below a path in the cache whose parents were opened
-    without following links; an empty set spares every entry the check."""
-    top = os.path.realpath(root)
-    return {p for p in mount_table(fresh=True) or set() if p == top or p.startswith(top + "/")}
-
-
-def mounts_inside(path: Path, table: set[str] | None = None) -> str | None:
-    """A mount point at or below `path` (the mount table knows bind mounts that share a
-    filesystem, which `st_dev` cannot tell)."""
-    table = (mount_table(fresh=True) or set()) if table is None else table
-    top = os.path.realpath(path)
-    return next((p for p in sorted(table) if p == top or p.startswith(top + "/")), None)
-
-
-def delete_moved(trash: Trash, moved: list[Moved]) -> list[OSError | None]:
-    """Delete the trees in the trash, measuring each, several at a time: unlinking is the
-    cost of a sweep, and the kernel overlaps it across threads (see docs/benchmarks.md).
-    Order no longer matters here: nothing in the trash is reachable by uv."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def delete(item: Moved) -> OSError | None:
-        try:
-            for tree in item.trees:
-                delete_at(trash.fd, tree, item.tally, trash.device)
-                CrashHook.step()
-        except OSError as exc:
-            return exc
-        return None
-
-    if sum(len(m.trees) for m in moved) < 2:
-        return [delete(m) for m in moved]
-    with ThreadPoolExecutor(max_workers=DELETE_THREADS) as pool:
-        return list(pool.map(delete, moved))
-
-
-# ---------------------------------------------------------------- the trash
-
-
-class Trash:
-    """This collector's own trash in the cache root: made exclusively under a random name
-    (mkdtemp: mode 0700, fails rather than reuse a path someone planted), opened without
-    following links, checked to be ours and on the cache's filesystem, and locked while in
-    use so no other collector empties it. Trees are renamed into it by descriptor, so
-    renaming or replacing the name meanwhile changes nothing."""
-
-    def __init__(self, root: Path, root_fd: int) -> None:
-        self.root_fd = root_fd
-        self.device = os.fstat(root_fd).st_dev
-        import tempfile  # ~15 ms to import: only a sweep that frees something pays it
-
-        path = tempfile.mkdtemp(prefix=TRASH_PREFIX + "-", dir=root)
-        self.name = os.path.basename(path)
-        self.fd = open_dir(self.name, dir_fd=root_fd)
-        st = os.fstat(self.fd)
-        if st.st_dev != self.device or st.st_uid != os.geteuid():
-            os.close(self.fd)
-            raise OSError(errno.EPERM, "the trash is not ours", self.name)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        self.count = 0
-
-    def take(self, parent_fd: int, name: str) -> str:
-        """Rename `name` (in `parent_fd`) into the trash; its name there."""
-        self.count += 1
-        moved = f"{self.count}-{name}"
-        os.rename(name, moved, src_dir_fd=parent_fd, dst_dir_fd=self.fd)
-        return moved
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def remove(self) -> list[str]:
-        """Remove the (emptied) trash; what is left in it (undeletable) is reported."""
-        try:
-            left = os.listdir(self.fd)
-            if left:
-                left_over = f"{len(left)} undeletable tree(s) left in {self.name}"
-                return [left_over + "; the next collect retries"]
-            st = os.fstat(self.fd)
-            named = os.stat(self.name, dir_fd=self.root_fd, follow_symlinks=False)
-            if (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino):
-                os.rmdir(self.name, dir_fd=self.root_fd)
-        except OSError as exc:
-            return [f"cannot remove the trash {self.name}: {exc.strerror}"]
-        finally:
-            os.close(self.fd)
-        return []
-
-
-def empty_leftover_trash(root: Path, root_fd: int) -> list[str]:
-    """Finish deletions killed collectors left (`.uvrefs-trash*` in the cache root).
-    A planted link under that name is unlinked, never followed; a trash another
-    collector still holds is left alone; what cannot be deleted is reported and the
-    collect goes on."""
-    warnings = []
-    device = os.fstat(root_fd).st_dev
-    for name in os.listdir(root_fd):
-        if not TRASH_NAME.fullmatch(name):
-            continue
-        try:
-            st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
-                os.unlink(name, dir_fd=root_fd)
-                continue
-            mounted = mounts_inside(root / name)
-            if mounted:
-                warnings.append(f"leftover trash {name} not emptied: {mounted} is mounted in it")
-                continue
-            fd = open_dir(name, dir_fd=root_fd)
-        except FileNotFoundError:
-            continue  # its collector finished it meanwhile
-        except OSError as exc:
-            warnings.append(f"cannot empty the leftover trash {name}: {exc.strerror}")
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # another collector's, in use
-            tally = SizeTally()
-            for child in os.listdir(fd):
-                delete_at(fd, child, tally, device)
-            os.rmdir(name, dir_fd=root_fd)
-        except FileNotFoundError:
-            pass  # its collector emptied and removed it before releasing it to us
-        except OSError as exc:
-            warnings.append(f"cannot empty the leftover trash {name}: {_why(exc)}")
-        finally:
-            os.close(fd)
-    return warnings
