@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench bench-previews bench-big lint clean
+.PHONY: test demo bench bench-previews bench-big lint schema clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ bench-previews: $(BIN)/.installed
 # Issue 14's million-file cache (about 15 minutes, 10 GB of disk, 3.5M inodes at its peak)
 bench-big: $(BIN)/.installed
 	$(BIN)/python benchmarks/big.py
+
+# The store's readers and writers, derived from its pydantic models (uvrefs/store/codegen.py)
+schema: $(BIN)/.installed
+	$(BIN)/python -m uvrefs.store.codegen > uvrefs/store/fields.py.new
+	mv uvrefs/store/fields.py.new uvrefs/store/fields.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check uvrefs tests scripts benchmarks

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -213,3 +214,92 @@ def test_archive_sizes_round_trip_match_the_model_and_forgive_garbage(tmp_path: 
     assert store.archive_sizes() == {"x": Footprint(12, 34, 4096, infos)}
     (store.dir / "sizes.json").write_text('{"format": 1, "archives": {"x": [1, 2]}}')
     assert store.archive_sizes() == {}  # a cache: anything odd means "walk again"
+
+
+# -- one schema: the readers and writers of uvrefs/store/fields.py follow from the models
+
+
+def test_the_generated_readers_and_writers_are_up_to_date() -> None:
+    """`make schema` was run after the last change to a model."""
+    from uvrefs.store import codegen
+
+    generated = Path(codegen.__file__).with_name("fields.py").read_text()
+    assert generated == codegen.generate(), "a model changed: run `make schema`"
+
+
+def _valid(kind: Any) -> st.SearchStrategy[Any]:
+    """JSON values of a field `kind` (uvrefs.store.codegen) that its model takes."""
+    from uvrefs.store import codegen
+
+    if kind in ("str", "int", "bool"):
+        return {"str": _TEXT, "int": st.integers(-3, 3), "bool": st.booleans()}[kind]
+    if kind == "time":
+        return st.sampled_from(_GOOD_TIMES)
+    tag = kind[0]
+    if tag == "literal":
+        return st.sampled_from(kind[1])
+    if tag == "opt":
+        return st.none() | _valid(kind[1])
+    if tag == "tuple":
+        return st.tuples(*map(_valid, kind[1])).map(list)
+    if tag == "list":
+        return st.lists(_valid(kind[1]), max_size=2)
+    if tag == "model":
+        return _document(getattr(schema, kind[1]), codegen)
+    raise AssertionError(kind)
+
+
+def _document(model: type[schema.BaseModel], codegen: Any) -> st.SearchStrategy[dict[str, Any]]:
+    """Documents of `model` with any of its optional fields, each of any valid value."""
+    required, optional = {}, {}
+    for name, info in model.model_fields.items():
+        if name == "format":
+            required[name] = st.just(schema.FORMAT)
+            continue
+        values = _valid(codegen.kind_of(info.annotation))
+        (required if info.is_required() else optional)[name] = values
+    return st.fixed_dictionaries(required, optional=optional)
+
+
+def _records() -> list[Any]:
+    from uvrefs.store import codegen, fields
+
+    found = []
+    for model in codegen.MODELS:
+        fn = codegen.snake(model.__name__)
+        read, convert, doc = (
+            getattr(fields, f"read_{fn}"),
+            getattr(fields, f"{fn}_from_model"),
+            getattr(fields, f"{fn}_doc"),
+        )
+        found.append((model, read, convert, doc, _document(model, codegen)))
+    return found
+
+
+@pytest.mark.parametrize("record", _records(), ids=lambda r: r[0].__name__)
+def test_every_field_of_every_record_reads_as_its_model_reads_it(record: Any) -> None:
+    """Generated from the models, every field present or absent: a document the model
+    takes as it is, the fast reader takes too, alike, and writes back the same document;
+    one mutated, the fast reader takes only what the model takes."""
+    model, read, convert, doc, documents = record
+
+    @settings(max_examples=500, deadline=None)
+    @given(documents, st.data())
+    def check(document: dict[str, Any], data: Any) -> None:
+        fast = read(document)
+        assert fast is not None, document  # the common case never falls back
+        assert fast == convert(model.model_validate(document))
+        written = doc(fast)
+        assert read(written) == fast and convert(model.model_validate(written)) == fast
+        mutated = dict(document)
+        keys = st.sampled_from([*model.model_fields, "surplus"])
+        for key in data.draw(st.lists(keys, min_size=1, max_size=3, unique=True)):
+            if data.draw(st.booleans()):
+                mutated.pop(key, None)
+            else:
+                mutated[key] = data.draw(_ANY)
+        fast = read(mutated)
+        if fast is not None:
+            assert fast == convert(model.model_validate(mutated))
+
+    check()

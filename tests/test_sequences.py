@@ -118,6 +118,19 @@ class Sequence:
             for p in self.world.refs()
         }
 
+    def replaced(self, env: str) -> bool:
+        """Whether a referrer of `env` names another directory than the one there now."""
+        try:
+            st = os.stat(env)
+        except OSError:
+            return False
+        here = [st.st_dev, st.st_ino]
+        return any(
+            r["env"] == env and r.get("identity") not in (None, here)
+            for p in self.world.refs()
+            for r in json.loads(p.read_text())["referrers"]
+        )
+
     def collect_and_check(self, now: bool) -> None:
         tracked = self.tracked()
         args = ("--min-age", "0") if now else ()
@@ -127,10 +140,12 @@ class Sequence:
         # not to wait for them (they break then, as documented): forget them.
         archives, used = self.world.archives(), self.used(away=not now)
         assert used <= archives, f"freed while in use: {used - archives}"
+        # ... and what an env used that another env has replaced at its path since (its
+        # directory's identity changed: the one recorded may have moved away, and waits).
         due = {
             entry
             for entry, envs in tracked.items()
-            if now or all(os.path.lexists(env) for env in envs)
+            if now or all(os.path.lexists(env) and not self.replaced(env) for env in envs)
         }
         assert not (archives & due) - used, f"tracked, unused, kept: {json.loads(done.stdout)}"
         for env in self.living(away=not now):

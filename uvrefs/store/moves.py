@@ -303,13 +303,16 @@ def _move(found: Seen, key: str, cache: str) -> bool:
         if name.endswith(".stamp"):
             os.unlink(os.path.join(envs, name))
     old = found.info
+    from uvrefs.store import fields
+
     known = old.get("moves")
-    moves = [m for m in known if isinstance(m, dict)] if isinstance(known, list) else []
+    moves = [fields.read_store_move(m) for m in known] if isinstance(known, list) else []
+    kept = [m for m in moves if m is not None]  # one this uvrefs cannot read goes
     if os.path.realpath(found.cache) != cache:
-        moves.append({"from_path": found.cache, "at": now()})
-    if len(moves) > KEEP_MOVES:
-        moves = moves[:1] + moves[1 - KEEP_MOVES :]
-    info = {"format": 1, "cache": cache, "moves": moves}
+        kept.append(fields.StoreMove(found.cache, now()))
+    if len(kept) > KEEP_MOVES:
+        kept = kept[:1] + kept[1 - KEEP_MOVES :]
+    info = fields.store_info_doc(fields.StoreInfo(cache, tuple(kept)))
     path = os.path.join(found.dir, "store.json")
     files.write_atomic(path, json.dumps(info))
     try:
