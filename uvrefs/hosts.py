@@ -63,6 +63,8 @@ class Lease(NamedTuple):
     # The host's network filesystems then, (mount point, family, source, root) each: where
     # its paths are on a filesystem other hosts may mount too (`place_on`).
     mounts: tuple[tuple[str, str, str, str], ...] = ()
+    # False if its mounts cannot all be read: then none of its paths is placed anywhere.
+    placeable: bool = True
 
 
 def in_container() -> bool:
@@ -228,18 +230,20 @@ def _read_lease(fd: int, name: str) -> Lease | None:
     if not isinstance(data, dict) or not isinstance(data.get("host"), str):
         return None
     version = data.get("format")
-    mounts = data.get("mounts")
+    listed = data.get("mounts")
+    mounts = tuple(
+        (m[0], m[1], m[2], m[3])
+        for m in (listed if isinstance(listed, list) else [])
+        if isinstance(m, list) and len(m) == 4 and all(isinstance(x, str) for x in m)
+    )
     return Lease(
         data["host"],
         st.st_mtime,
         data["name"] if isinstance(data.get("name"), str) else "",
         data.get("container") is True,
         type(version) is int and version > FORMAT,
-        tuple(
-            (m[0], m[1], m[2], m[3])
-            for m in (mounts if isinstance(mounts, list) else [])[:256]
-            if isinstance(m, list) and len(m) == 4 and all(isinstance(x, str) for x in m)
-        ),
+        mounts,
+        isinstance(listed, list) and len(mounts) == len(listed),
     )
 
 

@@ -570,6 +570,18 @@ def forget_host(cache: Cache, store: RefsStore, query: str) -> tuple[str, int, i
     matches = exact or sorted(
         {h for h in named if h.startswith(query) or names.get(h) == query} if query else set()
     )
+    if not matches:  # a host known only by its registrations (its store on its own disk)
+        from uvrefs.gc.roots import unregister_host
+        from uvrefs.hosts import host_key
+
+        ours = {host_key(h) for h in roots.hosts}
+        keys = {r.key for r in roots.registered if r.key and r.key not in ours}
+        found = [
+            k for k in keys if k == host_key(query) or (len(query) >= 8 and k.startswith(query))
+        ]
+        if len(found) == 1:
+            unregister_host(cache.root, found[0])
+            return query, 0, 0
     if not matches:
         raise UvrefsError(f"no host {query!r} in this cache's store (see `uvrefs hosts`)")
     if len(matches) > 1:
@@ -596,4 +608,8 @@ def forget_host(cache: Cache, store: RefsStore, query: str) -> tuple[str, int, i
         if dropped(rec.host, rec.path)
     }
     count = drop_from_store(store, facts, roots, dropped, hosts=[host])
+    from uvrefs.gc.roots import unregister_host
+    from uvrefs.hosts import host_key
+
+    unregister_host(cache.root, host_key(host))
     return host, len(local), count

@@ -111,6 +111,7 @@ def gather_facts(
     unchanged since their last record are not scanned again."""
     host = host_id()
     returned = renew_lease(store, host)
+    register_store(cache, store.dir, host)  # as often as the lease: this host is alive
     clock = store_clock(str(store.dir))
     remember_settings(store)
     pointers = cache.pointers()
@@ -372,7 +373,9 @@ def plan_with_policy(
     # that host renews its registration.
     hidden = [h for h, age in survey.roots.hidden.items() if age <= policy.host_lease]
     blocked = survey.facts.blocked or (hidden[0] if hidden else None)
-    facts = survey.facts = replace(survey.facts, gone_hosts=gone, blocked=blocked)
+    facts = survey.facts = replace(
+        survey.facts, gone_hosts=gone, blocked=blocked, host_lease=policy.host_lease
+    )
     base = plan_collection(facts)
     wants_untracked = policy.untracked or policy.budget is not None
     names: dict[str, tuple[str | None, str | None]] = {}

@@ -109,6 +109,7 @@ class Facts:
     # other hosts' envs whose record cannot be read ((host or "", path) -> why).
     shared_ids: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     unjudged: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    host_lease: float = HOST_LEASE  # the policy's, for the sweep's judging under the lock
 
     def is_own(self, entry: str) -> bool:
         return entry in self.refs if self.own is None else entry in self.own

@@ -12,6 +12,7 @@ uvrefs commands recorded in the stores (`uvrefs.settings`)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -120,6 +121,7 @@ class Roots:
     # registration's age, by the clock of the filesystem the cache is on. While one is
     # younger than `--host-lease` nothing is freed (it may track any entry).
     hidden: dict[str, float] = field(default_factory=dict)
+    registered: list[Registration] = field(default_factory=list)
 
     def add(self, root: Root) -> None:
         """Add a root; one with a record replaces one found without (by discovery, uv's
@@ -186,7 +188,7 @@ def find_roots(
 
     me = own_id()  # a container's: its image's machine id is every other container's too
     named = {a for v in roots.views for a, m in v.settings.hosts.items() if m == me}
-    roots.hosts = frozenset({host, me, *named})
+    roots.hosts = frozenset({host, me, *named, *sandboxed(me)})
     centralized = set(project_envs(cache))
     for view in roots.views:
         _add_store(roots, view, host, cache, centralized, own=view is ours)
@@ -381,6 +383,8 @@ def _add_other_hosts(roots: Roots, ours: StoreView | None) -> None:
                 pair = (r.host, r.env)
                 if r.host not in lease_of or pair in roots.shared or pair in looked:
                     continue
+                if not lease_of[r.host].placeable:
+                    continue  # where its paths are cannot be told: another host's
                 looked.add(pair)
                 place = place_on(lease_of[r.host].mounts, r.env)
                 here = local_path(place) if place is not None else None
@@ -398,7 +402,7 @@ def _sites_here(record: KnownEnv, here: str, lease: Lease | None) -> tuple[str, 
         if below != ".." and not below.startswith("../"):
             sites.append(os.path.normpath(os.path.join(here, below)))
             continue
-        place = place_on(lease.mounts, site) if lease is not None else None
+        place = place_on(lease.mounts, site) if lease is not None and lease.placeable else None
         there = local_path(place) if place is not None else None
         if there is None:
             return None
@@ -464,7 +468,10 @@ def register_store(cache: Cache, store_dir: Path, host: str) -> None:
     registry = registry_dir(cache)
     if registry.parent == cache.root:
         return  # no sdists bucket yet (uv makes one whenever it runs): next time
-    name = f"{registry_name(store_dir)}.{host_key(host)}"
+    from uvrefs.store.stamps import store_id
+
+    own = store_id(str(store_dir), create=True) or "none"
+    name = f"{registry_name(store_dir)}.{host_key(host)}.{own}"
     try:
         st: os.stat_result | None = os.lstat(registry / name)
     except OSError:
@@ -495,17 +502,31 @@ def register_store(cache: Cache, store_dir: Path, host: str) -> None:
         pass
 
 
-def unregister_host(cache_root: Path, host: str) -> None:
-    """Drop every registration `host` made in this cache (it is gone: its lease is over or
-    it was forgotten). Best effort; regular files only, through the registry's descriptor."""
-    from uvrefs.files import open_dir
-    from uvrefs.hosts import host_key
+def sandboxed(me: str) -> tuple[str, ...]:
+    """The name this machine's processes in a PID namespace of their own (a desktop
+    sandbox: bubblewrap, Flatpak, firejail; the machine's files and host name) record envs
+    under (`store.refs.own_id`): the machine's too. None for a container (its image's
+    machine id is other containers' too)."""
+    from uvrefs.store.refs import machine_id
 
-    suffix = "." + host_key(host)
+    if me != machine_id():
+        return ()
+    import socket
+
+    return (f"{me}:{socket.gethostname()}",)
+
+
+def unregister_host(cache_root: Path, key: str) -> int:
+    """Drop every registration the host whose `hosts.host_key` is `key` made in this cache
+    (it was forgotten: gone for good). Best effort; regular files only, through the
+    registry's descriptor. How many went."""
+    from uvrefs.files import open_dir
+
+    count = 0
     try:
         buckets = [b for b in os.listdir(cache_root) if re.fullmatch(r"sdists-v\d+", b)]
     except OSError:
-        return
+        return 0
     for registry in [cache_root / b / REGISTRY for b in buckets] + [cache_root / REGISTRY]:
         try:
             fd = open_dir(str(registry))
@@ -513,25 +534,30 @@ def unregister_host(cache_root: Path, host: str) -> None:
             continue
         try:
             for name in os.listdir(fd):
-                if name.endswith(suffix):
+                if name.split(".")[1:2] == [key]:
                     try:
                         if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
                             os.unlink(name, dir_fd=fd)
+                            count += 1
                     except OSError:
                         pass
         except OSError:
             pass
         finally:
             os.close(fd)
+    return count
 
 
 class Registration(NamedTuple):
-    """A store's registration in the cache by a host (`register_store`)."""
+    """A store's registration in the cache by a host (`register_store`):
+    `<store path key>.<host key>.<store id>`, holding the store's path."""
 
-    path: str  # the store, where the host that registered it sees it
+    path: str | None  # the store, where its host sees it (None: cannot be read)
     key: str  # `hosts.host_key` of that host
+    store: str | None  # the store's own id (`stamps.store_id`), None if not known
     mtime: float  # when it last said so (the clock of the cache's filesystem)
     registry: str  # the directory it is in
+    name: str
 
 
 def peer_stores(
@@ -548,16 +574,27 @@ def peer_stores(
     registrations: list[Registration] = []
     for registry in registry_dirs(cache):
         try:
-            names = os.listdir(registry) if not registry.is_symlink() else []
-        except OSError:
+            if stat.S_ISLNK(os.lstat(registry).st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "a symbolic link uvrefs never made")
+            names = os.listdir(registry)
+        except FileNotFoundError:
             names = []
+        except OSError as exc:  # what is registered there cannot be known: nothing goes
+            why = f"the store registry {registry} cannot be listed ({exc.strerror}); move it away"
+            registrations.append(Registration(None, "", None, 0.0, why, ""))
+            continue
         for name in names:
+            if name.startswith("."):
+                continue  # a registration being written (`files.write_atomic`)
             text, mtime = _read_small(registry / name)
-            if text and os.path.isabs(text):
-                found.add(text)
-                key = name.partition(".")[2]
-                if len(key) == 20:
-                    registrations.append(Registration(text, key, mtime, str(registry)))
+            path = text if text and os.path.isabs(text) else None
+            if path is not None:
+                found.add(path)
+            parts = name.split(".")
+            if len(parts) > 1:  # older uvrefs: `<store path key>` alone, a path in it
+                store_of = parts[2] if len(parts) == 3 and parts[2] != "none" else None
+                key = parts[1] if len(parts) > 1 else ""
+                registrations.append(Registration(path, key, store_of, mtime, str(registry), name))
     for home in _homes():
         state = os.path.join(home, ".local", "state", "uvrefs")
         candidate = stamps.store_dir(state, str(cache.root))
@@ -577,26 +614,35 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
     the same path here) and holds that host's lease; otherwise it is hidden from this
     host (on the other host's own disk, or reached there by a path this one lacks), and
     may track anything (`Roots.hidden`)."""
-    from uvrefs.hosts import fs_clock, has_lease, host_key
+    from uvrefs.hosts import fs_clock, host_key
+    from uvrefs.store.stamps import store_id
 
+    roots.registered = list(registered)
     ours = {host_key(h) for h in roots.hosts}
     names = {host_key(lease_host): lease_host for lease_host in roots.host_seen}
-    read = {os.path.realpath(v.store.dir): str(v.store.dir) for v in roots.views}
+    read = {store_id(str(v.store.dir)) for v in roots.views} - {None}
     clocks: dict[str, float] = {}
     for reg in registered:
-        if reg.key in ours:
+        if not reg.name:  # a registry that cannot be listed
+            roots.hidden[reg.registry] = 0.0
             continue
-        here = read.get(os.path.realpath(reg.path))
-        if here is not None and has_lease(here, reg.key):
+        if (reg.key in ours and reg.path is not None) or reg.store in read:
             continue
         if reg.registry not in clocks:
             clocks[reg.registry] = fs_clock(reg.registry)
         clock = clocks[reg.registry]
-        who = names.get(reg.key, f"a host (key {reg.key[:8]})")
+        who = names.get(reg.key, f"host {reg.key[:12]}" if reg.key else "a host")
+        where = (
+            f"at {reg.path}"
+            if reg.path is not None
+            else f"that {reg.registry}/{reg.name} names "
+            "in a way this uvrefs cannot read (a newer uvrefs?)"
+        )
         what = (
-            f"{who} keeps a refs store of this cache at {reg.path}, which this host cannot "
-            "read (on that host's own disk?): put every host's store on the shared "
-            "filesystem (UVREFS_DIR), or `uvrefs hosts forget` a host gone for good"
+            f"{who} keeps a refs store of this cache {where}, which this host cannot read "
+            "(on that host's own disk?): put every host's store on the shared filesystem "
+            f"(UVREFS_DIR), or `uvrefs hosts forget {reg.key[:12] or reg.name}` if that host "
+            "is gone for good"
         )
         age = max(clock - reg.mtime, 0.0) if clock else 0.0
         roots.hidden[what] = min(age, roots.hidden.get(what, age))

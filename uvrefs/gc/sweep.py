@@ -29,7 +29,7 @@ from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.files import open_dir, open_dir_below
 from uvrefs.gc.mark import Marks, facts_of, mark_again
 from uvrefs.gc.plan import Decision, Facts, Plan, plan_collection, untracked_state
-from uvrefs.gc.roots import Roots, find_roots, unregister_host
+from uvrefs.gc.roots import Roots, find_roots
 from uvrefs.gc.trash import (
     CrashHook,
     Moved,
@@ -205,9 +205,10 @@ def rejudge(
             if roots_now.host_seen.get(host, seen) <= seen
         },
     )
-    hidden = next((h for h in roots_now.hidden if h not in roots.hidden), None)
-    if hidden is not None and not facts_now.blocked:  # registered since planning
-        facts_now = replace(facts_now, blocked=hidden)
+    # A store this host cannot read, registered or renewed since planning, stops it too.
+    hidden = [h for h, age in roots_now.hidden.items() if age <= facts.host_lease]
+    if hidden and not facts_now.blocked:
+        facts_now = replace(facts_now, blocked=hidden[0])
     now = plan_collection(facts_now)
     scans, live = marks_now.scans, marks_now.live
     envs_going = [  # none if something now says nothing may be freed
@@ -506,7 +507,6 @@ def drop_from_store(
                 store.forget_env(record.path)
         for host in hosts:
             forget_lease(str(store.dir), host)
-            unregister_host(store.cache_root, host)
     return count
 
 

@@ -43,6 +43,45 @@ def find_store(state_dir: str, cache_root: str) -> str:
     return key
 
 
+STORE_ID = "store-id"  # a store's own id: what its registrations in the cache name
+
+
+def store_id(store: str, *, create: bool = False) -> str | None:
+    """The store's own id (20 random hex digits, made once, with `create`), which its
+    registrations in the cache name, so another host tells it from any other store at the
+    same path; None if there is none (yet) or it cannot be read."""
+    import re
+
+    from uvrefs.files import create_exclusive, read_file
+
+    path = os.path.join(store, STORE_ID)
+    for _ in range(2):
+        try:
+            text = read_file(path, 64).decode("ascii", "replace").strip()
+            return text if re.fullmatch(r"[0-9a-f]{20}", text) else None
+        except FileNotFoundError:
+            if not create:
+                return None
+        except OSError:
+            return None
+        try:  # written whole under a temp name, then linked into place unless one is there
+            fd, tmp = create_exclusive(store, f".{STORE_ID}-")
+            try:
+                os.fchmod(fd, 0o644)  # every user of a shared store reads it
+                os.write(fd, os.urandom(10).hex().encode())
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        except OSError:
+            return None
+    return None
+
+
 def env_key(env: str) -> str:
     return hashlib.sha256(os.fsencode(env)).hexdigest()[:20]
 
