@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from uvrefs.blobs import Blobs
 from uvrefs.cache import (
@@ -259,7 +258,7 @@ def measure(
         archives = footprints.frees([e for e in entries if e in going], blobs.also_going)
     sizes: dict[str, int] = {}
     linked = set()
-    shared: dict[tuple[int, int], list[Any]] = {}  # content blobs several going archives link
+    shared: dict[tuple[int, int], SharedBlob] = {}  # content blobs several going archives link
     directories = by_directory(survey.pointers)
     paths = {e: entry_paths(cache, e, survey.pointers, going, directories) for e in entries}
     # A path several entries take (the sdist revision two wheels were built in) counts for
@@ -295,12 +294,12 @@ def measure(
     # though no one archive frees it alone: it counts for the last of them.
     also = blobs.also_going
     going_blobs: dict[int, str] = {}  # blob -> the entry whose deletion frees it
-    for (dev, ino), (last, total, most, nlink, size) in shared.items():
-        if total + also(dev, ino) >= nlink:
+    for (dev, ino), blob in shared.items():
+        if blob.links_going + also(dev, ino) >= blob.nlink:
             if blobs.device_ino(dev, ino):
-                going_blobs[ino] = last
-            if nlink > most + also(dev, ino):
-                sizes[last] += size
+                going_blobs[ino] = blob.last
+            if blob.nlink > blob.most + also(dev, ino):
+                sizes[blob.last] += blob.size
     if blobs.where:
         survey.orphan_fans = _emptied_fans(blobs, going_blobs, sizes, entries)
     memory.save(survey.facts.archives)
@@ -331,8 +330,21 @@ def _emptied_fans(
     return loose
 
 
+@dataclass
+class SharedBlob:
+    """A content blob going archives link, as `measure` sums it up: the last of them (the
+    one it counts for), how many of its links they hold together and the most one holds,
+    its link count and its size."""
+
+    last: str
+    nlink: int
+    size: int
+    links_going: int = 0
+    most: int = 0
+
+
 def _content_archive_size(
-    entry: str, path: Path, blobs: Blobs, shared: dict[tuple[int, int], list[Any]] | None
+    entry: str, path: Path, blobs: Blobs, shared: dict[tuple[int, int], SharedBlob] | None
 ) -> tuple[int, bool]:
     """In a content-addressed cache, an archive tree's size and whether a file in it has a
     link outside, walked every time: what it frees depends on which other archives share
@@ -342,10 +354,10 @@ def _content_archive_size(
     linked = metadata_linked(path, read_dist_infos(str(path)), blobs)
     if shared is not None:
         for dev, ino, count, nlink, size in tally.linked_files():
-            seen = shared.setdefault((dev, ino), [entry, 0, 0, nlink, size])
-            seen[0] = entry
-            seen[1] += count
-            seen[2] = max(seen[2], count)
+            seen = shared.setdefault((dev, ino), SharedBlob(entry, nlink, size))
+            seen.last = entry
+            seen.links_going += count
+            seen.most = max(seen.most, count)
     return tally.freed_with(blobs.also_going), linked
 
 
@@ -459,23 +471,23 @@ def collect(
     except (OSError, StoreError) as exc:
         warnings.append(store_warning(store, exc))
     return Removal(
-        cache.root,
-        False,
-        swept.freed,
-        plan.keep + swept.kept,
-        kept_untracked(plan, (*swept.freed, *swept.kept)),
-        swept.errors,
-        swept.lock_held,
-        unreadable(survey, store),
-        one_store_warning(warnings, store),
-        plan.note,
-        swept.deleting,
-        plan.live_untracked,
-        plan.uv_own,
-        len(swept.blobs),
-        sum(b.bytes for b in swept.blobs),
-        tuple((env, _why_dead(survey, env), size) for env, size in swept.envs),
-        upper_bound(cache),
+        cache=cache.root,
+        dry_run=False,
+        freed=swept.freed,
+        kept=plan.keep + swept.kept,
+        untracked=kept_untracked(plan, (*swept.freed, *swept.kept)),
+        errors=swept.errors,
+        lock_held=swept.lock_held,
+        unreadable=unreadable(survey, store),
+        warnings=one_store_warning(warnings, store),
+        note=plan.note,
+        deleting=swept.deleting,
+        live_untracked=plan.live_untracked,
+        uv_own=plan.uv_own,
+        blobs=len(swept.blobs),
+        blob_bytes=sum(b.bytes for b in swept.blobs),
+        envs=tuple((env, _why_dead(survey, env), size) for env, size in swept.envs),
+        upper_bound=upper_bound(cache),
     )
 
 
@@ -564,11 +576,11 @@ def survey_warnings(survey: Survey) -> list[str]:
 def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
     orphans = survey.blobs.orphans(again=False)  # those the planned entries free are in their sizes
     return Removal(
-        survey.index.cache.root,
-        True,
-        plan.free,
-        plan.keep,
-        kept_untracked(plan, plan.free),
+        cache=survey.index.cache.root,
+        dry_run=True,
+        freed=plan.free,
+        kept=plan.keep,
+        untracked=kept_untracked(plan, plan.free),
         unreadable=unreadable(survey, store),
         warnings=tuple(survey_warnings(survey)),
         note=plan.note,

@@ -409,7 +409,9 @@ class RefsStore:
             projects=tuple(projects or ()),
             shared=shared,
         )
-        _write_json(self.env_path(Path(env)), fields.env_record_doc(record))
+        # Durable (file and directory synced: 0.5 ms measured), unlike refs files: a record
+        # says where an env's packages live, and a lost one holds what the env used.
+        _write_json(self.env_path(Path(env)), fields.env_record_doc(record), durable=True)
 
     def forget_env(self, env: str) -> None:
         """Drop a gone env's record and stamp (under uv's exclusive lock: nothing can be
@@ -824,7 +826,9 @@ def _validated_env(data: Any) -> KnownEnv | None:
         return None
 
 
-def _write_json(path: Path, data: Mapping[str, Any], *, checked: bool = False) -> None:
+def _write_json(
+    path: Path, data: Mapping[str, Any], *, checked: bool = False, durable: bool = False
+) -> None:
     """JSON through `json`: env paths may hold non-UTF-8 bytes as surrogate escapes, which
     `json` writes as `\\udcXX` and reads back, where pydantic's serializer refuses them.
     On one line: with `indent`, `json` falls back from its C encoder to a Python one,
@@ -833,7 +837,7 @@ def _write_json(path: Path, data: Mapping[str, Any], *, checked: bool = False) -
     read the file it replaces and knows it is not one."""
     if not checked:
         _refuse_newer(path)
-    files.write_atomic(str(path), json.dumps(data))
+    files.write_atomic(str(path), json.dumps(data), durable=durable)
 
 
 def newer_file(path: Path) -> int | None:
