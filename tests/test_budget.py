@@ -68,3 +68,14 @@ def test_the_budget_test_sees_a_heavy_library(world: World) -> None:
     """The check above can fail: a command that needs typer is seen loading it."""
     world.venv("venv")  # makes the cache
     assert "typer" in heavy(loaded(world, "status"))
+
+
+@pytest.mark.parametrize("args", [("status",), ("collect", "--dry-run"), ("hosts",), ("--help",)])
+def test_commands_that_need_no_model_load_no_pydantic(world: World, args: tuple[str, ...]) -> None:
+    """typer builds a pydantic TypeAdapter for each parameter unless uvrefs gives it a
+    converter of its own (`cli._plain_params`: str, bool, list[str]); a store written in
+    the current format is read without the models."""
+    env = world.venv("venv")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    names = loaded(world, *args)
+    assert "typer" in names and not names.intersection({"pydantic", "pydantic_core"})

@@ -2,11 +2,13 @@
 result, or turns a `UvrefsError` into one line and an exit code. Tracked uv commands
 usually arrive through `uvrefs.launch`, which skips this module and its imports."""
 
+import os
 import sys
 from typing import Annotated, Any, Literal
 
 import typer
 from typer import _click as click
+from typer._coercion import RuntimeParam
 from typer.core import TyperCommand, TyperGroup
 
 from uvrefs import __version__
@@ -17,9 +19,44 @@ from uvrefs.options import apply_global_option, fail, hoist_global_options
 from uvrefs.units import format_duration, parse_duration, plural
 
 
+def _plain_params(command: click.Command, ctx: click.Context) -> None:
+    """Give the command's str, bool and list-of-str parameters a converter of their own,
+    so that parsing them does not build pydantic TypeAdapters (typer's default: ~100 ms
+    and ~20 MiB of pydantic for a command that needs none; every value uvrefs parses, a
+    duration or a size, it parses itself). Any other parameter keeps typer's."""
+    for param in command.get_params(ctx):  # the help option too
+        described = getattr(param, "type_descriptor", None)
+        if described is None or getattr(param, "_runtime_param", False) is not None:
+            continue
+        kind = described.annotation
+        if described.is_choice or described.is_path or described.is_file:
+            continue
+        if kind in (str, bool) or kind == list[str]:
+            param._runtime_param = _Plain(described.parameter_info, kind)  # type: ignore[attr-defined]
+
+
+class _Plain(RuntimeParam):
+    """A str, bool or list[str] parameter's value as click parsed it (what typer's
+    adapters return for these: strings stay strings, flags are booleans)."""
+
+    def _coerce_value(self, value: Any, param: Any, ctx: click.Context) -> Any:
+        if self.annotation is bool:
+            return value if isinstance(value, bool) else str(value).strip().lower() in TRUE
+        if self.annotation is str:
+            return value if isinstance(value, str) else os.fsdecode(value)
+        return [v if isinstance(v, str) else os.fsdecode(v) for v in value]
+
+
+TRUE = ("1", "true", "t", "yes", "y", "on")
+
+
 class _Command(TyperCommand):
     """Help in click's plain shape: a flag shows no `<bool>`, a value option its metavar
     (`--min-age DUR`), an argument its metavar (`why QUERY`, not typer's `{query}`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _plain_params(self, ctx)
+        return super().parse_args(ctx, args)
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -54,10 +91,21 @@ class _Group(TyperGroup):
             hoisted = hoist_global_options(args)
         except UvrefsError as exc:
             fail(exc)
+        _plain_params(self, ctx)
         return super().parse_args(ctx, hoisted)
 
 
+class _SubGroup(TyperGroup):
+    """A group of commands (`uvrefs hosts`, `watch`, ...): its options parsed as the
+    commands' are (`_plain_params`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _plain_params(self, ctx)
+        return super().parse_args(ctx, args)
+
+
 PLAIN: dict[str, Any] = {"rich_markup_mode": None, "no_args_is_help": True}
+SUB: dict[str, Any] = {**PLAIN, "cls": _SubGroup}
 app = typer.Typer(
     cls=_Group,
     help="Keep exactly what living environments use in uv's cache; free the rest.",
@@ -65,21 +113,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     **PLAIN,
 )
-pip = typer.Typer(help="Tracked `uv pip install`, `uv pip sync` and `uv pip uninstall`.", **PLAIN)
+pip = typer.Typer(help="Tracked `uv pip install`, `uv pip sync` and `uv pip uninstall`.", **SUB)
 app.add_typer(pip, name="pip")
 schedule = typer.Typer(
     help="Run `uvrefs collect` periodically (systemd timer, launchd agent or cron).",
-    **PLAIN,
+    **SUB,
 )
 app.add_typer(schedule, name="schedule")
 watch = typer.Typer(
     help="Directories searched for environments at every collect (roots, tracked once found).",
-    **PLAIN,
+    **SUB,
 )
 app.add_typer(watch, name="watch")
 hosts = typer.Typer(
     help="The hosts (machines, containers) sharing this cache: leases, envs, what they keep.",
-    **{**PLAIN, "no_args_is_help": False},
+    **{**SUB, "no_args_is_help": False},
 )
 app.add_typer(hosts, name="hosts")
 

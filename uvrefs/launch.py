@@ -41,6 +41,10 @@ def _fast_path(args: list[str]) -> int | None:
         print(f"uvrefs {__version__}")
         return 0
     if rest[:1] == ["uv"]:
+        from uvrefs import uv
+
+        if uv.uv_subcommand(rest[1:]) not in uv.CHANGES_ENV:
+            uv.forward(rest[1:])  # the alias's common case: only `uv` (and this) is loaded
         from uvrefs import track
 
         return track.run_uv(rest[1:])

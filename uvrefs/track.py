@@ -24,6 +24,7 @@ from uvrefs.targets import (
     script_target,
     venv_target,
 )
+from uvrefs.uv import CHANGES_ENV, uv_subcommand
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,48 +42,6 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "pip uninstall": ("pip", "uninstall"),
     "sync": ("sync",),
 }
-# uv subcommands that change an environment, and how to find it (for `uvrefs uv ARGS`).
-CHANGES_ENV: dict[str, str] = {
-    "pip install": "pip",
-    "pip sync": "pip",
-    "pip uninstall": "pip",
-    "sync": "project",
-    "add": "project",
-    "remove": "project",
-    "run": "project",
-    "venv": "venv",
-    "tool install": "tools",
-    "tool upgrade": "tools",
-    "tool uninstall": "tools",
-}
-# uv's global options that take a value (so the subcommand is found after them).
-_GLOBAL_VALUE_OPTIONS = {
-    "--cache-dir",
-    "--color",
-    "--config-file",
-    "--directory",
-    "--project",
-    "--allow-insecure-host",
-    "--python-preference",
-}
-
-
-def uv_subcommand(args: Sequence[str]) -> str | None:
-    """The subcommand of `uv ARGS` as one or two words (`pip install`, `sync`), skipping
-    global options before it; None if there is none (`uv --version`)."""
-    words: list[str] = []
-    it = iter(args)
-    for arg in it:
-        if arg.startswith("-"):
-            if arg in _GLOBAL_VALUE_OPTIONS:
-                next(it, None)
-            if words:
-                break
-            continue
-        words.append(arg)
-        if words[0] not in ("pip", "tool") or len(words) == 2:
-            break
-    return " ".join(words) or None
 
 
 class Recorded:

@@ -22,6 +22,57 @@ DEFAULT_LOCK_TIMEOUT = 300.0  # seconds, uv's own default for UV_LOCK_TIMEOUT
 QUERY_TIMEOUT = 60.0  # seconds for uv (or an interpreter) to answer a question
 
 
+# uv subcommands that change an environment, and how to find it (for `uvrefs uv ARGS`).
+CHANGES_ENV: dict[str, str] = {
+    "pip install": "pip",
+    "pip sync": "pip",
+    "pip uninstall": "pip",
+    "sync": "project",
+    "add": "project",
+    "remove": "project",
+    "run": "project",
+    "venv": "venv",
+    "tool install": "tools",
+    "tool upgrade": "tools",
+    "tool uninstall": "tools",
+}
+# uv's global options that take a value (so the subcommand is found after them).
+_GLOBAL_VALUE_OPTIONS = {
+    "--cache-dir",
+    "--color",
+    "--config-file",
+    "--directory",
+    "--project",
+    "--allow-insecure-host",
+    "--python-preference",
+}
+
+
+def uv_subcommand(args: Sequence[str]) -> str | None:
+    """The subcommand of `uv ARGS` as one or two words (`pip install`, `sync`), skipping
+    global options before it; None if there is none (`uv --version`)."""
+    words: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg.startswith("-"):
+            if arg in _GLOBAL_VALUE_OPTIONS:
+                next(it, None)
+            if words:
+                break
+            continue
+        words.append(arg)
+        if words[0] not in ("pip", "tool") or len(words) == 2:
+            break
+    return " ".join(words) or None
+
+
+def forward(args: Sequence[str]) -> None:
+    """`uvrefs uv ARGS` of a command that changes no environment: this process becomes uv
+    (it costs nothing more than starting uvrefs)."""
+    uvbin = find_uv(os.environ)
+    os.execv(uvbin, [uvbin, *args])
+
+
 def find_uv(environ: Mapping[str, str] = os.environ) -> str:
     """Return the uv binary to run: `UVREFS_UV` if set, else `uv` on PATH."""
     configured = environ.get("UVREFS_UV")
