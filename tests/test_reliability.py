@@ -331,7 +331,7 @@ def test_full_or_read_only_store_fails_closed(
     world.uvrefs("install", "-q", "-p", dead, *world.offline(), "alpha==1.0")
     shutil.rmtree(dead)
 
-    def no_space(path: Path, data: object) -> None:
+    def no_space(path: Path, data: object, **_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     def no_delete(self: object, entry: str) -> None:

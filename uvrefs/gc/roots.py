@@ -610,10 +610,11 @@ def peer_stores(
 
 
 def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registration]) -> None:
-    """A store another host registered is read here if it is one of the stores read (at
-    the same path here) and holds that host's lease; otherwise it is hidden from this
-    host (on the other host's own disk, or reached there by a path this one lacks), and
-    may track anything (`Roots.hidden`)."""
+    """A store another host registered is read here if its registration names the id of
+    one of the stores read (`stamps.store_id`); otherwise it is hidden from this host (on
+    the other host's own disk, reached there by a path this one lacks, or registered in a
+    way this uvrefs cannot read), and may track anything (`Roots.hidden`, with the
+    registration's age: collect frees nothing while one is younger than --host-lease)."""
     from uvrefs.hosts import fs_clock, host_key
     from uvrefs.store.stamps import store_id
 
@@ -666,7 +667,10 @@ def _read_small(path: Path, limit: int = 4096) -> tuple[str | None, float]:
     try:
         raw, st = read_file_stat(str(path), limit)
     except OSError:
-        return None, 0.0
+        try:  # not a file uvrefs writes (a FIFO, a link, too big): its age all the same
+            return None, os.lstat(path).st_mtime
+        except OSError:
+            return None, 0.0
     return os.fsdecode(raw).strip() or None, st.st_mtime
 
 
