@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import NOBODY
+from tests.conftest import NOBODY, World
 from tests.hosts import (
     MOUNT_OPTIONS,
     SESSION,
@@ -361,3 +361,29 @@ def test_other_users(ssh_server: SshServer) -> None:
     finally:
         cluster.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_collect_in_a_pid_namespace_of_its_own_judges_the_machines_envs_as_its_own(
+    world: World,
+) -> None:
+    """The reverse of a desktop sandbox's install (tests/test_attack_shared2.py): the env
+    is recorded by the machine (no namespace: under its machine id), and the scheduled
+    collect runs in a PID namespace of its own (a systemd service with PrivatePIDs, a
+    sandboxed terminal), so its own name is `<machine id>:<host name>`. The machine's
+    envs are still its own, judged at their paths: the lease of the machine id, old as it
+    is, never makes them another host's, gone."""
+    from tests.test_attack_shared import HOUR, backdate
+    from tests.test_attack_shared2 import on_machine
+    from tests.test_liveness import intact
+    from tests.test_shared_caches import freed
+
+    env = world.venv("venv")
+    python = sys.executable
+    on_machine(world, python, "-m", "uvrefs", "install", "-q", "-p", env, *world.offline(),
+               "alpha==1.0")  # fmt: skip
+    for lease in world.state.glob("caches/*/hosts/*.json"):
+        backdate(lease, 2 * HOUR)  # the machine's last install was two hours ago
+    out = on_machine(world, python, "-m", "uvrefs", "collect", "--json", "--min-age", "0",
+                     "--host-lease", "1h", sandbox=True)  # fmt: skip
+    assert "alpha 1.0" not in freed(json.loads(out)), out
+    assert intact(env)

@@ -17,6 +17,7 @@ from uvrefs.gc.runner import cache_and_store, settled
 from uvrefs.hosts import parse_host_lease
 from uvrefs.options import apply_global_option, fail, hoist_global_options
 from uvrefs.units import format_duration, parse_duration, plural
+from uvrefs.uv import is_truthy
 
 
 def _plain_params(command: click.Command, ctx: click.Context) -> None:
@@ -41,13 +42,10 @@ class _Plain(RuntimeParam):
 
     def _coerce_value(self, value: Any, param: Any, ctx: click.Context) -> Any:
         if self.annotation is bool:
-            return value if isinstance(value, bool) else str(value).strip().lower() in TRUE
+            return value if isinstance(value, bool) else is_truthy(str(value))
         if self.annotation is str:
             return value if isinstance(value, str) else os.fsdecode(value)
         return [v if isinstance(v, str) else os.fsdecode(v) for v in value]
-
-
-TRUE = ("1", "true", "t", "yes", "y", "on")
 
 
 class _Command(TyperCommand):

@@ -74,15 +74,23 @@ def in_container() -> bool:
     process in a PID namespace of its own is in one, whatever marks its runtime leaves (a
     pod on containerd has no marker file, no variable, and with a cgroup namespace a
     /proc/1/cgroup that names no runtime)."""
+    if container_marked():
+        return True
+    try:
+        return os.readlink("/proc/self/ns/pid") != INIT_PID_NS
+    except OSError:
+        return False
+
+
+def container_marked() -> bool:
+    """Whether a container runtime says this is a container (a marker file, the
+    `container` variable its PID 1 sets, its name in /proc/1/cgroup). A PID namespace of
+    its own alone may be a sandbox on the machine itself (Flatpak, bubblewrap, a service
+    with PrivatePIDs): the machine's files, machine id and host name."""
     if any(os.path.exists(mark) for mark in CONTAINER_MARKS):
         return True
     if os.environ.get("container"):  # set by systemd-nspawn, Podman, LXC for PID 1 and on
         return True
-    try:
-        if os.readlink("/proc/self/ns/pid") != INIT_PID_NS:
-            return True
-    except OSError:
-        pass
     from uvrefs.files import read_utf8
 
     try:
@@ -266,17 +274,6 @@ def leases(store_dir: str) -> dict[str, Lease]:
     finally:
         os.close(fd)
     return found
-
-
-def has_lease(store_dir: str, key: str) -> bool:
-    """Whether a store holds a lease file of the host whose `host_key` is `key`."""
-    fd = _open_leases(store_dir, create=False)
-    if fd is None:
-        return False
-    try:
-        return os.path.lexists(_in(fd, f"{key}.json"))
-    finally:
-        os.close(fd)
 
 
 def forget(store_dir: str, host: str) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from uvrefs.files import read_utf8
 from uvrefs.store.refs import Settings
+from uvrefs.uv import is_truthy
 
 
 def data_dir(environ: Mapping[str, str] = os.environ) -> str:
@@ -72,7 +73,7 @@ def preview_features(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     import tomllib
 
     found: dict[str, str] = {}
-    if environ.get("UV_PREVIEW", "").lower() in ("1", "true", "yes", "on"):
+    if is_truthy(environ.get("UV_PREVIEW")):
         found.update(dict.fromkeys(CACHE_PREVIEWS, "UV_PREVIEW"))
     for name in environ.get("UV_PREVIEW_FEATURES", "").replace(",", " ").split():
         if name in CACHE_PREVIEWS:

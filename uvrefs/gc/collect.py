@@ -34,7 +34,7 @@ from uvrefs.gc.plan import (
     plan_collection,
     untracked_ids,
 )
-from uvrefs.gc.roots import Roots, find_roots, register_store
+from uvrefs.gc.roots import Roots, find_roots, hidden_store, register_store
 from uvrefs.gc.sweep import (
     by_directory,
     entry_paths,
@@ -383,8 +383,7 @@ def plan_with_policy(
     }
     # A store another host registered that cannot be read here may track anything, while
     # that host renews its registration.
-    hidden = [h for h, age in survey.roots.hidden.items() if age <= policy.host_lease]
-    blocked = survey.facts.blocked or (hidden[0] if hidden else None)
+    blocked = survey.facts.blocked or hidden_store(survey.roots, policy.host_lease)
     facts = survey.facts = replace(
         survey.facts, gone_hosts=gone, blocked=blocked, host_lease=policy.host_lease
     )
@@ -539,7 +538,6 @@ def tidy_refs(
                 store.write_stamp(path, survey.marks.prints[path])
         for entry in plan.stale:
             store.delete(entry)
-    register_store(cache, store.dir, host_id())
 
 
 def one_store_warning(warnings: list[str], store: RefsStore) -> tuple[str, ...]:

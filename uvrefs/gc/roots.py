@@ -184,11 +184,11 @@ def find_roots(
                 f"the refs store {peer.dir}, which tracks this cache too, cannot be read "
                 f"({exc.strerror}); delete its entry in {registry_dir(cache)} if it is gone"
             )
-    from uvrefs.store.refs import own_id
+    from uvrefs.store.refs import own_names
 
-    me = own_id()  # a container's: its image's machine id is every other container's too
-    named = {a for v in roots.views for a, m in v.settings.hosts.items() if m == me}
-    roots.hosts = frozenset({host, me, *named, *sandboxed(me)})
+    mine = own_names()  # a container's: its image's machine id is every other container's too
+    named = {a for v in roots.views for a, m in v.settings.hosts.items() if m in mine}
+    roots.hosts = frozenset({host, *mine, *named})
     centralized = set(project_envs(cache))
     for view in roots.views:
         _add_store(roots, view, host, cache, centralized, own=view is ours)
@@ -502,20 +502,6 @@ def register_store(cache: Cache, store_dir: Path, host: str) -> None:
         pass
 
 
-def sandboxed(me: str) -> tuple[str, ...]:
-    """The name this machine's processes in a PID namespace of their own (a desktop
-    sandbox: bubblewrap, Flatpak, firejail; the machine's files and host name) record envs
-    under (`store.refs.own_id`): the machine's too. None for a container (its image's
-    machine id is other containers' too)."""
-    from uvrefs.store.refs import machine_id
-
-    if me != machine_id():
-        return ()
-    import socket
-
-    return (f"{me}:{socket.gethostname()}",)
-
-
 def unregister_host(cache_root: Path, key: str) -> int:
     """Drop every registration the host whose `hosts.host_key` is `key` made in this cache
     (it was forgotten: gone for good). Best effort; regular files only, through the
@@ -558,6 +544,7 @@ class Registration(NamedTuple):
     mtime: float  # when it last said so (the clock of the cache's filesystem)
     registry: str  # the directory it is in
     name: str
+    problem: str | None = None  # the registry itself cannot be listed: why
 
 
 def peer_stores(
@@ -581,7 +568,7 @@ def peer_stores(
             names = []
         except OSError as exc:  # what is registered there cannot be known: nothing goes
             why = f"the store registry {registry} cannot be listed ({exc.strerror}); move it away"
-            registrations.append(Registration(None, "", None, 0.0, why, ""))
+            registrations.append(Registration(None, "", None, 0.0, str(registry), "", why))
             continue
         for name in names:
             if name.startswith("."):
@@ -624,8 +611,8 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
     read = {store_id(str(v.store.dir)) for v in roots.views} - {None}
     clocks: dict[str, float] = {}
     for reg in registered:
-        if not reg.name:  # a registry that cannot be listed
-            roots.hidden[reg.registry] = 0.0
+        if reg.problem is not None:  # what is registered there cannot be known
+            roots.hidden[reg.problem] = 0.0
             continue
         if (reg.key in ours and reg.path is not None) or reg.store in read:
             continue
@@ -647,6 +634,12 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
         )
         age = max(clock - reg.mtime, 0.0) if clock else 0.0
         roots.hidden[what] = min(age, roots.hidden.get(what, age))
+
+
+def hidden_store(roots: Roots, host_lease: float) -> str | None:
+    """Why nothing may be freed, if a store this host cannot read was registered (or
+    renewed) within `host_lease`: at planning and again under uv's lock, the same rule."""
+    return next((why for why, age in roots.hidden.items() if age <= host_lease), None)
 
 
 def _unreadable_dir(path: str) -> bool:
@@ -766,12 +759,7 @@ def env_dirs(cache: Cache) -> list[str]:
     for bucket in cache.pointer_dirs:
         if not bucket.name.startswith("environments-"):
             continue
-        try:
-            with os.scandir(bucket) as it:
-                entries = [e for e in it if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            continue
-        for entry in entries:
+        for entry in _subdirs(bucket):
             try:
                 if stat.S_ISREG(os.lstat(os.path.join(entry.path, "pyvenv.cfg")).st_mode):
                     found.append(entry.path)
@@ -780,18 +768,23 @@ def env_dirs(cache: Cache) -> list[str]:
     return sorted(found)
 
 
+def _subdirs(directory: str | Path) -> list[os.DirEntry[str]]:
+    """The directories (not links to one) directly in `directory`; none if it cannot be
+    read."""
+    try:
+        with os.scandir(directory) as it:
+            return [e for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def python_installs(dirs: Iterable[str]) -> list[str]:
     """The Pythons uv installed in its Python directories (each a prefix with `lib/`,
     whose site-packages `uv pip install --system` installs into); minor-version links
     uv makes beside them are the same installs."""
     found = set()
     for directory in dirs:
-        try:
-            with os.scandir(directory) as it:
-                entries = [e for e in it if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            continue
-        for entry in entries:
+        for entry in _subdirs(directory):
             if not entry.name.startswith(".") and os.path.isdir(os.path.join(entry.path, "lib")):
                 found.add(os.path.realpath(entry.path))
     return sorted(found)

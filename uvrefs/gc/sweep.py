@@ -29,7 +29,7 @@ from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.files import open_dir, open_dir_below
 from uvrefs.gc.mark import Marks, facts_of, mark_again
 from uvrefs.gc.plan import Decision, Facts, Plan, plan_collection, untracked_state
-from uvrefs.gc.roots import Roots, find_roots
+from uvrefs.gc.roots import Roots, find_roots, hidden_store
 from uvrefs.gc.trash import (
     CrashHook,
     Moved,
@@ -206,9 +206,9 @@ def rejudge(
         },
     )
     # A store this host cannot read, registered or renewed since planning, stops it too.
-    hidden = [h for h, age in roots_now.hidden.items() if age <= facts.host_lease]
+    hidden = hidden_store(roots_now, facts.host_lease)
     if hidden and not facts_now.blocked:
-        facts_now = replace(facts_now, blocked=hidden[0])
+        facts_now = replace(facts_now, blocked=hidden)
     now = plan_collection(facts_now)
     scans, live = marks_now.scans, marks_now.live
     envs_going = [  # none if something now says nothing may be freed

@@ -67,6 +67,22 @@ def own_id() -> str:
 
 
 @cache
+def own_names() -> frozenset[str]:
+    """Every name envs of this machine (or container) are recorded under, whatever this
+    process is: `own_id()`, and outside a marked container both the machine id and
+    `machine_id():hostname`, since a process of the machine in a PID namespace of its own
+    (a desktop sandbox, a service with PrivatePIDs) records under the latter and the
+    machine's others under the former (`hosts.container_marked`)."""
+    from uvrefs.hosts import container_marked
+
+    if container_marked():
+        return frozenset({own_id()})
+    import socket
+
+    return frozenset({own_id(), machine_id(), f"{machine_id()}:{socket.gethostname()}"})
+
+
+@cache
 def machine_id() -> str:
     """This machine's own identity: the systemd machine id, else the host name."""
     from uvrefs.files import read_utf8
