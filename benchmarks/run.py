@@ -82,10 +82,17 @@ def noop(uvrefs: str, count: int) -> dict[str, float]:
     sh(UV, "venv", "-q", "-p", sys.executable, env)
     args = ["-q", "-p", env, *packages(count)]
     sh(uvrefs, "install", *args)
+    return paired([UV, "pip", "install", *args], [uvrefs, "install", *args])
+
+
+def paired(
+    uv_cmd: list[str | Path], uvrefs_cmd: list[str | Path], cwd: Path | None = None
+) -> dict[str, float]:
+    """uv's command and uvrefs's, back to back, `ROUNDS` times (`summary`)."""
     uv_times, uvrefs_times = [], []
     for _ in range(ROUNDS):
-        uv_times.append(timed(UV, "pip", "install", *args))
-        uvrefs_times.append(timed(uvrefs, "install", *args))
+        uv_times.append(timed(*uv_cmd, cwd=cwd))
+        uvrefs_times.append(timed(*uvrefs_cmd, cwd=cwd))
     return summary(uv_times, uvrefs_times)
 
 
@@ -102,29 +109,17 @@ def noop_sync(uvrefs: str, count: int) -> dict[str, float]:
     )
     sync = ["sync", "-q", "-p", sys.executable, *links]
     subprocess.run([uvrefs, *sync], env=ENV, cwd=project, check=True)
-    uv_times, uvrefs_times = [], []
-    for _ in range(ROUNDS):
-        uv_times.append(timed(UV, *sync, cwd=project))
-        uvrefs_times.append(timed(uvrefs, *sync, cwd=project))
-    return summary(uv_times, uvrefs_times)
+    return paired([UV, *sync], [uvrefs, *sync], cwd=project)
 
 
 def alias(uvrefs: str) -> dict[str, float]:
     """`uvrefs uv --version` (the shell alias's forwarding path) against `uv --version`."""
-    uv_times, uvrefs_times = [], []
-    for _ in range(ROUNDS):
-        uv_times.append(timed(UV, "--version"))
-        uvrefs_times.append(timed(uvrefs, "uv", "--version"))
-    return summary(uv_times, uvrefs_times)
+    return paired([UV, "--version"], [uvrefs, "uv", "--version"])
 
 
 def status(uvrefs: str) -> dict[str, float]:
     """`uvrefs status` against `uv cache size` on the cache the installs above made."""
-    uv_times, uvrefs_times = [], []
-    for _ in range(ROUNDS):
-        uv_times.append(timed(UV, "cache", "size"))
-        uvrefs_times.append(timed(uvrefs, "status"))
-    return summary(uv_times, uvrefs_times)
+    return paired([UV, "cache", "size"], [uvrefs, "status"])
 
 
 def fresh(uvrefs: str, count: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -381,6 +376,15 @@ def machine() -> str:
 STARTED = time.perf_counter()
 
 
+def overhead_row(label: str, r: dict[str, float], limit_ms: float) -> str:
+    """A table row: uv's time, uvrefs's, the overhead against `limit_ms`."""
+    return (
+        f"| {label} | {r['uv']:.1f} ms | {r['uvrefs']:.1f} ms | {r['overhead']:+.1f} ms | "
+        f"{r['ratio']:.2f}x | overhead <= {limit_ms:.0f} ms: "
+        f"{'met' if r['overhead'] <= limit_ms else 'NOT met'} |"
+    )
+
+
 def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir()
@@ -388,25 +392,11 @@ def main() -> None:
     rows = []
     for count in (20, 200):
         r = noop(uvrefs, count)
-        rows.append(
-            f"| no-op install, {count} packages | {r['uv']:.1f} ms | {r['uvrefs']:.1f} ms | "
-            f"{r['overhead']:+.1f} ms | {r['ratio']:.2f}x | overhead <= 15 ms: "
-            f"{'met' if r['overhead'] <= 15 else 'NOT met'} |"
-        )
+        rows.append(overhead_row(f"no-op install, {count} packages", r, 15))
         print(rows[-1], flush=True)
-    r = noop_sync(uvrefs, 20)
-    rows.append(
-        f"| no-op sync, 20 packages | {r['uv']:.1f} ms | {r['uvrefs']:.1f} ms | "
-        f"{r['overhead']:+.1f} ms | {r['ratio']:.2f}x | overhead <= 15 ms: "
-        f"{'met' if r['overhead'] <= 15 else 'NOT met'} |"
-    )
+    rows.append(overhead_row("no-op sync, 20 packages", noop_sync(uvrefs, 20), 15))
     print(rows[-1], flush=True)
-    r = alias(uvrefs)
-    rows.append(
-        f"| `uvrefs uv --version` (the alias) | {r['uv']:.1f} ms | {r['uvrefs']:.1f} ms | "
-        f"{r['overhead']:+.1f} ms | {r['ratio']:.2f}x | overhead <= 10 ms: "
-        f"{'met' if r['overhead'] <= 10 else 'NOT met'} |"
-    )
+    rows.append(overhead_row("`uvrefs uv --version` (the alias)", alias(uvrefs), 10))
     print(rows[-1], flush=True)
     recorded = fresh(uvrefs, 100)
     fresh_uv = recorded[0]["uv"]
