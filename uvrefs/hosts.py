@@ -100,6 +100,13 @@ def container_marked() -> bool:
     return any(word in cgroup for word in ("docker", "kubepods", "containerd", "libpod", "lxc"))
 
 
+def lease_over(age: float, lease: float) -> bool:
+    """Whether a host seen `age` seconds ago (by the store's clock) is gone under a
+    `--host-lease` of `lease`. 0 means every other host is gone, even one seen within the
+    same second (file times may count whole seconds)."""
+    return lease == 0 or age > lease
+
+
 def host_key(host: str) -> str:
     """The name a host's files in a store and a cache go by: its lease, its registration."""
     return hashlib.sha256(host.encode("utf-8", "surrogateescape")).hexdigest()[:20]

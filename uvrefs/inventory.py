@@ -468,7 +468,7 @@ def list_hosts(
     from dataclasses import replace
 
     from uvrefs.gc.plan import epoch
-    from uvrefs.hosts import Lease, leases
+    from uvrefs.hosts import Lease, lease_over, leases
 
     policy = policy_with(host_lease)
     survey = gather_facts(cache, store, progress, reuse=True)
@@ -528,7 +528,8 @@ def list_hosts(
         elif lease is None:
             state = "no lease"
         else:
-            state = "expired" if clock and clock - lease.seen > policy.host_lease else "alive"
+            over = clock and lease_over(clock - lease.seen, policy.host_lease)
+            state = "expired" if over else "alive"
         alone = sole.get(host, [])
         views.append(
             HostView(

@@ -54,11 +54,9 @@ def uv_subcommand(args: Sequence[str]) -> str | None:
     words: list[str] = []
     it = iter(args)
     for arg in it:
-        if arg.startswith("-"):
+        if arg.startswith("-"):  # uv takes its global options anywhere: `uv pip -q install`
             if arg in _GLOBAL_VALUE_OPTIONS:
                 next(it, None)
-            if words:
-                break
             continue
         words.append(arg)
         if words[0] not in ("pip", "tool") or len(words) == 2:

@@ -43,7 +43,7 @@ from uvrefs.gc.sweep import (
     store_warning,
     sweep,
 )
-from uvrefs.hosts import store_clock
+from uvrefs.hosts import lease_over, store_clock
 from uvrefs.store.refs import RefsStore, host_id
 
 
@@ -379,7 +379,9 @@ def plan_with_policy(
     # store) no host is judged gone.
     clock = survey.clock
     gone = {
-        h: t for h, t in survey.facts.host_seen.items() if clock and clock - t > policy.host_lease
+        h: t
+        for h, t in survey.facts.host_seen.items()
+        if clock and lease_over(clock - t, policy.host_lease)
     }
     # A store another host registered that cannot be read here may track anything, while
     # that host renews its registration.

@@ -602,7 +602,7 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
     the other host's own disk, reached there by a path this one lacks, or registered in a
     way this uvrefs cannot read), and may track anything (`Roots.hidden`, with the
     registration's age: collect frees nothing while one is younger than --host-lease)."""
-    from uvrefs.hosts import fs_clock, host_key
+    from uvrefs.hosts import host_key
     from uvrefs.store.stamps import store_id
 
     roots.registered = list(registered)
@@ -617,7 +617,7 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
         if (reg.key in ours and reg.path is not None) or reg.store in read:
             continue
         if reg.registry not in clocks:
-            clocks[reg.registry] = fs_clock(reg.registry)
+            clocks[reg.registry] = _clock_in(reg.registry)
         clock = clocks[reg.registry]
         who = names.get(reg.key, f"host {reg.key[:12]}" if reg.key else "a host")
         where = (
@@ -636,10 +636,28 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
         roots.hidden[what] = min(age, roots.hidden.get(what, age))
 
 
+def _clock_in(directory: str) -> float:
+    """`hosts.fs_clock` in a registry, through a descriptor opened without following a link
+    (a link swapped in since it was listed never leads the probe file elsewhere)."""
+    from uvrefs.files import open_dir
+    from uvrefs.hosts import fs_clock
+
+    try:
+        fd = open_dir(directory)
+    except OSError:
+        return 0.0
+    try:
+        return fs_clock(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 def hidden_store(roots: Roots, host_lease: float) -> str | None:
     """Why nothing may be freed, if a store this host cannot read was registered (or
     renewed) within `host_lease`: at planning and again under uv's lock, the same rule."""
-    return next((why for why, age in roots.hidden.items() if age <= host_lease), None)
+    from uvrefs.hosts import lease_over
+
+    return next((why for why, age in roots.hidden.items() if not lease_over(age, host_lease)), None)
 
 
 def _unreadable_dir(path: str) -> bool:

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 # RFC 3339, as uvrefs writes times: a subset of what pydantic reads as a datetime.
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
+# An offset's hours and minutes are checked here (`fromisoformat` takes `+00:60` for +01:00).
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)")
 
 
 def is_time(value: object) -> bool:
