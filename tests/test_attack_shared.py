@@ -92,10 +92,11 @@ POD = r"""
 set -e
 R=/mnt
 mount -t tmpfs pod "$R"
-for d in usr etc tmp work proc dev sys run var opt root home; do
-    if [ -d "/$d" ] && [ ! -L "/$d" ]; then mkdir "$R/$d"; mount --rbind "/$d" "$R/$d"; fi
+for p in /*; do
+    if [ "$p" = "$R" ]; then continue; fi
+    if [ -L "$p" ]; then cp -P "$p" "$R$p";
+    elif [ -d "$p" ]; then mkdir "$R$p"; mount --rbind "$p" "$R$p"; fi
 done
-for l in bin lib lib32 lib64 sbin; do if [ -L "/$l" ]; then cp -P "/$l" "$R/$l"; fi; done
 cwd=$PWD
 exec chroot "$R" sh -c 'cd "$0" && exec "$@"' "$cwd" "$@"
 """
