@@ -14,7 +14,7 @@ from uvrefs.cache import Cache
 from uvrefs.envs import ArchiveIndex
 from uvrefs.errors import UvrefsError
 from uvrefs.footprints import Footprints
-from uvrefs.gc.collect import SizeMemory, Survey, gather_facts
+from uvrefs.gc.collect import SizeMemory, Survey, gather_facts, write_back
 from uvrefs.gc.mark import Progress
 from uvrefs.gc.plan import Facts, Policy, entry_states, referrer_verdict, used_by
 from uvrefs.gc.roots import discover
@@ -109,7 +109,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
     for entry, who in holders.items():
         if len(who) == 1 and entry in facts.archives:
             sole.setdefault(next(iter(who)), []).append(entry)
-    memory = SizeMemory(store)
+    memory = SizeMemory(survey)
     footprints = memory.footprints(cache)
     views = []
     for env in set(survey.roots.envs) | others:
@@ -135,6 +135,7 @@ def list_envs(cache: Cache, store: RefsStore, progress: Progress | None = None) 
             )
         )
     memory.save(facts.archives)
+    write_back(survey)
     return sorted(views, key=lambda v: (-v.sole_bytes, v.path))
 
 
@@ -194,11 +195,11 @@ def why(
 
     survey: Survey = gather_facts(cache, store, progress, reuse=True)  # as collect judges
     # the plan collect makes (outside hard links read), so `why` says what status counts
-    plan = plan_with_policy(cache, store, survey, policy_with(host_lease), progress, sized=False)
+    plan = plan_with_policy(cache, survey, policy_with(host_lease), progress, sized=False)
     facts = survey.facts
     states = entry_states(plan, facts)
     wanted = normalize(query)
-    memory = SizeMemory(store)
+    memory = SizeMemory(survey)
 
     def remembered(entry: os.DirEntry[str]) -> tuple[str, ...] | None:
         try:
@@ -216,6 +217,7 @@ def why(
     sizes = Footprints.measure([(a.id, str(a.path)) for a in matched], memory.known)
     memory.new.update(sizes.walked)
     memory.save(facts.archives)
+    write_back(survey)
     labels = {root.label: root.path for root in survey.roots.envs.values()}
     views = []
     for archive in matched:
@@ -331,8 +333,8 @@ def status(
     from uvrefs.gc.collect import plan_with_policy, survey_warnings
 
     survey = gather_facts(cache, store, progress, reuse=True)
-    memory = SizeMemory(store)
-    plan = plan_with_policy(cache, store, survey, policy_with(host_lease), progress, memory=memory)
+    memory = SizeMemory(survey)
+    plan = plan_with_policy(cache, survey, policy_with(host_lease), progress, memory=memory)
     states = entry_states(plan, survey.facts)
     by_state: dict[str, list[str]] = {}
     for entry, (state, _) in states.items():
@@ -347,6 +349,7 @@ def status(
     if walked is not None:
         memory.new.update(walked)
     memory.save(per_archive)
+    write_back(survey)
     remembered = footprints.from_memory if footprints is not None and walked is None else 0
     going = {d.entry: memory.beside.get(d.entry, 0) for d in plan.free}  # its pointers
     shares = {
@@ -518,7 +521,7 @@ def list_hosts(
     for entry, who in keepers.items():
         if len(who) == 1 and entry in facts.archives and (only := next(iter(who))):
             sole.setdefault(only, []).append(entry)
-    memory = SizeMemory(store)
+    memory = SizeMemory(survey)
     footprints = memory.footprints(cache)
     views = []
     for host in sorted({facts.host, *envs, *lease_of}):
@@ -548,6 +551,7 @@ def list_hosts(
             )
         )
     memory.save(facts.archives)
+    write_back(survey)
     order = {"this host": 0, "alive": 1, "no lease": 2, "expired": 3}
     views.sort(key=lambda v: (order[v.state], -(v.seen or v.recorded), v.host))
     return HostsReport(tuple(views), policy.host_lease, clock)
@@ -562,6 +566,7 @@ def forget_host(cache: Cache, store: RefsStore, query: str) -> tuple[str, int, i
     from uvrefs.hosts import leases
 
     survey = gather_facts(cache, store, None, reuse=True)
+    write_back(survey)  # before forgetting: the roots found here are remembered
     facts, roots = survey.facts, survey.roots
     named = {r.host for refs in facts.refs.values() for r in refs.referrers}
     named |= {rec.host for view in roots.views for rec in view.records.values()}

@@ -1,7 +1,9 @@
-"""Collect: roots -> mark -> plan -> sweep. `gather_facts` finds the roots and marks
-from them (uvrefs.gc.roots, uvrefs.gc.mark), `plan_with_policy` measures the candidates and
-runs the pure planner (uvrefs.gc.plan), and `collect` hands the plan to uvrefs.gc.sweep, the
-only code that deletes. A dry run is the same mark and plan with no sweep."""
+"""Collect: roots -> mark -> plan -> sweep, over one snapshot of the store. `gather_facts`
+reads the store once (uvrefs.store.snapshot), finds the roots and marks from them
+(uvrefs.gc.roots, uvrefs.gc.mark), `plan_with_policy` measures the candidates and runs the
+pure planner (uvrefs.gc.plan), and `collect` hands the plan to uvrefs.gc.sweep, the only
+code that deletes, then writes what it learned back to the store once (`Changes`). A dry
+run is the same mark and plan with no sweep."""
 
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from uvrefs.cache import (
     split_dist_info,
 )
 from uvrefs.envs import ArchiveIndex, EnvScan
-from uvrefs.errors import StoreError
 from uvrefs.footprints import Footprint, Footprints
 from uvrefs.gc.mark import Marks, Progress, facts_of, mark
 from uvrefs.gc.plan import (
@@ -45,6 +46,7 @@ from uvrefs.gc.sweep import (
 )
 from uvrefs.hosts import lease_over, store_clock
 from uvrefs.store.refs import RefsStore, host_id
+from uvrefs.store.snapshot import Changes, Recorded, Snapshot, holders_now
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ class Removal:
 @dataclass
 class Survey:
     """Facts plus what the sweep needs to act on them: the roots, their marks, the
-    pointers, the archive index."""
+    pointers, the archive index; the store as read at the start (`snapshot`) and what
+    the command writes back to it at the end (`changes`, by `write_back`)."""
 
     facts: Facts
     pointers: dict[str, list[Pointer]]
@@ -92,6 +95,8 @@ class Survey:
     roots: Roots
     marks: Marks
     blobs: Blobs
+    snapshot: Snapshot
+    changes: Changes
     orphan_fans: int = 0  # fan-out directories of `files-v*` only unlinked blobs leave empty
     returned: bool = False  # this host renewed a lease that had expired: it was away
     clock: float = 0.0  # the time now by the store's clock, which lease times are read by
@@ -105,24 +110,63 @@ def gather_facts(
     reuse: bool = False,
     discover: bool = True,
 ) -> Survey:
-    """Find every root (our store's envs, every peer store's, uv's cached and tool envs,
-    environments under watched directories) and mark from them. With `reuse`, roots
-    unchanged since their last record are not scanned again."""
+    """Read the store once (`Snapshot`), find every root (our store's envs, every peer
+    store's, uv's cached and tool envs, environments under watched directories) and mark
+    from them. With `reuse`, roots unchanged since their last record are not scanned
+    again. What the caller learns goes in `changes`, written by `write_back` at its end:
+    where uv keeps tools and Pythons as this process sees them (so every later collect
+    searches there whatever its own environment says), the peer stores found (`uv cache
+    prune` may delete the registry in the cache) and the holders searched."""
+    from uvrefs.settings import seen
+
     host = host_id()
     returned = renew_lease(store, host)
     register_store(cache, store.dir, host)  # as often as the lease: this host is alive
     clock = store_clock(str(store.dir))
-    remember_settings(store)
+    snapshot = Snapshot.take(store, host, seen())
     pointers = cache.pointers()
-    roots = find_roots(cache, store, host, discover_envs=discover)
-    remember_roots(store, roots)
+    roots = find_roots(
+        cache, store, host, discover_envs=discover, ours=snapshot.view, seen=snapshot.seen
+    )
+    changes = Changes(seen=snapshot.seen, describe=cache.describe)
+    ours = snapshot.view
+    holders = holders_now(ours, roots.holders)
+    if sorted(ours.peers) != roots.peers:
+        changes.peers = roots.peers
+    if sorted(ours.holders) != holders:
+        changes.holders = holders
     index = ArchiveIndex(cache)
-    trusted = store if reuse else None
-    marks = mark(roots.envs.values(), index, roots.refs, host, reuse=trusted, progress=progress)
+    marks = mark(
+        roots.envs.values(),
+        index,
+        roots.refs,
+        host,
+        reuse=snapshot if reuse else None,
+        progress=progress,
+    )
     facts = facts_of(roots, marks, host, frozenset(cache.archive_ids()))
     blobs = Blobs.load(cache)
     blobs.count_going(sorted(facts.dead_project_envs))
-    return Survey(facts, pointers, index, roots, marks, blobs, returned=returned, clock=clock)
+    return Survey(
+        facts,
+        pointers,
+        index,
+        roots,
+        marks,
+        blobs,
+        snapshot,
+        changes,
+        returned=returned,
+        clock=clock,
+    )
+
+
+def write_back(survey: Survey) -> str | None:
+    """Write what the command learned to the store, once, under its lock; a warning if
+    the records could not be written."""
+    store = survey.snapshot.store
+    failed = survey.changes.write(store)
+    return store_warning(store, failed) if failed is not None else None
 
 
 def renew_lease(store: RefsStore, host: str) -> bool:
@@ -137,36 +181,6 @@ def renew_lease(store: RefsStore, host: str) -> bool:
     return renew(str(store.dir), host)
 
 
-def remember_settings(store: RefsStore) -> None:
-    """Record where this process sees uv keep tools and Pythons (and its preview features),
-    so every later collect searches there whatever its own environment says."""
-    from uvrefs.settings import seen
-
-    try:
-        with store.locked():
-            store.remember_settings(seen())
-    except (OSError, StoreError):
-        pass  # a store we cannot write: what it remembers already still counts
-
-
-def remember_roots(store: RefsStore, roots: Roots) -> None:
-    """Remember the peer stores found (`uv cache prune` may delete the registry in the
-    cache) and the holders searched (while they exist: an env renamed after its record
-    was dropped is still found where it was)."""
-    ours = roots.views[0]
-    holders = sorted({h for h in [*ours.holders, *roots.holders] if os.path.isdir(h)})
-    if sorted(ours.peers) == roots.peers and sorted(ours.holders) == holders:
-        return
-    try:
-        with store.locked():
-            if sorted(ours.peers) != roots.peers:
-                store.save_peers(roots.peers)
-            if sorted(ours.holders) != holders:
-                store.save_holders(holders)
-    except (OSError, StoreError):
-        pass  # found again next time
-
-
 class SizeMemory:
     """What archives occupy, from the store's memory (`sizes.json`: each archive's
     `Footprint`, good while its directories are as they were: uv never changes an archive
@@ -174,9 +188,9 @@ class SizeMemory:
     figures memory gave. Only a cache: a missing or unwritable figure costs a walk, never a
     wrong verdict."""
 
-    def __init__(self, store: RefsStore) -> None:
-        self.store = store
-        self.known = store.archive_sizes()
+    def __init__(self, survey: Survey) -> None:
+        self.changes = survey.changes
+        self.known = survey.snapshot.sizes
         self.new: dict[str, Footprint] = {}
         self.from_memory = 0
         # What the pointers, sidecars and sdist revisions going with each entry `measure`d
@@ -210,14 +224,12 @@ class SizeMemory:
         return self._footprints
 
     def save(self, present: Container[str]) -> None:
-        """Remember what was walked, forgetting archives no longer `present`."""
+        """Remember what was walked (written with the command's other `changes`),
+        forgetting archives no longer `present`."""
         if not self.new:
             return
         merged = {**self.known, **self.new}
-        try:
-            self.store.save_archive_sizes({e: v for e, v in merged.items() if e in present})
-        except (OSError, StoreError):
-            pass  # only a cache: the next run walks again
+        self.changes.sizes = {e: v for e, v in merged.items() if e in present}
         self.known, self.new = merged, {}
 
 
@@ -232,7 +244,6 @@ def _listing(bucket: Path) -> list[os.DirEntry[str]]:
 def measure(
     cache: Cache,
     survey: Survey,
-    store: RefsStore,
     entries: list[str],
     going: set[str],
     progress: Progress | None = None,
@@ -250,7 +261,7 @@ def measure(
     time. A remembered archive counts whole unless its METADATA has another link (uv links
     every file of an install alike). The sweep measures again, exactly, as it deletes: that
     is the figure a collect reports."""
-    memory = memory or SizeMemory(store)
+    memory = memory or SizeMemory(survey)
     blobs = survey.blobs
     archives: dict[str, int] = {}
     if entries and not blobs.where:
@@ -363,7 +374,6 @@ def _content_archive_size(
 
 def plan_with_policy(
     cache: Cache,
-    store: RefsStore,
     survey: Survey,
     policy: Policy,
     progress: Progress | None = None,
@@ -398,14 +408,18 @@ def plan_with_policy(
         names[archive.id] = split_dist_info(info) if info else (None, None)
         unpacked[archive.id] = archive.path.lstat().st_mtime
     facts = replace(
-        facts, names=names, unpacked_at=unpacked, now=time.time(), dead_since=store.dead_since()
+        facts,
+        names=names,
+        unpacked_at=unpacked,
+        now=time.time(),
+        dead_since=survey.snapshot.dead_since,
     )
     # In the order the policy frees them (oldest first), so that a file several share is
     # counted for the last of them, whose deletion frees it.
     candidates = oldest_first(base.free, facts) + (untracked_ids(facts) if wants_untracked else [])
-    memory = memory or SizeMemory(store)
+    memory = memory or SizeMemory(survey)
     if sized:
-        sizes, linked = measure(cache, survey, store, candidates, set(candidates), progress, memory)
+        sizes, linked = measure(cache, survey, candidates, set(candidates), progress, memory)
     else:
         sizes = {}
         linked = frozenset(e for e in candidates if linked_elsewhere(cache, e, survey.blobs))
@@ -417,7 +431,7 @@ def plan_with_policy(
     plan = apply_policy(plan_collection(facts) if linked else base, facts, policy)
     going = [d.entry for d in plan.free]
     if sized and going != candidates:  # an sdist revision goes only with its last wheel
-        sizes.update(measure(cache, survey, store, going, set(going), memory=memory)[0])
+        sizes.update(measure(cache, survey, going, set(going), memory=memory)[0])
     plan = replace(plan, free=tuple(replace(d, bytes=sizes.get(d.entry, 0)) for d in plan.free))
     if sized and policy.budget is not None:
         plan = replace(plan, note=budget_note(facts.total, plan, policy.budget))
@@ -434,12 +448,11 @@ def collect(
     policy: Policy | None = None,
     progress: Progress | None = None,
 ) -> Removal:
-    """Mark, plan, measure, then sweep (or, for a dry run, report the plan)."""
+    """Read the store, mark, plan, measure, then sweep (or, for a dry run, report the
+    plan), then write what changed back to the store."""
     policy = policy or Policy()
     survey = gather_facts(cache, store, progress, reuse=True)
-    plan = plan_with_policy(
-        cache, store, survey, policy, progress, sized=dry_run or policy.needs_sizes
-    )
+    plan = plan_with_policy(cache, survey, policy, progress, sized=dry_run or policy.needs_sizes)
     if cache.is_empty:
         verb = "would forget" if dry_run else "forgot"
         plan = replace(
@@ -448,29 +461,32 @@ def collect(
             f"of {len(plan.stale)} entries no longer in it",
         )
     if dry_run:
+        write_back(survey)
         return dry_run_result(plan, survey, store)
+    # Only --min-age needs these stamps: one lost to a killed run makes it wait longer.
+    survey.changes.dead, survey.changes.now = set(plan.dead), survey.facts.now
     try:
-        with store.locked():
-            store.save_dead_since(set(plan.dead), survey.facts.now)
-    except (OSError, StoreError):
-        pass  # only --min-age needs it, and it then waits longer: keeping is safe
-    swept = sweep(
-        plan,
-        cache,
-        store,
-        survey.facts,
-        survey.roots,
-        survey.marks,
-        survey.pointers,
-        timeout=timeout,
-        on_wait=on_wait,
-        blobs=survey.blobs,
-    )
+        swept = sweep(
+            plan,
+            cache,
+            store,
+            survey.facts,
+            survey.roots,
+            survey.marks,
+            survey.pointers,
+            timeout=timeout,
+            on_wait=on_wait,
+            blobs=survey.blobs,
+        )
+    except Exception:
+        write_back(survey)  # uv's lock not had (or a sweep failed): what planning learned stands
+        raise
     warnings = [*survey_warnings(survey), *swept.warnings]
-    try:
-        tidy_refs(plan, cache, store, survey, swept.rescans)
-    except (OSError, StoreError) as exc:
-        warnings.append(store_warning(store, exc))
+    survey.changes.records = records_now(survey, swept.rescans)
+    survey.changes.stale = list(plan.stale)
+    failed = write_back(survey)
+    if failed:
+        warnings.append(failed)
     return Removal(
         cache=cache.root,
         dry_run=False,
@@ -504,42 +520,40 @@ def _why_dead(survey: Survey, env: str) -> str:
     return scan.detail if scan is not None else ""
 
 
-def tidy_refs(
-    plan: Plan, cache: Cache, store: RefsStore, survey: Survey, scans: Mapping[str, EnvScan]
-) -> None:
-    """After a sweep: forget refs of entries that left the cache some other way (uv cache
-    clean), and record what every living root of ours uses now: envs plain uv changed
-    since they were recorded, and roots found by discovery, uv's cached envs and tool envs,
-    which are tracked from now on (so their deletion frees what only they used). Every
-    fact recorded is taken from the env's path now (its mount, its identity, its site
-    directories by their real paths), never copied from a record made through another
-    path (a link that led to it then)."""
+def records_now(survey: Survey, scans: Mapping[str, EnvScan]) -> list[Recorded]:
+    """After a sweep, what every living root of ours uses now, to record (with the refs
+    of entries that left the cache some other way, `uv cache clean`, forgotten): envs
+    plain uv changed since they were recorded, and roots found by discovery, uv's cached
+    envs and tool envs, which are tracked from now on (so their deletion frees what only
+    they used). Every fact recorded is taken from the env's path now (its mount, its
+    identity, its site directories by their real paths), never copied from a record made
+    through another path (a link that led to it then)."""
     from uvrefs.envs import identity, mount_namespace, mount_point
     from uvrefs.hosts import shared_place
 
-    with store.locked():
-        for path, root in survey.roots.envs.items():
-            scan = scans.get(path)
-            if scan is None or scan.state != "alive" or scan.reused or root.kind == "peer":
-                continue
-            ident = identity(Path(path))
-            store.save_env(
-                path,
-                [os.path.realpath(s) for s in root.record.site_dirs] if root.record else [],
-                mount_point(Path(path)),
-                root.record.command if root.record else f"collect ({root.kind})",
-                sorted(scan.uses),
+    found = []
+    marks = survey.marks
+    for path, root in survey.roots.envs.items():
+        scan = scans.get(path)
+        if scan is None or scan.state != "alive" or scan.reused or root.kind == "peer":
+            continue
+        record = root.record
+        found.append(
+            Recorded(
+                path=path,
+                site_dirs=[os.path.realpath(s) for s in record.site_dirs] if record else [],
+                mount=mount_point(Path(path)),
+                command=record.command if record else f"collect ({root.kind})",
+                uses=scan.uses,
                 mntns=mount_namespace(),
-                identity=ident,
+                identity=identity(Path(path)),
                 sources=list(scan.sources),
                 projects=list(root.links),
                 shared=shared_place(path),
+                stamp=marks.prints.get(path) if scan is marks.scans.get(path) else None,
             )
-            store.record(Path(path), scan.uses, "collect", cache.describe, ident)
-            if scan is survey.marks.scans.get(path) and path in survey.marks.prints:
-                store.write_stamp(path, survey.marks.prints[path])
-        for entry in plan.stale:
-            store.delete(entry)
+        )
+    return found
 
 
 def one_store_warning(warnings: list[str], store: RefsStore) -> tuple[str, ...]:

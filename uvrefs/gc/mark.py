@@ -13,7 +13,7 @@ from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, project_state, sca
 from uvrefs.gc.plan import UNCERTAIN, Facts
 from uvrefs.gc.roots import Root, Roots
 from uvrefs.store.refs import Refs, RefsStore
-from uvrefs.store.stamps import read_stamp, stamp_path
+from uvrefs.store.snapshot import Snapshot
 from uvrefs.targets import Target, fingerprint
 
 Progress = Callable[[str, int, int], None]  # (what, done, total): long scans report here
@@ -121,12 +121,13 @@ def is_private(store: RefsStore) -> bool:
 
 
 def scan_or_reuse(
-    root: Root, index: ArchiveIndex, host: str, print_: str, trusted: RefsStore | None
+    root: Root, index: ArchiveIndex, host: str, print_: str, trusted: Snapshot | None
 ) -> EnvScan:
     """A root whose fingerprint still matches the stamp of its last record in `trusted`
-    (our own store, if private) uses what that record says, so it is not scanned again
-    (the sweep re-fingerprints every root under uv's lock and re-scans what changed).
-    Every other root (a peer store's, a record in a store others can write) is scanned."""
+    (our own store as read at the start, if private) uses what that record says, so it is
+    not scanned again (the sweep re-fingerprints every root under uv's lock and re-scans
+    what changed). Every other root (a peer store's, a record in a store others can
+    write) is scanned."""
     record = root.record
     if (
         record is None
@@ -134,11 +135,11 @@ def scan_or_reuse(
         # another host's env on a shared filesystem, whose stamps are that host's
         or trusted is None
         or root.store is None
-        or root.store.dir != trusted.dir
+        or root.store.dir != trusted.store.dir
         or record.host != host
     ):
         return scan_root(root, index)
-    stamp = read_stamp(stamp_path(str(root.store.dir), root.path))
+    stamp = trusted.stamps.get(root.path)
     if stamp != print_ or not os.path.isdir(root.path):
         return scan_root(root, index)
     uses: dict[str, How] = dict.fromkeys(record.entries, "hardlink")
@@ -154,13 +155,13 @@ def mark(
     refs: Mapping[str, Refs],
     host: str,
     *,
-    reuse: RefsStore | None,
+    reuse: Snapshot | None,
     progress: Progress | None = None,
 ) -> Marks:
     """Scan (or, with `reuse`, trust unchanged records in that store of) every root."""
     marks = Marks()
     roots = list(roots)
-    trusted = reuse if reuse is not None and is_private(reuse) else None
+    trusted = reuse if reuse is not None and is_private(reuse.store) else None
     for number, root in enumerate(roots):
         if progress:
             progress("scanning environments", number, len(roots))

@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 
 from uvrefs.cache import Cache
 from uvrefs.hosts import Lease, SharedPlace, leases, local_path, place_on
-from uvrefs.store.refs import RACY_NS, KnownEnv, Refs, RefsStore, StoreView
+from uvrefs.store.refs import RACY_NS, KnownEnv, Refs, RefsStore, Settings, StoreView
 
 RootKind = Literal[
     "tracked", "peer", "shared", "uv-cached", "uv-project", "tool", "python", "discovered"
@@ -122,6 +122,7 @@ class Roots:
     # younger than `--host-lease` nothing is freed (it may track any entry).
     hidden: dict[str, float] = field(default_factory=dict)
     registered: list[Registration] = field(default_factory=list)
+    seen: Settings = field(default_factory=Settings)  # `find_roots`' `seen`
 
     def add(self, root: Root) -> None:
         """Add a root; one with a record replaces one found without (by discovery, uv's
@@ -161,16 +162,22 @@ def find_roots(
     *,
     previous: Roots | None = None,
     discover_envs: bool = True,
+    ours: StoreView | None = None,
+    seen: Settings | None = None,
 ) -> Roots:
-    """Read every store of this cache and list every root. With `previous` (this cache's
-    roots found moments ago, by this function), files and directories unchanged since are
-    not read again; the answer is the one a fresh call would give."""
+    """Read every store of this cache and list every root. `ours`: our store as the
+    command read it at its start (`Snapshot`), read here if not given; `seen`: uv's
+    settings as the command sees them, merged into what our store remembers. With
+    `previous` (this cache's roots found moments ago, by this function), files and
+    directories unchanged since are not read again, and the same `seen` counts; the
+    answer is the one a fresh call would give."""
+    from uvrefs.store.snapshot import read_view
+
     roots = Roots()
+    roots.seen = seen = previous.seen if previous is not None else (seen or Settings())
     earlier = {str(v.store.dir): v for v in previous.views} if previous else {}
-    try:
-        ours = store.read(earlier.get(str(store.dir)))
-    except FileNotFoundError:  # nothing recorded yet
-        ours = StoreView(store, time.time_ns())
+    if ours is None:
+        ours = read_view(store, seen, earlier.get(str(store.dir)))
     roots.views.append(ours)
     roots.peers, registered = peer_stores(cache, store, ours.peers)
     for peer_dir in roots.peers:
@@ -603,12 +610,11 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
     way this uvrefs cannot read), and may track anything (`Roots.hidden`, with the
     registration's age: collect frees nothing while one is younger than --host-lease)."""
     from uvrefs.hosts import host_key
-    from uvrefs.store.stamps import store_id
 
     roots.registered = list(registered)
     ours = {host_key(h) for h in roots.hosts}
     names = {host_key(lease_host): lease_host for lease_host in roots.host_seen}
-    read = {store_id(str(v.store.dir)) for v in roots.views} - {None}
+    read = {v.id for v in roots.views} - {None}
     clocks: dict[str, float] = {}
     for reg in registered:
         if reg.problem is not None:  # what is registered there cannot be known

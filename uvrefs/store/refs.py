@@ -543,6 +543,7 @@ class RefsStore:
         got = doc(self.dir / SETTINGS)
         if got is not None:
             view.settings = Settings.of(got[0])
+        view.id = stamps.store_id(str(self.dir))
         return view
 
     def _refs_names(self) -> list[tuple[str, str]]:
@@ -742,6 +743,7 @@ class StoreView:
     holders: list[str] = field(default_factory=list)
     peers: list[str] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
+    id: str | None = None  # the store's own id (`stamps.store_id`), if it has one
     parsed: dict[str, tuple[tuple[int, int, int, int], Any]] = field(default_factory=dict)
 
 

@@ -1,0 +1,124 @@
+"""Collect as a pipeline over one snapshot of the store (docs/design.md, "Collecting"): the
+store is read once, at the start, and written once, at the end, under its lock; between
+the two only the sweep writes, under uv's lock, what it must record as it deletes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import World, install
+from tests.test_liveness import intact
+
+
+def test_a_collect_reads_its_store_once_and_writes_it_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collect with a living tracked env, a deleted one and a plain env under a watched
+    directory (whose record the collect writes): before the sweep, no store file is opened
+    twice and the store's lock is never taken; after it, the lock is taken once (the
+    write-back), and what it wrote is what a collect writes: the found env's record, the
+    dead entries forgotten, sizes remembered."""
+    from uvrefs.cache import Cache
+    from uvrefs.gc import collect as core
+    from uvrefs.gc.plan import Policy
+    from uvrefs.store.refs import RefsStore
+
+    projects = world.root / "projects"
+    live = world.venv("projects/live/.venv")
+    install(world, live, "alpha==1.0")
+    dead = world.venv("projects/dead/.venv")
+    install(world, dead, "beta")
+    plain = world.venv("projects/plain/.venv")
+    install(world, plain, "alpha==2.0", tracked=False)
+    world.uvrefs("watch", "add", projects)
+    shutil.rmtree(dead)
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+    cache = Cache.open(world.cache)
+    store = RefsStore(world.state, cache.root)
+    top = str(store.dir) + os.sep
+
+    opened: list[tuple[str, str]] = []  # (phase, store file) of every open for reading
+    locks: list[str] = []  # the phase of every hold of the store's lock
+    phase = ["heartbeat"]
+    real_open = os.open
+
+    def spy_open(path, flags, *args, **kw):  # type: ignore[no-untyped-def]
+        name = os.fsdecode(path)
+        if kw.get("dir_fd") is None and name.startswith(top) and not flags & os.O_ACCMODE:
+            if not flags & getattr(os, "O_DIRECTORY", 0):
+                opened.append((phase[0], name[len(top) :]))
+        return real_open(path, flags, *args, **kw)
+
+    real_locked = RefsStore.locked
+
+    def spy_locked(self):  # type: ignore[no-untyped-def]
+        locks.append(phase[0])
+        return real_locked(self)
+
+    real_take = core.Snapshot.take.__func__  # type: ignore[attr-defined]
+
+    def take(cls, *args, **kw):  # type: ignore[no-untyped-def]
+        phase[0] = "plan"  # the lease and the registration, renewed before, are not read
+        return real_take(cls, *args, **kw)
+
+    real_sweep = core.sweep
+
+    def sweep(*args, **kw):  # type: ignore[no-untyped-def]
+        phase[0] = "sweep"
+        try:
+            return real_sweep(*args, **kw)
+        finally:
+            phase[0] = "after"
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(RefsStore, "locked", spy_locked)
+    monkeypatch.setattr(core, "sweep", sweep)
+    monkeypatch.setattr(core.Snapshot, "take", classmethod(take))
+    result = core.collect(cache, store, dry_run=False, timeout=10, policy=Policy(grace=0.0))
+    monkeypatch.undo()
+
+    assert [d.dist for d in result.freed] == ["beta"], result
+    assert intact(live) and intact(plain)
+    records = [name for p, name in opened if p == "plan" and not name.startswith("hosts")]
+    twice = [name for name, n in Counter(records).items() if n > 1]
+    assert records and not twice, twice  # read once, at the start
+    assert "plan" not in locks and "heartbeat" not in locks, locks  # nothing written while planning
+    assert locks.count("after") == 1, locks  # written once, at the end
+    # The write-back wrote what a collect learns: the plain env is tracked from now on.
+    again = RefsStore(world.state, cache.root)
+    assert again.env_record(str(plain)) is not None
+    assert (store.dir / "sizes.json").is_file() or result.freed
+
+
+def test_a_collect_that_cannot_have_uvs_lock_still_remembers_what_it_planned(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write-back happens also when the sweep fails (uv's lock not had): entries seen
+    dead are stamped from this run, so `--min-age` counts from the first sighting."""
+    from uvrefs.cache import Cache
+    from uvrefs.gc import collect as core
+    from uvrefs.gc.plan import Policy
+    from uvrefs.store.refs import RefsStore
+
+    dead = world.venv("gone/.venv")
+    install(world, dead, "beta")
+    shutil.rmtree(dead)
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+
+    def no_lock(*args, **kw):  # type: ignore[no-untyped-def]
+        raise TimeoutError("uv's lock is held")
+
+    monkeypatch.setattr(core, "sweep", no_lock)
+    cache = Cache.open(world.cache)
+    store = RefsStore(world.state, cache.root)
+    with pytest.raises(TimeoutError):
+        core.collect(cache, store, dry_run=False, timeout=1, policy=Policy(grace=0.0))
+    assert store.dead_since(), "the dead entry was not stamped"
+    assert Path(store.dir / "dead-since.json").is_file()

@@ -1,0 +1,160 @@
+"""One store as a collect (or `status`, `envs`, `why`, `hosts`) sees it: read once, at the
+start, into a value (`Snapshot.take`), and what the command learned, written back once, at
+the end, under the store's lock (`Changes.write`). Between the two, roots, mark and plan
+are functions of the snapshot and the filesystem: nothing they decide depends on when in
+the run a store file was read.
+
+Two writes stay out of the one at the end, both for a reason of their own: the sweep's,
+under uv's lock, of what it must record as it deletes (the refs of what it freed, the
+referrers it judged gone); and this host's lease and registration, renewed at the start
+(`hosts.renew`, `roots.register_store`), since other hosts judge from them whether this
+one is alive, and the lease's clock is what the run judges leases by."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from uvrefs.errors import StoreError
+from uvrefs.store.refs import RefsStore, Settings, StoreView
+from uvrefs.store.stamps import read_stamp
+
+if TYPE_CHECKING:
+    from uvrefs.envs import How
+    from uvrefs.footprints import Footprint
+
+
+@dataclass
+class Snapshot:
+    """A store as read at the start of a command: its refs, records and memories
+    (`view`, with the settings this process `seen` merged in), the stamps of this host's
+    records, the archive sizes it remembers and when entries were first seen dead."""
+
+    store: RefsStore
+    view: StoreView
+    seen: Settings
+    stamps: dict[str, str]  # env -> its fingerprint at its last record (this host's)
+    sizes: dict[str, Footprint]
+    dead_since: dict[str, float]
+
+    @classmethod
+    def take(cls, store: RefsStore, host: str, seen: Settings | None = None) -> Snapshot:
+        """Read `store` whole (`read_view`), with `seen` (uv's settings as this process
+        sees them) merged into what it remembers."""
+        seen = seen if seen is not None else Settings()
+        view = read_view(store, seen)
+        stamps = {}
+        for path, record in view.records.items():
+            if record.host == host:
+                stamp = read_stamp(store.stamp_path(path))
+                if stamp is not None:
+                    stamps[path] = stamp
+        return cls(store, view, seen, stamps, store.archive_sizes(), store.dead_since())
+
+
+def read_view(store: RefsStore, seen: Settings, previous: StoreView | None = None) -> StoreView:
+    """`store.read(previous)`, empty for a store nothing was recorded in yet, with `seen`
+    merged into its settings (as `Changes.write` will record them): a run judges by the
+    same settings at planning and under uv's lock."""
+    try:
+        view = store.read(previous)
+    except FileNotFoundError:  # nothing recorded yet
+        view = StoreView(store, time.time_ns())
+    if seen != Settings():
+        view.settings = view.settings.merge(seen, time.time())
+    return view
+
+
+class Recorded(NamedTuple):
+    """An env record (schema.EnvRecord) and its referrers, as a collect writes them for a
+    living root: what it uses now, from a scan of its path now."""
+
+    path: str
+    site_dirs: list[str]
+    mount: str | None
+    command: str
+    uses: Mapping[str, How]
+    mntns: str | None
+    identity: tuple[int, int] | None
+    sources: list[str]
+    projects: list[tuple[str, str | None]]
+    shared: tuple[str, str, str] | None
+    stamp: str | None  # its fingerprint, when the scan is the one that fingerprint goes with
+
+
+@dataclass
+class Changes:
+    """What a command writes back to its store at the end, in one hold of the store's
+    lock: each part is only a memory (a failed write costs a later run a walk or a wait,
+    never a wrong verdict), except the records, whose failure is said (`write`)."""
+
+    seen: Settings | None = None  # uv's settings this process saw: merged into the file
+    peers: list[str] | None = None  # the peer stores found, when changed
+    holders: list[str] | None = None  # the holders searched, when changed
+    sizes: dict[str, Footprint] | None = None  # archive footprints, when any was walked
+    dead: set[str] | None = None  # entries dead now (first seen dead now: stamped `now`)
+    now: float = 0.0
+    records: list[Recorded] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # entries gone from the cache: refs go
+    describe: Callable[[str], tuple[str | None, str | None, list[str]]] | None = None
+
+    def write(self, store: RefsStore) -> OSError | StoreError | None:
+        """Write everything, the store locked once. Why the records could not be written,
+        if they could not (the memories fail quietly)."""
+        try:
+            with store.locked():
+                self._memories(store)
+                self._records(store)
+        except (OSError, StoreError) as exc:
+            return exc if self.records or self.stale else None
+        return None
+
+    def _memories(self, store: RefsStore) -> None:
+        writes: list[Callable[[], None]] = []
+        if self.seen is not None:
+            writes.append(partial(store.remember_settings, self.seen))
+        if self.peers is not None:
+            writes.append(partial(store.save_peers, self.peers))
+        if self.holders is not None:
+            writes.append(partial(store.save_holders, self.holders))
+        if self.sizes:
+            writes.append(partial(store.save_archive_sizes, self.sizes))
+        if self.dead is not None:
+            writes.append(partial(store.save_dead_since, self.dead, self.now))
+        for write in writes:
+            try:
+                write()
+            except (OSError, StoreError):
+                pass  # a memory: found, walked or stamped again next time
+
+    def _records(self, store: RefsStore) -> None:
+        for rec in self.records:
+            store.save_env(
+                rec.path,
+                rec.site_dirs,
+                rec.mount,
+                rec.command,
+                sorted(rec.uses),
+                mntns=rec.mntns,
+                identity=rec.identity,
+                sources=rec.sources,
+                projects=rec.projects,
+                shared=rec.shared,
+            )
+            if self.describe is not None:
+                store.record(Path(rec.path), rec.uses, "collect", self.describe, rec.identity)
+            if rec.stamp is not None:
+                store.write_stamp(rec.path, rec.stamp)
+        for entry in self.stale:
+            store.delete(entry)
+
+
+def holders_now(view: StoreView, searched: list[str]) -> list[str]:
+    """The holders to remember: those remembered and those searched now, while they
+    exist (an env renamed after its record was dropped is still found where it was)."""
+    return sorted({h for h in [*view.holders, *searched] if os.path.isdir(h)})
