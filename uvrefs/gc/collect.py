@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from uvrefs.blobs import Blobs
 from uvrefs.cache import (
@@ -49,6 +50,15 @@ from uvrefs.store.refs import RefsStore, host_id
 from uvrefs.store.snapshot import Changes, Recorded, Snapshot, holders_now
 
 
+class ProjectEnv(NamedTuple):
+    """A project env of uv's cache whose project is gone: freed (or, in a dry run, to
+    free), why its project is judged gone, and the bytes it frees."""
+
+    path: str
+    why: str
+    bytes: int
+
+
 @dataclass(frozen=True)
 class Removal:
     """The outcome of a collection (or of a dry run: what would go)."""
@@ -68,7 +78,7 @@ class Removal:
     uv_own: int = 0  # no refs, uv's cached environments themselves
     blobs: int = 0  # content blobs no archive links, freed apart from any entry
     blob_bytes: int = 0
-    envs: tuple[tuple[str, str, int], ...] = ()  # project envs of dead projects: path, why, bytes
+    envs: tuple[ProjectEnv, ...] = ()  # project envs of dead projects
     # Why the sizes freed are upper bounds, if they are: the cache's filesystem hides link
     # counts (sshfs), so a file an env still links looks freed but keeps its space.
     upper_bound: str | None = None
@@ -80,7 +90,7 @@ class Removal:
 
     @property
     def bytes_freed(self) -> int:
-        return sum(d.bytes for d in self.freed) + self.blob_bytes + sum(e[2] for e in self.envs)
+        return sum(d.bytes for d in self.freed) + self.blob_bytes + sum(e.bytes for e in self.envs)
 
 
 @dataclass
@@ -503,7 +513,7 @@ def collect(
         uv_own=plan.uv_own,
         blobs=len(swept.blobs),
         blob_bytes=sum(b.bytes for b in swept.blobs),
-        envs=tuple((env, _why_dead(survey, env), size) for env, size in swept.envs),
+        envs=tuple(ProjectEnv(e.path, _why_dead(survey, e.path), e.bytes) for e in swept.envs),
         upper_bound=upper_bound(cache),
     )
 
@@ -602,7 +612,7 @@ def dry_run_result(plan: Plan, survey: Survey, store: RefsStore) -> Removal:
         uv_own=plan.uv_own,
         blobs=len(orphans),
         blob_bytes=sum(b.bytes for b in orphans) + survey.orphan_fans,
-        envs=tuple((env, _why_dead(survey, env), _env_bytes(env)) for env in plan.free_envs),
+        envs=tuple(ProjectEnv(e, _why_dead(survey, e), _env_bytes(e)) for e in plan.free_envs),
         upper_bound=upper_bound(survey.index.cache),
     )
 

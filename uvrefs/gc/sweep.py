@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from uvrefs import uv
 from uvrefs.blobs import Blob, Blobs
@@ -44,6 +44,13 @@ from uvrefs.hosts import forget as forget_lease
 from uvrefs.store.refs import RefsStore
 
 
+class FreedEnv(NamedTuple):
+    """A project env of uv's cache a sweep freed, and the bytes that freed."""
+
+    path: str
+    bytes: int
+
+
 @dataclass(frozen=True)
 class Swept:
     """What a sweep did: entries freed (with the bytes measured as they went) and kept
@@ -57,7 +64,7 @@ class Swept:
     deleting: float  # deleting the trash, after uv's lock was released
     rescans: Mapping[str, EnvScan]
     blobs: tuple[Blob, ...] = ()  # content blobs freed that no entry of this sweep owned
-    envs: tuple[tuple[str, int], ...] = ()  # project envs in uv's cache freed, with bytes
+    envs: tuple[FreedEnv, ...] = ()  # project envs in uv's cache freed
 
 
 def sweep(
@@ -84,91 +91,129 @@ def sweep(
     long: the trash is deleted after the lock is released, measuring what goes. A crash
     at any point leaves either a live entry or an unreferenced archive (or a trash, which
     the next run empties), never a pointer to nothing."""
-    freed: list[Decision] = []
-    kept: list[Decision] = []
     errors: list[str] = []
     warnings: list[str] = []
     root_fd = open_dir(str(cache.root))
-    trash: Trash | None = None
-    moved: list[tuple[Decision, Moved]] = []
+    out: TakenOut | None = None
     try:
         with uv.CacheLock(cache.root, exclusive=True, timeout=timeout, on_wait=on_wait):
             started = time.monotonic()
             warnings += empty_leftover_trash(cache.root, root_fd)
             now = rejudge(cache, store, plan, facts, roots, marks, blobs)
-            kept += now.kept
-            scans, going, envs_going, facts_now = now.scans, now.going, now.envs_going, now.facts
-            roots_now = now.roots
-            going_ids = {d.entry for d in going}
-            directories = by_directory(pointers)
-            trash = Trash(cache.root, root_fd) if going or envs_going else None
-            mounts = mounts_under(cache.root)
-            envs_moved: list[tuple[str, Moved]] = []
-            for env in envs_going:  # before its archives: killed in between, no env is left
-                assert trash is not None  # in place linking what went (uv could reuse it)
-                try:
-                    doomed = [Doomed(Path(env), "tree")]
-                    envs_moved.append((env, unlink_entry(cache, root_fd, doomed, trash, mounts)))
-                except OSError as exc:
-                    errors.append(f"{env}: {os_error_text(exc)}")
-            for decision in going:
-                assert trash is not None
-                try:
-                    doomed = entry_paths(cache, decision.entry, pointers, going_ids, directories)
-                    moved.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
-                except OSError as exc:
-                    errors.append(f"{decision.entry}: {os_error_text(exc)}")
-            freeing = {d.entry for d, _ in moved}
-            warnings += forget_gone(store, facts_now, scans, roots_now, freeing, plan.forgettable)
+            out = take_out(cache, root_fd, now, pointers, errors)
+            freeing = {d.entry for d, _ in out.entries}
+            warnings += forget_gone(
+                store, now.facts, now.scans, now.roots, freeing, plan.forgettable
+            )
             held = time.monotonic() - started
         # uv's lock is released: what is in the trash is out of uv's sight, and this
-        # collector's lock on the trash keeps every other collector out of it. The refs
-        # of what went are stale now (harmless if a crash leaves them: dropped next time).
-        for decision, _ in moved:
-            CrashHook.step()
-            try:
-                store.delete(decision.entry)
-            except OSError as exc:
-                warnings.append(store_warning(store, exc))
+        # collector's lock on the trash keeps every other collector out of it.
+        warnings += forget_refs(store, [d.entry for d, _ in out.entries])
         deleting = time.monotonic()
-        # Environments first: a file they share with an archive is then counted, whole,
-        # by the archive that holds its last link (deleting both at once could miss it).
-        env_failures = delete_moved(trash, [m for _, m in envs_moved]) if trash else []
-        failures = delete_moved(trash, [m for _, m in moved]) if trash else []
+        freed, envs_freed = delete_taken(out, errors)
         deleting = time.monotonic() - deleting
-        envs_freed = []
-        for (env, env_moved), failure in zip(envs_moved, env_failures, strict=True):
-            if failure is not None:
-                errors.append(f"{env}: {os_error_text(failure)}")
-            envs_freed.append((env, env_moved.tally.freed))
-        for (decision, entry_moved), failure in zip(moved, failures, strict=True):
-            if failure is not None:  # a later run retries what is left in the trash
-                errors.append(f"{decision.entry}: {os_error_text(failure)}")
-            freed.append(replace(decision, bytes=entry_moved.tally.freed))
-        if trash is not None:
-            warnings += trash.remove()
-            trash = None
+        if out.trash is not None:
+            warnings += out.trash.remove()
+            out.trash = None
         blobs_freed: list[Blob] = []
         if blobs:
+            moved = [m for _, m in out.entries]
             freed, blobs_freed, held_again = sweep_blobs(
-                cache, root_fd, blobs, freed, [m for _, m in moved], timeout, warnings
+                cache, root_fd, blobs, freed, moved, timeout, warnings
             )
             held += held_again
     finally:
-        if trash is not None:
-            trash.close()
+        if out is not None and out.trash is not None:
+            out.trash.close()
         os.close(root_fd)
     return Swept(
-        tuple(freed),
-        tuple(kept),
-        tuple(errors),
-        tuple(dict.fromkeys(warnings)),
-        held,
-        deleting,
-        scans,
-        tuple(blobs_freed),
-        tuple(envs_freed),
+        freed=tuple(freed),
+        kept=tuple(now.kept),
+        errors=tuple(errors),
+        warnings=tuple(dict.fromkeys(warnings)),
+        lock_held=held,
+        deleting=deleting,
+        rescans=now.scans,
+        blobs=tuple(blobs_freed),
+        envs=tuple(envs_freed),
     )
+
+
+@dataclass
+class TakenOut:
+    """What a sweep took out of uv's sight under its lock: project envs and entries, each
+    with what was moved into this collector's `trash` (None if nothing went)."""
+
+    trash: Trash | None
+    envs: list[tuple[str, Moved]]
+    entries: list[tuple[Decision, Moved]]
+
+
+def take_out(
+    cache: Cache,
+    root_fd: int,
+    now: Rejudged,
+    pointers: Mapping[str, list[Pointer]],
+    errors: list[str],
+) -> TakenOut:
+    """Under uv's exclusive lock: unlink the pointers of what still goes and rename its
+    trees into the trash; the envs first (killed in between, no env is left in place
+    linking what went, which uv could reuse). What cannot be taken out is in `errors`."""
+    going_ids = {d.entry for d in now.going}
+    directories = by_directory(pointers)
+    trash = Trash(cache.root, root_fd) if now.going or now.envs_going else None
+    out = TakenOut(trash, [], [])
+    if trash is None:
+        return out
+    mounts = mounts_under(cache.root)
+    for env in now.envs_going:
+        try:
+            doomed = [Doomed(Path(env), "tree")]
+            out.envs.append((env, unlink_entry(cache, root_fd, doomed, trash, mounts)))
+        except OSError as exc:
+            errors.append(f"{env}: {os_error_text(exc)}")
+    for decision in now.going:
+        try:
+            doomed = entry_paths(cache, decision.entry, pointers, going_ids, directories)
+            out.entries.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
+        except OSError as exc:
+            errors.append(f"{decision.entry}: {os_error_text(exc)}")
+    return out
+
+
+def forget_refs(store: RefsStore, entries: list[str]) -> list[str]:
+    """Delete the refs of entries now in the trash: stale (harmless if a crash leaves
+    them: dropped next time). Each is a kill point of the crash tests."""
+    warnings = []
+    for entry in entries:
+        CrashHook.step()
+        try:
+            store.delete(entry)
+        except OSError as exc:
+            warnings.append(store_warning(store, exc))
+    return warnings
+
+
+def delete_taken(out: TakenOut, errors: list[str]) -> tuple[list[Decision], list[FreedEnv]]:
+    """Delete what was taken out, measuring it: environments first (a file they share with
+    an archive is then counted, whole, by the archive that holds its last link; deleting
+    both at once could miss it). What fails stays in the trash for a later run, in
+    `errors`."""
+    if out.trash is None:
+        return [], []
+    delete_moved(out.trash, [m for _, m in out.envs])
+    delete_moved(out.trash, [m for _, m in out.entries])
+    envs = []
+    for env, moved in out.envs:
+        if moved.failure is not None:
+            errors.append(f"{env}: {os_error_text(moved.failure)}")
+        envs.append(FreedEnv(env, moved.tally.freed))
+    freed = []
+    for decision, moved in out.entries:
+        if moved.failure is not None:  # a later run retries what is left in the trash
+            errors.append(f"{decision.entry}: {os_error_text(moved.failure)}")
+        freed.append(replace(decision, bytes=moved.tally.freed))
+    return freed, envs
 
 
 @dataclass(frozen=True)

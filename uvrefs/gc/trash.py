@@ -50,6 +50,7 @@ class Moved:
 
     trees: list[str]  # names in the trash: trees, and the pointer files renamed there
     tally: SizeTally
+    failure: OSError | None = None  # why deleting it from the trash stopped (`delete_moved`)
 
 
 def mounts_under(root: Path) -> set[str]:
@@ -68,25 +69,27 @@ def mounts_inside(path: Path, table: set[str] | None = None) -> str | None:
     return next((p for p in sorted(table) if p == top or p.startswith(top + "/")), None)
 
 
-def delete_moved(trash: Trash, moved: list[Moved]) -> list[OSError | None]:
-    """Delete the trees in the trash, measuring each, several at a time: unlinking is the
-    cost of a sweep, and the kernel overlaps it across threads (see docs/benchmarks.md).
-    Order no longer matters here: nothing in the trash is reachable by uv."""
+def delete_moved(trash: Trash, moved: list[Moved]) -> None:
+    """Delete the trees in the trash, measuring each (`Moved.tally`; what stopped it in
+    `Moved.failure`), several at a time: unlinking is the cost of a sweep, and the kernel
+    overlaps it across threads (see docs/benchmarks.md). Order no longer matters here:
+    nothing in the trash is reachable by uv."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def delete(item: Moved) -> OSError | None:
+    def delete(item: Moved) -> None:
         try:
             for tree in item.trees:
                 delete_at(trash.fd, tree, item.tally, trash.device)
                 CrashHook.step()
         except OSError as exc:
-            return exc
-        return None
+            item.failure = exc
 
     if sum(len(m.trees) for m in moved) < 2:
-        return [delete(m) for m in moved]
+        for m in moved:
+            delete(m)
+        return
     with ThreadPoolExecutor(max_workers=DELETE_THREADS) as pool:
-        return list(pool.map(delete, moved))
+        list(pool.map(delete, moved))
 
 
 class Trash:
