@@ -421,9 +421,9 @@ def plant(path: Path, kind: str, outside: Path) -> None:
 
 
 def registry_of(world: World) -> Path:
-    """Where the stores of the world's cache register (`roots.registry_dir`)."""
+    """Where the stores of the world's cache register (`registry.registry_dir`)."""
     from uvrefs.cache import Cache
-    from uvrefs.gc.roots import registry_dir
+    from uvrefs.store.registry import registry_dir
 
     return registry_dir(Cache.open(world.cache))
 

@@ -412,7 +412,7 @@ def test_registering_the_store_never_writes_through_a_planted_link(
     link to a file of the collector's user: the collector truncates and overwrites it.
     (Linux's fs.protected_symlinks=1 would stop this in a root-owned sticky dir; it is 0
     here, and macOS, which the README supports, has no such protection.)"""
-    from uvrefs.gc.roots import registry_name
+    from uvrefs.store.registry import registry_name
 
     world = open_world
     env = world.venv("env")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from functools import cache
 from typing import NamedTuple
 
 TYPE_CHECKING = False
@@ -448,3 +449,15 @@ def local_locks(path: str) -> str | None:
     if mount.fstype == "lustre" and "noflock" in options:
         return "a Lustre mount with `noflock`: `flock` fails there (uv's lock with it)"
     return None
+
+
+@cache
+def local_homes() -> tuple[str, ...]:
+    """Home directories of local users, from the user database (not from `$HOME`): their
+    default refs stores are peers, and no holder is ever above one of them."""
+    try:
+        import pwd
+
+        return tuple(sorted({p.pw_dir for p in pwd.getpwall() if p.pw_dir and p.pw_dir != "/"}))
+    except (ImportError, OSError):
+        return ()

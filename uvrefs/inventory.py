@@ -577,8 +577,8 @@ def forget_host(cache: Cache, store: RefsStore, query: str) -> tuple[str, int, i
         {h for h in named if h.startswith(query) or names.get(h) == query} if query else set()
     )
     if not matches:  # a host known only by its registrations (its store on its own disk)
-        from uvrefs.gc.roots import unregister_host
         from uvrefs.hosts import host_key
+        from uvrefs.store.registry import unregister_host
 
         ours = {host_key(h) for h in roots.hosts}
         keys = {r.key for r in roots.registered if r.key and r.key not in ours}
@@ -614,8 +614,8 @@ def forget_host(cache: Cache, store: RefsStore, query: str) -> tuple[str, int, i
         if dropped(rec.host, rec.path)
     }
     count = drop_from_store(store, facts, roots, dropped, hosts=[host])
-    from uvrefs.gc.roots import unregister_host
     from uvrefs.hosts import host_key
+    from uvrefs.store.registry import unregister_host
 
     unregister_host(cache.root, host_key(host))
     return host, len(local), count

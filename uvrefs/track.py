@@ -359,10 +359,11 @@ def record_env(
         mount_point,
         scan_env,
     )
-    from uvrefs.gc.roots import is_project_env, register_store
+    from uvrefs.gc.roots import is_project_env
     from uvrefs.hosts import renew, shared_place
     from uvrefs.settings import seen
     from uvrefs.store.refs import host_id
+    from uvrefs.store.registry import register_store
 
     env = Path(os.path.realpath(follow_redirect(target.path)))
     scan = scan_env(env, index or ArchiveIndex(cache), [Path(s) for s in target.site_dirs])

@@ -36,7 +36,7 @@ from uvrefs.gc.plan import (
     plan_collection,
     untracked_ids,
 )
-from uvrefs.gc.roots import Roots, find_roots, hidden_store, register_store
+from uvrefs.gc.roots import Roots, find_roots, hidden_store
 from uvrefs.gc.sweep import (
     by_directory,
     entry_paths,
@@ -47,6 +47,7 @@ from uvrefs.gc.sweep import (
 )
 from uvrefs.hosts import lease_over, store_clock
 from uvrefs.store.refs import RefsStore, host_id
+from uvrefs.store.registry import register_store
 from uvrefs.store.snapshot import Changes, Recorded, Snapshot, holders_now
 
 
@@ -258,7 +259,7 @@ def measure(
     going: set[str],
     progress: Progress | None = None,
     memory: SizeMemory | None = None,
-) -> tuple[dict[str, int], frozenset[str]]:
+) -> Measured:
     """What deleting each entry frees when every entry of `going` goes, for planning and
     dry runs, and which entries still have files hard-linked from outside the cache.
     `entries` come in the order a policy frees them: a file several of them share counts
@@ -324,7 +325,15 @@ def measure(
     if blobs.where:
         survey.orphan_fans = _emptied_fans(blobs, going_blobs, sizes, entries)
     memory.save(survey.facts.archives)
-    return sizes, frozenset(linked)
+    return Measured(sizes, frozenset(linked))
+
+
+class Measured(NamedTuple):
+    """What `measure` found: the bytes deleting each entry frees, and the entries with
+    files hard-linked from outside the cache (an env may use them)."""
+
+    sizes: dict[str, int]
+    linked: frozenset[str]
 
 
 def _emptied_fans(
@@ -429,7 +438,8 @@ def plan_with_policy(
     candidates = oldest_first(base.free, facts) + (untracked_ids(facts) if wants_untracked else [])
     memory = memory or SizeMemory(survey)
     if sized:
-        sizes, linked = measure(cache, survey, candidates, set(candidates), progress, memory)
+        measured = measure(cache, survey, candidates, set(candidates), progress, memory)
+        sizes, linked = measured.sizes, measured.linked
     else:
         sizes = {}
         linked = frozenset(e for e in candidates if linked_elsewhere(cache, e, survey.blobs))
@@ -441,7 +451,7 @@ def plan_with_policy(
     plan = apply_policy(plan_collection(facts) if linked else base, facts, policy)
     going = [d.entry for d in plan.free]
     if sized and going != candidates:  # an sdist revision goes only with its last wheel
-        sizes.update(measure(cache, survey, going, set(going), memory=memory)[0])
+        sizes.update(measure(cache, survey, going, set(going), memory=memory).sizes)
     plan = replace(plan, free=tuple(replace(d, bytes=sizes.get(d.entry, 0)) for d in plan.free))
     if sized and policy.budget is not None:
         plan = replace(plan, note=budget_note(facts.total, plan, policy.budget))

@@ -168,7 +168,7 @@ def _its_cache(path: str, mine: str, store: str) -> tuple[bool | None, str | Non
     registered = _registered_stores(real)
     if registered is None:
         return True, f"its cache {path} is still there (and says nothing of its stores)"
-    from uvrefs.gc.roots import registry_name
+    from uvrefs.store.registry import registry_name
 
     if registry_name(Path(store)) in registered:
         return True, f"its cache {path} is still there and uses it"
@@ -184,9 +184,9 @@ def _is_uv_cache(path: str) -> bool:
 
 
 def _registered_stores(cache: str) -> set[str] | None:
-    """Names in the cache's store registries (`roots.registry_dirs`), None if it has none
+    """Names in the cache's store registries (`registry.registry_dirs`), None if it has none
     that can be listed."""
-    from uvrefs.gc.roots import REGISTRY
+    from uvrefs.store.registry import REGISTRY
 
     try:
         buckets = [b for b in os.listdir(cache) if re.fullmatch(r"sdists-v\d+", b)]

@@ -7,7 +7,7 @@ the run a store file was read.
 Two writes stay out of the one at the end, both for a reason of their own: the sweep's,
 under uv's lock, of what it must record as it deletes (the refs of what it freed, the
 referrers it judged gone); and this host's lease and registration, renewed at the start
-(`hosts.renew`, `roots.register_store`), since other hosts judge from them whether this
+(`hosts.renew`, `registry.register_store`), since other hosts judge from them whether this
 one is alive, and the lease's clock is what the run judges leases by."""
 
 from __future__ import annotations

@@ -1,0 +1,210 @@
+"""The registry of a cache's refs stores: each store that tracks a cache says so in the
+cache (a file per store and host in the newest sdists bucket, `<store path key>.<host
+key>.<store id>`, holding the store's path), so a collect run with any other store (another
+user, another `UVREFS_DIR`, another host) finds it (`peer_stores`), and a store it cannot
+read blocks frees while its host renews the registration. Written as often as a lease
+(`register_store`), dropped when a host is forgotten (`unregister_host`)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from uvrefs.cache import Cache
+from uvrefs.hosts import local_homes
+from uvrefs.store.refs import RefsStore
+
+REGISTRY = ".uvrefs-stores"  # in the cache's sdists bucket: one file per refs store tracking it
+
+
+def registry_name(store_dir: Path) -> str:
+    return hashlib.sha256(os.fsencode(os.path.realpath(store_dir))).hexdigest()[:20]
+
+
+def registry_dir(cache: Cache) -> Path:
+    """Where stores register: a directory in the newest sdists bucket, which `uv cache
+    prune` keeps (it deletes unknown top-level entries of the cache, and with `--ci` only
+    the unpacked parts of built revisions). Older uvrefs used `<cache>/.uvrefs-stores`."""
+    buckets = [d for d in cache.pointer_dirs if d.name.startswith("sdists-v")]
+    newest = max(buckets, key=lambda d: int(d.name.rpartition("-v")[2]), default=None)
+    return (newest or cache.root) / REGISTRY
+
+
+def registry_dirs(cache: Cache) -> list[Path]:
+    """Every registry a store of this cache may be listed in (every sdists bucket's, and
+    the cache root's from older uvrefs)."""
+    return [d / REGISTRY for d in cache.pointer_dirs if d.name.startswith("sdists-v")] + [
+        cache.root / REGISTRY
+    ]
+
+
+def register_store(cache: Cache, store_dir: Path, host: str) -> None:
+    """Say in the cache that `store_dir` tracks it, for `host`, so a collect run with any
+    other store (another user, another UVREFS_DIR, another host) treats this store's
+    environments as roots, or, where it cannot read this store, frees nothing while
+    `host` renews the registration (its mtime, as often as a lease). Best effort: a
+    read-only cache cannot hold it (the other stores' collects then find this one only at
+    the default locations or where they saw it before)."""
+    from uvrefs.hosts import RENEW_EVERY, host_key
+
+    registry = registry_dir(cache)
+    if registry.parent == cache.root:
+        return  # no sdists bucket yet (uv makes one whenever it runs): next time
+    from uvrefs.store.stamps import store_id
+
+    own = store_id(str(store_dir), create=True) or "none"
+    name = f"{registry_name(store_dir)}.{host_key(host)}.{own}"
+    try:
+        st: os.stat_result | None = os.lstat(registry / name)
+    except OSError:
+        st = None
+    if st is not None and abs(time.time() - st.st_mtime) < RENEW_EVERY:
+        return
+    try:
+        try:
+            registry.mkdir()
+            made = True
+        except FileExistsError:
+            made = False
+        from uvrefs.files import open_dir, write_atomic
+
+        # Through a descriptor opened without following links: a link planted under the
+        # registry's name is never chmod-ed or written into.
+        fd = open_dir(str(registry))
+        try:
+            if st is not None and stat.S_ISREG(st.st_mode):
+                os.utime(name, dir_fd=fd, follow_symlinks=False)
+                return
+            if made and os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, 0o1777)  # sticky: every user registers, none replaces another
+            write_atomic(f"/proc/self/fd/{fd}/{name}", os.fsdecode(os.path.realpath(store_dir)))
+        finally:
+            os.close(fd)
+    except (OSError, NotImplementedError):
+        pass
+
+
+def unregister_host(cache_root: Path, key: str) -> int:
+    """Drop every registration the host whose `hosts.host_key` is `key` made in this cache
+    (it was forgotten: gone for good). Best effort; regular files only, through the
+    registry's descriptor. How many went."""
+    from uvrefs.files import open_dir
+
+    count = 0
+    try:
+        buckets = [b for b in os.listdir(cache_root) if re.fullmatch(r"sdists-v\d+", b)]
+    except OSError:
+        return 0
+    for registry in [cache_root / b / REGISTRY for b in buckets] + [cache_root / REGISTRY]:
+        try:
+            fd = open_dir(str(registry))
+        except OSError:
+            continue
+        try:
+            for name in os.listdir(fd):
+                if name.split(".")[1:2] == [key]:
+                    try:
+                        if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
+                            os.unlink(name, dir_fd=fd)
+                            count += 1
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return count
+
+
+class Registration(NamedTuple):
+    """A store's registration in the cache by a host (`register_store`):
+    `<store path key>.<host key>.<store id>`, holding the store's path."""
+
+    path: str | None  # the store, where its host sees it (None: cannot be read)
+    key: str  # `hosts.host_key` of that host
+    store: str | None  # the store's own id (`stamps.store_id`), None if not known
+    mtime: float  # when it last said so (the clock of the cache's filesystem)
+    registry: str  # the directory it is in
+    name: str
+    problem: str | None = None  # the registry itself cannot be listed: why
+
+
+def peer_stores(
+    cache: Cache, store: RefsStore, remembered: Iterable[str]
+) -> tuple[list[str], list[Registration]]:
+    """Every other store of this cache: registered in the cache, remembered by ours, or at
+    the default location of a local user's state directory. A peer is a directory holding
+    a store, or one we may not read (then it blocks every free). And every registration
+    that names its host (older uvrefs named none)."""
+    from uvrefs.store import stamps
+
+    mine = os.path.realpath(store.dir)
+    found: set[str] = set(remembered)
+    registrations: list[Registration] = []
+    for registry in registry_dirs(cache):
+        try:
+            if stat.S_ISLNK(os.lstat(registry).st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "a symbolic link uvrefs never made")
+            names = os.listdir(registry)
+        except FileNotFoundError:
+            names = []
+        except OSError as exc:  # what is registered there cannot be known: nothing goes
+            why = f"the store registry {registry} cannot be listed ({exc.strerror}); move it away"
+            registrations.append(Registration(None, "", None, 0.0, str(registry), "", why))
+            continue
+        for name in names:
+            if name.startswith("."):
+                continue  # a registration being written (`files.write_atomic`)
+            text, mtime = _read_small(registry / name)
+            path = text if text and os.path.isabs(text) else None
+            if path is not None:
+                found.add(path)
+            parts = name.split(".")
+            if len(parts) > 1:  # older uvrefs: `<store path key>` alone, a path in it
+                store_of = parts[2] if len(parts) == 3 and parts[2] != "none" else None
+                key = parts[1] if len(parts) > 1 else ""
+                registrations.append(Registration(path, key, store_of, mtime, str(registry), name))
+    for home in local_homes():
+        state = os.path.join(home, ".local", "state", "uvrefs")
+        candidate = stamps.store_dir(state, str(cache.root))
+        if os.path.isdir(candidate):
+            found.add(os.path.realpath(candidate))
+    peers = sorted(
+        p
+        for p in found
+        if os.path.realpath(p) != mine
+        and (os.path.lexists(os.path.join(p, "store.json")) or _unreadable_dir(p))
+    )
+    return peers, registrations
+
+
+def _unreadable_dir(path: str) -> bool:
+    try:
+        os.listdir(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _read_small(path: Path, limit: int = 4096) -> tuple[str | None, float]:
+    """A registry file's text and mtime: a regular file, not a link, not a FIFO, a few
+    bytes."""
+    from uvrefs.files import read_file_stat
+
+    try:
+        raw, st = read_file_stat(str(path), limit)
+    except OSError:
+        try:  # not a file uvrefs writes (a FIFO, a link, too big): its age all the same
+            return None, os.lstat(path).st_mtime
+        except OSError:
+            return None, 0.0
+    return os.fsdecode(raw).strip() or None, st.st_mtime
