@@ -18,6 +18,9 @@ from tests.conftest import World
 from tests.test_uv_previews import project
 
 HEAVY = ("typer", "click", "pydantic", "pydantic_core", "rich", "filelock")
+# Not heavy, but a no-op needs none of it: hashlib loads OpenSSL (~3 ms) for a SHA-256
+# Python has built in (uvrefs.store.stamps.short_key).
+OPENSSL = ("hashlib", "_hashlib")
 
 
 def loaded(world: World, *args: str | Path, cwd: Path | None = None) -> set[str]:
@@ -41,7 +44,7 @@ def loaded(world: World, *args: str | Path, cwd: Path | None = None) -> set[str]
 
 
 def heavy(names: set[str]) -> list[str]:
-    return sorted(names.intersection(HEAVY))
+    return sorted(names.intersection(HEAVY + OPENSSL))
 
 
 def test_a_no_op_install_loads_no_heavy_library(world: World) -> None:

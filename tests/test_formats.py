@@ -4,6 +4,7 @@ the pydantic models in uvrefs.store.schema define it. These tests pin the three 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +304,41 @@ def test_every_field_of_every_record_reads_as_its_model_reads_it(record: Any) ->
             assert fast == convert(model.model_validate(mutated))
 
     check()
+
+
+@given(st.binary(max_size=300))
+def test_store_names_stay_sha256(data: bytes) -> None:
+    """The store's names (a cache's store, an env's record and stamp, a host's lease, a
+    store's registration) are on disk in every existing store: hashed without hashlib
+    (uvrefs.store.stamps.short_key), they are still hashlib's SHA-256, and so is the
+    fallback for a Python without the built-in module."""
+    import hashlib
+
+    from uvrefs.hosts import host_key
+    from uvrefs.store import stamps
+
+    expected = hashlib.sha256(data).hexdigest()[:20]
+    assert stamps.short_key(data) == expected
+    assert stamps.env_key(os.fsdecode(data)) == expected
+    assert host_key(data.decode("utf-8", "surrogateescape")) == expected
+
+
+def test_short_key_falls_back_to_hashlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python built without `_sha2`/`_sha256` hashes with hashlib, to the same names."""
+    import builtins
+    import hashlib
+
+    from uvrefs.store import stamps
+
+    real_import = builtins.__import__
+
+    def no_builtin_sha(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name in ("_sha2", "_sha256"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_builtin_sha)
+    sha256 = stamps._builtin_sha256()
+    monkeypatch.undo()
+    assert sha256 is hashlib.sha256
+    assert stamps._sha256 is not hashlib.sha256  # this Python has the built-in module

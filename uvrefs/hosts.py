@@ -8,11 +8,12 @@ Light on purpose (`os` only at import): a tracked install renews its host's leas
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from functools import cache
 from typing import NamedTuple
+
+from uvrefs.store.stamps import short_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def lease_over(age: float, lease: float) -> bool:
 
 def host_key(host: str) -> str:
     """The name a host's files in a store and a cache go by: its lease, its registration."""
-    return hashlib.sha256(host.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return short_key(host.encode("utf-8", "surrogateescape"))
 
 
 def lease_path(store_dir: str, host: str) -> str:

@@ -8,7 +8,6 @@ read blocks frees while its host renews the registration. Written as often as a 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import stat
@@ -20,12 +19,13 @@ from typing import NamedTuple
 from uvrefs.cache import Cache
 from uvrefs.hosts import local_homes
 from uvrefs.store.refs import RefsStore
+from uvrefs.store.stamps import short_key
 
 REGISTRY = ".uvrefs-stores"  # in the cache's sdists bucket: one file per refs store tracking it
 
 
 def registry_name(store_dir: Path) -> str:
-    return hashlib.sha256(os.fsencode(os.path.realpath(store_dir))).hexdigest()[:20]
+    return short_key(os.fsencode(os.path.realpath(store_dir)))
 
 
 def registry_dir(cache: Cache) -> Path:

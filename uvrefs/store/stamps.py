@@ -6,7 +6,6 @@ store and the stamps can never disagree on it."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 
@@ -14,12 +13,38 @@ from uvrefs import files
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+
+def _builtin_sha256() -> Callable[[bytes], Any]:
+    """SHA-256 from Python's own built-in module (`_sha2` from 3.12, `_sha256` before), not
+    `hashlib`: importing hashlib loads OpenSSL (~3 ms, on every install), for the same
+    digest. A Python built without them (some distributions' FIPS builds) uses hashlib."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            return __import__(name).sha256  # type: ignore[no-any-return]
+        except (ImportError, AttributeError):
+            continue
+    from hashlib import sha256
+
+    return sha256
+
+
+_sha256 = _builtin_sha256()
+
+
+def short_key(data: bytes) -> str:
+    """The first 20 hex digits of `data`'s SHA-256: how the store names a cache's store,
+    an env's files, a host's lease and a store's registration. These names are on disk in
+    every existing store, so this must stay SHA-256 (a test pins it to hashlib's)."""
+    digest: str = _sha256(data).hexdigest()
+    return digest[:20]
 
 
 def store_dir(state_dir: str, cache_root: str) -> str:
     """The part of the state dir that belongs to one cache, keyed by its canonical path."""
-    key = hashlib.sha256(os.fsencode(os.path.realpath(cache_root))).hexdigest()[:20]
+    key = short_key(os.fsencode(os.path.realpath(cache_root)))
     return os.path.join(state_dir, "caches", key)
 
 
@@ -83,7 +108,7 @@ def store_id(store: str, *, create: bool = False) -> str | None:
 
 
 def env_key(env: str) -> str:
-    return hashlib.sha256(os.fsencode(env)).hexdigest()[:20]
+    return short_key(os.fsencode(env))
 
 
 ENVS = "envs"  # a store's per-environment records and stamps
