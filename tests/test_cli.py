@@ -123,6 +123,25 @@ def test_workspace_root_lifts_members_but_not_excluded(tmp_path: Path) -> None:
     assert workspace_root(str(tmp_path / "x")) == str(tmp_path / "x")
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        '[tool.uv.workspace]\nmembers = ["a/*"]\n',
+        'tool.uv.workspace.members = ["a/*"]\n',
+        '[tool.uv."workspace"]\nmembers = ["a/*"]\n',
+        '[tool.uv."work\\u0073pace"]\nmembers = ["a/*"]\n',  # found without the word
+        '[tool.uv."work\\U00000073pace"]\nmembers = ["a/*"]\n',
+    ],
+)
+def test_workspace_root_reads_every_spelling_of_the_table(tmp_path: Path, table: str) -> None:
+    """A pyproject.toml that never spells `workspace` is not parsed (tomllib costs a sync
+    ~9 ms to import), so every other spelling of the key must still be found."""
+    (tmp_path / "a/b").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text(table)
+    (tmp_path / "a/b/pyproject.toml").write_text('[project]\nname = "b"\n')
+    assert workspace_root(str(tmp_path / "a/b")) == str(tmp_path)
+
+
 def test_cache_refuses_home_root_and_non_caches(isolated: Path) -> None:
     for bad in (isolated / "home", Path("/"), isolated):
         with pytest.raises(CacheRefused):

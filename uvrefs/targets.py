@@ -165,13 +165,23 @@ def _ancestors(path: str) -> list[str]:
 
 
 def _read_workspace(pyproject: str) -> dict[str, list[str]] | None:
-    import tomllib
-
+    """The `[tool.uv.workspace]` table of a pyproject.toml; None if it has none or cannot
+    be read. A file that never spells `workspace` has none, and then tomllib is not loaded:
+    its import costs ~9 ms, on every sync. (A TOML key can also be spelled with escapes,
+    `"work\\u0073pace"`: a file with a backslash is parsed too.)"""
     from uvrefs.files import read_utf8
 
     try:
-        data = tomllib.loads(read_utf8(pyproject))
-    except (OSError, tomllib.TOMLDecodeError, RecursionError):
+        text = read_utf8(pyproject)
+    except OSError:
+        return None
+    if "workspace" not in text and "\\" not in text:
+        return None
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
         return None
     workspace = data.get("tool", {}).get("uv", {}).get("workspace")
     return workspace if isinstance(workspace, dict) else None
