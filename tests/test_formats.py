@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uvrefs.errors import StoreError
 from uvrefs.store import refs, schema
 from uvrefs.store.refs import RefsStore
 from uvrefs.store.schema import EntryRefs, EnvRecord, StoreInfo
@@ -342,3 +345,120 @@ def test_short_key_falls_back_to_hashlib(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.undo()
     assert sha256 is hashlib.sha256
     assert stamps._sha256 is not hashlib.sha256  # this Python has the built-in module
+
+
+def _holds(path: Path, how: str) -> subprocess.Popen[str]:
+    """Another process holding the store's lock at `path` (`filelock`, as an older uvrefs
+    takes it, or `store`, as this one does) until its stdin closes."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from filelock import FileLock\n"
+        "from uvrefs.store.refs import RefsStore\n"
+        "path = Path(sys.argv[1])\n"
+        "lock = FileLock(str(path / 'store.lock')) if sys.argv[2] == 'filelock' else "
+        "RefsStore.at(path, path).locked()\n"
+        "with lock:\n"
+        "    print('held', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), how],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+@pytest.mark.parametrize("other", ["filelock", "store"])
+def test_the_store_lock_excludes_filelock_and_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: str
+) -> None:
+    """The store's lock is taken with `flock` itself, not filelock (its import costs a
+    recording ~15 ms), and is the same lock: one held by filelock (an older uvrefs) or by
+    another uvrefs keeps this one waiting until it is released, and then it is taken."""
+    import threading
+
+    store = RefsStore.at(tmp_path, tmp_path)
+    store._ensure_dirs()
+    monkeypatch.setattr(refs, "LOCK_TIMEOUT", 0.3)
+    holder = _holds(tmp_path, other)
+    try:
+        with pytest.raises(StoreError, match="stayed locked"), store.locked():
+            pass
+        got = threading.Event()
+
+        def take() -> None:
+            with store.locked():
+                got.set()
+
+        monkeypatch.setattr(refs, "LOCK_TIMEOUT", 30.0)
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        assert not got.wait(0.3)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+    waiter.join(30)
+    assert got.is_set()
+
+
+def test_the_store_lock_falls_back_to_filelock_without_flock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where filelock would not take a plain `flock` (ENOSYS: no flock on this filesystem),
+    it takes the lock its own way, as before."""
+    import errno
+    import fcntl
+
+    taken: list[str] = []
+
+    def no_flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOSYS, "no flock")
+
+    class FakeFileLock:
+        def __init__(self, path: str, timeout: float) -> None:
+            taken.append(path)
+
+        def __enter__(self) -> None:
+            pass
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    import filelock
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setattr(filelock, "FileLock", FakeFileLock)
+    store = RefsStore.at(tmp_path, tmp_path)
+    with store.locked():
+        pass
+    assert taken == [str(tmp_path / "store.lock")]
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800 * 10**9))  # up to 2100
+def test_times_are_written_as_datetime_writes_them(ns: int) -> None:
+    """The store's times are written without datetime (refs.utc_text), exactly as pydantic
+    and `datetime.isoformat` write them: microseconds only when there are some."""
+    from datetime import UTC, datetime
+
+    from uvrefs.store.checks import time_text
+
+    seconds, micro = divmod(ns // 1000, 1_000_000)
+    expected = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
+    assert refs.utc_text(ns) == time_text(expected)
+    assert schema.EntryRefs.model_validate(
+        {"entry": "x", "referrers": [{"env": "/e", "host": "h", "how": "content",
+                                      "command": "install", "recorded_at": refs.utc_text(ns)}]}
+    ).referrers[0].recorded_at == expected  # fmt: skip
+
+
+def test_the_host_name_is_the_one_socket_gives() -> None:
+    import socket
+
+    from uvrefs.hosts import hostname
+
+    assert hostname() == socket.gethostname()

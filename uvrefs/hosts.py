@@ -140,6 +140,17 @@ def _in(fd: int, name: str) -> str:
     return f"/proc/self/fd/{fd}/{name}"
 
 
+def hostname() -> str:
+    """This machine's host name, as `socket.gethostname()` gives it: on POSIX both are the
+    kernel's node name (`uname`), read here without importing socket (~2.5 ms, on every
+    recording). A test pins the two together."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
 def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
     """Say this host is alive: write its lease unless one younger than `every` (by its
     mtime) that lists this host's network filesystems as they are now is there already.
@@ -148,7 +159,6 @@ def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
     hold it). True if the lease had expired before (the host was away longer than the
     default lease: others may have judged its envs gone)."""
     import json
-    import socket
 
     from uvrefs.files import write_atomic
 
@@ -176,7 +186,7 @@ def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
             "format": FORMAT,
             "host": host,
             "seen": now,
-            "name": socket.gethostname(),
+            "name": hostname(),
             "container": in_container(),
             "mounts": mounts,
         }

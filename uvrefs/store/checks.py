@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 T = TypeVar("T")
 # RFC 3339, as uvrefs writes times: a subset of what pydantic reads as a datetime.
@@ -23,6 +25,8 @@ def is_time(value: object) -> bool:
 def _is_time_text(value: str) -> bool:
     if not TIME.fullmatch(value):
         return False
+    from datetime import datetime  # here: a recording reads no times, and needs none
+
     try:
         datetime.fromisoformat(value)
     except ValueError:
