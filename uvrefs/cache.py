@@ -452,3 +452,17 @@ def _empty_dir(dir_fd: int, device: int, tally: SizeTally) -> None:
         entries = list(it)
     for entry in entries:
         delete_at(dir_fd, entry.name, tally, device)
+
+
+# uv names a centralized project environment `[<name>-]<implementation><version>-<digest>`
+# (`centralized_environment_root`); a script's (`<name>-<digest>`) has no version in it.
+PROJECT_ENV = re.compile(r"(?:[a-z0-9-]+-)?[a-z]+\d+\.\d+[0-9a-z.+]*-[0-9a-f]{16}")
+
+
+def is_project_env(cache: Cache, env: str) -> bool:
+    """Whether the real path `env` is where uv keeps a project environment: directly in an
+    `environments-v*` bucket, named as uv names those (no listing of the bucket)."""
+    bucket, name = os.path.split(env)
+    return PROJECT_ENV.fullmatch(name) is not None and any(
+        str(d) == bucket and d.name.startswith("environments-") for d in cache.pointer_dirs
+    )

@@ -350,6 +350,7 @@ def record_env(
     on it that it does not contain: build dependencies), as referenced by it."""
     from pathlib import Path
 
+    from uvrefs.cache import is_project_env
     from uvrefs.envs import (
         ArchiveIndex,
         How,
@@ -359,7 +360,6 @@ def record_env(
         mount_point,
         scan_env,
     )
-    from uvrefs.gc.roots import is_project_env
     from uvrefs.hosts import renew, shared_place
     from uvrefs.settings import seen
     from uvrefs.store.refs import host_id

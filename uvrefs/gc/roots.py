@@ -13,7 +13,6 @@ uvrefs commands recorded in the stores (`uvrefs.settings`)."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from uvrefs.cache import Cache
+from uvrefs.cache import Cache, is_project_env
 from uvrefs.hosts import Lease, SharedPlace, leases, local_homes, local_path, place_on
 from uvrefs.store.refs import RACY_NS, KnownEnv, Refs, RefsStore, Settings, StoreView
 from uvrefs.store.registry import Registration, peer_stores, registry_dir
@@ -554,24 +553,12 @@ def searched_dirs(roots: Roots, ours: StoreView) -> list[Searched]:
     return searched + [Searched(d, WATCH_DEPTH, "watched") for d in sorted(set(ours.watched))]
 
 
-# uv names a centralized project environment `[<name>-]<implementation><version>-<digest>`
-# (`centralized_environment_root`); a script's (`<name>-<digest>`) has no version in it.
-PROJECT_ENV = re.compile(r"(?:[a-z0-9-]+-)?[a-z]+\d+\.\d+[0-9a-z.+]*-[0-9a-f]{16}")
 
 
 def project_envs(cache: Cache) -> list[str]:
     """Project environments uv keeps in its cache (preview `centralized-project-envs`),
     named as uv names them, among `env_dirs`."""
     return [env for env in env_dirs(cache) if is_project_env(cache, env)]
-
-
-def is_project_env(cache: Cache, env: str) -> bool:
-    """Whether the real path `env` is where uv keeps a project environment: directly in an
-    `environments-v*` bucket, named as uv names those (no listing of the bucket)."""
-    bucket, name = os.path.split(env)
-    return PROJECT_ENV.fullmatch(name) is not None and any(
-        str(d) == bucket and d.name.startswith("environments-") for d in cache.pointer_dirs
-    )
 
 
 def env_dirs(cache: Cache) -> list[str]:
