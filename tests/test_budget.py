@@ -84,3 +84,15 @@ def test_commands_that_need_no_model_load_no_pydantic(world: World, args: tuple[
     world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
     names = loaded(world, *args)
     assert "typer" in names and not names.intersection({"pydantic", "pydantic_core"})
+
+
+def test_status_into_a_pipe_loads_no_rich(world: World) -> None:
+    """rich draws status's table on a terminal only; its plain lines need no rich (~25 ms),
+    so it is not loaded unless rich would take the output for a terminal."""
+    env = world.venv("venv")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        world.env.pop(name, None)
+    assert "rich" not in loaded(world, "status")
+    world.env["FORCE_COLOR"] = "1"  # rich's rule: a terminal, whatever stdout is
+    assert "rich" in loaded(world, "status")

@@ -361,6 +361,23 @@ def _dead_note(s: Status) -> str:
     return frees
 
 
+def _terminal_console() -> Any:
+    """A rich Console for stdout if rich would take it for a terminal, else None. Decided
+    first without rich where the answer is no (not a tty, and neither `TTY_COMPATIBLE=1`
+    nor `FORCE_COLOR` says otherwise: rich's own rule), since importing rich costs ~25 ms
+    and a script reading the output gets the plain lines either way."""
+    if (
+        not sys.stdout.isatty()
+        and os.environ.get("TTY_COMPATIBLE") != "1"
+        and not os.environ.get("FORCE_COLOR")
+    ):
+        return None
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    return console if console.is_terminal else None
+
+
 def print_status(s: Status) -> None:
     rows = [
         (
@@ -394,12 +411,11 @@ def print_status(s: Status) -> None:
             "index metadata, interpreters, cached envs, builds, pointers",
         ),
     ]
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
     title = f"{s.cache}: {human(s.total)} ({s.total} bytes, as `uv cache size` counts)"
-    if console.is_terminal:
+    console = _terminal_console()
+    if console is not None:
+        from rich.table import Table
+
         table = Table(title=title, title_justify="left")
         for col in ("part", "entries", "size", ""):
             table.add_column(col, justify="right" if col in ("entries", "size") else "left")
