@@ -25,6 +25,11 @@ OPENSSL = ("hashlib", "_hashlib")
 
 def loaded(world: World, *args: str | Path, cwd: Path | None = None) -> set[str]:
     """The top-level packages `uvrefs ARGS` imported (it must succeed)."""
+    return {name.split(".")[0] for name in modules(world, *args, cwd=cwd)}
+
+
+def modules(world: World, *args: str | Path, cwd: Path | None = None) -> set[str]:
+    """The modules `uvrefs ARGS` imported (it must succeed)."""
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "uvrefs", *map(str, args)],
         cwd=cwd or world.root,
@@ -40,7 +45,7 @@ def loaded(world: World, *args: str | Path, cwd: Path | None = None) -> set[str]
         if line.startswith("import time:")
     }
     assert "uvrefs.launch" in names, "the import log was not read"
-    return {name.split(".")[0] for name in names}
+    return names
 
 
 def heavy(names: set[str]) -> list[str]:
@@ -65,6 +70,20 @@ def test_a_no_op_sync_loads_no_heavy_library(world: World) -> None:
 
 
 @pytest.mark.parametrize("args", [("uv", "--version"), ("uv", "cache", "dir")])
+def test_a_recording_loads_no_library_it_can_do_without(world: World) -> None:
+    """Recording a fresh install in the foreground (scripts, CI) is paid after every such
+    install, mostly in imports: the store's lock is a flock taken without filelock, times
+    and host names need no datetime or socket, store names no hashlib, and what it needs
+    of the collector's roots lives in `gc.registry`."""
+    env = world.venv("venv")
+    names = modules(world, "install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    assert list(world.state.glob("caches/*/refs/*.refs")), "nothing was recorded"
+    top = {name.split(".")[0] for name in names}
+    assert heavy(top) == []
+    assert top.isdisjoint({"datetime", "socket", "tomllib"})
+    assert "uvrefs.gc.roots" not in names
+
+
 def test_the_alias_forwards_without_heavy_libraries(world: World, args: tuple[str, ...]) -> None:
     assert heavy(loaded(world, *args)) == []
 
