@@ -69,7 +69,6 @@ def test_a_no_op_sync_loads_no_heavy_library(world: World) -> None:
     assert "tomllib" not in names  # ~9 ms; a project that is no workspace is not parsed
 
 
-@pytest.mark.parametrize("args", [("uv", "--version"), ("uv", "cache", "dir")])
 def test_a_recording_loads_no_library_it_can_do_without(world: World) -> None:
     """Recording a fresh install in the foreground (scripts, CI) is paid after every such
     install, mostly in imports: the store's lock is a flock taken without filelock, times
@@ -84,6 +83,7 @@ def test_a_recording_loads_no_library_it_can_do_without(world: World) -> None:
     assert "uvrefs.gc.roots" not in names
 
 
+@pytest.mark.parametrize("args", [("uv", "--version"), ("uv", "cache", "dir")])
 def test_the_alias_forwards_without_heavy_libraries(world: World, args: tuple[str, ...]) -> None:
     assert heavy(loaded(world, *args)) == []
 
