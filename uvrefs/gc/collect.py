@@ -48,7 +48,7 @@ from uvrefs.gc.sweep import (
 from uvrefs.hosts import lease_over, store_clock
 from uvrefs.store.refs import RefsStore, host_id
 from uvrefs.store.registry import register_store
-from uvrefs.store.snapshot import Changes, Recorded, Snapshot, holders_now
+from uvrefs.store.snapshot import Changes, RootRecord, Snapshot, holders_now
 
 
 class ProjectEnv(NamedTuple):
@@ -540,7 +540,7 @@ def _why_dead(survey: Survey, env: str) -> str:
     return scan.detail if scan is not None else ""
 
 
-def records_now(survey: Survey, scans: Mapping[str, EnvScan]) -> list[Recorded]:
+def records_now(survey: Survey, scans: Mapping[str, EnvScan]) -> list[RootRecord]:
     """After a sweep, what every living root of ours uses now, to record (with the refs
     of entries that left the cache some other way, `uv cache clean`, forgotten): envs
     plain uv changed since they were recorded, and roots found by discovery, uv's cached
@@ -559,7 +559,7 @@ def records_now(survey: Survey, scans: Mapping[str, EnvScan]) -> list[Recorded]:
             continue
         record = root.record
         found.append(
-            Recorded(
+            RootRecord(
                 path=path,
                 site_dirs=[os.path.realpath(s) for s in record.site_dirs] if record else [],
                 mount=mount_point(Path(path)),

@@ -70,7 +70,7 @@ def read_view(store: RefsStore, seen: Settings, previous: StoreView | None = Non
     return view
 
 
-class Recorded(NamedTuple):
+class RootRecord(NamedTuple):
     """An env record (schema.EnvRecord) and its referrers, as a collect writes them for a
     living root: what it uses now, from a scan of its path now."""
 
@@ -99,7 +99,7 @@ class Changes:
     sizes: dict[str, Footprint] | None = None  # archive footprints, when any was walked
     dead: set[str] | None = None  # entries dead now (first seen dead now: stamped `now`)
     now: float = 0.0
-    records: list[Recorded] = field(default_factory=list)
+    records: list[RootRecord] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # entries gone from the cache: refs go
     describe: Callable[[str], tuple[str | None, str | None, list[str]]] | None = None
 
