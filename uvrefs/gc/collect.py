@@ -46,7 +46,7 @@ from uvrefs.gc.sweep import (
     sweep,
 )
 from uvrefs.hosts import lease_over, store_clock
-from uvrefs.store.refs import RefsStore, host_id
+from uvrefs.store.refs import KnownEnv, RefsStore, host_id
 from uvrefs.store.registry import register_store
 from uvrefs.store.snapshot import Changes, RootRecord, Snapshot, holders_now
 
@@ -139,7 +139,7 @@ def gather_facts(
     roots = find_roots(
         cache, store, host, discover_envs=discover, ours=snapshot.view, seen=snapshot.seen
     )
-    changes = Changes(seen=snapshot.seen, describe=cache.describe)
+    changes = Changes(seen=snapshot.seen, describe=cache.describe, base=snapshot)
     ours = snapshot.view
     holders = holders_now(ours, roots.holders)
     if sorted(ours.peers) != roots.peers:
@@ -502,7 +502,9 @@ def collect(
         write_back(survey)  # uv's lock not had (or a sweep failed): what planning learned stands
         raise
     warnings = [*survey_warnings(survey), *swept.warnings]
-    survey.changes.records = records_now(survey, swept.rescans)
+    # An entry the sweep found used again under uv's lock is not dead any more.
+    survey.changes.dead = set(plan.dead) - {d.entry for d in swept.kept if d.state == "live"}
+    survey.changes.records = records_now(survey, swept.rescans, swept.records)
     survey.changes.stale = list(plan.stale)
     failed = write_back(survey)
     if failed:
@@ -540,14 +542,17 @@ def _why_dead(survey: Survey, env: str) -> str:
     return scan.detail if scan is not None else ""
 
 
-def records_now(survey: Survey, scans: Mapping[str, EnvScan]) -> list[RootRecord]:
+def records_now(
+    survey: Survey, scans: Mapping[str, EnvScan], read: Mapping[str, KnownEnv]
+) -> list[RootRecord]:
     """After a sweep, what every living root of ours uses now, to record (with the refs
     of entries that left the cache some other way, `uv cache clean`, forgotten): envs
     plain uv changed since they were recorded, and roots found by discovery, uv's cached
     envs and tool envs, which are tracked from now on (so their deletion frees what only
     they used). Every fact recorded is taken from the env's path now (its mount, its
     identity, its site directories by their real paths), never copied from a record made
-    through another path (a link that led to it then)."""
+    through another path (a link that led to it then). `read`: our store's records as
+    the sweep read them, under uv's lock (one rewritten since is newer, and stays)."""
     from uvrefs.envs import identity, mount_namespace, mount_point
     from uvrefs.hosts import shared_place
 
@@ -571,6 +576,7 @@ def records_now(survey: Survey, scans: Mapping[str, EnvScan]) -> list[RootRecord
                 projects=list(root.links),
                 shared=shared_place(path),
                 stamp=marks.prints.get(path) if scan is marks.scans.get(path) else None,
+                read=read.get(path),
             )
         )
     return found

@@ -11,7 +11,7 @@ import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -41,7 +41,7 @@ from uvrefs.gc.trash import (
     os_error_text,
 )
 from uvrefs.hosts import forget as forget_lease
-from uvrefs.store.refs import RefsStore
+from uvrefs.store.refs import KnownEnv, RefsStore
 
 
 class FreedEnv(NamedTuple):
@@ -65,6 +65,8 @@ class Swept:
     rescans: Mapping[str, EnvScan]
     blobs: tuple[Blob, ...] = ()  # content blobs freed that no entry of this sweep owned
     envs: tuple[FreedEnv, ...] = ()  # project envs in uv's cache freed
+    # Our store's env records as read under uv's lock (what a write-back compares with).
+    records: Mapping[str, KnownEnv] = field(default_factory=dict)
 
 
 def sweep(
@@ -136,6 +138,7 @@ def sweep(
         rescans=now.scans,
         blobs=tuple(blobs_freed),
         envs=tuple(envs_freed),
+        records=now.roots.views[0].records if now.roots.views else {},
     )
 
 
@@ -412,11 +415,19 @@ def mark_now(
     for path, root in roots.envs.items():
         now.envs.setdefault(path, root)
     # A record trusted at planning (unchanged fingerprint) is not trusted here for the
-    # candidates it once used: a record that lies may add a candidate, never lose one.
-    distrust = {
+    # candidates it once used, or uses now by the refs read again: a record that lies may
+    # add a candidate, never lose one. Nor is one rewritten since planning (a recording
+    # meanwhile): what it says now is not what was trusted.
+    named = {
         r.env
+        for refs in (roots.refs, now.refs)
         for entry in candidates
-        for r in (roots.refs[entry].referrers if entry in roots.refs else ())
+        for r in (refs[entry].referrers if entry in refs else ())
+    }
+    distrust = {now.aliases.get(env, env) for env in named} | {
+        path
+        for path, root in now.envs.items()
+        if path in roots.envs and root.record != roots.envs[path].record
     }
     return now, mark_again(now, marks, ArchiveIndex(cache), distrust)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from uvrefs.errors import StoreError
-from uvrefs.store.refs import RefsStore, Settings, StoreView
-from uvrefs.store.stamps import read_stamp
+from uvrefs.store.refs import KnownEnv, NewerFile, RefsStore, Settings, StoreView
+from uvrefs.store.stamps import env_key, read_stamp
 
 if TYPE_CHECKING:
     from uvrefs.envs import How
@@ -45,16 +45,39 @@ class Snapshot:
     @classmethod
     def take(cls, store: RefsStore, host: str, seen: Settings | None = None) -> Snapshot:
         """Read `store` whole (`read_view`), with `seen` (uv's settings as this process
-        sees them) merged into what it remembers."""
+        sees them) merged into what it remembers.
+
+        The stamps are read before the records: a recording writes its record, then its
+        stamp, so a record read after its stamp is never older than that stamp. (Read the
+        other way round, a recording in between pairs the old record with the new stamp,
+        which the env's fingerprint matches: the old record, without what was just
+        installed, would be trusted.)"""
         seen = seen if seen is not None else Settings()
+        early = _stamps(store)
         view = read_view(store, seen)
         stamps = {}
         for path, record in view.records.items():
             if record.host == host:
-                stamp = read_stamp(store.stamp_path(path))
+                stamp = early.get(env_key(path))
                 if stamp is not None:
                     stamps[path] = stamp
         return cls(store, view, seen, stamps, store.archive_sizes(), store.dead_since())
+
+
+def _stamps(store: RefsStore) -> dict[str, str]:
+    """Every stamp in the store, by env key (`stamps.env_key`)."""
+    try:
+        names = os.listdir(store.envs_dir)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        key, dot, rest = name.partition(".")
+        if dot and rest == "stamp":
+            stamp = read_stamp(str(store.envs_dir / name))
+            if stamp is not None:
+                found[key] = stamp
+    return found
 
 
 def read_view(store: RefsStore, seen: Settings, previous: StoreView | None = None) -> StoreView:
@@ -85,6 +108,9 @@ class RootRecord(NamedTuple):
     projects: list[tuple[str, str | None]]
     shared: tuple[str, str, str] | None
     stamp: str | None  # its fingerprint, when the scan is the one that fingerprint goes with
+    # The env's record as the command last read it: one found changed at the write-back
+    # was written by a recording meanwhile, newer than this scan, and stays.
+    read: KnownEnv | None
 
 
 @dataclass
@@ -99,6 +125,10 @@ class Changes:
     sizes: dict[str, Footprint] | None = None  # archive footprints, when any was walked
     dead: set[str] | None = None  # entries dead now (first seen dead now: stamped `now`)
     now: float = 0.0
+    # What the store said when the command read it (`Snapshot.take`), for the memories
+    # others may change meanwhile: peers and holders another command added since are kept,
+    # and dead-since stamps rewritten since (by a collect that judged later) stand.
+    base: Snapshot | None = None
     records: list[RootRecord] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # entries gone from the cache: refs go
     describe: Callable[[str], tuple[str | None, str | None, list[str]]] | None = None
@@ -115,16 +145,23 @@ class Changes:
         return None
 
     def _memories(self, store: RefsStore) -> None:
+        base = self.base
         writes: list[Callable[[], None]] = []
-        if self.seen is not None:
+        if self.seen is not None:  # merged with the file as it is now
             writes.append(partial(store.remember_settings, self.seen))
         if self.peers is not None:
-            writes.append(partial(store.save_peers, self.peers))
+            peers = _merged(self.peers, store.remembered_peers, base.view.peers if base else [])
+            writes.append(partial(store.save_peers, peers))
         if self.holders is not None:
-            writes.append(partial(store.save_holders, self.holders))
+            before = base.view.holders if base else []
+            holders = _merged(self.holders, store.remembered_holders, before)
+            writes.append(partial(store.save_holders, holders))
         if self.sizes:
             writes.append(partial(store.save_archive_sizes, self.sizes))
-        if self.dead is not None:
+        if self.dead is not None and (base is None or store.dead_since() == base.dead_since):
+            # Another collect's stamps, written since this one read them, judged later
+            # (an entry it saw live again is no longer stamped): they stand. A stamp
+            # not written costs a longer wait for --min-age, never an early free.
             writes.append(partial(store.save_dead_since, self.dead, self.now))
         for write in writes:
             try:
@@ -134,24 +171,42 @@ class Changes:
 
     def _records(self, store: RefsStore) -> None:
         for rec in self.records:
-            store.save_env(
-                rec.path,
-                rec.site_dirs,
-                rec.mount,
-                rec.command,
-                sorted(rec.uses),
-                mntns=rec.mntns,
-                identity=rec.identity,
-                sources=rec.sources,
-                projects=rec.projects,
-                shared=rec.shared,
-            )
-            if self.describe is not None:
-                store.record(Path(rec.path), rec.uses, "collect", self.describe, rec.identity)
-            if rec.stamp is not None:
-                store.write_stamp(rec.path, rec.stamp)
+            try:
+                self._record(store, rec)
+            except NewerFile:
+                continue  # a newer uvrefs recorded it meanwhile: its record stands
         for entry in self.stale:
             store.delete(entry)
+
+    def _record(self, store: RefsStore, rec: RootRecord) -> None:
+        if store.env_record(rec.path) != rec.read:
+            return  # recorded meanwhile (its stamp goes with that record): it stands
+        store.save_env(
+            rec.path,
+            rec.site_dirs,
+            rec.mount,
+            rec.command,
+            sorted(rec.uses),
+            mntns=rec.mntns,
+            identity=rec.identity,
+            sources=rec.sources,
+            projects=rec.projects,
+            shared=rec.shared,
+        )
+        if self.describe is not None:
+            store.record(Path(rec.path), rec.uses, "collect", self.describe, rec.identity)
+        if rec.stamp is not None:
+            store.write_stamp(rec.path, rec.stamp)
+
+
+def _merged(ours: list[str] | None, now: Callable[[], list[str]], before: list[str]) -> list[str]:
+    """A list this command found (`ours`), plus what another command added to the file
+    since this one read it (`before`): found later, it is not this command's to drop."""
+    try:
+        added = set(now()) - set(before)
+    except (OSError, StoreError):  # not a list this uvrefs can read: replaced by ours
+        added = set()
+    return sorted({*(ours or []), *added})
 
 
 def holders_now(view: StoreView, searched: list[str]) -> list[str]:
