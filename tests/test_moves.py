@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import World
 from tests.test_liveness import intact
-from uvrefs.store import stamps
+from uvrefs.store import locate, stamps
 
 
 @dataclass
@@ -349,7 +349,7 @@ def test_a_store_is_taken_only_when_most_of_what_it_tracks_is_here(tmp_path: Pat
     state = tmp_path / "state"
     cache = fake_cache(tmp_path, IDS[:6])
     half = fake_store(state, "/gone/half", IDS[:5] + [f"other{i:011d}" for i in range(5)])
-    assert stamps.find_store(str(state), str(cache)) == stamps.store_dir(str(state), str(cache))
+    assert locate.find_store(str(state), str(cache)) == stamps.store_dir(str(state), str(cache))
     assert half.is_dir() and not Path(stamps.store_dir(str(state), str(cache))).exists()
     most = fake_store(state, "/gone/most", IDS[:6] + [f"other{i:011d}" for i in range(4)])
     three = fake_store(state, "/gone/three", IDS[:3])
@@ -361,7 +361,7 @@ def test_a_store_is_taken_only_when_most_of_what_it_tracks_is_here(tmp_path: Pat
         True,
         True,
     ]
-    key = stamps.find_store(str(state), str(cache))
+    key = locate.find_store(str(state), str(cache))
     assert not most.exists() and half.is_dir() and three.is_dir()
     info = json.loads((Path(key) / "store.json").read_text())
     assert info["cache"] == os.path.realpath(cache)
@@ -400,7 +400,7 @@ def test_a_store_this_uvrefs_did_not_write_is_never_taken(tmp_path: Path, kind: 
     elif kind == "refs-is-a-symlink":
         (store / "refs").rename(tmp_path / "refs")
         (store / "refs").symlink_to(tmp_path / "refs")
-    key = stamps.find_store(str(state), str(cache))
+    key = locate.find_store(str(state), str(cache))
     assert not os.path.lexists(key) and os.path.lexists(store)
 
 
@@ -422,7 +422,7 @@ def test_a_store_whose_cache_is_there_under_another_name_is_never_taken(tmp_path
         assert [s.refused for s in seen] == [
             f"it belongs to this cache as {other} (the same directory)"
         ]
-        stamps.find_store(str(state), str(cache))
+        locate.find_store(str(state), str(cache))
         assert store.is_dir()
     finally:
         subprocess.run(["umount", str(other)], check=True)
@@ -462,7 +462,7 @@ def test_store_json_remembers_the_first_path_and_the_last_moves(tmp_path: Path) 
         cache.rename(moved)
         cache = moved
         paths.append(os.path.realpath(cache))
-        key = stamps.find_store(str(state), str(cache))
+        key = locate.find_store(str(state), str(cache))
     assert os.listdir(state / "caches") == [os.path.basename(key)]
     info = json.loads((Path(key) / "store.json").read_text())
     assert [m["from_path"] for m in info["moves"]] == [paths[0], *paths[3:12]]

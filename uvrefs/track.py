@@ -13,7 +13,7 @@ import sys
 
 from uvrefs import uv
 from uvrefs.errors import StoreError, UsageError, UvrefsError
-from uvrefs.store import stamps
+from uvrefs.store import locate, stamps
 from uvrefs.targets import (
     Target,
     fingerprint,
@@ -136,7 +136,7 @@ def run_tracked(kind: str, command: str, uv_args: list[str], environ: Mapping[st
         if not lock.held and os.path.isfile(os.path.join(root, "CACHEDIR.TAG")):
             lock.acquire()  # uv created the cache just now
         if lock.held and records_in_background(environ):
-            store = stamps.find_store(stamps.default_state_dir(environ), root)
+            store = locate.find_store(stamps.default_state_dir(environ), root)
             stamps.hold_recording(store)  # inherited by the recorder, like uv's lock
             if _fork_recorder():
                 os._exit(code)  # the recorder now holds uv's lock until the refs are written
@@ -238,7 +238,7 @@ def maybe_auto_collect(root: str, every: str, environ: Mapping[str, str]) -> Non
         _say(f"warning: UVREFS_AUTO_COLLECT ignored: {exc}")
         return
     state_dir = stamps.default_state_dir(environ)
-    stamp = os.path.join(stamps.find_store(state_dir, root), "auto-collect.stamp")
+    stamp = os.path.join(locate.find_store(state_dir, root), "auto-collect.stamp")
     try:
         if time.time() - os.stat(stamp).st_mtime < interval:
             return
@@ -313,7 +313,7 @@ def record_if_changed(
     # redirect file) is the same env. The way in is kept: a project's link to its env.
     link = os.path.abspath(target.path)
     target = Target(os.path.realpath(follow_redirect(target.path)), target.site_dirs)
-    where = stamps.find_store(state_dir, root)  # one lstat, unless the cache has moved
+    where = locate.find_store(state_dir, root)  # one lstat, unless the cache has moved
     stamp = stamps.stamp_path(where, target.path)
     print_ = fingerprint(target)
     if not new_ids and stamps.read_stamp(stamp) == print_:

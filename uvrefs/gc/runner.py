@@ -164,20 +164,20 @@ def _collect(
 
 
 def cache_and_store() -> tuple[Cache, RefsStore]:
-    """The cache uv uses here (validated) and its refs store: where `stamps.find_store`
+    """The cache uv uses here (validated) and its refs store: where `locate.find_store`
     says, as for tracked installs (a store the cache brought from another path is moved
     to its key first)."""
     from pathlib import Path
 
     from uvrefs import uv
     from uvrefs.cache import Cache
-    from uvrefs.store import stamps
+    from uvrefs.store import locate, stamps
     from uvrefs.store.refs import RefsStore
 
     cache = Cache.open(Path(uv.cache_dir()))
     state = stamps.default_state_dir()
     store = RefsStore(
-        Path(state), cache.root, directory=Path(stamps.find_store(state, str(cache.root)))
+        Path(state), cache.root, directory=Path(locate.find_store(state, str(cache.root)))
     )
     stamps.check_store(str(store.dir))
     return cache, store

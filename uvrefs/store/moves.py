@@ -6,7 +6,7 @@ concurrent jobs; a cache moved with `mv`) finds no store at its key. What it bro
 along says which store is its own: the entries a store tracks are the cache's archive
 ids (`archive-v0/<id>`: 16 random characters of a 64-letter alphabet, 96 bits), which no
 other cache holds unless it was copied from this one. So when a cache has no store at its
-key, `stamps.find_store` calls `follow`, which looks at the state dir's other stores
+key, `locate.find_store` calls `follow`, which looks at the state dir's other stores
 (`caches/*/store.json` names the cache each was made for) and moves the one that tracks
 this cache to the key, under that store's lock, saying in `store.json` where it came from.
 

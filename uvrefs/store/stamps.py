@@ -48,26 +48,6 @@ def store_dir(state_dir: str, cache_root: str) -> str:
     return os.path.join(state_dir, "caches", key)
 
 
-def find_store(state_dir: str, cache_root: str) -> str:
-    """Where this cache's store is, for every command (tracked installs, collect, status,
-    doctor): `store_dir`, found with one `lstat` when it is there. When it is not, a store
-    this cache brought from an earlier path (a CI cache restored in another workspace, a
-    cache moved with `mv`) is recognised by the cache's own archive ids and moved there
-    first (`uvrefs.store.moves`); otherwise the store starts there, empty."""
-    key = store_dir(state_dir, cache_root)
-    try:
-        os.lstat(key)
-        return key
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return key  # `check_store` says what is wrong with it
-    from uvrefs.store.moves import follow
-
-    follow(state_dir, cache_root, key)
-    return key
-
-
 STORE_ID = "store-id"  # a store's own id: what its registrations in the cache name
 
 
