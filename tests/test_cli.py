@@ -142,6 +142,21 @@ def test_workspace_root_reads_every_spelling_of_the_table(tmp_path: Path, table:
     assert workspace_root(str(tmp_path / "a/b")) == str(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ['tool = "workspace"\n', '[tool]\nuv = ["workspace"]\n', "[tool.uv]\nworkspace = 1\n"],
+)
+def test_a_pyproject_whose_tables_are_not_tables_holds_no_workspace(
+    tmp_path: Path, text: str
+) -> None:
+    """`tool` or `tool.uv` that is not a table (a user's typo) means no workspace, never a
+    traceback from the wrapper in front of `uv sync`."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/pyproject.toml").write_text('[project]\nname = "a"\n')
+    (tmp_path / "pyproject.toml").write_text(text)
+    assert workspace_root(str(tmp_path / "a")) == str(tmp_path / "a")
+
+
 def test_cache_refuses_home_root_and_non_caches(isolated: Path) -> None:
     for bad in (isolated / "home", Path("/"), isolated):
         with pytest.raises(CacheRefused):

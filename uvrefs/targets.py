@@ -183,7 +183,9 @@ def _read_workspace(pyproject: str) -> dict[str, list[str]] | None:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError):
         return None
-    workspace = data.get("tool", {}).get("uv", {}).get("workspace")
+    workspace: object = data
+    for key in ("tool", "uv", "workspace"):  # a table only if each level is one
+        workspace = workspace.get(key) if isinstance(workspace, dict) else None
     return workspace if isinstance(workspace, dict) else None
 
 
