@@ -313,6 +313,10 @@ def test_a_stale_env_record_never_frees_what_the_env_uses(world: World) -> None:
     with hard links, the link count alone would keep the entry.)"""
     env = world.venv("env")
     world.uvrefs("install", "-q", "--link-mode", "copy", "-p", env, *world.offline(), "alpha==1.0")
+    # A stamp taken within 2 s of the env's last change vouches for nothing (`settled`):
+    # the next collect scans the env and stamps it anew, as a collect long after does.
+    time.sleep(2.1)
+    world.uvrefs("collect")
     before = world.archives()
     (record,) = world.state.rglob("envs/*.json")
     doc = json.loads(record.read_text())

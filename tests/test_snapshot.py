@@ -122,3 +122,22 @@ def test_a_collect_that_cannot_have_uvs_lock_still_remembers_what_it_planned(
         core.collect(cache, store, dry_run=False, timeout=1, policy=Policy(grace=0.0))
     assert store.dead_since(), "the dead entry was not stamped"
     assert Path(store.dir / "dead-since.json").is_file()
+
+
+def test_a_stamp_taken_too_soon_after_a_change_vouches_for_nothing(tmp_path: Path) -> None:
+    """A stamp says when its fingerprint was taken (its mtime); a record is trusted by it
+    only if every site directory changed over `RACY_NS` before that (a change in the same
+    tick of a coarse clock, after the look, would not show in the fingerprint)."""
+    from uvrefs.store.stamps import RACY_NS, read_stamp_taken, settled, write_stamp
+
+    m = 1_700_000_000_000_000_000
+    fp = f"/e/lib/python3.11/site-packages\t{m}\talpha-1.0.dist-info"
+    assert not settled(fp, m + RACY_NS // 2)
+    assert settled(fp, m + RACY_NS + 1)
+    two = fp + f"\n/e/lib64/site-packages\t{m + RACY_NS}\t"
+    assert not settled(two, m + RACY_NS + 1)  # every site directory counts
+    assert not settled("/e/site-packages\t?", m + 10 * RACY_NS)  # an unreadable one: never
+    assert not settled("", m + 10 * RACY_NS)
+    stamp = tmp_path / "e.stamp"
+    write_stamp(str(stamp), fp, m + 3 * RACY_NS)
+    assert read_stamp_taken(str(stamp)) == (fp, m + 3 * RACY_NS)

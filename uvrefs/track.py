@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from uvrefs import uv
 from uvrefs.errors import StoreError, UsageError, UvrefsError
@@ -315,6 +316,7 @@ def record_if_changed(
     target = Target(os.path.realpath(follow_redirect(target.path)), target.site_dirs)
     where = locate.find_store(state_dir, root)  # one lstat, unless the cache has moved
     stamp = stamps.stamp_path(where, target.path)
+    taken = time.time_ns()  # before the look: `stamps.settled` judges the stamp by it
     print_ = fingerprint(target)
     if not new_ids and stamps.read_stamp(stamp) == print_:
         return Recorded(target.path, skipped=True)
@@ -328,7 +330,7 @@ def record_if_changed(
     try:
         store = RefsStore(Path(state_dir), cache.root, directory=Path(where))
         result = record_env(cache, store, target, command, new_ids, link=link)
-        stamps.write_stamp(stamp, print_)
+        stamps.write_stamp(stamp, print_, taken)
     except OSError as exc:  # a full or read-only disk: nothing recorded, so nothing freed
         raise StoreError(
             f"cannot write the refs store in {state_dir} ({exc.strerror}); free space, or set "

@@ -576,6 +576,7 @@ def records_now(
                 projects=list(root.links),
                 shared=shared_place(path),
                 stamp=marks.prints.get(path) if scan is marks.scans.get(path) else None,
+                taken=marks.taken.get(path),
                 read=read.get(path),
             )
         )

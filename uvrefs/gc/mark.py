@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from uvrefs.gc.plan import UNCERTAIN, Facts
 from uvrefs.gc.roots import Root, Roots
 from uvrefs.store.refs import Refs, RefsStore
 from uvrefs.store.snapshot import Snapshot
+from uvrefs.store.stamps import settled
 from uvrefs.targets import Target, fingerprint
 
 Progress = Callable[[str, int, int], None]  # (what, done, total): long scans report here
@@ -28,6 +30,7 @@ class Marks:
     live: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)  # `state_print` at the scan
     prints: dict[str, str] = field(default_factory=dict)  # `fingerprint`, for stamps
+    taken: dict[str, int] = field(default_factory=dict)  # when each print was taken (ns)
     blocked: str | None = None  # a root whose uses cannot be known: nothing may be freed
 
 
@@ -140,7 +143,9 @@ def scan_or_reuse(
     ):
         return scan_root(root, index)
     stamp = trusted.stamps.get(root.path)
-    if stamp != print_ or not os.path.isdir(root.path):
+    # A stamp taken too soon after a change (`settled`) may hide one made just after it.
+    fresh = stamp is not None and stamp[0] == print_ and settled(print_, stamp[1])
+    if not fresh or not os.path.isdir(root.path):
         return scan_root(root, index)
     uses: dict[str, How] = dict.fromkeys(record.entries, "hardlink")
     here = identity(Path(root.path))
@@ -165,6 +170,7 @@ def mark(
     for number, root in enumerate(roots):
         if progress:
             progress("scanning environments", number, len(roots))
+        marks.taken[root.path] = time.time_ns()  # before the look: `stamps.settled`
         print_ = fingerprint(root_target(root))
         marks.prints[root.path] = print_
         marks.fingerprints[root.path] = state_print(root, print_)
@@ -181,7 +187,7 @@ def mark_again(roots: Roots, before: Marks, index: ArchiveIndex, distrust: set[s
     state print is unchanged since `before` keeps its scan, unless that scan was taken
     from a record and the root is in `distrust` (it once used an entry about to go);
     every other root is scanned now."""
-    marks = Marks(prints=dict(before.prints))
+    marks = Marks(prints=dict(before.prints), taken=dict(before.taken))
     for path, root in roots.envs.items():
         old = before.scans.get(path)
         now = state_print(root)

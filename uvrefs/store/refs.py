@@ -375,8 +375,8 @@ class RefsStore:
         """The env's fingerprint at its last record (written by the install path)."""
         return stamps.stamp_path(str(self.dir), env)
 
-    def write_stamp(self, env: str, fingerprint: str) -> None:
-        stamps.write_stamp(self.stamp_path(env), fingerprint)
+    def write_stamp(self, env: str, fingerprint: str, taken_ns: int | None = None) -> None:
+        stamps.write_stamp(self.stamp_path(env), fingerprint, taken_ns)
 
     def env_record(self, env: str) -> KnownEnv | None:
         """The record of one env, if there is a readable one."""
@@ -644,7 +644,7 @@ class RefsStore:
         return values
 
 
-RACY_NS = 2_000_000_000  # a file written this close to a read may have changed unseen
+RACY_NS = stamps.RACY_NS  # a file written this close to a read may have changed unseen
 SETTINGS = "settings.json"
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from uvrefs.errors import StoreError
 from uvrefs.store.refs import KnownEnv, NewerFile, RefsStore, Settings, StoreView
-from uvrefs.store.stamps import env_key, read_stamp
+from uvrefs.store.stamps import env_key, read_stamp_taken
 
 if TYPE_CHECKING:
     from uvrefs.envs import How
@@ -38,7 +38,8 @@ class Snapshot:
     store: RefsStore
     view: StoreView
     seen: Settings
-    stamps: dict[str, str]  # env -> its fingerprint at its last record (this host's)
+    # env -> its fingerprint at its last record (this host's) and when it was taken
+    stamps: dict[str, tuple[str, int]]
     sizes: dict[str, Footprint]
     dead_since: dict[str, float]
 
@@ -64,8 +65,8 @@ class Snapshot:
         return cls(store, view, seen, stamps, store.archive_sizes(), store.dead_since())
 
 
-def _stamps(store: RefsStore) -> dict[str, str]:
-    """Every stamp in the store, by env key (`stamps.env_key`)."""
+def _stamps(store: RefsStore) -> dict[str, tuple[str, int]]:
+    """Every stamp in the store, with when it was taken, by env key (`stamps.env_key`)."""
     try:
         names = os.listdir(store.envs_dir)
     except OSError:
@@ -74,7 +75,7 @@ def _stamps(store: RefsStore) -> dict[str, str]:
     for name in names:
         key, dot, rest = name.partition(".")
         if dot and rest == "stamp":
-            stamp = read_stamp(str(store.envs_dir / name))
+            stamp = read_stamp_taken(str(store.envs_dir / name))
             if stamp is not None:
                 found[key] = stamp
     return found
@@ -108,6 +109,7 @@ class RootRecord(NamedTuple):
     projects: list[tuple[str, str | None]]
     shared: tuple[str, str, str] | None
     stamp: str | None  # its fingerprint, when the scan is the one that fingerprint goes with
+    taken: int | None  # when that fingerprint was taken (`time.time_ns()`)
     # The env's record as the command last read it: one found changed at the write-back
     # was written by a recording meanwhile, newer than this scan, and stays.
     read: KnownEnv | None
@@ -196,7 +198,7 @@ class Changes:
         if self.describe is not None:
             store.record(Path(rec.path), rec.uses, "collect", self.describe, rec.identity)
         if rec.stamp is not None:
-            store.write_stamp(rec.path, rec.stamp)
+            store.write_stamp(rec.path, rec.stamp, rec.taken)
 
 
 def _merged(ours: list[str] | None, now: Callable[[], list[str]], before: list[str]) -> list[str]:

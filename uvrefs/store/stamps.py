@@ -136,6 +136,9 @@ def check_store(store: str) -> None:
 STAMP_LIMIT = 64 << 20  # bytes; a fingerprint is a few lines per site directory
 
 
+RACY_NS = 2_000_000_000  # a change this close to a look may not show in it (coarse clocks)
+
+
 def read_stamp(path: str) -> str | None:
     try:
         return files.read_file(path, STAMP_LIMIT).decode("utf-8", "surrogateescape")
@@ -143,13 +146,49 @@ def read_stamp(path: str) -> str | None:
         return None
 
 
-def write_stamp(path: str, fingerprint: str) -> None:
+def read_stamp_taken(path: str) -> tuple[str, int] | None:
+    """A stamp and when its fingerprint was taken (its mtime, `write_stamp`)."""
+    try:
+        raw, st = files.read_file_stat(path, STAMP_LIMIT)
+    except OSError:
+        return None
+    return raw.decode("utf-8", "surrogateescape"), st.st_mtime_ns
+
+
+def write_stamp(path: str, fingerprint: str, taken_ns: int | None = None) -> None:
     """Replace an env's stamp, never one a newer uvrefs wrote (a JSON document with a
-    newer `format`: an older uvrefs never writes over what a newer one wrote)."""
+    newer `format`: an older uvrefs never writes over what a newer one wrote). Its mtime
+    says when the fingerprint was taken (`taken_ns`, `time.time_ns()` just before it; the
+    time of writing without it), which `settled` judges it by; a stamp whose time cannot
+    be set is removed."""
     old = read_stamp(path)
     if old is not None and old.startswith("{") and _newer_doc(old):
         return
     files.write_atomic(path, fingerprint)
+    if taken_ns is not None:
+        try:
+            os.utime(path, ns=(taken_ns, taken_ns), follow_symlinks=False)
+        except OSError:
+            try:
+                os.unlink(path)  # never a stamp that says it was taken later than it was
+            except OSError:
+                pass
+
+
+def settled(fingerprint: str, taken_ns: int) -> bool:
+    """Whether a stamp of `fingerprint` taken at `taken_ns` can vouch for an env's record:
+    every site directory's mtime in it is older than the taking by more than `RACY_NS`.
+    Otherwise a change made after the fingerprint within the same tick of a coarse clock
+    (a filesystem keeping seconds; a reinstall that keeps every dist-info name) would not
+    show in it, and the stamp would vouch for a record that no longer says what the env
+    uses. (As git treats an index entry "racily clean".)"""
+    if not fingerprint:
+        return False
+    for line in fingerprint.split("\n"):
+        parts = line.split("\t")
+        if len(parts) < 3 or not parts[1].isdigit() or taken_ns - int(parts[1]) < RACY_NS:
+            return False
+    return True
 
 
 def _newer_doc(text: str) -> bool:
