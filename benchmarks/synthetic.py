@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def build(
     from uvrefs.envs import ArchiveIndex
     from uvrefs.store.refs import RefsStore
     from uvrefs.store.stamps import write_stamp
-    from uvrefs.targets import Target, fingerprint
+    from uvrefs.targets import Target, fingerprint, site_dirs
     from uvrefs.track import record_env
 
     rng = random.Random(seed)
@@ -95,10 +96,15 @@ def build(
     c = Cache.open(cache)
     store = RefsStore(state, c.root)
     index = ArchiveIndex(c)
+    day_ago = time.time() - 86400
     for env in env_paths:  # as `uvrefs install` does: record, then stamp the fingerprint
         target = Target(str(env))
         record_env(c, store, target, "install", index=index)
-        write_stamp(store.stamp_path(target.path), fingerprint(target))
+        # Installed a day ago, stamped since (by a collect): a stamp taken within 2 s of
+        # an env's change vouches for nothing (`stamps.settled`) until one is taken later.
+        for site in site_dirs(target.path):
+            os.utime(site, (day_ago, day_ago))
+        write_stamp(store.stamp_path(target.path), fingerprint(target), time.time_ns())
     for n in range(cached_envs):
         entry = "".join(rng.choice(ALPHABET) for _ in range(16))
         used = [cache / "archive-v0" / ids[i] for i in shared[n % len(shared) :][:5]]
