@@ -168,19 +168,24 @@ def take_out(
     out = TakenOut(trash, [], [])
     if trash is None:
         return out
-    mounts = mounts_under(cache.root)
-    for env in now.envs_going:
-        try:
-            doomed = [Doomed(Path(env), "tree")]
-            out.envs.append((env, unlink_entry(cache, root_fd, doomed, trash, mounts)))
-        except OSError as exc:
-            errors.append(f"{env}: {os_error_text(exc)}")
-    for decision in now.going:
-        try:
-            doomed = entry_paths(cache, decision.entry, pointers, going_ids, directories)
-            out.entries.append((decision, unlink_entry(cache, root_fd, doomed, trash, mounts)))
-        except OSError as exc:
-            errors.append(f"{decision.entry}: {os_error_text(exc)}")
+    try:
+        mounts = mounts_under(cache.root)
+        for env in now.envs_going:
+            try:
+                doomed = [Doomed(Path(env), "tree")]
+                out.envs.append((env, unlink_entry(cache, root_fd, doomed, trash, mounts)))
+            except OSError as exc:
+                errors.append(f"{env}: {os_error_text(exc)}")
+        for decision in now.going:
+            try:
+                doomed = entry_paths(cache, decision.entry, pointers, going_ids, directories)
+                moved = unlink_entry(cache, root_fd, doomed, trash, mounts)
+                out.entries.append((decision, moved))
+            except OSError as exc:
+                errors.append(f"{decision.entry}: {os_error_text(exc)}")
+    except BaseException:
+        trash.close()  # as a killed collector's: the next run empties it
+        raise
     return out
 
 
