@@ -431,6 +431,18 @@ def registry_of(world: World) -> Path:
 SYMLINK = {"UV_LINK_MODE": "symlink"}  # the mode in which a wrongly freed entry breaks an env
 
 
+def in_process(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """The world's cache and refs store, for calling uvrefs's core in this process, with
+    the world's environment set (undone after the test): (Cache, RefsStore)."""
+    from uvrefs.cache import Cache
+    from uvrefs.store.refs import RefsStore
+
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+    cache = Cache.open(world.cache)
+    return cache, RefsStore(world.state, cache.root)
+
+
 def install(world: World, env: Path, *reqs: str | Path, tracked: bool = True, **kw: Any) -> None:
     """`uvrefs install` (tracked) or plain `uv pip install`, offline, in symlink mode."""
     args = ["-q", "-p", env, *world.offline(), *reqs]

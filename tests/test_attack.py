@@ -23,6 +23,7 @@ from tests.conftest import (
     World,
     as_nobody,
     freed,
+    in_process,
     install,
     registry_of,
     tracked_env_on_unmounted_bind_mount,
@@ -165,13 +166,10 @@ def in_process_collect(world: World, monkeypatch: pytest.MonkeyPatch, before_swe
     """`collect` in this process, running `before_sweep()` between planning and the sweep
     (where a real collect spends its planning time, uv's lock not yet taken). It waits no
     grace period (as `collect_json`): what it keeps, it keeps for being live."""
-    from uvrefs.cache import Cache
     from uvrefs.gc import collect as core
     from uvrefs.gc.plan import Policy
-    from uvrefs.store.refs import RefsStore
 
-    for key, value in world.env.items():
-        monkeypatch.setenv(key, value)
+    cache, store = in_process(world, monkeypatch)
     real_sweep = core.sweep
 
     def sweep(*args, **kw):  # type: ignore[no-untyped-def]
@@ -179,8 +177,6 @@ def in_process_collect(world: World, monkeypatch: pytest.MonkeyPatch, before_swe
         return real_sweep(*args, **kw)
 
     monkeypatch.setattr(core, "sweep", sweep)
-    cache = Cache.open(world.cache)
-    store = RefsStore(world.state, cache.root)
     return core.collect(cache, store, dry_run=False, timeout=10, policy=Policy(grace=0.0))
 
 

@@ -13,18 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import World, install
+from tests.conftest import World, in_process, install
 from tests.test_liveness import intact
-
-
-def _store(world: World, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    from uvrefs.cache import Cache
-    from uvrefs.store.refs import RefsStore
-
-    for key, value in world.env.items():
-        monkeypatch.setenv(key, value)
-    cache = Cache.open(world.cache)
-    return cache, RefsStore(world.state, cache.root)
 
 
 def test_an_install_recorded_while_the_snapshot_is_read_is_not_hidden_by_its_old_record(
@@ -51,7 +41,7 @@ def test_an_install_recorded_while_the_snapshot_is_read_is_not_hidden_by_its_old
     shutil.rmtree(dead)
     env = world.venv("env")
     install(world, env, "beta")
-    cache, store = _store(world, monkeypatch)
+    cache, store = in_process(world, monkeypatch)
 
     real_read_view = snapshot.read_view
     once = [True]
@@ -97,7 +87,7 @@ def test_the_write_back_does_not_stamp_dead_an_entry_a_later_collect_saw_live(
     shutil.rmtree(dead)
     world.uvrefs("collect", "--json", "--min-age", "1h")  # alpha first seen dead now
     env = world.venv("env")
-    cache, store = _store(world, monkeypatch)
+    cache, store = in_process(world, monkeypatch)
 
     def meanwhile() -> None:
         install(world, env, "alpha==1.0", extra_env=HARDLINK)
@@ -142,7 +132,7 @@ def test_the_write_back_does_not_replace_a_newer_record_under_its_newer_stamp(
 
     env = world.venv("env")
     install(world, env, "beta")
-    cache, store = _store(world, monkeypatch)
+    cache, store = in_process(world, monkeypatch)
     real_sweep = core.sweep
 
     def sweep(*args, **kw):  # type: ignore[no-untyped-def]

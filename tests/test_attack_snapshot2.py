@@ -13,18 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SYMLINK, World, collect_json, freed, install
+from tests.conftest import SYMLINK, World, collect_json, freed, in_process, install
 from tests.test_liveness import intact
-
-
-def _store(world: World, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    from uvrefs.cache import Cache
-    from uvrefs.store.refs import RefsStore
-
-    for key, value in world.env.items():
-        monkeypatch.setenv(key, value)
-    cache = Cache.open(world.cache)
-    return cache, RefsStore(world.state, cache.root)
 
 
 def _site(env: Path) -> Path:
@@ -62,7 +52,7 @@ def test_a_stamp_written_back_in_the_same_mtime_tick_as_a_change_vouches_for_a_s
     other.mkdir()
     shutil.copy(wheel, other / wheel.name)  # the same wheel at another path: a new archive
     (old,) = world.archive_of("alpha", "1.0")
-    cache, store = _store(world, monkeypatch)
+    cache, store = in_process(world, monkeypatch)
 
     real = mark_mod.scan_or_reuse
     done = []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SYMLINK, World, collect_json, freed, install
+from tests.conftest import SYMLINK, World, collect_json, freed, in_process, install
 
 # ---------------------------------------------------------------- helpers
 
@@ -282,14 +282,15 @@ def test_an_env_made_under_a_watched_dir_while_collect_waits_for_the_lock_is_a_r
     assert intact(made) and works(world, made / "bin" / "python", "alpha", "1.0")
 
 
-def test_the_sweep_finds_roots_with_the_planners_finder(world: World) -> None:
+def test_the_sweep_finds_roots_with_the_planners_finder(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sweep's re-mark under uv's lock found roots with its own code, which had drifted
     from the planner's (a peer store's records were "tracked" in one, "peer" in the
     other). Now one root finder runs at both moments: on a quiet cache both find the same
     roots, kind by kind, and the second reads no directory again."""
-    from uvrefs.cache import Cache
     from uvrefs.gc.roots import find_roots
-    from uvrefs.store.refs import RefsStore, host_id
+    from uvrefs.store.refs import host_id
 
     peer = {"UVREFS_DIR": str(world.root / "state-of-another-user")}
     install(world, world.venv("projects/a/.venv"), "alpha==1.0")
@@ -300,10 +301,7 @@ def test_the_sweep_finds_roots_with_the_planners_finder(world: World) -> None:
     world.uv("tool", "install", "-q", *world.offline(), "tooly", extra_env=tool_dir)
     world.uvrefs("status", extra_env=tool_dir)  # sees the tool dir
     backdate(world.root / "projects", tools)
-    for key, value in world.env.items():
-        os.environ[key] = value
-    cache = Cache.open(world.cache)
-    store = RefsStore(world.state, cache.root)
+    cache, store = in_process(world, monkeypatch)  # (it set os.environ for good before)
     planned = find_roots(cache, store, host_id())
     again = find_roots(cache, store, host_id(), previous=planned)
     fresh = find_roots(cache, store, host_id())
