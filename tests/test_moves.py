@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import World
+from tests.conftest import World, freed
 from tests.test_liveness import intact
 from uvrefs.store import locate, stamps
 
@@ -81,10 +81,6 @@ class Job:
         subprocess.run(["tar", "-C", ws, "-xf", "-"], input=saved, check=True)
         shutil.rmtree(self.ws)
         return Job(self.world, ws, self.mode)
-
-
-def freed(result: dict[str, Any]) -> set[str]:
-    return {f"{d['dist']} {d['version']}" for d in result["freed"]}
 
 
 def doctor(job: Job) -> dict[str, list[str]]:

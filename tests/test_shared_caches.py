@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import World, collect_json
+from tests.conftest import World, collect_json, freed
 from tests.hosts import Cluster, Host
 
 SYMLINK = {"UV_LINK_MODE": "symlink"}
@@ -63,8 +63,10 @@ def collect(host: Host, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def freed(result: dict[str, Any]) -> set[str]:
-    return {f"{d['dist']} {d['version']}" for d in result["freed"]}
+def assert_kept(result: dict[str, Any], host: Host, env: Path, entry: str = "alpha 1.0") -> None:
+    """A collect's `result` freed no `entry`, and every file of `env` on `host` is there."""
+    assert entry not in freed(result), result
+    assert intact(host, env)
 
 
 def kept_why(result: dict[str, Any], name: str) -> list[str]:
