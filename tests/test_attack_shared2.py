@@ -384,3 +384,26 @@ def test_a_host_gone_by_its_old_lease_loses_the_fresh_registration_that_blocked(
     assert "alpha 1.0" not in freed(first), first  # blocked by B's registration
     result = collect_on(c, "--host-lease", "1h")
     assert_kept(result, b, env)
+
+
+def test_a_host_name_from_the_environment_never_makes_another_hosts_store_ours(
+    cluster: Cluster,
+) -> None:
+    """Review of issue 21: a registration was taken for one of this host's own stores when
+    its host key was any name this process goes by, `UVREFS_HOST` from its environment
+    included. Two CI runners set the same `UVREFS_HOST=ci`; runner B keeps its store on
+    its own disk at the path where C reads the shared store, and its local env uses alpha.
+    C's collect took B's registration (key "ci", a path C reads) for its own store, so
+    nothing was hidden: alpha was freed under B's env. Only the machine's own names make
+    a registration ours; any other must name the id of a store read here."""
+    b, c = cluster.host("B"), cluster.host("C")
+    named = {**SYMLINK, "UVREFS_HOST": "ci"}
+    dead_shared_user(cluster, c, "alpha==1.0")  # (and the shared store made)
+    state = cluster.shared / "state"
+    b.run("mount", "-t", "tmpfs", "-o", "size=64m", "bstate", state)  # B's own disk there
+    env = b.home / "venv"
+    b.uv("venv", "-q", "--python", sys.executable, env, env=named)
+    b.uvrefs("install", "-q", "-p", env, *cluster.offline(), "alpha==1.0", env=named)
+    assert intact(b, env)
+    result = collect_on(c, env={"UVREFS_HOST": "ci"})
+    assert_kept(result, b, env)

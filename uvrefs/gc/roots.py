@@ -443,19 +443,25 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
     one of the stores read (`stamps.store_id`); otherwise it is hidden from this host (on
     the other host's own disk, reached there by a path this one lacks, or registered in a
     way this uvrefs cannot read), and may track anything (`Roots.hidden`, with the
-    registration's age: collect frees nothing while one is younger than --host-lease)."""
+    registration's age: collect frees nothing while one is younger than --host-lease).
+    One this machine made (by its own names, never a `UVREFS_HOST` name, which another
+    host may use too) is read if its path leads to a store read here."""
     from uvrefs.hosts import host_key
+    from uvrefs.store.refs import own_names
 
     roots.registered = list(registered)
-    ours = {host_key(h) for h in roots.hosts}
+    mine = {host_key(h) for h in own_names()}
     names = {host_key(lease_host): lease_host for lease_host in roots.host_seen}
     read = {v.id for v in roots.views} - {None}
+    read_dirs = {os.path.realpath(v.store.dir) for v in roots.views}
     clocks: dict[str, float] = {}
     for reg in registered:
         if reg.problem is not None:  # what is registered there cannot be known
             roots.hidden[reg.problem] = 0.0
             continue
-        if (reg.key in ours and reg.path is not None) or reg.store in read:
+        if reg.store in read or (
+            reg.key in mine and reg.path is not None and os.path.realpath(reg.path) in read_dirs
+        ):
             continue
         if reg.registry not in clocks:
             clocks[reg.registry] = _clock_in(reg.registry)
