@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import SYMLINK, World, collect_json, freed, install
-from tests.test_liveness import intact
+from tests.test_liveness import a_dead_tracked_user, intact
 from uvrefs.uv import uv_subcommand
 
 
@@ -35,6 +35,7 @@ def test_defended_env_changed_by_uv_pip_dash_q_install_is_not_freed(world: World
     archive, which the env (symlink mode) still uses: the env should stay intact."""
     env = world.venv("env")
     install(world, env, "alpha==1.0")
+    a_dead_tracked_user(world, "beta")  # beta tracked and dead: a candidate to free
     world.uvrefs(
         "uv", "pip", "-q", "install", "-p", env, *world.offline(), "beta", extra_env=SYMLINK
     )
@@ -80,6 +81,7 @@ def test_defended_a_planted_store_id_neither_hangs_nor_frees_a_living_env(
 
     env = world.venv("env")
     install(world, env, "alpha==1.0")
+    a_dead_tracked_user(world, "alpha==1.0")  # alpha a candidate: kept only by the env
     (store,) = world.state.glob("caches/*")
     sid = store / "store-id"
     if sid.exists() or sid.is_symlink():

@@ -23,6 +23,7 @@ from typing import Any
 
 from tests.conftest import World, install
 from tests.hosts import Cluster, Host
+from tests.test_liveness import a_dead_tracked_user
 from tests.test_liveness import intact as intact_here
 from tests.test_shared_caches import SYMLINK, assert_kept, freed, intact, store_files, venv
 
@@ -53,10 +54,18 @@ def collect_on(host: Host, *args: str, env: dict[str, str | None] | None = None)
     """`collect --json --min-age 0 ARGS` on `host`, whatever its exit status (a collect that
     refuses frees nothing: what the tests check is what was freed)."""
     done = host.uvrefs("collect", "--json", "--min-age", "0", *args, env=env, check=False)
+    return collect_result(done.stdout, done.stderr, done.returncode)
+
+
+def collect_result(out: str, err: str, code: int) -> dict[str, Any]:
+    """A collect's JSON; or, for a collect that refused, `{"freed": [], "refused": why}`,
+    where a refusal is a one-line error and a non-zero exit, never a traceback (which
+    would otherwise pass every "not freed" check)."""
     try:
-        return json.loads(done.stdout)  # type: ignore[no-any-return]
+        return json.loads(out)  # type: ignore[no-any-return]
     except ValueError:
-        return {"freed": [], "refused": done.stderr}
+        assert code != 0 and "Traceback" not in err and err.strip(), (code, out, err)
+        return {"freed": [], "refused": err}
 
 
 # ---------------------------------------------------------------- the caller's environment
@@ -189,6 +198,7 @@ def test_a_host_lease_shorter_than_the_renewal_hour_frees_a_host_seen_a_second_a
     backdate(lease_file(cluster, host_id(a)), 40 * 60)  # renewed 40 minutes ago
     a.uvrefs("collect", "--dry-run")  # A is alive now; its lease is not 60 minutes old yet
     result = collect_on(c, "--host-lease", "30m")
+    assert "at least 1h" in result.get("refused", ""), result  # refused, as it must be
     assert_kept(result, a, env)
 
 
@@ -378,6 +388,7 @@ def test_defended_fifos_planted_as_leases_never_hang(world: World) -> None:
 
     env = world.venv("venv")
     install(world, env, "alpha==1.0")
+    a_dead_tracked_user(world, "alpha==1.0")  # alpha a candidate: kept only by the env
     (store,) = world.state.glob("caches/*")
     (mine,) = (store / "hosts").glob("*.json")
     mine.unlink()

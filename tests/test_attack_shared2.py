@@ -21,7 +21,15 @@ from typing import Any
 
 from tests.conftest import World
 from tests.hosts import Cluster, Host
-from tests.test_attack_shared import HOUR, POD, backdate, collect_on, host_id, lease_file
+from tests.test_attack_shared import (
+    HOUR,
+    POD,
+    backdate,
+    collect_on,
+    collect_result,
+    host_id,
+    lease_file,
+)
 from tests.test_liveness import intact as intact_here
 from tests.test_shared_caches import SYMLINK, assert_kept, freed, intact, venv
 
@@ -128,10 +136,7 @@ def finish(holder: subprocess.Popen[str], proc: subprocess.Popen[str]) -> dict[s
     holder.kill()
     holder.wait()
     out, err = proc.communicate(timeout=60)
-    try:
-        return json.loads(out)  # type: ignore[no-any-return]
-    except ValueError:
-        return {"freed": [], "refused": err}
+    return collect_result(out, err, proc.returncode)
 
 
 def test_a_registration_renewed_while_collect_waits_for_the_lock_is_not_seen(
