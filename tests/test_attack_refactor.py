@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import SYMLINK, World, collect_json, freed, install
@@ -102,3 +104,22 @@ def test_defended_a_planted_store_id_neither_hangs_nor_frees_a_living_env(
         )
         assert done.quiet_failure() is None, done.quiet_failure()
     assert intact(env)
+
+
+def test_forgetting_a_host_never_deletes_through_a_bucket_planted_as_a_link(
+    tmp_path: Path,
+) -> None:
+    """Review of issue 21: `hosts forget` dropped a host's registrations through the
+    registry's path, so an sdists bucket replaced by a symbolic link to a directory outside
+    the cache led the unlinks there. Registries are opened from the cache root one
+    component at a time, never through a link: nothing outside the cache is touched."""
+    from uvrefs.store.registry import REGISTRY, unregister_host
+
+    root, outside = tmp_path / "cache", tmp_path / "outside"
+    (outside / REGISTRY).mkdir(parents=True)
+    planted = outside / REGISTRY / "0123456789abcdef0123.KEY.none"
+    planted.write_text("/somewhere")
+    root.mkdir()
+    (root / "sdists-v11").symlink_to(outside)
+    assert unregister_host(root, "KEY") == 0
+    assert planted.exists()

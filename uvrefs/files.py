@@ -63,16 +63,19 @@ def _size(limit: int) -> str:
     return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
 
 
-def write_atomic(path: str, data: str | bytes, *, durable: bool = False) -> None:
+def write_atomic(
+    path: str, data: str | bytes, *, durable: bool = False, dir_fd: int | None = None
+) -> None:
     """Write beside the target, then rename over it: readers see old or new, never half.
     The temp file (`.<name>.<random>.tmp`) is created exclusively and never through a
     symlink, and removed if anything fails; the rename replaces whatever is at `path`
     (a planted symlink included) without following it. `durable`: the file and then its
-    directory are synced, so the write survives a power cut."""
+    directory are synced, so the write survives a power cut. With `dir_fd`, `path` is a
+    name in that directory (opened without following links by the caller)."""
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".{name}.{os.urandom(8).hex()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o666)
+    fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)
     try:
         try:
             raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
@@ -83,14 +86,16 @@ def write_atomic(path: str, data: str | bytes, *, durable: bool = False) -> None
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
         raise
-    if durable:
+    if durable and dir_fd is not None:
+        os.fsync(dir_fd)
+    elif durable:
         sync_dir(directory or ".")
 
 

@@ -464,7 +464,7 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
         ):
             continue
         if reg.registry not in clocks:
-            clocks[reg.registry] = _clock_in(reg.registry)
+            clocks[reg.registry] = _clock_in(cache.root, reg.registry)
         clock = clocks[reg.registry]
         who = names.get(reg.key, f"host {reg.key[:12]}" if reg.key else "a host")
         where = (
@@ -483,15 +483,16 @@ def _add_hidden_stores(roots: Roots, cache: Cache, registered: Iterable[Registra
         roots.hidden[what] = min(age, roots.hidden.get(what, age))
 
 
-def _clock_in(directory: str) -> float:
-    """`hosts.fs_clock` in a registry, through a descriptor opened without following a link
-    (a link swapped in since it was listed never leads the probe file elsewhere)."""
-    from uvrefs.files import open_dir
+def _clock_in(root: Path, directory: str) -> float:
+    """`hosts.fs_clock` in a registry, through a descriptor opened from the cache root
+    without following a link (`registry.open_registry`: a link swapped in since it was
+    listed never leads the probe file elsewhere)."""
     from uvrefs.hosts import fs_clock
+    from uvrefs.store.registry import open_registry
 
     try:
-        fd = open_dir(directory)
-    except OSError:
+        fd = open_registry(root, directory)
+    except (OSError, ValueError):
         return 0.0
     try:
         return fs_clock(f"/proc/self/fd/{fd}")

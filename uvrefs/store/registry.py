@@ -67,36 +67,56 @@ def register_store(cache: Cache, store_dir: Path, host: str) -> None:
         st = None
     if st is not None and abs(time.time() - st.st_mtime) < RENEW_EVERY:
         return
-    try:
-        try:
-            registry.mkdir()
-            made = True
-        except FileExistsError:
-            made = False
-        from uvrefs.files import open_dir, write_atomic
+    from uvrefs.files import write_atomic
 
-        # Through a descriptor opened without following links: a link planted under the
-        # registry's name is never chmod-ed or written into.
-        fd = open_dir(str(registry))
+    try:
+        # Through descriptors opened without following links, from the cache root down:
+        # a link planted as the bucket or the registry is never made into, chmod-ed or
+        # written through.
+        bucket = open_registry(cache.root, registry.parent)
+        try:
+            try:
+                os.mkdir(REGISTRY, dir_fd=bucket)
+                made = True
+            except FileExistsError:
+                made = False
+            fd = open_registry(cache.root, registry, below=bucket)
+        finally:
+            os.close(bucket)
         try:
             if st is not None and stat.S_ISREG(st.st_mode):
                 os.utime(name, dir_fd=fd, follow_symlinks=False)
                 return
             if made and os.fstat(fd).st_uid == os.geteuid():
                 os.fchmod(fd, 0o1777)  # sticky: every user registers, none replaces another
-            write_atomic(f"/proc/self/fd/{fd}/{name}", os.fsdecode(os.path.realpath(store_dir)))
+            write_atomic(name, os.fsdecode(os.path.realpath(store_dir)), dir_fd=fd)
         finally:
             os.close(fd)
-    except (OSError, NotImplementedError):
+    except (OSError, NotImplementedError, ValueError):
         pass
+
+
+def open_registry(root: Path, directory: Path | str, *, below: int | None = None) -> int:
+    """A descriptor of `directory` (a registry or its bucket) in the cache at `root`,
+    opened one component at a time from the root without following a link or crossing
+    a mount (`files.open_dir_below`); from `below` (the descriptor of its parent) for its
+    last component only. Raises OSError (ValueError if it is not in the cache)."""
+    from uvrefs.files import open_dir, open_dir_below
+
+    parts = Path(directory).relative_to(root).parts
+    if below is not None:
+        return open_dir_below(below, parts[-1:])
+    top = open_dir(str(root))
+    try:
+        return open_dir_below(top, parts)
+    finally:
+        os.close(top)
 
 
 def unregister_host(cache_root: Path, key: str) -> int:
     """Drop every registration the host whose `hosts.host_key` is `key` made in this cache
     (it was forgotten: gone for good). Best effort; regular files only, through the
     registry's descriptor. How many went."""
-    from uvrefs.files import open_dir
-
     count = 0
     try:
         buckets = [b for b in os.listdir(cache_root) if re.fullmatch(r"sdists-v\d+", b)]
@@ -104,8 +124,8 @@ def unregister_host(cache_root: Path, key: str) -> int:
         return 0
     for registry in [cache_root / b / REGISTRY for b in buckets] + [cache_root / REGISTRY]:
         try:
-            fd = open_dir(str(registry))
-        except OSError:
+            fd = open_registry(cache_root, registry)
+        except (OSError, ValueError):
             continue
         try:
             for name in os.listdir(fd):
@@ -150,27 +170,35 @@ def peer_stores(
     registrations: list[Registration] = []
     for registry in registry_dirs(cache):
         try:
-            if stat.S_ISLNK(os.lstat(registry).st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, "a symbolic link uvrefs never made")
-            names = os.listdir(registry)
+            fd = open_registry(cache.root, registry)
         except FileNotFoundError:
-            names = []
+            continue
         except OSError as exc:  # what is registered there cannot be known: nothing goes
+            if exc.errno == errno.ELOOP:
+                exc.strerror = "a symbolic link uvrefs never made"
             why = f"the store registry {registry} cannot be listed ({exc.strerror}); move it away"
             registrations.append(Registration(None, "", None, 0.0, str(registry), "", why))
             continue
-        for name in names:
-            if name.startswith("."):
-                continue  # a registration being written (`files.write_atomic`)
-            text, mtime = _read_small(registry / name)
+        try:
+            names = os.listdir(fd)
+            found_here = [(name, _read_small(name, fd)) for name in names if name[:1] != "."]
+        except OSError as exc:
+            why = f"the store registry {registry} cannot be listed ({exc.strerror}); move it away"
+            registrations.append(Registration(None, "", None, 0.0, str(registry), "", why))
+            continue
+        finally:
+            os.close(fd)
+        # (a name starting with "." is a registration being written, `files.write_atomic`)
+        for name, (text, mtime) in found_here:
             path = text if text and os.path.isabs(text) else None
             if path is not None:
                 found.add(path)
             parts = name.split(".")
-            if len(parts) > 1:  # older uvrefs: `<store path key>` alone, a path in it
+            if len(parts) > 1:  # (older uvrefs named no host: `<store path key>` alone)
                 store_of = parts[2] if len(parts) == 3 and parts[2] != "none" else None
-                key = parts[1] if len(parts) > 1 else ""
-                registrations.append(Registration(path, key, store_of, mtime, str(registry), name))
+                registrations.append(
+                    Registration(path, parts[1], store_of, mtime, str(registry), name)
+                )
     for home in local_homes():
         state = os.path.join(home, ".local", "state", "uvrefs")
         candidate = stamps.store_dir(state, str(cache.root))
@@ -195,16 +223,16 @@ def _unreadable_dir(path: str) -> bool:
     return False
 
 
-def _read_small(path: Path, limit: int = 4096) -> tuple[str | None, float]:
-    """A registry file's text and mtime: a regular file, not a link, not a FIFO, a few
-    bytes."""
+def _read_small(name: str, dir_fd: int, limit: int = 4096) -> tuple[str | None, float]:
+    """A registry file's text and mtime (its name in the registry's descriptor): a regular
+    file, not a link, not a FIFO, a few bytes."""
     from uvrefs.files import read_file_stat
 
     try:
-        raw, st = read_file_stat(str(path), limit)
+        raw, st = read_file_stat(name, limit, dir_fd=dir_fd)
     except OSError:
         try:  # not a file uvrefs writes (a FIFO, a link, too big): its age all the same
-            return None, os.lstat(path).st_mtime
+            return None, os.lstat(name, dir_fd=dir_fd).st_mtime
         except OSError:
             return None, 0.0
     return os.fsdecode(raw).strip() or None, st.st_mtime
