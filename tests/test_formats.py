@@ -377,8 +377,9 @@ def test_the_store_lock_excludes_filelock_and_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: str
 ) -> None:
     """The store's lock is taken with `flock` itself, not filelock (its import costs a
-    recording ~15 ms), and is the same lock: one held by filelock (an older uvrefs) or by
-    another uvrefs keeps this one waiting until it is released, and then it is taken."""
+    recording tens of ms: `make bench`'s floors), and is the same lock: one held by
+    filelock (an older uvrefs) or by another uvrefs keeps this one waiting until it is
+    released, and then it is taken."""
     import threading
 
     store = RefsStore.at(tmp_path, tmp_path)

@@ -48,13 +48,17 @@ class _Plain(RuntimeParam):
         return [v if isinstance(v, str) else os.fsdecode(v) for v in value]
 
 
-class _Command(TyperCommand):
-    """Help in click's plain shape: a flag shows no `<bool>`, a value option its metavar
-    (`--min-age DUR`), an argument its metavar (`why QUERY`, not typer's `{query}`)."""
+class _PlainParams(click.Command):
+    """Options and arguments parsed with uvrefs's own converters (`_plain_params`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         _plain_params(self, ctx)
         return super().parse_args(ctx, args)
+
+
+class _Command(_PlainParams, TyperCommand):
+    """Help in click's plain shape: a flag shows no `<bool>`, a value option its metavar
+    (`--min-age DUR`), an argument its metavar (`why QUERY`, not typer's `{query}`)."""
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -79,7 +83,12 @@ class _Command(TyperCommand):
                     formatter.write_dl(rows)
 
 
-class _Group(TyperGroup):
+class _SubGroup(_PlainParams, TyperGroup):
+    """A group of commands (`uvrefs hosts`, `watch`, ...): its options parsed as the
+    commands' are."""
+
+
+class _Group(_SubGroup):
     """The root command: uvrefs's own options are taken after the subcommand too
     (`uvrefs status --cache-dir X`), as uv takes its global options, except after a
     tracked command, whose arguments are uv's (`uvrefs.options.hoist_global_options`)."""
@@ -89,17 +98,7 @@ class _Group(TyperGroup):
             hoisted = hoist_global_options(args)
         except UvrefsError as exc:
             fail(exc)
-        _plain_params(self, ctx)
         return super().parse_args(ctx, hoisted)
-
-
-class _SubGroup(TyperGroup):
-    """A group of commands (`uvrefs hosts`, `watch`, ...): its options parsed as the
-    commands' are (`_plain_params`)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        _plain_params(self, ctx)
-        return super().parse_args(ctx, args)
 
 
 PLAIN: dict[str, Any] = {"rich_markup_mode": None, "no_args_is_help": True}

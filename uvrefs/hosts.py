@@ -232,18 +232,6 @@ def fs_clock(directory: str) -> float:
             pass
 
 
-def read_lease(path: str) -> Lease | None:
-    """A lease file, or None if it is missing or not one (read leniently: a newer format
-    is read for its host and time, and marked so it is never written over)."""
-    fd = _open_leases(os.path.dirname(os.path.dirname(path)), create=False)
-    if fd is None:
-        return None
-    try:
-        return _read_lease(fd, os.path.basename(path))
-    finally:
-        os.close(fd)
-
-
 def _read_lease(fd: int, name: str) -> Lease | None:
     import json
 
