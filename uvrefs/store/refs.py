@@ -176,8 +176,9 @@ class RefsStore:
         """Hold the store's lock for a read-modify-write: an exclusive `flock` on
         `store.lock` beside the refs, the lock filelock takes there (and older uvrefs took
         through it). Taken with `fcntl` itself: importing filelock costs a recording tens
-        of ms (`make bench` measured 46 ms, bytecode compiled). Where filelock would not take a plain `flock` (a filesystem without it: a soft
-        lock; a sticky directory: checks of the file's owner), filelock takes it as before."""
+        of ms (`make bench` measured 46 ms, bytecode compiled). Where filelock would not
+        take a plain `flock` (a filesystem without it: a soft lock; a sticky directory:
+        checks of the file's owner), filelock takes it as before."""
         self._ensure_dirs()
         path = str(self.dir / "store.lock")
         fd = None if _sticky(self.dir) else _flock_store(path)
