@@ -560,8 +560,6 @@ def searched_dirs(roots: Roots, ours: StoreView) -> list[Searched]:
     return searched + [Searched(d, WATCH_DEPTH, "watched") for d in sorted(set(ours.watched))]
 
 
-
-
 def project_envs(cache: Cache) -> list[str]:
     """Project environments uv keeps in its cache (preview `centralized-project-envs`),
     named as uv names them, among `env_dirs`."""
