@@ -10,12 +10,15 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from uvrefs.errors import CacheRefused
 from uvrefs.files import open_dir, read_file, read_utf8
+from uvrefs.tuples import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 ARCHIVE_BUCKET = re.compile(r"archive-v\d+")
 POINTER_BUCKET = re.compile(r"(wheels|sdists|environments)-v\d+")
@@ -26,8 +29,7 @@ ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 POINTER_SIDECARS = (".http", ".rev", ".msgpack", ".lock")
 
 
-@dataclass(frozen=True)
-class Archive:
+class Archive(NamedTuple):
     """One unpacked wheel (or cached environment) under `archive-v*/<id>`."""
 
     id: str
@@ -35,8 +37,7 @@ class Archive:
     dist_infos: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Pointer:
+class Pointer(NamedTuple):
     """A link uv follows to an archive: `bucket` is wheels, sdists or environments."""
 
     path: Path
@@ -44,13 +45,21 @@ class Pointer:
     archive_id: str
 
 
-@dataclass
 class Cache:
     """A validated uv cache root and its buckets, discovered by name pattern."""
 
-    root: Path
-    archive_dirs: list[Path] = field(default_factory=list)
-    pointer_dirs: list[Path] = field(default_factory=list)
+    def __init__(
+        self,
+        root: Path,
+        archive_dirs: list[Path] | None = None,
+        pointer_dirs: list[Path] | None = None,
+    ) -> None:
+        self.root = root
+        self.archive_dirs: list[Path] = archive_dirs or []
+        self.pointer_dirs: list[Path] = pointer_dirs or []
+
+    def __repr__(self) -> str:
+        return f"Cache(root={self.root!r})"
 
     @classmethod
     def open(cls, root: Path) -> Cache:
@@ -252,16 +261,18 @@ def split_dist_info(name: str) -> tuple[str, str]:
     return (dist or stem), version
 
 
-@dataclass
 class SizeTally:
     """Blocks a set of deletions really frees, counted as `uv cache size` and `du` count
     (`st_blocks * 512`, each inode once): a file's blocks are freed only once every one of
     its hard links is among the deleted paths; a directory's always are."""
 
-    directories: int = 0
-    max_links: int = 1  # the highest link count of a regular file seen: >1 means linked elsewhere
-    singles: int = 0  # files with one link: their own blocks, no inode to remember
-    _files: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # linked files
+    def __init__(self) -> None:
+        self.directories = 0
+        # the highest link count of a regular file seen: >1 means linked elsewhere
+        self.max_links = 1
+        self.singles = 0  # files with one link: their own blocks, no inode to remember
+        self._files: dict[tuple[int, int], list[int]] = {}  # linked files: [seen, links, blocks]
+        self._linked = 0  # blocks of the linked files, each inode once
 
     def add_tree(self, path: Path) -> None:
         for st in _lstat_tree(path):
@@ -310,8 +321,6 @@ class SizeTally:
         several links."""
         for (dev, ino), (count, nlink, size) in self._files.items():
             yield dev, ino, count, nlink, size
-
-    _linked: int = 0  # blocks of the linked files, each inode once
 
 
 class Occupancy:

@@ -6,28 +6,31 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
 
 from uvrefs.cache import Archive, Cache
 from uvrefs.targets import follow_redirect, site_dirs
+from uvrefs.tuples import NamedTuple
 
-EnvState = Literal["alive", "gone", "unknown"]
-# How a use was proven: the installed file is a symlink into the archive, shares its inode,
-# has the same content, or the entry appeared while uv worked on the env (build deps).
-How = Literal["symlink", "hardlink", "content", "build"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # types only: a recording imports no `typing` (uvrefs.tuples)
+    from collections.abc import Iterable, Mapping
+    from typing import Literal
+
+    EnvState = Literal["alive", "gone", "unknown"]
+    # How a use was proven: the installed file is a symlink into the archive, shares its
+    # inode, has the same content, or the entry appeared while uv worked on the env (build
+    # deps).
+    How = Literal["symlink", "hardlink", "content", "build"]
 
 
-@dataclass(frozen=True)
-class EnvScan:
+class EnvScan(NamedTuple):
     """What one environment is now: alive / gone / unknown, and the entries it uses."""
 
     path: Path
     state: EnvState
     detail: str = ""
-    uses: Mapping[str, How] = field(default_factory=dict)
+    uses: Mapping[str, How] = {}  # never changed: read only
     dists: tuple[str, ...] = ()
     reused: bool = False  # taken from its last record (unchanged since), not scanned now
     sources: tuple[str, ...] = ()  # local source trees uv may build again for this env

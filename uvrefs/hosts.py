@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import time
 from functools import cache
-from typing import NamedTuple
 
 from uvrefs.store.stamps import short_key
+from uvrefs.tuples import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 
 from uvrefs.files import read_utf8
 from uvrefs.store.refs import Settings
 from uvrefs.uv import is_truthy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def data_dir(environ: Mapping[str, str] = os.environ) -> str:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from uvrefs.cache import Cache
-    from uvrefs.envs import ArchiveIndex
+    from uvrefs.envs import ArchiveIndex, How
     from uvrefs.store.refs import RefsStore
 
 # uvrefs subcommand -> the uv command it wraps
@@ -355,7 +355,6 @@ def record_env(
     from uvrefs.cache import is_project_env
     from uvrefs.envs import (
         ArchiveIndex,
-        How,
         identity,
         link_mount,
         mount_namespace,

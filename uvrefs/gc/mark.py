@@ -7,16 +7,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from uvrefs.envs import ArchiveIndex, EnvScan, How, identity, project_state, scan_env
+from uvrefs.envs import ArchiveIndex, EnvScan, identity, project_state, scan_env
 from uvrefs.gc.plan import UNCERTAIN, Facts
 from uvrefs.gc.roots import Root, Roots
 from uvrefs.store.refs import Refs, RefsStore
 from uvrefs.store.snapshot import Snapshot
 from uvrefs.store.stamps import settled
 from uvrefs.targets import Target, fingerprint
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from uvrefs.envs import How
 
 Progress = Callable[[str, int, int], None]  # (what, done, total): long scans report here
 
@@ -275,4 +279,4 @@ def note_moves(roots: Iterable[Root], scans: dict[str, EnvScan], refs: Mapping[s
                 scan.path, "gone", f"moved to {alive[ident]}", maybe_moved=moved
             )
         elif moved and not scan.maybe_moved:
-            scans[root.path] = replace(scan, maybe_moved=True)
+            scans[root.path] = scan._replace(maybe_moved=True)

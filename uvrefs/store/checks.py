@@ -4,14 +4,15 @@ Light on purpose: the install path reads records."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypeVar
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # types only: a recording imports no `typing` (uvrefs.tuples)
+    from collections.abc import Callable
     from datetime import datetime
+    from typing import Any, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
 # RFC 3339, as uvrefs writes times: a subset of what pydantic reads as a datetime.
 # An offset's hours and minutes are checked here (`fromisoformat` takes `+00:60` for +01:00).
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)")

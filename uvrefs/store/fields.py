@@ -3,9 +3,12 @@ uvrefs/store/codegen.py): do not edit. tests/test_formats.py fails when it is ou
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 from uvrefs.store.checks import is_time, records, strs, time_text
+from uvrefs.tuples import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT = 1
 

@@ -44,12 +44,16 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from uvrefs import files
 from uvrefs.cache import ENTRY_ID
 from uvrefs.errors import StoreError
 from uvrefs.store import stamps
+from uvrefs.tuples import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 KEY = re.compile(r"[0-9a-f]{20}")  # a store's directory name (`stamps.store_dir`)
 KEEP_MOVES = 10  # moves remembered in store.json: the first (where it was made) and the last

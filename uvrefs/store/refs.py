@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from uvrefs import files
 from uvrefs.cache import ENTRY_ID
 from uvrefs.errors import StoreError
 from uvrefs.store import fields, stamps
+from uvrefs.tuples import NamedTuple
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # types only: a recording imports no `typing` (uvrefs.tuples)
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any
+
     from uvrefs.envs import How
     from uvrefs.footprints import Footprint
     from uvrefs.store.schema import EntryRefs
@@ -748,26 +750,26 @@ class Settings(NamedTuple):
         }
 
 
-@dataclass
 class StoreView:
     """One store as read at one moment: its refs by entry (and why others cannot be read),
     its env records by path (and those that cannot be read), what it remembers, and the
     files a newer uvrefs wrote. `parsed` keeps each file's stat and parse for a re-read."""
 
-    store: RefsStore
-    read_at: int  # time.time_ns() when the read started
-    refs: dict[str, Refs] = field(default_factory=dict)
-    corrupt: dict[str, str] = field(default_factory=dict)
-    set_aside: dict[str, str] = field(default_factory=dict)  # entry -> why it stays held
-    records: dict[str, KnownEnv] = field(default_factory=dict)
-    problems: list[RecordProblem] = field(default_factory=list)
-    newer: list[str] = field(default_factory=list)
-    watched: list[str] = field(default_factory=list)
-    holders: list[str] = field(default_factory=list)
-    peers: list[str] = field(default_factory=list)
-    settings: Settings = field(default_factory=Settings)
-    id: str | None = None  # the store's own id (`stamps.store_id`), if it has one
-    parsed: dict[str, tuple[tuple[int, int, int, int], Any]] = field(default_factory=dict)
+    def __init__(self, store: RefsStore, read_at: int) -> None:
+        self.store = store
+        self.read_at = read_at  # time.time_ns() when the read started
+        self.refs: dict[str, Refs] = {}
+        self.corrupt: dict[str, str] = {}
+        self.set_aside: dict[str, str] = {}  # entry -> why it stays held
+        self.records: dict[str, KnownEnv] = {}
+        self.problems: list[RecordProblem] = []
+        self.newer: list[str] = []
+        self.watched: list[str] = []
+        self.holders: list[str] = []
+        self.peers: list[str] = []
+        self.settings = Settings()
+        self.id: str | None = None  # the store's own id (`stamps.store_id`), if it has one
+        self.parsed: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
 
 
 def _parse_store_json(raw: bytes) -> Any:

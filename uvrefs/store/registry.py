@@ -12,14 +12,17 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 from uvrefs.cache import Cache
 from uvrefs.hosts import local_homes
 from uvrefs.store.refs import RefsStore
 from uvrefs.store.stamps import short_key
+from uvrefs.tuples import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 REGISTRY = ".uvrefs-stores"  # in the cache's sdists bucket: one file per refs store tracking it
 
