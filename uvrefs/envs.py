@@ -53,7 +53,7 @@ class ArchiveIndex:
         self.cache = cache
         self._archives = archives
         self._by_dist_info: dict[str, list[Archive]] | None = None
-        self._stats: dict[Path, os.stat_result | None] = {}
+        self._stats: dict[str, os.stat_result | None] = {}
 
     @property
     def by_dist_info(self) -> dict[str, list[Archive]]:
@@ -66,7 +66,7 @@ class ArchiveIndex:
                     self._by_dist_info.setdefault(name, []).append(archive)
         return self._by_dist_info
 
-    def stat(self, path: Path) -> os.stat_result | None:
+    def stat(self, path: str) -> os.stat_result | None:
         if path not in self._stats:
             try:
                 self._stats[path] = os.stat(path)
@@ -279,9 +279,10 @@ def scan_env(
                 names = [e.name for e in it if e.name.endswith(".dist-info")]
             for name in sorted(names):
                 dists.append(name)
-                for archive_id, how in match_dist_info(Path(site, name), index).items():
+                installed = os.path.join(site, name)
+                for archive_id, how in match_dist_info(installed, index).items():
                     uses.setdefault(archive_id, how)
-                source = local_source(Path(site, name))
+                source = local_source(installed)
                 if source:
                     sources.append(source)
     except FileNotFoundError:
@@ -295,7 +296,7 @@ def scan_env(
     return EnvScan(path, "alive", "", uses, tuple(dists), sources=found, identity=identity(path))
 
 
-def local_source(installed: Path) -> str | None:
+def local_source(installed: str) -> str | None:
     """The local directory an installed distribution was built from (PEP 610
     `direct_url.json` with a `file:` URL and `dir_info`: a path or editable install), which
     uv may build again: its build backend is needed while the env lives."""
@@ -304,7 +305,7 @@ def local_source(installed: Path) -> str | None:
     from uvrefs.files import read_file
 
     try:  # never through a link, never waiting on a FIFO planted there
-        raw = read_file(str(installed / "direct_url.json"), 65536)
+        raw = read_file(os.path.join(installed, "direct_url.json"), 65536)
     except OSError:
         return None
 
@@ -318,7 +319,7 @@ def local_source(installed: Path) -> str | None:
     return None
 
 
-def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:
+def match_dist_info(installed: str, index: ArchiveIndex) -> dict[str, How]:
     """The archives an installed `.dist-info` came from.
 
     symlink mode: METADATA links into the archive. hardlink (and clone falling back to it):
@@ -327,7 +328,7 @@ def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:
     installed RECORD; several equal archives are all referenced (keeping is safe). Content
     is evidence only for files uv copied or cloned (`_copied_by_uv`): not for another
     cache's hard links, nor for an env pip made."""
-    metadata = installed / "METADATA"
+    metadata = os.path.join(installed, "METADATA")
     try:
         lst = os.lstat(metadata)
     except (FileNotFoundError, NotADirectoryError):
@@ -335,14 +336,15 @@ def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:
     if stat.S_ISLNK(lst.st_mode):
         # uv writes the cache path as it was given, which may run through a symlink (a
         # `~/.cache` on another disk): compare resolved paths with the resolved buckets.
-        target = Path(os.path.realpath(installed / os.readlink(metadata)))
+        target = Path(os.path.realpath(os.path.join(installed, os.readlink(metadata))))
         for bucket in index.cache.archive_dirs:
             if target.is_relative_to(bucket):
                 return {target.relative_to(bucket).parts[0]: "symlink"}
         return {}
-    candidates = index.by_dist_info.get(installed.name, [])
+    name = os.path.basename(installed)
+    candidates = index.by_dist_info.get(name, [])
     for archive in candidates:
-        st = index.stat(archive.path / installed.name / "METADATA")
+        st = index.stat(os.path.join(archive.path, name, "METADATA"))
         if st is not None and (st.st_dev, st.st_ino) == (lst.st_dev, lst.st_ino):
             return {archive.id: "hardlink"}
     if not candidates or not _copied_by_uv(installed, lst):
@@ -350,11 +352,11 @@ def match_dist_info(installed: Path, index: ArchiveIndex) -> dict[str, How]:
     return {
         a.id: "content"
         for a in candidates
-        if _same_content(installed, a.path / installed.name, lst.st_size, index)
+        if _same_content(installed, os.path.join(a.path, name), lst.st_size, index)
     }
 
 
-def _copied_by_uv(installed: Path, metadata: os.stat_result) -> bool:
+def _copied_by_uv(installed: str, metadata: os.stat_result) -> bool:
     """Whether identical content would mean a use of our archives: uv copied (or cloned)
     the files, so METADATA has no other link, and `INSTALLER` (when there is one) says
     uv. A METADATA hard-linked from anywhere but our archives is another cache's (an env
@@ -366,14 +368,14 @@ def _copied_by_uv(installed: Path, metadata: os.stat_result) -> bool:
     from uvrefs.files import read_file
 
     try:
-        installer = read_file(str(installed / "INSTALLER"), 4096)
+        installer = read_file(os.path.join(installed, "INSTALLER"), 4096)
     except OSError:  # missing, or not a regular file: cannot tell
         return True
     return installer.strip() == b"uv"
 
 
-def _same_content(installed: Path, cached: Path, metadata_size: int, index: ArchiveIndex) -> bool:
-    st = index.stat(cached / "METADATA")
+def _same_content(installed: str, cached: str, metadata_size: int, index: ArchiveIndex) -> bool:
+    st = index.stat(os.path.join(cached, "METADATA"))
     if st is None or st.st_size != metadata_size:
         return False
     from uvrefs.files import SMALL, read_file
@@ -381,15 +383,16 @@ def _same_content(installed: Path, cached: Path, metadata_size: int, index: Arch
     try:
         for name in ("METADATA", "WHEEL"):  # uv links both unchanged in every mode
             limit = max(SMALL, metadata_size + 1)
-            if read_file(str(installed / name), limit) != read_file(str(cached / name), limit):
+            mine, theirs = os.path.join(installed, name), os.path.join(cached, name)
+            if read_file(mine, limit) != read_file(theirs, limit):
                 return False
-        cached_record = _record_hashes(cached / "RECORD")
-        installed_record = _record_hashes(installed / "RECORD")
+        cached_record = _record_hashes(os.path.join(cached, "RECORD"))
+        installed_record = _record_hashes(os.path.join(installed, "RECORD"))
     except FileNotFoundError:
         return False
     except OSError:
         return True  # cannot tell: counting it as used keeps it, which is safe
-    data_dir = installed.name.removesuffix(".dist-info") + ".data/"
+    data_dir = os.path.basename(installed).removesuffix(".dist-info") + ".data/"
     return all(
         installed_record.get(path) == digest
         for path, digest in cached_record.items()
@@ -400,11 +403,11 @@ def _same_content(installed: Path, cached: Path, metadata_size: int, index: Arch
 RECORD_LIMIT = 256 << 20  # a RECORD lists every file of a wheel: large, never unbounded
 
 
-def _record_hashes(record: Path) -> dict[str, str]:
+def _record_hashes(record: str) -> dict[str, str]:
     from uvrefs.files import read_utf8
 
     hashes: dict[str, str] = {}
-    for line in read_utf8(str(record), RECORD_LIMIT).splitlines():
+    for line in read_utf8(record, RECORD_LIMIT).splitlines():
         parts = line.rsplit(",", 2)
         if len(parts) == 3 and parts[1]:
             hashes[parts[0].strip('"')] = parts[1]

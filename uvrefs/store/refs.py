@@ -268,7 +268,8 @@ class RefsStore:
         ident = list(identity) if identity else None
         for entry_id, how in sorted(uses.items()):
             try:
-                data = self._read_raw(entry_id)
+                path = self.refs_path(entry_id)
+                data = self._read_raw(entry_id, path)
             except CorruptRefs:
                 corrupt.append(entry_id)
                 continue
@@ -284,14 +285,14 @@ class RefsStore:
                 continue
             me = fields.referrer_doc(Ref(str(env), host_id(), how, command, when, identity))
             data["referrers"] = [r for r in data["referrers"] if r not in mine] + [me]
-            _write_json(self.refs_path(entry_id), data, checked=True)
+            _write_json(path, data, checked=True)
             changed += 1
         return changed, corrupt
 
-    def _read_raw(self, entry_id: str) -> dict[str, Any] | None:
+    def _read_raw(self, entry_id: str, path: Path | None = None) -> dict[str, Any] | None:
         """A refs file as plain JSON, checked just enough to add a referrer safely."""
         try:
-            data = _read_store_json(self.refs_path(entry_id))
+            data = _read_store_json(path or self.refs_path(entry_id))
         except FileNotFoundError:
             return None
         if not (
