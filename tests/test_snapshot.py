@@ -4,8 +4,10 @@ the two only the sweep writes, under uv's lock, what it must record as it delete
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -130,3 +132,43 @@ def test_a_stamp_taken_too_soon_after_a_change_vouches_for_nothing(tmp_path: Pat
     stamp = tmp_path / "e.stamp"
     write_stamp(str(stamp), fp, m + 3 * RACY_NS)
     assert read_stamp_taken(str(stamp)) == (fp, m + 3 * RACY_NS)
+
+
+def test_an_env_scanned_for_an_unsettled_stamp_is_stamped_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recording fingerprints an env just after uv changed it, so its stamp never
+    settles (`stamps.settled`) and every status and dry run after it scanned the env again,
+    until a collect recorded it anew. The first of them to scan it, once its site
+    directories are older than the racy window, now takes the stamp again: the next one
+    reuses the record instead of scanning the env."""
+    from uvrefs.gc.collect import gather_facts
+
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "-p", env, *world.offline(), "alpha==1.0")
+    time.sleep(2.1)  # past the racy window of the env's last change
+    cache, store = in_process(world, monkeypatch)
+    first = gather_facts(cache, store, reuse=True)
+    assert not first.marks.scans[str(env)].reused  # the recording's stamp vouches for nothing
+    world.uvrefs("status")
+    again = gather_facts(cache, store, reuse=True)
+    assert again.marks.scans[str(env)].reused
+    assert set(again.marks.scans[str(env)].uses) == set(first.marks.scans[str(env)].uses)
+
+
+def test_a_stamp_is_not_taken_again_for_a_record_that_misses_a_use(world: World) -> None:
+    """A scan that finds a use the env's record does not list (a record lost or rewritten
+    by hand) never stamps that record again: the next dry run scans the env again, and
+    keeps what it uses, instead of believing the record (the sweep would scan it again
+    under uv's lock, but status and dry runs would say the entry is dead). Copy mode: with
+    hard links, the link count alone would keep the entry."""
+    env = world.venv("env")
+    world.uvrefs("install", "-q", "--link-mode", "copy", "-p", env, *world.offline(), "alpha==1.0")
+    time.sleep(2.1)
+    (record,) = world.state.rglob("envs/*.json")
+    doc = json.loads(record.read_text())
+    record.write_text(json.dumps({**doc, "entries": []}))
+    world.uvrefs("status")
+    dry = json.loads(world.uvrefs("collect", "--dry-run", "--json").stdout)
+    assert dry["freed"] == []
+    assert [d["dist"] for d in dry["kept"]] == ["alpha"]

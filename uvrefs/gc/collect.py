@@ -24,7 +24,7 @@ from uvrefs.cache import (
 )
 from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.footprints import Footprint, Footprints
-from uvrefs.gc.mark import Marks, Progress, facts_of, mark
+from uvrefs.gc.mark import Marks, Progress, facts_of, mark, restamps
 from uvrefs.gc.plan import (
     Decision,
     Facts,
@@ -155,6 +155,7 @@ def gather_facts(
         reuse=snapshot if reuse else None,
         progress=progress,
     )
+    changes.stamps = restamps(roots.envs.values(), marks, host, snapshot if reuse else None)
     facts = facts_of(roots, marks, host, frozenset(cache.archive_ids()))
     blobs = Blobs.load(cache)
     blobs.count_going(sorted(facts.dead_project_envs))

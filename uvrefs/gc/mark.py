@@ -14,7 +14,7 @@ from uvrefs.envs import ArchiveIndex, EnvScan, identity, project_state, scan_env
 from uvrefs.gc.plan import UNCERTAIN, Facts
 from uvrefs.gc.roots import Root, Roots
 from uvrefs.store.refs import Refs, RefsStore
-from uvrefs.store.snapshot import Snapshot
+from uvrefs.store.snapshot import Restamp, Snapshot
 from uvrefs.store.stamps import settled
 from uvrefs.targets import Target, fingerprint
 
@@ -184,6 +184,41 @@ def mark(
     marks.blocked = unknowable(roots, marks.scans)
     note_moves(roots, marks.scans, refs)
     return marks
+
+
+def restamps(
+    roots: Iterable[Root], marks: Marks, host: str, reuse: Snapshot | None
+) -> list[Restamp]:
+    """The roots a mark with `reuse` scanned only because their stamp had not settled
+    (taken too soon after their last change to vouch for the record, `stamps.settled`),
+    whose fingerprint is still the stamped one and whose scan found nothing their record
+    does not list: their stamp is taken again (the fingerprint this mark took before its
+    scan, and when), so the next command reuses their record instead of scanning them
+    again. Without this, an env was scanned by every `status` and dry run after its
+    install until a collect recorded it again."""
+    trusted = reuse if reuse is not None and is_private(reuse.store) else None
+    if trusted is None:
+        return []
+    found = []
+    for root in roots:
+        record, scan = root.record, marks.scans.get(root.path)
+        stamp = trusted.stamps.get(root.path)
+        if (
+            record is None
+            or scan is None
+            or scan.reused
+            or scan.state != "alive"
+            or stamp is None
+            or root.kind in ("uv-project", "shared")
+            or root.store is None
+            or root.store.dir != trusted.store.dir
+            or record.host != host
+        ):
+            continue
+        print_ = marks.prints.get(root.path)
+        if print_ == stamp[0] and not settled(*stamp) and set(scan.uses) <= set(record.entries):
+            found.append(Restamp(root.path, print_, marks.taken[root.path], record))
+    return found
 
 
 def mark_again(roots: Roots, before: Marks, index: ArchiveIndex, distrust: set[str]) -> Marks:

@@ -115,6 +115,17 @@ class RootRecord(NamedTuple):
     read: KnownEnv | None
 
 
+class Restamp(NamedTuple):
+    """A stamp to take again (`mark.restamps`): `print` was taken at `taken` (ns), before a
+    scan that found what `read`, the env's record as the command read it, lists. Written
+    only while the record is still that one (a recording since took its own stamp)."""
+
+    path: str
+    print: str
+    taken: int
+    read: KnownEnv
+
+
 @dataclass
 class Changes:
     """What a command writes back to its store at the end, in one hold of the store's
@@ -132,6 +143,7 @@ class Changes:
     # and dead-since stamps rewritten since (by a collect that judged later) stand.
     base: Snapshot | None = None
     records: list[RootRecord] = field(default_factory=list)
+    stamps: list[Restamp] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # entries gone from the cache: refs go
     describe: Callable[[str], tuple[str | None, str | None, list[str]]] | None = None
 
@@ -179,6 +191,12 @@ class Changes:
                 continue  # a newer uvrefs recorded it meanwhile: its record stands
         for entry in self.stale:
             store.delete(entry)
+        for again in self.stamps:
+            try:
+                if store.env_record(again.path) == again.read:
+                    store.write_stamp(again.path, again.print, again.taken)
+            except OSError:
+                pass  # a memory: the env is scanned once more next time
 
     def _record(self, store: RefsStore, rec: RootRecord) -> None:
         if store.env_record(rec.path) != rec.read:
