@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -203,8 +202,7 @@ def measured_facts(draw: st.DrawFn) -> Facts:
     dead_since = {e: draw(st.sampled_from([0.0, 9000.0, 10000.0])) for e in ENTRIES}
     unpacked = {e: draw(st.sampled_from([0.0, 9000.0])) for e in ENTRIES}
     names = {e: ("u", "1") for e in ENTRIES}
-    return replace(
-        f,
+    return f._replace(
         sizes=sizes,
         dead_since=dead_since,
         unpacked_at=unpacked,

@@ -9,28 +9,36 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from uvrefs.cache import CONTENT_BUCKET, Cache, SizeTally
+from uvrefs.tuples import NamedTuple
 
 
-@dataclass
 class Blobs:
     """The blobs of a cache by inode (read with one listing per fan-out directory, no
     stat), and what is needed to tell the cache's own links of a file from a user's."""
 
-    cache: Cache
-    device: int
-    where: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # ino -> path parts
-    # Each fan-out directory: how many entries it holds (blobs and anything else), and its
-    # blocks: it goes with its last blob (`uv cache prune` would remove it empty).
-    fans: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    _archive_links: Counter[int] | None = None
-    _orphans: list[Blob] | None = None
-    # Links that go with this collect: the files of dead project envs in the cache (their
-    # hard links are not a use once the env goes with them).
-    going: Counter[tuple[int, int]] = field(default_factory=Counter)
+    def __init__(
+        self,
+        cache: Cache,
+        device: int,
+        where: dict[int, tuple[str, str, str]] | None = None,
+        fans: dict[tuple[str, str], tuple[int, int]] | None = None,
+        going: Counter[tuple[int, int]] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.device = device
+        # ino -> path parts
+        self.where: dict[int, tuple[str, str, str]] = {} if where is None else where
+        # Each fan-out directory: how many entries it holds (blobs and anything else), and its
+        # blocks: it goes with its last blob (`uv cache prune` would remove it empty).
+        self.fans: dict[tuple[str, str], tuple[int, int]] = {} if fans is None else fans
+        self._archive_links: Counter[int] | None = None
+        self._orphans: list[Blob] | None = None
+        # Links that go with this collect: the files of dead project envs in the cache (their
+        # hard links are not a use once the env goes with them).
+        self.going: Counter[tuple[int, int]] = Counter() if going is None else going
 
     @classmethod
     def load(cls, cache: Cache) -> Blobs:
@@ -127,8 +135,7 @@ class Blobs:
         return found
 
 
-@dataclass(frozen=True)
-class Blob:
+class Blob(NamedTuple):
     parts: tuple[str, str, str]  # bucket, fan-out directory, name
     ino: int
     bytes: int

@@ -11,10 +11,10 @@ import os
 import stat
 from array import array
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from uvrefs.cache import CONTENT_BUCKET, ENTRY_ID, Cache, Occupancy
+from uvrefs.tuples import NamedTuple
 
 RANGES = 8  # inode ranges remembered per archive: together they hold every inode of its files
 Key = tuple[int, int]  # (st_dev, st_ino)
@@ -54,15 +54,20 @@ class Footprint(NamedTuple):
         return True
 
 
-@dataclass
 class Walk:
     """One archive walked now: its bytes (each inode once), its files that have links
     beyond its own (`key -> [links here, links in all, bytes]`), and its footprint to
     remember (None if it cannot be: not a directory, unreadable in part)."""
 
-    bytes: int
-    linked: dict[Key, list[int]]
-    footprint: Footprint | None
+    def __init__(
+        self,
+        bytes: int,
+        linked: dict[Key, list[int]],
+        footprint: Footprint | None,
+    ) -> None:
+        self.bytes = bytes
+        self.linked = linked
+        self.footprint = footprint
 
 
 def walk(path: str, count: Callable[[os.stat_result], object] | None = None) -> Walk:
@@ -154,7 +159,6 @@ def _ranges(inodes: list[int]) -> tuple[int, ...]:
     return (*flat, first, inodes[-1])
 
 
-@dataclass
 class Footprints:
     """What every archive occupies (`occupied`: each inode once within it) and the files
     linked from more than one archive (`shared`: key -> {archive: links there}, with each
@@ -164,13 +168,24 @@ class Footprints:
     share it). `linked` keeps, for the archives asked for in `detail`, every file with
     links beyond its own. `walked`: footprints to remember."""
 
-    occupied: dict[str, int] = field(default_factory=dict)
-    shared: dict[Key, dict[str, int]] = field(default_factory=dict)
-    files: dict[Key, tuple[int, int]] = field(default_factory=dict)  # links in all, bytes
-    linked: dict[str, dict[Key, list[int]]] = field(default_factory=dict)
-    walked: dict[str, Footprint] = field(default_factory=dict)
-    remembered: set[str] = field(default_factory=set)  # archives sized from memory
-    _by_archive: dict[str, list[Key]] | None = None
+    def __init__(
+        self,
+        occupied: dict[str, int] | None = None,
+        shared: dict[Key, dict[str, int]] | None = None,
+        files: dict[Key, tuple[int, int]] | None = None,
+        linked: dict[str, dict[Key, list[int]]] | None = None,
+        walked: dict[str, Footprint] | None = None,
+        remembered: set[str] | None = None,
+    ) -> None:
+        self.occupied: dict[str, int] = {} if occupied is None else occupied
+        self.shared: dict[Key, dict[str, int]] = {} if shared is None else shared
+        # links in all, bytes
+        self.files: dict[Key, tuple[int, int]] = {} if files is None else files
+        self.linked: dict[str, dict[Key, list[int]]] = {} if linked is None else linked
+        self.walked: dict[str, Footprint] = {} if walked is None else walked
+        # archives sized from memory
+        self.remembered: set[str] = set() if remembered is None else remembered
+        self._by_archive: dict[str, list[Key]] | None = None
 
     @classmethod
     def measure(

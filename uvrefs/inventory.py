@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from uvrefs import uv
@@ -22,17 +21,16 @@ from uvrefs.names import normalize
 from uvrefs.store.refs import RefsStore
 from uvrefs.targets import target_of_path
 from uvrefs.track import record_env
+from uvrefs.tuples import NamedTuple
 
 
-@dataclass(frozen=True)
-class Adopted:
+class Adopted(NamedTuple):
     env: str
     entries: int
     refs_written: int
 
 
-@dataclass(frozen=True)
-class Adoption:
+class Adoption(NamedTuple):
     """What `adopt` did: the environments recorded, and `(path, why)` for each that could
     not be (the others are adopted all the same)."""
 
@@ -77,8 +75,7 @@ def uv_tool_envs() -> list[str]:
     return discover([tool_dir], max_depth=1)
 
 
-@dataclass(frozen=True)
-class EnvView:
+class EnvView(NamedTuple):
     path: str
     state: str
     detail: str
@@ -153,15 +150,13 @@ def _python_of(env: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Keeper:
+class Keeper(NamedTuple):
     env: str
     verdict: str  # holds | dead | unsure
     why: str
 
 
-@dataclass(frozen=True)
-class EntryView:
+class EntryView(NamedTuple):
     """One entry as collect judges it now: `state` is live, dead, held, untracked or uv's
     own (the words `status` uses), `reason` says why, `referrers` each ref's verdict."""
 
@@ -262,14 +257,12 @@ def _evidence(facts: Facts, entry: str, env: str) -> str | None:
     return next((r.how for r in refs.referrers if r.env == env), None) if refs else None
 
 
-@dataclass(frozen=True)
-class Share:
+class Share(NamedTuple):
     entries: int
     bytes: int
 
 
-@dataclass(frozen=True)
-class PackageView:
+class PackageView(NamedTuple):
     """One package (by uv's normalised name) across its cache entries: versions, builds
     (wheel tags), what its entries occupy, how many are in each state and the environments
     that use them."""
@@ -290,8 +283,7 @@ class PackageView:
         return ", ".join(f"{state} {n}" for state, n in self.states.items())
 
 
-@dataclass(frozen=True)
-class Status:
+class Status(NamedTuple):
     """The cache split the way collect sees it. `total` is counted as `uv cache size`
     counts (every inode once); `dead_frees` is what the next collect really frees.
     live: some living root uses it; dead: the next collect frees it (its archives, and the
@@ -432,8 +424,7 @@ def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 # ---------------------------------------------------------------- hosts
 
 
-@dataclass(frozen=True)
-class HostView:
+class HostView(NamedTuple):
     """One host of this cache's store: its lease, its envs, and what only they keep."""
 
     host: str
@@ -450,8 +441,7 @@ class HostView:
     sizes_from_memory: int = 0
 
 
-@dataclass(frozen=True)
-class HostsReport:
+class HostsReport(NamedTuple):
     hosts: tuple[HostView, ...]
     lease: float  # --host-lease: another host unseen this long is judged gone
     clock: float  # now, by the store's clock
@@ -468,14 +458,13 @@ def list_hosts(
     record or referrer; its lease state (by `--host-lease`), its envs, and the entries
     only its envs keep: what the next collect frees once its lease is over (or
     `hosts forget`), counted as if it were alive."""
-    from dataclasses import replace
 
     from uvrefs.gc.plan import epoch
     from uvrefs.hosts import Lease, lease_over, leases
 
     policy = policy_with(host_lease)
     survey = gather_facts(cache, store, progress, reuse=True)
-    facts = replace(survey.facts, gone_hosts={})  # what each would keep if alive
+    facts = survey.facts._replace(gone_hosts={})  # what each would keep if alive
     roots = survey.roots
     clock = survey.clock
 

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict
 from typing import Any
 
 from uvrefs.names import normalize
@@ -213,7 +212,7 @@ def print_doctor(checks: list[Check], repaired: Repair | None) -> None:
 def adopted_json(done: Adoption) -> dict[str, Any]:
     return {
         "format": JSON_FORMAT,
-        "adopted": [asdict(a) for a in done.adopted],
+        "adopted": [a._asdict() for a in done.adopted],
         "failed": [{"env": path, "why": why} for path, why in done.failed],
     }
 
@@ -227,7 +226,7 @@ def print_adopted(done: Adoption) -> None:
 
 
 def envs_json(views: list[EnvView]) -> dict[str, Any]:
-    return {"format": JSON_FORMAT, "envs": [asdict(v) for v in views]}
+    return {"format": JSON_FORMAT, "envs": [v._asdict() for v in views]}
 
 
 def print_envs(views: list[EnvView]) -> None:
@@ -269,7 +268,12 @@ def print_envs(views: list[EnvView]) -> None:
 
 
 def why_json(views: list[EntryView]) -> dict[str, Any]:
-    return {"format": JSON_FORMAT, "entries": [asdict(v) for v in views]}
+    return {
+        "format": JSON_FORMAT,
+        "entries": [
+            {**v._asdict(), "referrers": [k._asdict() for k in v.referrers]} for v in views
+        ],
+    }
 
 
 def print_why(query: str, views: list[EntryView]) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 from uvrefs.blobs import Blobs
 from uvrefs.cache import (
@@ -49,6 +47,7 @@ from uvrefs.hosts import lease_over, store_clock
 from uvrefs.store.refs import KnownEnv, RefsStore, host_id
 from uvrefs.store.registry import register_store
 from uvrefs.store.snapshot import Changes, RootRecord, Snapshot, holders_now
+from uvrefs.tuples import NamedTuple
 
 
 class ProjectEnv(NamedTuple):
@@ -60,8 +59,7 @@ class ProjectEnv(NamedTuple):
     bytes: int
 
 
-@dataclass(frozen=True)
-class Removal:
+class Removal(NamedTuple):
     """The outcome of a collection (or of a dry run: what would go)."""
 
     cache: Path
@@ -94,23 +92,37 @@ class Removal:
         return sum(d.bytes for d in self.freed) + self.blob_bytes + sum(e.bytes for e in self.envs)
 
 
-@dataclass
 class Survey:
     """Facts plus what the sweep needs to act on them: the roots, their marks, the
     pointers, the archive index; the store as read at the start (`snapshot`) and what
     the command writes back to it at the end (`changes`, by `write_back`)."""
 
-    facts: Facts
-    pointers: dict[str, list[Pointer]]
-    index: ArchiveIndex
-    roots: Roots
-    marks: Marks
-    blobs: Blobs
-    snapshot: Snapshot
-    changes: Changes
-    orphan_fans: int = 0  # fan-out directories of `files-v*` only unlinked blobs leave empty
-    returned: bool = False  # this host renewed a lease that had expired: it was away
-    clock: float = 0.0  # the time now by the store's clock, which lease times are read by
+    def __init__(
+        self,
+        facts: Facts,
+        pointers: dict[str, list[Pointer]],
+        index: ArchiveIndex,
+        roots: Roots,
+        marks: Marks,
+        blobs: Blobs,
+        snapshot: Snapshot,
+        changes: Changes,
+        orphan_fans: int = 0,
+        returned: bool = False,
+        clock: float = 0.0,
+    ) -> None:
+        self.facts = facts
+        self.pointers = pointers
+        self.index = index
+        self.roots = roots
+        self.marks = marks
+        self.blobs = blobs
+        self.snapshot = snapshot
+        self.changes = changes
+        # fan-out directories of `files-v*` only unlinked blobs leave empty
+        self.orphan_fans = orphan_fans
+        self.returned = returned  # this host renewed a lease that had expired: it was away
+        self.clock = clock  # the time now by the store's clock, which lease times are read by
 
 
 def gather_facts(
@@ -361,17 +373,24 @@ def _emptied_fans(
     return loose
 
 
-@dataclass
 class SharedBlob:
     """A content blob going archives link, as `measure` sums it up: the last of them (the
     one it counts for), how many of its links they hold together and the most one holds,
     its link count and its size."""
 
-    last: str
-    nlink: int
-    size: int
-    links_going: int = 0
-    most: int = 0
+    def __init__(
+        self,
+        last: str,
+        nlink: int,
+        size: int,
+        links_going: int = 0,
+        most: int = 0,
+    ) -> None:
+        self.last = last
+        self.nlink = nlink
+        self.size = size
+        self.links_going = links_going
+        self.most = most
 
 
 def _content_archive_size(
@@ -416,8 +435,8 @@ def plan_with_policy(
     # A store another host registered that cannot be read here may track anything, while
     # that host renews its registration.
     blocked = survey.facts.blocked or hidden_store(survey.roots, policy.host_lease)
-    facts = survey.facts = replace(
-        survey.facts, gone_hosts=gone, blocked=blocked, host_lease=policy.host_lease
+    facts = survey.facts = survey.facts._replace(
+        gone_hosts=gone, blocked=blocked, host_lease=policy.host_lease
     )
     base = plan_collection(facts)
     wants_untracked = policy.untracked or policy.budget is not None
@@ -427,8 +446,7 @@ def plan_with_policy(
         info = archive.dist_infos[0] if archive.dist_infos else None
         names[archive.id] = split_dist_info(info) if info else (None, None)
         unpacked[archive.id] = archive.path.lstat().st_mtime
-    facts = replace(
-        facts,
+    facts = facts._replace(
         names=names,
         unpacked_at=unpacked,
         now=time.time(),
@@ -447,15 +465,15 @@ def plan_with_policy(
     total = SizeTally()
     if policy.budget is not None:
         total.add_tree(cache.root)
-    facts = replace(facts, linked_elsewhere=linked, sizes=sizes, total=total.occupied)
+    facts = facts._replace(linked_elsewhere=linked, sizes=sizes, total=total.occupied)
     survey.facts = facts
     plan = apply_policy(plan_collection(facts) if linked else base, facts, policy)
     going = [d.entry for d in plan.free]
     if sized and going != candidates:  # an sdist revision goes only with its last wheel
         sizes.update(measure(cache, survey, going, set(going), memory=memory).sizes)
-    plan = replace(plan, free=tuple(replace(d, bytes=sizes.get(d.entry, 0)) for d in plan.free))
+    plan = plan._replace(free=tuple(d._replace(bytes=sizes.get(d.entry, 0)) for d in plan.free))
     if sized and policy.budget is not None:
-        plan = replace(plan, note=budget_note(facts.total, plan, policy.budget))
+        plan = plan._replace(note=budget_note(facts.total, plan, policy.budget))
     return plan
 
 
@@ -476,8 +494,7 @@ def collect(
     plan = plan_with_policy(cache, survey, policy, progress, sized=dry_run or policy.needs_sizes)
     if cache.is_empty:
         verb = "would forget" if dry_run else "forgot"
-        plan = replace(
-            plan,
+        plan = plan._replace(
             note=f"the cache is empty (`uv cache clean`?): nothing to free; {verb} the refs "
             f"of {len(plan.stale)} entries no longer in it",
         )

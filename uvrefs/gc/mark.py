@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from uvrefs.envs import ArchiveIndex, EnvScan, identity, project_state, scan_env
@@ -25,17 +24,27 @@ if TYPE_CHECKING:
 Progress = Callable[[str, int, int], None]  # (what, done, total): long scans report here
 
 
-@dataclass
 class Marks:
     """The outcome of a mark: a scan of every root, the live set, and each root's
     fingerprint when it was scanned (the sweep compares them under the lock)."""
 
-    scans: dict[str, EnvScan] = field(default_factory=dict)
-    live: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    fingerprints: dict[str, str] = field(default_factory=dict)  # `state_print` at the scan
-    prints: dict[str, str] = field(default_factory=dict)  # `fingerprint`, for stamps
-    taken: dict[str, int] = field(default_factory=dict)  # when each print was taken (ns)
-    blocked: str | None = None  # a root whose uses cannot be known: nothing may be freed
+    def __init__(
+        self,
+        scans: dict[str, EnvScan] | None = None,
+        live: dict[str, tuple[str, ...]] | None = None,
+        fingerprints: dict[str, str] | None = None,
+        prints: dict[str, str] | None = None,
+        taken: dict[str, int] | None = None,
+        blocked: str | None = None,
+    ) -> None:
+        self.scans: dict[str, EnvScan] = {} if scans is None else scans
+        self.live: dict[str, tuple[str, ...]] = {} if live is None else live
+        # `state_print` at the scan
+        self.fingerprints: dict[str, str] = {} if fingerprints is None else fingerprints
+        self.prints: dict[str, str] = {} if prints is None else prints  # `fingerprint`, for stamps
+        # when each print was taken (ns)
+        self.taken: dict[str, int] = {} if taken is None else taken
+        self.blocked = blocked  # a root whose uses cannot be known: nothing may be freed
 
 
 def facts_of(roots: Roots, marks: Marks, host: str, archives: frozenset[str]) -> Facts:

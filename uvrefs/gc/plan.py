@@ -5,18 +5,17 @@ Nothing here reads the disk; tests/test_plan.py holds it to its properties."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from uvrefs.envs import EnvScan
 from uvrefs.hosts import HOST_LEASE
 from uvrefs.names import normalize
 from uvrefs.store.refs import Ref, Refs
+from uvrefs.tuples import NamedTuple
 from uvrefs.units import human_duration, human_size
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What happens to one entry, and why."""
 
     entry: str
@@ -39,8 +38,7 @@ class Decision:
 GRACE = 7 * 86400.0  # seconds: the default wait for entries of envs that may have moved
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """What a user asked collect to hold back or add: `min_age` seconds an entry must have
     been dead (or, untracked, unpacked), at most `max_freed` bytes, packages to `keep`,
     `untracked` entries too, or a `budget` for the whole cache."""
@@ -62,8 +60,7 @@ class Policy:
         return self.untracked or self.budget is not None or self.max_freed is not None
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     """Everything the planner needs, read once.
 
     `refs` holds every store's referrers of an entry (ours and peer stores'); `own` the
@@ -76,47 +73,46 @@ class Facts:
     host: str
     archives: frozenset[str]
     refs: Mapping[str, Refs]
-    corrupt: Mapping[str, str] = field(default_factory=dict)
-    envs: Mapping[str, EnvScan] = field(default_factory=dict)
+    corrupt: Mapping[str, str] = {}
+    envs: Mapping[str, EnvScan] = {}
     uv_owned: frozenset[str] = frozenset()
     linked_elsewhere: frozenset[str] = frozenset()
-    live: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    live: Mapping[str, tuple[str, ...]] = {}
     own: frozenset[str] | None = None
     blocked: str | None = None
     # Measured for the policies: when each entry was first seen dead (by a collect), when
     # each archive was unpacked, entry sizes, names of untracked entries, the cache total.
     now: float = 0.0
-    dead_since: Mapping[str, float] = field(default_factory=dict)
-    unpacked_at: Mapping[str, float] = field(default_factory=dict)
-    sizes: Mapping[str, int] = field(default_factory=dict)
-    names: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    dead_since: Mapping[str, float] = {}
+    unpacked_at: Mapping[str, float] = {}
+    sizes: Mapping[str, int] = {}
+    names: Mapping[str, tuple[str | None, str | None]] = {}
     total: int = 0
     # Project environments in uv's cache whose project is gone (`centralized-project-envs`).
     dead_project_envs: frozenset[str] = frozenset()
     # Entries env records list (any host, readable or not): with no refs they are not
     # untracked (their refs were lost or set aside), but held.
-    listed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    listed: Mapping[str, tuple[str, ...]] = {}
     # Entries whose refs `doctor --repair` set aside (in any store): who they named is not
     # known, so they are held (unless live), quietly: the reason says what to do.
-    set_aside: Mapping[str, str] = field(default_factory=dict)
+    set_aside: Mapping[str, str] = {}
     # Other hosts' envs on a filesystem this host mounts too: (host, their path) -> where
     # it is here (a root, scanned here); and when each other host was last seen, and
     # those whose lease is over (`Policy.host_lease`): their local envs are gone.
-    shared: Mapping[tuple[str, str], str] = field(default_factory=dict)
-    host_seen: Mapping[str, float] = field(default_factory=dict)
-    gone_hosts: Mapping[str, float] = field(default_factory=dict)
+    shared: Mapping[tuple[str, str], str] = {}
+    host_seen: Mapping[str, float] = {}
+    gone_hosts: Mapping[str, float] = {}
     # The directory (st_dev, st_ino) another host's record of a shared env names, and
     # other hosts' envs whose record cannot be read ((host or "", path) -> why).
-    shared_ids: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    unjudged: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    shared_ids: Mapping[tuple[str, str], tuple[int, int]] = {}
+    unjudged: Mapping[tuple[str, str], str] = {}
     host_lease: float = HOST_LEASE  # the policy's, for the sweep's judging under the lock
 
     def is_own(self, entry: str) -> bool:
         return entry in self.refs if self.own is None else entry in self.own
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     free: tuple[Decision, ...]
     keep: tuple[Decision, ...]
     untracked: int  # no store tracks them and no root uses them
@@ -323,7 +319,7 @@ def plan_collection(facts: Facts) -> Plan:
             why = ([w for w, _ in movers] or dead or ["no environment uses it any more"])[0]
             decision = decide("dead", why, grace=bool(movers))
             since = max((epoch(r.recorded_at) for _, r in movers), default=0.0)
-            free.append(replace(decision, grace_from=since))
+            free.append(decision._replace(grace_from=since))
     stale = tuple(sorted(e for e in set(facts.refs) - facts.archives if facts.is_own(e)))
     gone = frozenset(p for p, s in facts.envs.items() if s.state == "gone" and s.maybe_moved)
     return Plan(
@@ -385,7 +381,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
     note = None
 
     def held(d: Decision, why: str) -> None:
-        keep.append(replace(d, free=False, bytes=0, reason=why, state="held"))
+        keep.append(d._replace(free=False, bytes=0, reason=why, state="held"))
 
     dead: list[Decision] = []
     for d in sorted(plan.free, key=lambda d: _dead_order(d.entry, facts)):
@@ -471,8 +467,7 @@ def apply_policy(plan: Plan, facts: Facts, policy: Policy) -> Plan:
                 total += size
                 within.append(d)
         chosen = within
-    return replace(
-        plan,
+    return plan._replace(
         free=tuple(chosen),
         keep=tuple(keep),
         note=note,

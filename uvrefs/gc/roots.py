@@ -16,7 +16,6 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +23,7 @@ from uvrefs.cache import Cache, is_project_env
 from uvrefs.hosts import Lease, SharedPlace, leases, local_homes, local_path, place_on
 from uvrefs.store.refs import RACY_NS, KnownEnv, Refs, RefsStore, Settings, StoreView
 from uvrefs.store.registry import Registration, peer_stores, registry_dir
+from uvrefs.tuples import NamedTuple
 
 RootKind = Literal[
     "tracked", "peer", "shared", "uv-cached", "uv-project", "tool", "python", "discovered"
@@ -34,8 +34,7 @@ WATCH_DEPTH = 4  # a watched directory (`uvrefs watch add`), as `adopt --discove
 TOOL_DEPTH = 1  # <tool dir>/<tool>
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     """An environment to mark from: its path, what made it a root, and the record a store
     holds of it (None for uv's cached envs and environments found by discovery)."""
 
@@ -61,8 +60,7 @@ class Root:
         return self.path if self.kind in ("tracked", "peer") else f"{self.path} ({self.kind})"
 
 
-@dataclass(frozen=True)
-class Searched:
+class Searched(NamedTuple):
     """A directory searched for environments, how deep, and why (for `watch list`)."""
 
     path: str
@@ -70,7 +68,6 @@ class Searched:
     why: str
 
 
-@dataclass
 class Roots:
     """Every root, keyed by path, plus the refs every store holds and what could not be
     read. `blocked` says why nothing may be freed (a peer store that cannot be read).
@@ -79,46 +76,74 @@ class Roots:
     changed. `listed` maps each entry to the env records (of any host, readable or not)
     that list it, so an entry whose refs were lost is never taken for untracked."""
 
-    envs: dict[str, Root] = field(default_factory=dict)
-    refs: dict[str, Refs] = field(default_factory=dict)  # ours and every peer's, merged
-    own: set[str] = field(default_factory=set)  # entries our store tracks
-    corrupt: dict[str, str] = field(default_factory=dict)
-    set_aside: dict[str, str] = field(default_factory=dict)  # held: refs `--repair` set aside
-    blocked: str | None = None
-    views: list[StoreView] = field(default_factory=list)
-    discovery: Discovery | None = None
-    listed: dict[str, list[str]] = field(default_factory=dict)
-    newer: list[str] = field(default_factory=list)  # store files a newer uvrefs wrote
-    peers: list[str] = field(default_factory=list)  # other stores of this cache
-    searched: list[Searched] = field(default_factory=list)
-    uv_owned: frozenset[str] = frozenset()  # archives uv's cached environments are
-    # A recorded env path reached through a symbolic link now -> the env's real path,
-    # under which it is a root (one env, listed and scanned once).
-    aliases: dict[str, str] = field(default_factory=dict)
-    # Every name this machine's envs are recorded under: its machine id and the
-    # `UVREFS_HOST` names commands on it used (referrers and records under any of them are
-    # this host's, and read as `host`).
-    hosts: frozenset[str] = frozenset()
-    # Other hosts' envs on a filesystem this host mounts too: (host, their path) -> where
-    # it is here (a "shared" root); and when each other host last renewed its lease (the
-    # store's clock). A host with no lease (an older uvrefs) is never judged gone.
-    shared: dict[tuple[str, str], str] = field(default_factory=dict)
-    host_seen: dict[str, float] = field(default_factory=dict)
-    # The identity of the directory another host's record of a shared env names: (host,
-    # path) -> (st_dev, st_ino) as that host saw it. A referrer of that host naming another
-    # directory at the path (a local env of its own, where a job in a namespace of its own
-    # saw the share) is not judged by the env here.
-    shared_ids: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    # Other hosts' envs whose record this uvrefs cannot read (a newer format, garbage):
-    # (host, path) -> why. Never judged, whatever their host's lease: what they name is held.
-    unjudged: dict[tuple[str, str], str] = field(default_factory=dict)
-    # Stores of this cache another host registered that cannot be read here (on that
-    # host's own disk, or at a path this host does not have): what each says -> its
-    # registration's age, by the clock of the filesystem the cache is on. While one is
-    # younger than `--host-lease` nothing is freed (it may track any entry).
-    hidden: dict[str, float] = field(default_factory=dict)
-    registered: list[Registration] = field(default_factory=list)
-    seen: Settings = field(default_factory=Settings)  # `find_roots`' `seen`
+    def __init__(
+        self,
+        envs: dict[str, Root] | None = None,
+        refs: dict[str, Refs] | None = None,
+        own: set[str] | None = None,
+        corrupt: dict[str, str] | None = None,
+        set_aside: dict[str, str] | None = None,
+        blocked: str | None = None,
+        views: list[StoreView] | None = None,
+        discovery: Discovery | None = None,
+        listed: dict[str, list[str]] | None = None,
+        newer: list[str] | None = None,
+        peers: list[str] | None = None,
+        searched: list[Searched] | None = None,
+        uv_owned: frozenset[str] = frozenset(),
+        aliases: dict[str, str] | None = None,
+        hosts: frozenset[str] = frozenset(),
+        shared: dict[tuple[str, str], str] | None = None,
+        host_seen: dict[str, float] | None = None,
+        shared_ids: dict[tuple[str, str], tuple[int, int]] | None = None,
+        unjudged: dict[tuple[str, str], str] | None = None,
+        hidden: dict[str, float] | None = None,
+        registered: list[Registration] | None = None,
+        seen: Settings | None = None,
+    ) -> None:
+        self.envs: dict[str, Root] = {} if envs is None else envs
+        self.refs: dict[str, Refs] = {} if refs is None else refs  # ours and every peer's, merged
+        self.own: set[str] = set() if own is None else own  # entries our store tracks
+        self.corrupt: dict[str, str] = {} if corrupt is None else corrupt
+        # held: refs `--repair` set aside
+        self.set_aside: dict[str, str] = {} if set_aside is None else set_aside
+        self.blocked = blocked
+        self.views: list[StoreView] = [] if views is None else views
+        self.discovery = discovery
+        self.listed: dict[str, list[str]] = {} if listed is None else listed
+        self.newer: list[str] = [] if newer is None else newer  # store files a newer uvrefs wrote
+        self.peers: list[str] = [] if peers is None else peers  # other stores of this cache
+        self.searched: list[Searched] = [] if searched is None else searched
+        self.uv_owned = uv_owned  # archives uv's cached environments are
+        # A recorded env path reached through a symbolic link now -> the env's real path,
+        # under which it is a root (one env, listed and scanned once).
+        self.aliases: dict[str, str] = {} if aliases is None else aliases
+        # Every name this machine's envs are recorded under: its machine id and the
+        # `UVREFS_HOST` names commands on it used (referrers and records under any of them are
+        # this host's, and read as `host`).
+        self.hosts = hosts
+        # Other hosts' envs on a filesystem this host mounts too: (host, their path) -> where
+        # it is here (a "shared" root); and when each other host last renewed its lease (the
+        # store's clock). A host with no lease (an older uvrefs) is never judged gone.
+        self.shared: dict[tuple[str, str], str] = {} if shared is None else shared
+        self.host_seen: dict[str, float] = {} if host_seen is None else host_seen
+        # The identity of the directory another host's record of a shared env names: (host,
+        # path) -> (st_dev, st_ino) as that host saw it. A referrer of that host naming another
+        # directory at the path (a local env of its own, where a job in a namespace of its own
+        # saw the share) is not judged by the env here.
+        self.shared_ids: dict[tuple[str, str], tuple[int, int]] = (
+            {} if shared_ids is None else shared_ids
+        )
+        # Other hosts' envs whose record this uvrefs cannot read (a newer format, garbage):
+        # (host, path) -> why. Never judged, whatever their host's lease: what they name is held.
+        self.unjudged: dict[tuple[str, str], str] = {} if unjudged is None else unjudged
+        # Stores of this cache another host registered that cannot be read here (on that
+        # host's own disk, or at a path this host does not have): what each says -> its
+        # registration's age, by the clock of the filesystem the cache is on. While one is
+        # younger than `--host-lease` nothing is freed (it may track any entry).
+        self.hidden: dict[str, float] = {} if hidden is None else hidden
+        self.registered: list[Registration] = [] if registered is None else registered
+        self.seen: Settings = Settings() if seen is None else seen  # `find_roots`' `seen`
 
     def add(self, root: Root) -> None:
         """Add a root; one with a record replaces one found without (by discovery, uv's
@@ -139,7 +164,7 @@ class Roots:
             merged = dict(root.links)
             for link, mount in links:
                 merged.setdefault(link, mount)
-            self.envs[env] = replace(root, links=tuple(sorted(merged.items())))
+            self.envs[env] = root._replace(links=tuple(sorted(merged.items())))
 
     def kinds(self) -> dict[str, str]:
         """path -> kind: what the equality of two root findings is judged on."""
@@ -255,7 +280,7 @@ def _fold_aliases(roots: Roots) -> None:
             record = record._replace(path=real, mount=mount_point(Path(real)), site_dirs=sites)
         known = roots.envs.get(real)
         if known is None or (known.record is None and record is not None):
-            roots.envs[real] = replace(root, path=real, record=record)
+            roots.envs[real] = root._replace(path=real, record=record)
 
 
 def _add_store(
@@ -432,7 +457,7 @@ def _add_missing_records(roots: Roots, host: str) -> None:
                 " (deleted?), so where its packages live is not known; `uvrefs adopt` it "
                 "if it still exists"
             )
-            roots.envs[path] = replace(root, unreadable=why)
+            roots.envs[path] = root._replace(unreadable=why)
 
 
 # ---------------------------------------------------------------- peer stores
@@ -608,8 +633,7 @@ def python_installs(dirs: Iterable[str]) -> list[str]:
 # ---------------------------------------------------------------- discovery
 
 
-@dataclass(frozen=True)
-class Listing:
+class Listing(NamedTuple):
     """A directory as discovery read it: its identity and times when read, whether it is
     an environment, its subdirectories, its symbolic links (any of which may lead to a
     directory now: they are looked at again every time, since a link's target can appear
@@ -625,17 +649,24 @@ class Listing:
     racy: bool
 
 
-@dataclass
 class Discovery:
     """What a search found: environments (real path -> why its top was searched), the
     `.venv` links leading into the cache (env -> [(link, mount of its directory)]),
     directories that exist but cannot be listed, and every listing (to search again)."""
 
-    envs: dict[str, str] = field(default_factory=dict)
-    links: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
-    unlistable: list[str] = field(default_factory=list)
-    listings: dict[str, Listing] = field(default_factory=dict)
-    relisted: int = 0  # directories listed (not taken from the previous search)
+    def __init__(
+        self,
+        envs: dict[str, str] | None = None,
+        links: dict[str, list[tuple[str, str | None]]] | None = None,
+        unlistable: list[str] | None = None,
+        listings: dict[str, Listing] | None = None,
+        relisted: int = 0,
+    ) -> None:
+        self.envs: dict[str, str] = {} if envs is None else envs
+        self.links: dict[str, list[tuple[str, str | None]]] = {} if links is None else links
+        self.unlistable: list[str] = [] if unlistable is None else unlistable
+        self.listings: dict[str, Listing] = {} if listings is None else listings
+        self.relisted = relisted  # directories listed (not taken from the previous search)
 
 
 def discover_roots(

@@ -11,9 +11,8 @@ import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from uvrefs import uv
 from uvrefs.blobs import Blob, Blobs
@@ -42,6 +41,7 @@ from uvrefs.gc.trash import (
 )
 from uvrefs.hosts import forget as forget_lease
 from uvrefs.store.refs import KnownEnv, RefsStore
+from uvrefs.tuples import NamedTuple
 
 
 class FreedEnv(NamedTuple):
@@ -51,8 +51,7 @@ class FreedEnv(NamedTuple):
     bytes: int
 
 
-@dataclass(frozen=True)
-class Swept:
+class Swept(NamedTuple):
     """What a sweep did: entries freed (with the bytes measured as they went) and kept
     (re-judged under the lock), errors per entry, warnings, and times."""
 
@@ -66,7 +65,7 @@ class Swept:
     blobs: tuple[Blob, ...] = ()  # content blobs freed that no entry of this sweep owned
     envs: tuple[FreedEnv, ...] = ()  # project envs in uv's cache freed
     # Our store's env records as read under uv's lock (what a write-back compares with).
-    records: Mapping[str, KnownEnv] = field(default_factory=dict)
+    records: Mapping[str, KnownEnv] = {}
 
 
 def sweep(
@@ -142,14 +141,19 @@ def sweep(
     )
 
 
-@dataclass
 class TakenOut:
     """What a sweep took out of uv's sight under its lock: project envs and entries, each
     with what was moved into this collector's `trash` (None if nothing went)."""
 
-    trash: Trash | None
-    envs: list[tuple[str, Moved]]
-    entries: list[tuple[Decision, Moved]]
+    def __init__(
+        self,
+        trash: Trash | None,
+        envs: list[tuple[str, Moved]],
+        entries: list[tuple[Decision, Moved]],
+    ) -> None:
+        self.trash = trash
+        self.envs = envs
+        self.entries = entries
 
 
 def take_out(
@@ -220,12 +224,11 @@ def delete_taken(out: TakenOut, errors: list[str]) -> tuple[list[Decision], list
     for decision, moved in out.entries:
         if moved.failure is not None:  # a later run retries what is left in the trash
             errors.append(f"{decision.entry}: {os_error_text(moved.failure)}")
-        freed.append(replace(decision, bytes=moved.tally.freed))
+        freed.append(decision._replace(bytes=moved.tally.freed))
     return freed, envs
 
 
-@dataclass(frozen=True)
-class Rejudged:
+class Rejudged(NamedTuple):
     """The plan judged again under uv's exclusive lock: what still goes, what is kept now
     (and why), and the facts and scans it was judged on."""
 
@@ -250,9 +253,8 @@ def rejudge(
     found again (new records, envs, registrations), each candidate re-planned."""
     candidates = [d.entry for d in plan.free]
     roots_now, marks_now = mark_now(cache, store, facts.host, roots, marks, candidates)
-    facts_now = replace(  # the hosts whose lease was over, unless renewed since
-        facts_of(roots_now, marks_now, facts.host, frozenset(candidates)),
-        gone_hosts={
+    facts_now = facts_of(roots_now, marks_now, facts.host, frozenset(candidates))._replace(
+        gone_hosts={  # the hosts whose lease was over, unless renewed since
             host: seen
             for host, seen in facts.gone_hosts.items()
             if roots_now.host_seen.get(host, seen) <= seen
@@ -261,7 +263,7 @@ def rejudge(
     # A store this host cannot read, registered or renewed since planning, stops it too.
     hidden = hidden_store(roots_now, facts.host_lease)
     if hidden and not facts_now.blocked:
-        facts_now = replace(facts_now, blocked=hidden)
+        facts_now = facts_now._replace(blocked=hidden)
     now = plan_collection(facts_now)
     scans, live = marks_now.scans, marks_now.live
     envs_going = [  # none if something now says nothing may be freed
@@ -280,7 +282,7 @@ def rejudge(
         why_keep = recheck(decision, cache, now, facts_now, blobs)
         if why_keep:
             state = "live" if decision.entry in live else "held"
-            kept.append(replace(decision, free=False, bytes=0, reason=why_keep, state=state))
+            kept.append(decision._replace(free=False, bytes=0, reason=why_keep, state=state))
         else:
             going.append(decision)
     return Rejudged(going, kept, envs_going, facts_now, roots_now, scans)
@@ -332,7 +334,7 @@ def sweep_blobs(
             extra[owner[blob.ino]] += blob.bytes
         else:
             others.append(blob)
-    return [replace(d, bytes=d.bytes + e) for d, e in zip(freed, extra, strict=True)], others, held
+    return [d._replace(bytes=d.bytes + e) for d, e in zip(freed, extra, strict=True)], others, held
 
 
 def remove_orphans(root_fd: int, candidates: list[Blob]) -> list[Blob]:
@@ -368,7 +370,7 @@ def remove_orphans(root_fd: int, candidates: list[Blob]) -> list[Blob]:
         for (bucket, fan), n in last.items():
             if not os.listdir(dirs[bucket, fan]):
                 size = _remove_empty(root_fd, bucket, fan)
-                removed[n] = replace(removed[n], bytes=removed[n].bytes + size)
+                removed[n] = removed[n]._replace(bytes=removed[n].bytes + size)
     finally:
         for fd in dirs.values():
             if fd >= 0:
@@ -574,8 +576,7 @@ def drop_from_store(
 # ---------------------------------------------------------------- removing an entry
 
 
-@dataclass(frozen=True)
-class Doomed:
+class Doomed(NamedTuple):
     """One path that goes with an entry: a plain file, a link that must still point at the
     entry when it is removed, or a tree renamed out of uv's sight before it is deleted."""
 

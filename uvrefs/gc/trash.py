@@ -10,7 +10,6 @@ import fcntl
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from uvrefs.cache import SizeTally, delete_at
@@ -43,14 +42,19 @@ def os_error_text(exc: OSError) -> str:
     return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc.strerror or exc)
 
 
-@dataclass
 class Moved:
     """An entry taken out of uv's sight: its pointers unlinked, its trees renamed into the
     trash (names there, still to be deleted), and what has been measured freed so far."""
 
-    trees: list[str]  # names in the trash: trees, and the pointer files renamed there
-    tally: SizeTally
-    failure: OSError | None = None  # why deleting it from the trash stopped (`delete_moved`)
+    def __init__(
+        self,
+        trees: list[str],
+        tally: SizeTally,
+        failure: OSError | None = None,
+    ) -> None:
+        self.trees = trees  # names in the trash: trees, and the pointer files renamed there
+        self.tally = tally
+        self.failure = failure  # why deleting it from the trash stopped (`delete_moved`)
 
 
 def mounts_under(root: Path) -> set[str]:

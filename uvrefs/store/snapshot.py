@@ -15,33 +15,41 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from uvrefs.errors import StoreError
 from uvrefs.store.refs import KnownEnv, NewerFile, RefsStore, Settings, StoreView
 from uvrefs.store.stamps import env_key, read_stamp_taken
+from uvrefs.tuples import NamedTuple
 
 if TYPE_CHECKING:
     from uvrefs.envs import How
     from uvrefs.footprints import Footprint
 
 
-@dataclass
 class Snapshot:
     """A store as read at the start of a command: its refs, records and memories
     (`view`, with the settings this process `seen` merged in), the stamps of this host's
     records, the archive sizes it remembers and when entries were first seen dead."""
 
-    store: RefsStore
-    view: StoreView
-    seen: Settings
-    # env -> its fingerprint at its last record (this host's) and when it was taken
-    stamps: dict[str, tuple[str, int]]
-    sizes: dict[str, Footprint]
-    dead_since: dict[str, float]
+    def __init__(
+        self,
+        store: RefsStore,
+        view: StoreView,
+        seen: Settings,
+        stamps: dict[str, tuple[str, int]],
+        sizes: dict[str, Footprint],
+        dead_since: dict[str, float],
+    ) -> None:
+        self.store = store
+        self.view = view
+        self.seen = seen
+        # env -> its fingerprint at its last record (this host's) and when it was taken
+        self.stamps = stamps
+        self.sizes = sizes
+        self.dead_since = dead_since
 
     @classmethod
     def take(cls, store: RefsStore, host: str, seen: Settings | None = None) -> Snapshot:
@@ -126,26 +134,40 @@ class Restamp(NamedTuple):
     read: KnownEnv
 
 
-@dataclass
 class Changes:
     """What a command writes back to its store at the end, in one hold of the store's
     lock: each part is only a memory (a failed write costs a later run a walk or a wait,
     never a wrong verdict), except the records, whose failure is said (`write`)."""
 
-    seen: Settings | None = None  # uv's settings this process saw: merged into the file
-    peers: list[str] | None = None  # the peer stores found, when changed
-    holders: list[str] | None = None  # the holders searched, when changed
-    sizes: dict[str, Footprint] | None = None  # archive footprints, when any was walked
-    dead: set[str] | None = None  # entries dead now (first seen dead now: stamped `now`)
-    now: float = 0.0
-    # What the store said when the command read it (`Snapshot.take`), for the memories
-    # others may change meanwhile: peers and holders another command added since are kept,
-    # and dead-since stamps rewritten since (by a collect that judged later) stand.
-    base: Snapshot | None = None
-    records: list[RootRecord] = field(default_factory=list)
-    stamps: list[Restamp] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)  # entries gone from the cache: refs go
-    describe: Callable[[str], tuple[str | None, str | None, list[str]]] | None = None
+    def __init__(
+        self,
+        seen: Settings | None = None,
+        peers: list[str] | None = None,
+        holders: list[str] | None = None,
+        sizes: dict[str, Footprint] | None = None,
+        dead: set[str] | None = None,
+        now: float = 0.0,
+        base: Snapshot | None = None,
+        records: list[RootRecord] | None = None,
+        stamps: list[Restamp] | None = None,
+        stale: list[str] | None = None,
+        describe: Callable[[str], tuple[str | None, str | None, list[str]]] | None = None,
+    ) -> None:
+        self.seen = seen  # uv's settings this process saw: merged into the file
+        self.peers = peers  # the peer stores found, when changed
+        self.holders = holders  # the holders searched, when changed
+        self.sizes = sizes  # archive footprints, when any was walked
+        self.dead = dead  # entries dead now (first seen dead now: stamped `now`)
+        self.now = now
+        # What the store said when the command read it (`Snapshot.take`), for the memories
+        # others may change meanwhile: peers and holders another command added since are kept,
+        # and dead-since stamps rewritten since (by a collect that judged later) stand.
+        self.base = base
+        self.records: list[RootRecord] = [] if records is None else records
+        self.stamps: list[Restamp] = [] if stamps is None else stamps
+        # entries gone from the cache: refs go
+        self.stale: list[str] = [] if stale is None else stale
+        self.describe = describe
 
     def write(self, store: RefsStore) -> OSError | StoreError | None:
         """Write everything, the store locked once. Why the records could not be written,
