@@ -72,9 +72,8 @@ CACHE_PREVIEWS = (
 def preview_features(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Cache-related preview features in effect, and where each was turned on:
     `UV_PREVIEW` / `UV_PREVIEW_FEATURES`, or `preview` / `preview-features` in the user's
-    `uv.toml` or this directory's `uv.toml` / `pyproject.toml` (`[tool.uv]`)."""
-    import tomllib
-
+    `uv.toml` or this directory's `uv.toml` / `pyproject.toml` (`[tool.uv]`). `tomllib`
+    (~2 ms) is loaded only when there is a file to parse."""
     found: dict[str, str] = {}
     if is_truthy(environ.get("UV_PREVIEW")):
         found.update(dict.fromkeys(CACHE_PREVIEWS, "UV_PREVIEW"))
@@ -88,8 +87,14 @@ def preview_features(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         ("pyproject.toml", "tool.uv"),
     ):
         try:
-            data = tomllib.loads(read_utf8(path))
-        except (OSError, tomllib.TOMLDecodeError, RecursionError):
+            text = read_utf8(path)
+        except OSError:
+            continue
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, RecursionError):
             continue
         for key in (section or "").split(".") if section else ():
             data = data.get(key, {}) if isinstance(data, dict) else {}
