@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -405,3 +406,46 @@ def test_which_mounts_keep_locks_and_link_counts_local(monkeypatch: pytest.Monke
         assert local_locks(path), path
     assert hides_link_counts("/sshfs/cache") == "fuse.sshfs"
     assert hides_link_counts("/nfs/cache") is None
+
+
+def test_leases_and_the_stores_clock_need_no_proc(tmp_path: Path) -> None:
+    """A lease is written, and the store's clock read, through the directory's descriptor
+    (`dir_fd`), not a `/proc/self/fd/N/...` path: where /proc is not mounted (a minimal
+    container, a chroot) the host still renews its lease and leases can still be judged.
+    Through /proc, renewing wrote nothing there and the clock read 0 (no host judged
+    gone, ever)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to hide /proc in a mount namespace")
+    store = tmp_path / "store"
+    store.mkdir()
+    code = (
+        "import os, sys; from uvrefs import hosts; s = sys.argv[1]; "
+        "assert not os.path.exists('/proc/self'); "
+        "hosts.renew(s, 'h1'); print(len(os.listdir(os.path.join(s, 'hosts'))), "
+        "hosts.store_clock(s) > 0)"
+    )
+    done = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs none /proc && exec "$0" -c "$1" "$2"',
+            sys.executable,
+            code,
+            str(store),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        check=False,
+    )
+    if "mount" in done.stderr and done.returncode:
+        pytest.skip(f"cannot mount in a new namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "True"]
+    from uvrefs.hosts import host_key
+
+    assert [p.name for p in (store / "hosts").iterdir()] == [f"{host_key('h1')}.json"]

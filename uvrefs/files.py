@@ -116,13 +116,17 @@ def sync_dir(path: str) -> None:
         os.close(fd)
 
 
-def create_exclusive(directory: str, prefix: str) -> tuple[int, str]:
-    """A new empty file under an unpredictable name in `directory`, created exclusively and
-    never through a symlink: (descriptor, path). The caller closes and removes it."""
+def create_exclusive(
+    directory: str, prefix: str, *, dir_fd: int | None = None
+) -> tuple[int, str]:
+    """A new empty file under an unpredictable name in `directory` (relative to `dir_fd`,
+    if given), created exclusively and never through a symlink: (descriptor, path). The
+    caller closes and removes it."""
     for _ in range(16):
         path = os.path.join(directory, f"{prefix}{os.urandom(8).hex()}")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(path, flags, 0o600, dir_fd=dir_fd)
         except FileExistsError:
             continue
         return fd, path

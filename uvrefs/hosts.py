@@ -135,11 +135,6 @@ def _open_leases(store_dir: str, *, create: bool) -> int | None:
         return None
 
 
-def _in(fd: int, name: str) -> str:
-    """A path to `name` in the directory open as `fd` (through /proc: never a link above)."""
-    return f"/proc/self/fd/{fd}/{name}"
-
-
 def hostname() -> str:
     """This machine's host name, as `socket.gethostname()` gives it: on POSIX both are the
     kernel's node name (`uname`), read here without importing socket (~2.5 ms, on every
@@ -191,7 +186,7 @@ def renew(store_dir: str, host: str, *, every: float = RENEW_EVERY) -> bool:
             "mounts": mounts,
         }
         try:
-            write_atomic(_in(fd, name), json.dumps(doc))
+            write_atomic(name, json.dumps(doc), dir_fd=fd)
         except OSError:
             return False
         return known is not None and now - known.seen > HOST_LEASE
@@ -208,18 +203,19 @@ def store_clock(store_dir: str) -> float:
     if fd is None:
         return 0.0
     try:
-        return fs_clock(_in(fd, ""))
+        return fs_clock(fd)
     finally:
         os.close(fd)
 
 
-def fs_clock(directory: str) -> float:
-    """The time now by the clock of the filesystem `directory` is on, 0.0 if no file can
-    be made there."""
+def fs_clock(dir_fd: int) -> float:
+    """The time now by the clock of the filesystem the directory open as `dir_fd` is on
+    (made there through the descriptor: never through a link, no /proc needed), 0.0 if no
+    file can be made there."""
     from uvrefs.files import create_exclusive
 
     try:
-        made, name = create_exclusive(directory, ".clock-")
+        made, name = create_exclusive("", ".clock-", dir_fd=dir_fd)
     except OSError:
         return 0.0
     try:
@@ -227,7 +223,7 @@ def fs_clock(directory: str) -> float:
     finally:
         os.close(made)
         try:
-            os.unlink(name)
+            os.unlink(name, dir_fd=dir_fd)
         except OSError:
             pass
 

@@ -520,7 +520,7 @@ def _clock_in(root: Path, directory: str) -> float:
     except (OSError, ValueError):
         return 0.0
     try:
-        return fs_clock(f"/proc/self/fd/{fd}")
+        return fs_clock(fd)
     finally:
         os.close(fd)
 
