@@ -436,7 +436,7 @@ def test_leases_and_the_stores_clock_need_no_proc(tmp_path: Path) -> None:
             sys.executable,
             code,
             str(store),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
