@@ -62,8 +62,8 @@ def register_store(cache: Cache, store_dir: Path, host: str) -> None:
         return  # no sdists bucket yet (uv makes one whenever it runs): next time
     from uvrefs.store.stamps import store_id
 
-    own = store_id(str(store_dir), create=True) or "none"
-    name = f"{registry_name(store_dir)}.{host_key(host)}.{own}"
+    own = store_id(str(store_dir), create=True)
+    name = registration_name(registry_name(store_dir), host_key(host), own)
     try:
         st: os.stat_result | None = os.lstat(registry / name)
     except OSError:
@@ -132,7 +132,8 @@ def unregister_host(cache_root: Path, key: str) -> int:
             continue
         try:
             for name in os.listdir(fd):
-                if name.split(".")[1:2] == [key]:
+                named = parse_registration(name)
+                if named is not None and named[0] == key:
                     try:
                         if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
                             os.unlink(name, dir_fd=fd)
@@ -144,6 +145,21 @@ def unregister_host(cache_root: Path, key: str) -> int:
         finally:
             os.close(fd)
     return count
+
+
+def registration_name(store_key: str, host_key: str, store_id: str | None) -> str:
+    """A registration's file name: `<store path key>.<host key>.<store id>` ("none" for a
+    store without an id). `parse_registration` reads it back."""
+    return f"{store_key}.{host_key}.{store_id or 'none'}"
+
+
+def parse_registration(name: str) -> tuple[str, str | None] | None:
+    """(host key, store id or None) of a registration's file name; None for one an older
+    uvrefs wrote, which named no host (`<store path key>` alone)."""
+    parts = name.split(".")
+    if len(parts) < 2:
+        return None
+    return parts[1], (parts[2] if len(parts) == 3 and parts[2] != "none" else None)
 
 
 class Registration(NamedTuple):
@@ -196,12 +212,10 @@ def peer_stores(
             path = text if text and os.path.isabs(text) else None
             if path is not None:
                 found.add(path)
-            parts = name.split(".")
-            if len(parts) > 1:  # (older uvrefs named no host: `<store path key>` alone)
-                store_of = parts[2] if len(parts) == 3 and parts[2] != "none" else None
-                registrations.append(
-                    Registration(path, parts[1], store_of, mtime, str(registry), name)
-                )
+            named = parse_registration(name)
+            if named is not None:
+                host, store_of = named
+                registrations.append(Registration(path, host, store_of, mtime, str(registry), name))
     for home in local_homes():
         state = os.path.join(home, ".local", "state", "uvrefs")
         candidate = stamps.store_dir(state, str(cache.root))
