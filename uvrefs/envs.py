@@ -289,11 +289,21 @@ def scan_env(
         pass  # a site dir vanished while scanning: what was read stands
     except OSError as exc:
         return EnvScan(path, "unknown", f"unreadable ({exc.strerror})")
-    project = path.parent / "pyproject.toml"
-    if path.name == ".venv" and project.is_file():
-        sources.append(str(path.parent))
+    project = project_source(str(path))
+    if project is not None:
+        sources.append(project)
     found = tuple(sorted(set(sources)))
     return EnvScan(path, "alive", "", uses, tuple(dists), sources=found, identity=identity(path))
+
+
+def project_source(env: str) -> str | None:
+    """The project a `.venv` belongs to, when its `pyproject.toml` is beside it now: a local
+    source uv may build again. Looked up on every scan and every reuse of a record: no
+    fingerprint sees a project written beside an env after it was recorded."""
+    parent, name = os.path.split(env)
+    if name == ".venv" and os.path.isfile(os.path.join(parent, "pyproject.toml")):
+        return parent
+    return None
 
 
 def local_source(installed: str) -> str | None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from uvrefs.envs import ArchiveIndex, EnvScan, identity, project_state, scan_env
+from uvrefs.envs import ArchiveIndex, EnvScan, identity, project_source, project_state, scan_env
 from uvrefs.gc.plan import UNCERTAIN, Facts
 from uvrefs.gc.roots import Root, Roots
 from uvrefs.store.refs import Refs, RefsStore
@@ -162,9 +162,9 @@ def scan_or_reuse(
         return scan_root(root, index)
     uses: dict[str, How] = dict.fromkeys(record.entries, "hardlink")
     here = identity(Path(root.path))
-    return EnvScan(
-        Path(root.path), "alive", "", uses, reused=True, sources=record.sources, identity=here
-    )
+    project = project_source(root.path)  # written beside the env since its record, maybe
+    sources = tuple(sorted({*record.sources, project})) if project else record.sources
+    return EnvScan(Path(root.path), "alive", "", uses, reused=True, sources=sources, identity=here)
 
 
 def mark(
@@ -225,7 +225,12 @@ def restamps(
         ):
             continue
         print_ = marks.prints.get(root.path)
-        if print_ == stamp[0] and not settled(*stamp) and set(scan.uses) <= set(record.entries):
+        if (
+            print_ == stamp[0]
+            and not settled(*stamp)
+            and set(scan.uses) <= set(record.entries)
+            and set(scan.sources) <= set(record.sources)  # a reuse brings the record's
+        ):
             found.append(Restamp(root.path, print_, marks.taken[root.path], record))
     return found
 
