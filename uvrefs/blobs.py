@@ -23,22 +23,19 @@ class Blobs:
         self,
         cache: Cache,
         device: int,
-        where: dict[int, tuple[str, str, str]] | None = None,
-        fans: dict[tuple[str, str], tuple[int, int]] | None = None,
-        going: Counter[tuple[int, int]] | None = None,
     ) -> None:
         self.cache = cache
         self.device = device
         # ino -> path parts
-        self.where: dict[int, tuple[str, str, str]] = {} if where is None else where
+        self.where: dict[int, tuple[str, str, str]] = {}
         # Each fan-out directory: how many entries it holds (blobs and anything else), and its
         # blocks: it goes with its last blob (`uv cache prune` would remove it empty).
-        self.fans: dict[tuple[str, str], tuple[int, int]] = {} if fans is None else fans
+        self.fans: dict[tuple[str, str], tuple[int, int]] = {}
         self._archive_links: Counter[int] | None = None
         self._orphans: list[Blob] | None = None
         # Links that go with this collect: the files of dead project envs in the cache (their
         # hard links are not a use once the env goes with them).
-        self.going: Counter[tuple[int, int]] = Counter() if going is None else going
+        self.going: Counter[tuple[int, int]] = Counter()
 
     @classmethod
     def load(cls, cache: Cache) -> Blobs:

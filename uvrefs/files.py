@@ -116,9 +116,7 @@ def sync_dir(path: str) -> None:
         os.close(fd)
 
 
-def create_exclusive(
-    directory: str, prefix: str, *, dir_fd: int | None = None
-) -> tuple[int, str]:
+def create_exclusive(directory: str, prefix: str, *, dir_fd: int | None = None) -> tuple[int, str]:
     """A new empty file under an unpredictable name in `directory` (relative to `dir_fd`,
     if given), created exclusively and never through a symlink: (descriptor, path). The
     caller closes and removes it."""

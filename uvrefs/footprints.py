@@ -168,23 +168,15 @@ class Footprints:
     share it). `linked` keeps, for the archives asked for in `detail`, every file with
     links beyond its own. `walked`: footprints to remember."""
 
-    def __init__(
-        self,
-        occupied: dict[str, int] | None = None,
-        shared: dict[Key, dict[str, int]] | None = None,
-        files: dict[Key, tuple[int, int]] | None = None,
-        linked: dict[str, dict[Key, list[int]]] | None = None,
-        walked: dict[str, Footprint] | None = None,
-        remembered: set[str] | None = None,
-    ) -> None:
-        self.occupied: dict[str, int] = {} if occupied is None else occupied
-        self.shared: dict[Key, dict[str, int]] = {} if shared is None else shared
+    def __init__(self) -> None:
+        self.occupied: dict[str, int] = {}
+        self.shared: dict[Key, dict[str, int]] = {}
         # links in all, bytes
-        self.files: dict[Key, tuple[int, int]] = {} if files is None else files
-        self.linked: dict[str, dict[Key, list[int]]] = {} if linked is None else linked
-        self.walked: dict[str, Footprint] = {} if walked is None else walked
+        self.files: dict[Key, tuple[int, int]] = {}
+        self.linked: dict[str, dict[Key, list[int]]] = {}
+        self.walked: dict[str, Footprint] = {}
         # archives sized from memory
-        self.remembered: set[str] = set() if remembered is None else remembered
+        self.remembered: set[str] = set()
         self._by_archive: dict[str, list[Key]] | None = None
 
     @classmethod

@@ -30,21 +30,17 @@ class Marks:
 
     def __init__(
         self,
-        scans: dict[str, EnvScan] | None = None,
-        live: dict[str, tuple[str, ...]] | None = None,
-        fingerprints: dict[str, str] | None = None,
         prints: dict[str, str] | None = None,
         taken: dict[str, int] | None = None,
-        blocked: str | None = None,
     ) -> None:
-        self.scans: dict[str, EnvScan] = {} if scans is None else scans
-        self.live: dict[str, tuple[str, ...]] = {} if live is None else live
+        self.scans: dict[str, EnvScan] = {}
+        self.live: dict[str, tuple[str, ...]] = {}
         # `state_print` at the scan
-        self.fingerprints: dict[str, str] = {} if fingerprints is None else fingerprints
+        self.fingerprints: dict[str, str] = {}
         self.prints: dict[str, str] = {} if prints is None else prints  # `fingerprint`, for stamps
         # when each print was taken (ns)
         self.taken: dict[str, int] = {} if taken is None else taken
-        self.blocked = blocked  # a root whose uses cannot be known: nothing may be freed
+        self.blocked: str | None = None  # a root whose uses cannot be known: nothing may be freed
 
 
 def facts_of(roots: Roots, marks: Marks, host: str, archives: frozenset[str]) -> Facts:

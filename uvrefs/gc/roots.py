@@ -76,74 +76,48 @@ class Roots:
     changed. `listed` maps each entry to the env records (of any host, readable or not)
     that list it, so an entry whose refs were lost is never taken for untracked."""
 
-    def __init__(
-        self,
-        envs: dict[str, Root] | None = None,
-        refs: dict[str, Refs] | None = None,
-        own: set[str] | None = None,
-        corrupt: dict[str, str] | None = None,
-        set_aside: dict[str, str] | None = None,
-        blocked: str | None = None,
-        views: list[StoreView] | None = None,
-        discovery: Discovery | None = None,
-        listed: dict[str, list[str]] | None = None,
-        newer: list[str] | None = None,
-        peers: list[str] | None = None,
-        searched: list[Searched] | None = None,
-        uv_owned: frozenset[str] = frozenset(),
-        aliases: dict[str, str] | None = None,
-        hosts: frozenset[str] = frozenset(),
-        shared: dict[tuple[str, str], str] | None = None,
-        host_seen: dict[str, float] | None = None,
-        shared_ids: dict[tuple[str, str], tuple[int, int]] | None = None,
-        unjudged: dict[tuple[str, str], str] | None = None,
-        hidden: dict[str, float] | None = None,
-        registered: list[Registration] | None = None,
-        seen: Settings | None = None,
-    ) -> None:
-        self.envs: dict[str, Root] = {} if envs is None else envs
-        self.refs: dict[str, Refs] = {} if refs is None else refs  # ours and every peer's, merged
-        self.own: set[str] = set() if own is None else own  # entries our store tracks
-        self.corrupt: dict[str, str] = {} if corrupt is None else corrupt
+    def __init__(self) -> None:
+        self.envs: dict[str, Root] = {}
+        self.refs: dict[str, Refs] = {}  # ours and every peer's, merged
+        self.own: set[str] = set()  # entries our store tracks
+        self.corrupt: dict[str, str] = {}
         # held: refs `--repair` set aside
-        self.set_aside: dict[str, str] = {} if set_aside is None else set_aside
-        self.blocked = blocked
-        self.views: list[StoreView] = [] if views is None else views
-        self.discovery = discovery
-        self.listed: dict[str, list[str]] = {} if listed is None else listed
-        self.newer: list[str] = [] if newer is None else newer  # store files a newer uvrefs wrote
-        self.peers: list[str] = [] if peers is None else peers  # other stores of this cache
-        self.searched: list[Searched] = [] if searched is None else searched
-        self.uv_owned = uv_owned  # archives uv's cached environments are
+        self.set_aside: dict[str, str] = {}
+        self.blocked: str | None = None
+        self.views: list[StoreView] = []
+        self.discovery: Discovery | None = None
+        self.listed: dict[str, list[str]] = {}
+        self.newer: list[str] = []  # store files a newer uvrefs wrote
+        self.peers: list[str] = []  # other stores of this cache
+        self.searched: list[Searched] = []
+        self.uv_owned: frozenset[str] = frozenset()  # archives uv's cached environments are
         # A recorded env path reached through a symbolic link now -> the env's real path,
         # under which it is a root (one env, listed and scanned once).
-        self.aliases: dict[str, str] = {} if aliases is None else aliases
+        self.aliases: dict[str, str] = {}
         # Every name this machine's envs are recorded under: its machine id and the
         # `UVREFS_HOST` names commands on it used (referrers and records under any of them are
         # this host's, and read as `host`).
-        self.hosts = hosts
+        self.hosts: frozenset[str] = frozenset()
         # Other hosts' envs on a filesystem this host mounts too: (host, their path) -> where
         # it is here (a "shared" root); and when each other host last renewed its lease (the
         # store's clock). A host with no lease (an older uvrefs) is never judged gone.
-        self.shared: dict[tuple[str, str], str] = {} if shared is None else shared
-        self.host_seen: dict[str, float] = {} if host_seen is None else host_seen
+        self.shared: dict[tuple[str, str], str] = {}
+        self.host_seen: dict[str, float] = {}
         # The identity of the directory another host's record of a shared env names: (host,
         # path) -> (st_dev, st_ino) as that host saw it. A referrer of that host naming another
         # directory at the path (a local env of its own, where a job in a namespace of its own
         # saw the share) is not judged by the env here.
-        self.shared_ids: dict[tuple[str, str], tuple[int, int]] = (
-            {} if shared_ids is None else shared_ids
-        )
+        self.shared_ids: dict[tuple[str, str], tuple[int, int]] = {}
         # Other hosts' envs whose record this uvrefs cannot read (a newer format, garbage):
         # (host, path) -> why. Never judged, whatever their host's lease: what they name is held.
-        self.unjudged: dict[tuple[str, str], str] = {} if unjudged is None else unjudged
+        self.unjudged: dict[tuple[str, str], str] = {}
         # Stores of this cache another host registered that cannot be read here (on that
         # host's own disk, or at a path this host does not have): what each says -> its
         # registration's age, by the clock of the filesystem the cache is on. While one is
         # younger than `--host-lease` nothing is freed (it may track any entry).
-        self.hidden: dict[str, float] = {} if hidden is None else hidden
-        self.registered: list[Registration] = [] if registered is None else registered
-        self.seen: Settings = Settings() if seen is None else seen  # `find_roots`' `seen`
+        self.hidden: dict[str, float] = {}
+        self.registered: list[Registration] = []
+        self.seen: Settings = Settings()  # `find_roots`' `seen`  # `find_roots`' `seen`
 
     def add(self, root: Root) -> None:
         """Add a root; one with a record replaces one found without (by discovery, uv's
@@ -654,19 +628,12 @@ class Discovery:
     `.venv` links leading into the cache (env -> [(link, mount of its directory)]),
     directories that exist but cannot be listed, and every listing (to search again)."""
 
-    def __init__(
-        self,
-        envs: dict[str, str] | None = None,
-        links: dict[str, list[tuple[str, str | None]]] | None = None,
-        unlistable: list[str] | None = None,
-        listings: dict[str, Listing] | None = None,
-        relisted: int = 0,
-    ) -> None:
-        self.envs: dict[str, str] = {} if envs is None else envs
-        self.links: dict[str, list[tuple[str, str | None]]] = {} if links is None else links
-        self.unlistable: list[str] = [] if unlistable is None else unlistable
-        self.listings: dict[str, Listing] = {} if listings is None else listings
-        self.relisted = relisted  # directories listed (not taken from the previous search)
+    def __init__(self) -> None:
+        self.envs: dict[str, str] = {}
+        self.links: dict[str, list[tuple[str, str | None]]] = {}
+        self.unlistable: list[str] = []
+        self.listings: dict[str, Listing] = {}
+        self.relisted: int = 0  # directories listed (not taken from the previous search)
 
 
 def discover_roots(

@@ -142,31 +142,23 @@ class Changes:
     def __init__(
         self,
         seen: Settings | None = None,
-        peers: list[str] | None = None,
-        holders: list[str] | None = None,
-        sizes: dict[str, Footprint] | None = None,
-        dead: set[str] | None = None,
-        now: float = 0.0,
         base: Snapshot | None = None,
-        records: list[RootRecord] | None = None,
-        stamps: list[Restamp] | None = None,
-        stale: list[str] | None = None,
         describe: Callable[[str], tuple[str | None, str | None, list[str]]] | None = None,
     ) -> None:
         self.seen = seen  # uv's settings this process saw: merged into the file
-        self.peers = peers  # the peer stores found, when changed
-        self.holders = holders  # the holders searched, when changed
-        self.sizes = sizes  # archive footprints, when any was walked
-        self.dead = dead  # entries dead now (first seen dead now: stamped `now`)
-        self.now = now
+        self.peers: list[str] | None = None  # the peer stores found, when changed
+        self.holders: list[str] | None = None  # the holders searched, when changed
+        self.sizes: dict[str, Footprint] | None = None  # archive footprints, when any was walked
+        self.dead: set[str] | None = None  # entries dead now (first seen dead now: stamped `now`)
+        self.now: float = 0.0
         # What the store said when the command read it (`Snapshot.take`), for the memories
         # others may change meanwhile: peers and holders another command added since are kept,
         # and dead-since stamps rewritten since (by a collect that judged later) stand.
         self.base = base
-        self.records: list[RootRecord] = [] if records is None else records
-        self.stamps: list[Restamp] = [] if stamps is None else stamps
+        self.records: list[RootRecord] = []
+        self.stamps: list[Restamp] = []
         # entries gone from the cache: refs go
-        self.stale: list[str] = [] if stale is None else stale
+        self.stale: list[str] = []
         self.describe = describe
 
     def write(self, store: RefsStore) -> OSError | StoreError | None:
