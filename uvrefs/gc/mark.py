@@ -35,11 +35,9 @@ class Marks:
     ) -> None:
         self.scans: dict[str, EnvScan] = {}
         self.live: dict[str, tuple[str, ...]] = {}
-        # `state_print` at the scan
-        self.fingerprints: dict[str, str] = {}
+        self.fingerprints: dict[str, str] = {}  # `state_print` at the scan
         self.prints: dict[str, str] = {} if prints is None else prints  # `fingerprint`, for stamps
-        # when each print was taken (ns)
-        self.taken: dict[str, int] = {} if taken is None else taken
+        self.taken: dict[str, int] = {} if taken is None else taken  # when each was taken (ns)
         self.blocked: str | None = None  # a root whose uses cannot be known: nothing may be freed
 
 
@@ -196,11 +194,11 @@ def restamps(
 ) -> list[Restamp]:
     """The roots a mark with `reuse` scanned only because their stamp had not settled
     (taken too soon after their last change to vouch for the record, `stamps.settled`),
-    whose fingerprint is still the stamped one and whose scan found nothing their record
-    does not list: their stamp is taken again (the fingerprint this mark took before its
-    scan, and when), so the next command reuses their record instead of scanning them
-    again. Without this, an env was scanned by every `status` and dry run after its
-    install until a collect recorded it again."""
+    whose fingerprint is still the stamped one and whose scan found nothing (no use, no
+    local source) their record does not list: their stamp is taken again (the fingerprint
+    this mark took before its scan, and when), so the next command reuses their record
+    instead of scanning them again. Without this, an env was scanned by every `status` and
+    dry run after its install until a collect recorded it again."""
     trusted = reuse if reuse is not None and is_private(reuse.store) else None
     if trusted is None:
         return []
