@@ -127,13 +127,18 @@ def fresh(uvrefs: str, count: int) -> tuple[dict[str, float], dict[str, float]]:
     background (a terminal), interleaved; the background recorder is waited for (outside
     the timing) before the next install, so no run overlaps another. The disk is synced
     before each run: a run that started with the previous round's files (a venv made and
-    one removed) still being written back was slowed by that, whichever it was."""
+    one removed) still being written back was slowed by that, whichever it was. The order
+    is reversed every other round: on a disk that slows as a round uses it (a rate-limited
+    virtual disk: uv alone took 132, 212, 249 and 288 ms in four runs back to back), the
+    later run of a pair paid for the earlier one's writes."""
     args = packages(count)
     sh(UV, "venv", "-q", "-p", sys.executable, WORK / "warm")
     sh(UV, "pip", "install", "-q", "-p", WORK / "warm", *args)  # cache warm: uv only links
     times: dict[str, list[float]] = {"uv": [], "foreground": [], "background": []}
-    for i in range(max(15, ROUNDS // 2)):  # disk noise: more rounds than the rest
-        for mode, found in times.items():
+    rounds = max(16, ROUNDS // 2 * 2)  # disk noise: more rounds than the rest, an even count
+    for i in range(rounds):
+        for mode in list(times) if i % 2 == 0 else list(reversed(times)):
+            found = times[mode]
             env = WORK / f"fresh-{i}-{mode}"
             sh(UV, "venv", "-q", "-p", sys.executable, env)
             os.sync()  # no run pays for writing back what the rounds before it left dirty
