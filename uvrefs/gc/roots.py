@@ -288,16 +288,21 @@ def _add_store(
     for entry, read in view.refs.items():
         if own:
             roots.own.add(entry)
-        # Referrers of this machine under another of its names read as `host`.
-        referrers = tuple(r._replace(host=host) if ours(r.host) else r for r in read.referrers)
-        loaded = read._replace(referrers=referrers)
+        # Referrers of this machine under another of its names read as `host` (the read
+        # is kept as it is when none is: most refs, on most machines).
+        if any(r.host != host and ours(r.host) for r in read.referrers):
+            referrers = tuple(r._replace(host=host) if ours(r.host) else r for r in read.referrers)
+            loaded = read._replace(referrers=referrers)
+        else:
+            loaded = read
         known = roots.refs.get(entry)
         if known is None:
             roots.refs[entry] = loaded
         else:
             roots.refs[entry] = known._replace(referrers=known.referrers + loaded.referrers)
     for read_record in view.records.values():
-        record = read_record._replace(host=host) if ours(read_record.host) else read_record
+        renamed = read_record.host != host and ours(read_record.host)
+        record = read_record._replace(host=host) if renamed else read_record
         label = record.path if record.host == host else f"{record.path} (on host {record.host})"
         for entry in record.entries:
             roots.listed.setdefault(entry, []).append(label)
