@@ -72,6 +72,22 @@ def test_version_without_loading_typer(flag: str) -> None:
     assert "typer loaded: False" in done.stderr
 
 
+def test_the_console_script_says_all_before_it_ends_a_fast_path_command(world: World) -> None:
+    """The console script (and `python -m uvrefs`) ends a fast-path command without the
+    interpreter's teardown (`launch._exit`, ~1.5 ms of every tracked install): what it
+    printed to a pipe, block-buffered, is flushed first, and the exit code is the command's
+    (uv's, for a tracked install)."""
+    world.env.pop("PYTHONUNBUFFERED", None)  # stdout into a pipe is block-buffered
+    done = world.uvrefs("-V")
+    assert (done.returncode, done.stdout) == (0, f"uvrefs {__version__}\n")
+    env = world.venv("venv")
+    failed = world.run(
+        sys.executable, "-m", "uvrefs", "install", "-p", env, *world.offline(), "nosuchpkg",
+        check=False,
+    )  # fmt: skip
+    assert failed.returncode == 1 and "nosuchpkg" in failed.stderr
+
+
 def test_shell_completion(tmp_path: Path) -> None:
     import os
 

@@ -1,5 +1,5 @@
 """Allows `python -m uvrefs`."""
 
-from uvrefs.launch import main
+from uvrefs.launch import console
 
-main()
+console()

@@ -5,6 +5,7 @@ typer app in `uvrefs.cli`."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from uvrefs.errors import UvrefsError, from_os_error
@@ -13,23 +14,42 @@ from uvrefs.options import apply_global_options, fail, hoist_global_options, tra
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import NoReturn
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """uvrefs with `argv` (else this process's arguments); ends in `SystemExit`."""
     args = list(sys.argv[1:] if argv is None else argv)
+    code = _fast(args)
+    if code is not None:
+        sys.exit(code)
+    from uvrefs.cli import app
+
+    app(args=args, prog_name="uvrefs")
+
+
+def console() -> None:
+    """The console script (and `python -m uvrefs`): `main`, but a fast-path command ends
+    without the interpreter's teardown (`_exit`)."""
+    args = sys.argv[1:]
+    code = _fast(args)
+    if code is not None:
+        _exit(code)
+    from uvrefs.cli import app
+
+    app(args=args, prog_name="uvrefs")
+
+
+def _fast(args: list[str]) -> int | None:
+    """`_fast_path`, with its errors said in one line (`SystemExit`)."""
     try:
-        code = _fast_path(args)
+        return _fast_path(args)
     except UvrefsError as exc:
         fail(exc)
     except OSError as exc:
         fail(from_os_error(exc))
     except KeyboardInterrupt:
         sys.exit(130)  # quietly, as a shell command interrupted by Ctrl-C
-    if code is not None:
-        sys.exit(code)
-    from uvrefs.cli import app
-
-    app(args=args, prog_name="uvrefs")
 
 
 def _fast_path(args: list[str]) -> int | None:
@@ -54,3 +74,17 @@ def _fast_path(args: list[str]) -> int | None:
 
         return track.run(command, rest[len(command.split()) :])
     return None
+
+
+def _exit(code: int) -> NoReturn:
+    """End a fast-path command without the interpreter's teardown, which frees what the
+    process's end frees anyway (~1.5 ms measured, paid after every tracked install).
+    stdout and stderr are flushed first; nothing else on this path holds buffered data or
+    an exit handler (the store's writes are complete when they return, descriptors and
+    locks go with the process). A flush that fails exits 120, as Python's own exit does."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        code = code or 120
+    os._exit(code & 0xFF)
