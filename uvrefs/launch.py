@@ -17,27 +17,24 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """uvrefs with `argv` (else this process's arguments); ends in `SystemExit`."""
+def main(argv: Sequence[str] | None = None, *, teardown: bool = True) -> None:
+    """uvrefs with `argv` (else this process's arguments); ends in `SystemExit`, or, for a
+    fast-path command without `teardown`, by `_exit`."""
     args = list(sys.argv[1:] if argv is None else argv)
     code = _fast(args)
     if code is not None:
-        sys.exit(code)
+        if teardown:
+            sys.exit(code)
+        _exit(code)
     from uvrefs.cli import app
 
     app(args=args, prog_name="uvrefs")
 
 
 def console() -> None:
-    """The console script (and `python -m uvrefs`): `main`, but a fast-path command ends
-    without the interpreter's teardown (`_exit`)."""
-    args = sys.argv[1:]
-    code = _fast(args)
-    if code is not None:
-        _exit(code)
-    from uvrefs.cli import app
-
-    app(args=args, prog_name="uvrefs")
+    """The console script (and `python -m uvrefs`): a fast-path command ends without the
+    interpreter's teardown."""
+    main(teardown=False)
 
 
 def _fast(args: list[str]) -> int | None:
