@@ -383,6 +383,7 @@ def record_env(
             known.append((found, link_mount(found)))
         projects = sorted(set(known))
     with store.locked():
+        here = identity(env)
         # The record first: killed before the refs are written, the env is still a root.
         store.save_env(
             str(env),
@@ -391,12 +392,12 @@ def record_env(
             command,
             sorted(uses),
             mntns=mount_namespace(),
-            identity=identity(env),
+            identity=here,
             sources=list(scan.sources),
             projects=projects,
             shared=shared_place(str(env)),
         )
-        changed, corrupt = store.record(env, uses, command, cache.describe, identity(env))
+        changed, corrupt = store.record(env, uses, command, cache.describe, here)
         try:  # where uv keeps tools and Pythons; best effort: the env is recorded
             store.remember_settings(seen(config=False))
         except StoreError:

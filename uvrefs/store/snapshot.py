@@ -29,27 +29,18 @@ if TYPE_CHECKING:
     from uvrefs.footprints import Footprint
 
 
-class Snapshot:
+class Snapshot(NamedTuple):
     """A store as read at the start of a command: its refs, records and memories
     (`view`, with the settings this process `seen` merged in), the stamps of this host's
     records, the archive sizes it remembers and when entries were first seen dead."""
 
-    def __init__(
-        self,
-        store: RefsStore,
-        view: StoreView,
-        seen: Settings,
-        stamps: dict[str, tuple[str, int]],
-        sizes: dict[str, Footprint],
-        dead_since: dict[str, float],
-    ) -> None:
-        self.store = store
-        self.view = view
-        self.seen = seen
-        # env -> its fingerprint at its last record (this host's) and when it was taken
-        self.stamps = stamps
-        self.sizes = sizes
-        self.dead_since = dead_since
+    store: RefsStore
+    view: StoreView
+    seen: Settings
+    # env -> its fingerprint at its last record (this host's) and when it was taken
+    stamps: dict[str, tuple[str, int]]
+    sizes: dict[str, Footprint]
+    dead_since: dict[str, float]
 
     @classmethod
     def take(cls, store: RefsStore, host: str, seen: Settings | None = None) -> Snapshot:
