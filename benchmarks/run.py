@@ -126,11 +126,11 @@ def fresh(uvrefs: str, count: int) -> tuple[dict[str, float], dict[str, float]]:
     """uv, uvrefs recording in the foreground (scripts, CI) and uvrefs recording in the
     background (a terminal), interleaved; the background recorder is waited for (outside
     the timing) before the next install, so no run overlaps another. The disk is synced
-    before each run: a run that started with the previous round's files (a venv made and
-    one removed) still being written back was slowed by that, whichever it was. The order
-    is reversed every other round: on a disk that slows as a round uses it (a rate-limited
-    virtual disk: uv alone took 132, 212, 249 and 288 ms in four runs back to back), the
-    later run of a pair paid for the earlier one's writes."""
+    before each run, so no run starts with an earlier one's files still to write back,
+    and the order is reversed every other round, so neither run of a pair always follows
+    the other: on a disk that slows as it is used (uv alone took 132, 212, 249 and 288 ms
+    in four runs back to back here) neither may favour one side. Neither moved the
+    foreground row beyond its round-to-round noise on this machine."""
     args = packages(count)
     sh(UV, "venv", "-q", "-p", sys.executable, WORK / "warm")
     sh(UV, "pip", "install", "-q", "-p", WORK / "warm", *args)  # cache warm: uv only links

@@ -1,9 +1,10 @@
 """`typing.NamedTuple` without importing `typing`, for the modules a recording loads.
 
 A recording after a fresh install is paid after every such install, mostly in imports:
-`typing` costs ~4 ms there (docs/benchmarks.md). Type checkers see `typing.NamedTuple`
-itself; at run time `class X(NamedTuple): ...` builds what `typing` builds from it, a
-`collections.namedtuple` with the class's fields, defaults, docstring and methods.
+`typing` costs ~4 ms there (measured: 25 runs of the interpreter importing `json`, then
+`json` and `typing`). Type checkers see `typing.NamedTuple` itself; at run time
+`class X(NamedTuple): ...` builds what `typing` builds from it, a `collections.namedtuple`
+with the class's fields, defaults, docstring and methods.
 tests/test_budget.py pins that a recording does not import `typing`, and
 tests/test_tuples.py that a class built here behaves as one `typing` builds."""
 
