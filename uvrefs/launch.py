@@ -9,7 +9,13 @@ import os
 import sys
 
 from uvrefs.errors import UvrefsError, from_os_error
-from uvrefs.options import apply_global_options, fail, hoist_global_options, tracked_command
+from uvrefs.options import (
+    apply_global_options,
+    fail,
+    flush_output,
+    hoist_global_options,
+    tracked_command,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,9 +86,6 @@ def _exit(code: int) -> NoReturn:
     holds buffered data or an exit handler (the store's writes are complete when they
     return; descriptors and locks go with the process). A flush that fails exits 120, as
     Python's own exit does."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
+    if not flush_output():
         code = code or 120
     os._exit(code & 0xFF)

@@ -93,6 +93,20 @@ def tracked_command(rest: Sequence[str]) -> str | None:
     return None
 
 
+def flush_output() -> bool:
+    """Flush stdout and stderr, each on its own; False if either could not be (a closed or
+    broken pipe). A stream the process was started without (`>&-`: Python then has None
+    for it) has nothing to flush."""
+    flushed = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            flushed = False
+    return flushed
+
+
 def fail(exc: UvrefsError) -> NoReturn:
     if os.environ.get("UVREFS_VERBOSE"):
         import traceback

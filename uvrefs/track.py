@@ -197,8 +197,9 @@ def _fork_recorder() -> bool:
     # `signal` without its enums: the C module is loaded at start-up already
     import _signal  # type: ignore[import-not-found]
 
-    sys.stdout.flush()
-    sys.stderr.flush()
+    from uvrefs.options import flush_output
+
+    flush_output()  # the child must not write what the parent has buffered again
     hangup = _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     try:
         pid = os.fork()
