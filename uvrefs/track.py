@@ -375,11 +375,13 @@ def record_env(
     for entry_id in build_dependencies(cache, new_ids, uses.keys()):
         uses[entry_id] = "build"
     projects: list[tuple[str, str | None]] = []
-    if is_project_env(cache, str(env)):  # reached through the project's `.venv` link
-        link = os.path.abspath(link or target.path)
+    # The project whose `.venv` led here (the env named directly, or an alias, is no
+    # project's): a centralized project env lives while one does, and any env reached
+    # through one is that project's build environment (`mark.project_sources`).
+    found = project_link(os.path.abspath(link or target.path))
+    if found is not None or is_project_env(cache, str(env)):
         record = store.env_record(str(env))
         known = list(record.projects) if record else []
-        found = project_link(link)  # the env named directly, or an alias, is no project's
         if found is not None:
             known.append((found, link_mount(found)))
         projects = sorted(set(known))

@@ -591,7 +591,7 @@ def records_now(
                 mntns=mount_namespace(),
                 identity=identity(Path(path)),
                 sources=list(scan.sources),
-                projects=list(root.links),
+                projects=sorted({*root.links, *(record.projects if record else ())}),
                 shared=shared_place(path),
                 stamp=marks.prints.get(path) if scan is marks.scans.get(path) else None,
                 taken=marks.taken.get(path),

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from uvrefs.envs import ArchiveIndex, EnvScan, identity, project_source, project_state, scan_env
-from uvrefs.gc.plan import UNCERTAIN, Facts
+from uvrefs.gc.plan import BUILD_DEPENDENCY, UNCERTAIN, Facts
 from uvrefs.gc.roots import Root, Roots
 from uvrefs.store.refs import Refs, RefsStore
 from uvrefs.store.snapshot import Restamp, Snapshot
 from uvrefs.store.stamps import settled
-from uvrefs.targets import Target, fingerprint
+from uvrefs.targets import Target, fingerprint, follow_redirect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -106,13 +106,27 @@ def scan_root(root: Root, index: ArchiveIndex) -> EnvScan:
             return EnvScan(Path(root.path), "gone", why, maybe_moved=moved)
     record = root.record
     extra = [Path(s) for s in record.site_dirs] if record else []
-    return scan_env(
+    scan = scan_env(
         Path(root.path),
         index,
         extra,
         record.mount if record else None,
         record.mntns if record else None,
     )
+    projects = project_sources(root) if scan.state == "alive" else frozenset()
+    return scan._replace(sources=tuple(sorted({*scan.sources, *projects})))
+
+
+def project_sources(root: Root) -> frozenset[str]:
+    """The projects whose `.venv` leads to the root now: the env itself named `.venv`
+    beside a pyproject.toml, or a `.venv` link (or redirect file) known to have led to it,
+    from its record or uv's project envs (a `proj/.venv -> /data/envs/proj` layout, a
+    centralized project env). Local sources uv may build again, looked up on every scan
+    and every reuse of a record (one stat each): no fingerprint sees a project written
+    beside an env, and the env's own path, its real path, is not the link's."""
+    links = [link for link, _mount in (*root.links, *(root.record.projects if root.record else ()))]
+    ways_in = [root.path, *(p for p in links if os.path.realpath(follow_redirect(p)) == root.path)]
+    return frozenset(p for p in map(project_source, ways_in) if p is not None)
 
 
 def is_private(store: RefsStore) -> bool:
@@ -156,8 +170,7 @@ def scan_or_reuse(
         return scan_root(root, index)
     uses: dict[str, How] = dict.fromkeys(record.entries, "hardlink")
     here = identity(Path(root.path))
-    project = project_source(root.path)  # written beside the env since its record, maybe
-    sources = tuple(sorted({*record.sources, project})) if project else record.sources
+    sources = tuple(sorted({*record.sources, *project_sources(root)}))
     return EnvScan(Path(root.path), "alive", "", uses, reused=True, sources=sources, identity=here)
 
 
@@ -223,7 +236,8 @@ def restamps(
             print_ == stamp[0]
             and not settled(*stamp)
             and set(scan.uses) <= set(record.entries)
-            and set(scan.sources) <= set(record.sources)  # a reuse brings the record's
+            # a reuse brings the record's sources, and the projects it finds then
+            and set(scan.sources) <= {*record.sources, *project_sources(root)}
         ):
             found.append(Restamp(root.path, print_, marks.taken[root.path], record))
     return found
@@ -285,7 +299,7 @@ def live_set(
         if scan.sources:
             builders.append(root.label)
     if builders:
-        why = f"build dependency of {builders[0]}'s local source"
+        why = f"{BUILD_DEPENDENCY}{builders[0]}'s local source"
         for entry, entry_refs in refs.items():
             if any(r.how == "build" for r in entry_refs.referrers):
                 live.setdefault(entry, []).append(why)
