@@ -238,6 +238,9 @@ def used_by(roots: tuple[str, ...]) -> str:
 
 
 UNCERTAIN = "uncertain: "  # a live-set label of a root that may use an entry (`mark.live_set`)
+# The live-set label of an entry kept as a build dependency (`mark.live_set`): its "build"
+# referrers are what says so, and stay while it is kept so (`sweep.drop_from_store`).
+BUILD_DEPENDENCY = "build dependency of "
 
 
 def live_state(labels: tuple[str, ...]) -> tuple[str, str]:

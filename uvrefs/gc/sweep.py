@@ -27,7 +27,14 @@ from uvrefs.envs import ArchiveIndex, EnvScan
 from uvrefs.errors import LockTimeout, StoreError, UvrefsError
 from uvrefs.files import open_dir, open_dir_below
 from uvrefs.gc.mark import Marks, facts_of, mark_again
-from uvrefs.gc.plan import Decision, Facts, Plan, plan_collection, untracked_state
+from uvrefs.gc.plan import (
+    BUILD_DEPENDENCY,
+    Decision,
+    Facts,
+    Plan,
+    plan_collection,
+    untracked_state,
+)
 from uvrefs.gc.roots import Roots, find_roots, hidden_store
 from uvrefs.gc.trash import (
     CrashHook,
@@ -539,6 +546,13 @@ def forget_gone(
     return []
 
 
+def _kept_to_build(facts: Facts, entry: str) -> bool:
+    """Whether `entry` is kept as a build dependency: its referrers, gone envs' among them,
+    are what says it is one (a "build" referrer), so none is dropped while a living env
+    may build from a local source (an env whose build reused the entry is not among them)."""
+    return any(label.startswith(BUILD_DEPENDENCY) for label in facts.live.get(entry, ()))
+
+
 def drop_from_store(
     store: RefsStore,
     facts: Facts,
@@ -556,7 +570,7 @@ def drop_from_store(
     view = roots.views[0] if roots.views else None
     with store.locked():
         for entry, refs in facts.refs.items():
-            if entry in freeing or not facts.is_own(entry):
+            if entry in freeing or not facts.is_own(entry) or _kept_to_build(facts, entry):
                 continue
             going = sum(dropped(r.host, r.env) for r in refs.referrers)
             if going and store.drop_referrers(entry, dropped):
